@@ -1,0 +1,18 @@
+//! Types and formats shared by the understudy replica and arbiter.
+//!
+//! Layout:
+//! - [`ids`]: `NodeId`, `Epoch`, `LogIndex`, `Position` (the data version `E.I`).
+//! - [`record`]: the write-log record format and its CRC32C, used on disk and
+//!   on the replication stream alike.
+//! - [`error`]: the JSON error body and its stable codes.
+//! - [`params`]: cluster timing and policy, validated as a whole.
+//! - [`heartbeat`]: heartbeat and grant messages between replicas and the arbiter.
+
+pub mod error;
+pub mod heartbeat;
+pub mod ids;
+pub mod params;
+pub mod record;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use ids::{Epoch, LogIndex, NodeId, Position};

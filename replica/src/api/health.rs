@@ -1,0 +1,114 @@
+//! Health, role and metrics endpoints for load balancers and monitoring.
+//!
+//! - `GET /healthz`: 200 while the process can do its job (storage works).
+//! - `GET /readyz`: 200 once the node serves its role (active and within its
+//!   lease, or a standby).
+//! - `GET /v1/role`: 200 on the active only, 503 otherwise — point a load
+//!   balancer's health check here to send writes to the active.
+//! - `GET /v1/status`: this replica's own view (role, epoch, positions).
+//! - `GET /metrics`: Prometheus (OpenMetrics) text.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use proto_common::heartbeat::Role;
+use proto_common::{Epoch, LogIndex, Position};
+use serde::Serialize;
+
+use crate::node::Node;
+
+/// A replica's own view of itself.
+#[derive(Serialize)]
+pub struct ReplicaStatus {
+    pub node_id: String,
+    pub role: Role,
+    /// Whether a write sent here now would be accepted.
+    pub writable: bool,
+    pub epoch: Epoch,
+    /// Last entry in the local log (durable).
+    pub position: Position,
+    /// Last applied (committed) entry: the data version reads see.
+    pub applied: Position,
+    pub commit_index: LogIndex,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_url: Option<String>,
+    /// Milliseconds of lease left; absent when standalone or not active.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_remaining_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_writable: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_failure: Option<String>,
+}
+
+pub fn status_of(node: &Node) -> ReplicaStatus {
+    let role = node.role();
+    let writable =
+        role.write_epoch.is_some() && node.lease.is_valid() && node.commit.failure().is_none();
+    ReplicaStatus {
+        node_id: node.settings.node_id.to_string(),
+        role: role.role,
+        writable,
+        epoch: role.epoch,
+        position: node.commit.durable(),
+        applied: node.applied(),
+        commit_index: *node.commit.commit_index().borrow(),
+        active_url: role.active_url,
+        lease_remaining_ms: match role.role {
+            Role::Active => node.lease.remaining_nanos().map(|n| n / 1_000_000),
+            Role::Standby => None,
+        },
+        not_writable: role.not_writable,
+        storage_failure: node.commit.failure(),
+    }
+}
+
+pub async fn status(State(node): State<Arc<Node>>) -> Json<ReplicaStatus> {
+    Json(status_of(&node))
+}
+
+pub async fn healthz(State(node): State<Arc<Node>>) -> Response {
+    match node.commit.failure() {
+        None => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "failed", "reason": why})),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
+    let s = status_of(&node);
+    let ready = s.storage_failure.is_none() && (s.role == Role::Standby || s.writable);
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(s)).into_response()
+}
+
+pub async fn role(State(node): State<Arc<Node>>) -> Response {
+    let s = status_of(&node);
+    let code = if s.role == Role::Active && s.writable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(s)).into_response()
+}
+
+pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        node.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,214 @@
+//! Single-key reads and writes and range reads:
+//! `GET/PUT/DELETE /v1/kv/{key}` and `GET /v1/kv?prefix=&start_after=&limit=`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use bytes::Bytes;
+use proto_common::{ErrorCode, Position};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::input::{check_value, key_from_path, read_body};
+use super::{DATA_VERSION, KEY_VERSION};
+use crate::command::Command;
+use crate::commit::WriteAck;
+use crate::node::Node;
+use crate::state::Outcome;
+
+/// `GET /v1/kv/{key}`: the raw value, with the key's version.
+pub async fn get_key(State(node): State<Arc<Node>>, uri: Uri) -> Result<Response, ApiError> {
+    let key = key_from_path(uri.path(), &node.settings.limits)?;
+    node.metrics.reads.inc();
+    let (entry, applied) = {
+        let kv = node.kv.read();
+        (kv.get(&key).cloned(), kv.applied())
+    };
+    match entry {
+        Some(e) => {
+            let mut resp = e.value.into_response();
+            let h = resp.headers_mut();
+            h.insert(DATA_VERSION, header(applied));
+            h.insert(KEY_VERSION, header(e.version));
+            h.insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            Ok(resp)
+        }
+        None => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no key {:?}", String::from_utf8_lossy(&key)),
+        )),
+    }
+}
+
+/// `PUT /v1/kv/{key}`: the body is the value.
+pub async fn put_key(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limits = &node.settings.limits;
+    let key = key_from_path(uri.path(), limits)?;
+    let value = read_body(
+        &headers,
+        body,
+        limits.max_value_bytes,
+        ErrorCode::ValueTooLarge,
+        "value",
+    )
+    .await?;
+    check_value(&value, limits)?;
+    let ack = node.write(Command::Put { key, value }).await?;
+    write_response(&node, ack, None)
+}
+
+/// `DELETE /v1/kv/{key}`: 404 when the key did not exist.
+pub async fn delete_key(State(node): State<Arc<Node>>, uri: Uri) -> Result<Response, ApiError> {
+    let key = key_from_path(uri.path(), &node.settings.limits)?;
+    let name = String::from_utf8_lossy(&key).into_owned();
+    let ack = node.write(Command::Delete { key }).await?;
+    write_response(&node, ack, Some(&name))
+}
+
+/// `PUT`/`DELETE /v1/kv/` with nothing after the slash.
+pub async fn empty_key() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidKey,
+        "the key is empty; use /v1/kv/{key} with a non-empty key",
+    )
+}
+
+#[derive(Serialize)]
+struct Written {
+    version: Position,
+}
+
+/// Turns a committed write's outcome into the answer.
+pub fn write_response(node: &Node, ack: WriteAck, key: Option<&str>) -> Result<Response, ApiError> {
+    let code = match ack.outcome {
+        Outcome::Written => {
+            node.metrics.count_write("ok");
+            let mut resp = Json(Written {
+                version: ack.position,
+            })
+            .into_response();
+            resp.headers_mut()
+                .insert(DATA_VERSION, header(ack.position));
+            return Ok(resp);
+        }
+        Outcome::NotFound => {
+            node.metrics.count_write("not_found");
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("no key {:?}", key.unwrap_or_default()),
+            )
+        }
+        Outcome::CompareFailed(why) => {
+            node.metrics.count_write("compare_failed");
+            ApiError::new(
+                ErrorCode::CompareFailed,
+                format!("{why}; nothing was written"),
+            )
+        }
+    };
+    let mut resp = code.into_response();
+    resp.headers_mut()
+        .insert(DATA_VERSION, header(ack.position));
+    Ok(resp)
+}
+
+pub fn header(p: Position) -> HeaderValue {
+    HeaderValue::from_str(&p.to_string()).expect("a position is ASCII")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    #[serde(default)]
+    prefix: String,
+    start_after: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ListItem {
+    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+    version: Position,
+}
+
+#[derive(Serialize)]
+struct ListPage {
+    items: Vec<ListItem>,
+    /// True when more keys match after the last item: ask again with
+    /// `start_after` set to its key.
+    more: bool,
+}
+
+/// `GET /v1/kv?prefix=&start_after=&limit=` (limit defaults to 100).
+pub async fn list(State(node): State<Arc<Node>>, uri: Uri) -> Result<Response, ApiError> {
+    let limits = &node.settings.limits;
+    let params: ListParams = serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad query: {e}")))?;
+    let limit = match params.limit.as_deref() {
+        None => 100.min(limits.max_list_limit),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if n >= 1 && n <= limits.max_list_limit => n,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "limit={text:?} must be a number from 1 to max_list_limit={}",
+                        limits.max_list_limit
+                    ),
+                ))
+            }
+        },
+    };
+    node.metrics.reads.inc();
+    let (page, more, applied) = {
+        let kv = node.kv.read();
+        let (page, more) = kv.range(
+            params.prefix.as_bytes(),
+            params.start_after.as_deref().map(str::as_bytes),
+            limit,
+        );
+        (page, more, kv.applied())
+    };
+    let items = page
+        .into_iter()
+        .map(|(k, e)| {
+            let (value, value_base64) = text_or_base64(e.value);
+            ListItem {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                value,
+                value_base64,
+                version: e.version,
+            }
+        })
+        .collect();
+    let mut resp = (StatusCode::OK, Json(ListPage { items, more })).into_response();
+    resp.headers_mut().insert(DATA_VERSION, header(applied));
+    Ok(resp)
+}
+
+fn text_or_base64(v: Bytes) -> (Option<String>, Option<String>) {
+    match String::from_utf8(v.to_vec()) {
+        Ok(s) => (Some(s), None),
+        Err(_) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(&v)),
+        ),
+    }
+}

@@ -1,0 +1,22 @@
+//! The client HTTP API (DESIGN.md, "Client API").
+//!
+//! - [`kv`]: `GET/PUT/DELETE /v1/kv/{key}`, `GET /v1/kv?prefix=` (range).
+//! - [`txn`]: `POST /v1/txn` (compare-then-write).
+//! - [`health`]: `/healthz`, `/readyz`, `/v1/role`, `/v1/status`, `/metrics`.
+//! - [`input`]: key, value and body checks; [`error`]: the JSON error answer.
+//! - [`router`]: routes, the `X-Data-Version` layer, unknown routes.
+
+pub mod error;
+pub mod health;
+pub mod input;
+pub mod kv;
+pub mod router;
+pub mod txn;
+
+pub use router::router;
+
+/// The replica's applied position (`epoch.index`) on every response; on a
+/// write, the write's own position.
+pub const DATA_VERSION: &str = "x-data-version";
+/// A key's own version (the position of its last write), on single-key reads.
+pub const KEY_VERSION: &str = "x-key-version";

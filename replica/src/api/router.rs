@@ -1,0 +1,67 @@
+//! Routes of the client API and the layer that stamps `X-Data-Version` on
+//! every answer, errors and unknown routes included.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use proto_common::ErrorCode;
+
+use super::error::ApiError;
+use super::kv::header;
+use super::{health, kv, txn, DATA_VERSION};
+use crate::node::Node;
+
+/// The client API router for `node`.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/v1/kv", get(kv::list))
+        .route(
+            "/v1/kv/",
+            get(kv::empty_key).put(kv::empty_key).delete(kv::empty_key),
+        )
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get_key).put(kv::put_key).delete(kv::delete_key),
+        )
+        .route("/v1/txn", post(txn::txn))
+        .route("/v1/role", get(health::role))
+        .route("/v1/status", get(health::status))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(node.clone(), stamp_version))
+        .with_state(node)
+}
+
+async fn stamp_version(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if !resp.headers().contains_key(DATA_VERSION) {
+        resp.headers_mut()
+            .insert(DATA_VERSION, header(node.applied()));
+    }
+    resp
+}
+
+async fn unknown_route(req: Request) -> ApiError {
+    ApiError::new(
+        ErrorCode::UnknownRoute,
+        format!(
+            "no such endpoint: {} {}; see the API list in the README",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}

@@ -1,0 +1,385 @@
+//! The commit rule and visibility (DESIGN.md, "Commit rule and the sync set").
+//!
+//! An entry is **committed** when it is durable on this replica and, on the
+//! active, acknowledged by every member of the sync set (on a standby: when
+//! the active says so in its frames). Only committed entries are applied to
+//! the readable state and only then is the client answered: a reader never
+//! sees a write that a failover could still remove.
+//!
+//! When the arbiter removes a failed sync standby, the active keeps waiting
+//! for it until it *learns* the new set; only then does the rule stop
+//! counting it. A newly adopted set is reported back as confirmed only once
+//! every member holds everything committed at adoption (see
+//! `proto_common::heartbeat::HeartbeatReply::sync_version`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use proto_common::{LogIndex, NodeId, Position};
+use tokio::sync::{broadcast, watch};
+
+use crate::lease::Lease;
+use crate::log::group_commit::{CommitSink, PendingEntry, Responder};
+use crate::metrics::Metrics;
+use crate::state::{KvState, Outcome};
+
+/// What a client write ends with.
+pub type WriteResult = Result<WriteAck, WriteError>;
+
+/// A committed write: its position and what applying it did.
+#[derive(Debug, Clone)]
+pub struct WriteAck {
+    pub position: Position,
+    pub outcome: Outcome,
+}
+
+/// Why a write was not acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// Refused before it was written, or abandoned by a demotion; retryable.
+    #[error("{0}")]
+    NotWritable(String),
+    /// Written, possibly committed, but the lease ended before the answer:
+    /// the outcome is unknown to the client.
+    #[error("{0}")]
+    Indeterminate(String),
+    /// The disk failed.
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// A batch the active wrote, for the replication senders.
+#[derive(Debug, Clone)]
+pub struct WrittenBatch {
+    pub bytes: Bytes,
+    pub first: Position,
+    pub last: Position,
+    /// `clock::now_nanos()` when written, for lag in milliseconds.
+    pub written_at: u64,
+}
+
+/// Who decides what is committed.
+#[derive(Debug)]
+enum Mode {
+    /// The active: local durability plus every sync member's acknowledgement.
+    Leading(SyncState),
+    /// A standby: whatever the active says is committed (and is durable here).
+    Following { leader_commit: LogIndex },
+}
+
+/// The active's view of the sync set.
+#[derive(Debug, Default)]
+struct SyncState {
+    members: Vec<NodeId>,
+    version: u64,
+    /// Commit index when `version` was adopted.
+    adopted_at: LogIndex,
+    /// Highest version known to be confirmed (members hold every write
+    /// committed before adoption).
+    confirmed: u64,
+    acks: HashMap<NodeId, Position>,
+}
+
+struct Inner {
+    pending: VecDeque<PendingEntry>,
+    durable: Position,
+    commit: LogIndex,
+    mode: Mode,
+    failed: Option<String>,
+}
+
+/// Tracks durability and acknowledgements, applies committed entries and
+/// answers the clients waiting for them. Implements [`CommitSink`].
+pub struct CommitTracker {
+    inner: Mutex<Inner>,
+    kv: Arc<RwLock<KvState>>,
+    lease: Arc<Lease>,
+    metrics: Arc<Metrics>,
+    /// Last applied position, for `X-Min-Version` waiters.
+    applied_tx: watch::Sender<Position>,
+    /// Commit index, for replication senders (frames carry it).
+    commit_tx: watch::Sender<LogIndex>,
+    /// Written batches, for replication senders.
+    written_tx: broadcast::Sender<Arc<WrittenBatch>>,
+}
+
+impl CommitTracker {
+    /// `durable` and `commit` come from recovery: everything in the log is
+    /// durable; `commit` is the highest index known committed.
+    pub fn new(
+        kv: Arc<RwLock<KvState>>,
+        lease: Arc<Lease>,
+        metrics: Arc<Metrics>,
+        durable: Position,
+        pending: Vec<PendingEntry>,
+    ) -> CommitTracker {
+        let applied = kv.read().applied();
+        let (applied_tx, _) = watch::channel(applied);
+        let (commit_tx, _) = watch::channel(applied.index);
+        let (written_tx, _) = broadcast::channel(4096);
+        CommitTracker {
+            inner: Mutex::new(Inner {
+                pending: pending.into(),
+                durable,
+                commit: applied.index,
+                mode: Mode::Following {
+                    leader_commit: applied.index,
+                },
+                failed: None,
+            }),
+            kv,
+            lease,
+            metrics,
+            applied_tx,
+            commit_tx,
+            written_tx,
+        }
+    }
+
+    pub fn applied(&self) -> watch::Receiver<Position> {
+        self.applied_tx.subscribe()
+    }
+
+    pub fn commit_index(&self) -> watch::Receiver<LogIndex> {
+        self.commit_tx.subscribe()
+    }
+
+    pub fn written(&self) -> broadcast::Receiver<Arc<WrittenBatch>> {
+        self.written_tx.subscribe()
+    }
+
+    pub fn durable(&self) -> Position {
+        self.inner.lock().durable
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.inner.lock().failed.clone()
+    }
+
+    /// Becomes the committer: from now on the sync set decides.
+    pub fn lead(&self, members: Vec<NodeId>, version: u64) {
+        let mut inner = self.inner.lock();
+        let adopted_at = inner.commit;
+        inner.mode = Mode::Leading(SyncState {
+            members,
+            version,
+            adopted_at,
+            confirmed: 0,
+            acks: HashMap::new(),
+        });
+        self.maybe_commit(inner);
+    }
+
+    /// Adopts a new sync set from the arbiter (active only).
+    pub fn set_sync_set(&self, members: Vec<NodeId>, version: u64) {
+        let mut inner = self.inner.lock();
+        let commit = inner.commit;
+        if let Mode::Leading(sync) = &mut inner.mode {
+            if version > sync.version {
+                sync.members = members;
+                sync.version = version;
+                sync.adopted_at = commit;
+            }
+        }
+        self.maybe_commit(inner);
+    }
+
+    /// The sync-set version the active may report as confirmed.
+    pub fn confirmed_sync_version(&self) -> u64 {
+        match &self.inner.lock().mode {
+            Mode::Leading(sync) => sync.confirmed,
+            Mode::Following { .. } => 0,
+        }
+    }
+
+    /// A standby acknowledged everything up to `pos` as durable.
+    pub fn ack(&self, node: &NodeId, pos: Position) {
+        let mut inner = self.inner.lock();
+        if let Mode::Leading(sync) = &mut inner.mode {
+            let e = sync.acks.entry(node.clone()).or_default();
+            if pos > *e {
+                *e = pos;
+            }
+        }
+        self.maybe_commit(inner);
+    }
+
+    /// Stops leading: clients still waiting are told the outcome is unknown.
+    pub fn follow(&self, why: &str) {
+        let mut inner = self.inner.lock();
+        let commit = inner.commit;
+        inner.mode = Mode::Following {
+            leader_commit: commit,
+        };
+        let abandoned: Vec<Responder> = inner
+            .pending
+            .iter_mut()
+            .filter_map(|p| p.responder.take())
+            .collect();
+        drop(inner);
+        for r in abandoned {
+            let _ = r.send(Err(WriteError::Indeterminate(format!(
+                "{why}; this write may or may not survive — read it back from the new active"
+            ))));
+        }
+    }
+
+    /// The active's commit index, from a replication frame.
+    pub fn leader_commit(&self, index: LogIndex) {
+        let mut inner = self.inner.lock();
+        if let Mode::Following { leader_commit } = &mut inner.mode {
+            if index > *leader_commit {
+                *leader_commit = index;
+            }
+        }
+        self.maybe_commit(inner);
+    }
+
+    /// Entries after `new_last` were cut from the log (divergent tail).
+    pub fn truncated(&self, new_last: Position) {
+        let mut inner = self.inner.lock();
+        assert!(
+            new_last.index >= inner.commit,
+            "truncating committed entries ({} < commit {})",
+            new_last.index,
+            inner.commit
+        );
+        while inner
+            .pending
+            .back()
+            .is_some_and(|p| p.position.index > new_last.index)
+        {
+            let p = inner.pending.pop_back().unwrap();
+            if let Some(r) = p.responder {
+                let _ = r.send(Err(WriteError::Indeterminate(
+                    "this write was cut from the log by a failover".into(),
+                )));
+            }
+        }
+        if inner.durable > new_last {
+            inner.durable = new_last;
+        }
+    }
+
+    /// A snapshot from the active replaced the state and the log.
+    pub fn reset(&self, state: KvState) {
+        let applied = state.applied();
+        let mut inner = self.inner.lock();
+        inner.pending.clear();
+        inner.durable = applied;
+        inner.commit = applied.index;
+        *self.kv.write() = state;
+        drop(inner);
+        self.applied_tx.send_replace(applied);
+        self.commit_tx.send_replace(applied.index);
+    }
+
+    /// Recomputes the commit index, applies newly committed entries in
+    /// order, then answers their clients outside every lock.
+    fn maybe_commit(&self, mut inner: parking_lot::MutexGuard<'_, Inner>) {
+        let durable = inner.durable.index;
+        let target = match &mut inner.mode {
+            Mode::Following { leader_commit } => (*leader_commit).min(durable),
+            Mode::Leading(sync) => {
+                let acked = sync
+                    .members
+                    .iter()
+                    .map(|m| sync.acks.get(m).map(|p| p.index).unwrap_or_default())
+                    .min()
+                    .unwrap_or(durable);
+                if sync.confirmed < sync.version && acked >= sync.adopted_at {
+                    sync.confirmed = sync.version;
+                }
+                acked.min(durable)
+            }
+        };
+        if target <= inner.commit {
+            return;
+        }
+        inner.commit = target;
+        let leading = matches!(inner.mode, Mode::Leading(_));
+        let mut answers = Vec::new();
+        let applied = {
+            let mut kv = self.kv.write();
+            while inner
+                .pending
+                .front()
+                .is_some_and(|p| p.position.index <= target)
+            {
+                let p = inner.pending.pop_front().unwrap();
+                let outcome = kv.apply(p.position, &p.command);
+                if let Some(r) = p.responder {
+                    answers.push((r, p.position, outcome, p.received));
+                }
+            }
+            kv.applied()
+        };
+        drop(inner);
+        self.metrics.applied_index.set(applied.index.0 as i64);
+        self.applied_tx.send_replace(applied);
+        self.commit_tx.send_replace(target);
+        // The lease is checked again here, right before answering: a process
+        // that was paused past its lease acknowledges nothing (lease.rs).
+        let lease_ok = !leading || self.lease.is_valid();
+        for (r, position, outcome, received) in answers {
+            if let Some(t) = received {
+                self.metrics
+                    .write_latency
+                    .observe(t.elapsed().as_secs_f64());
+            }
+            let answer = if lease_ok {
+                Ok(WriteAck { position, outcome })
+            } else {
+                Err(WriteError::Indeterminate(format!(
+                    "the lease ended before write {position} could be acknowledged; it is \
+                     committed here but a failover may be under way — read it back"
+                )))
+            };
+            let _ = r.send(answer);
+        }
+    }
+}
+
+impl CommitSink for CommitTracker {
+    fn registered(&self, entries: Vec<PendingEntry>) {
+        self.inner.lock().pending.extend(entries);
+    }
+
+    fn written(&self, batch: &Bytes, first: Position, last: Position) {
+        self.metrics.log_bytes.inc_by(batch.len() as u64);
+        if self.written_tx.receiver_count() > 0 {
+            let _ = self.written_tx.send(Arc::new(WrittenBatch {
+                bytes: batch.clone(),
+                first,
+                last,
+                written_at: crate::clock::now_nanos(),
+            }));
+        }
+    }
+
+    fn durable(&self, last: Position, batch_entries: usize) {
+        self.metrics.fsyncs.inc();
+        self.metrics.batch_entries.observe(batch_entries as f64);
+        let mut inner = self.inner.lock();
+        inner.durable = last;
+        self.maybe_commit(inner);
+    }
+
+    fn failed(&self, why: &str) {
+        let mut inner = self.inner.lock();
+        inner.failed = Some(why.to_string());
+        let waiting: Vec<Responder> = inner
+            .pending
+            .iter_mut()
+            .filter_map(|p| p.responder.take())
+            .collect();
+        drop(inner);
+        for r in waiting {
+            let _ = r.send(Err(WriteError::Storage(format!(
+                "the write log failed: {why}; this replica takes no more writes"
+            ))));
+        }
+    }
+}

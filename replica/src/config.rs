@@ -1,0 +1,251 @@
+//! Replica configuration: defaults → TOML file (`--config`) → environment
+//! (`UNDERSTUDY_*`) → flags, then validated as a whole into [`Settings`].
+//!
+//! One struct, [`Options`], is both the clap argument set and the TOML
+//! schema, so a key can never exist in one and not the other. Every field
+//! is optional there; [`Options::resolve`] fills defaults and checks rules,
+//! with messages that name the value and the rule.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use proto_common::NodeId;
+use serde::Deserialize;
+
+/// Everything `replica run` can be told. Flags and environment override
+/// the file; the file overrides defaults.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// Unique, stable id of this replica (letters, digits, '.', '_', '-').
+    #[arg(long, env = "UNDERSTUDY_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Directory for the write log, snapshots and quarantine.
+    #[arg(long, env = "UNDERSTUDY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Client API address [default: 127.0.0.1:7000].
+    #[arg(long, env = "UNDERSTUDY_LISTEN")]
+    pub listen: Option<String>,
+    /// URL other nodes and clients use to reach the client API
+    /// [default: http://<listen>].
+    #[arg(long, env = "UNDERSTUDY_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// `always` (fdatasync before every acknowledgement) or `never`
+    /// (experiments only: a crash loses acknowledged writes) [default: always].
+    #[arg(long, env = "UNDERSTUDY_FSYNC")]
+    pub fsync: Option<String>,
+    /// Size of each preallocated log segment file [default: 67108864].
+    #[arg(long, env = "UNDERSTUDY_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// Take a snapshot (and delete covered segments) after this many log
+    /// bytes [default: 268435456].
+    #[arg(long, env = "UNDERSTUDY_SNAPSHOT_EVERY_BYTES")]
+    pub snapshot_every_bytes: Option<u64>,
+    /// Longest key accepted, bytes [default: 1024].
+    #[arg(long, env = "UNDERSTUDY_MAX_KEY_BYTES")]
+    pub max_key_bytes: Option<usize>,
+    /// Longest value accepted, bytes [default: 1048576].
+    #[arg(long, env = "UNDERSTUDY_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// Longest request body accepted, bytes [default: 4194304].
+    #[arg(long, env = "UNDERSTUDY_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most compares plus operations in one transaction [default: 128].
+    #[arg(long, env = "UNDERSTUDY_MAX_TXN_OPS")]
+    pub max_txn_ops: Option<usize>,
+    /// Largest `limit` of one range read [default: 1000].
+    #[arg(long, env = "UNDERSTUDY_MAX_LIST_LIMIT")]
+    pub max_list_limit: Option<usize>,
+}
+
+/// Bounds on client input.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_txn_ops: usize,
+    pub max_list_limit: usize,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise_url: String,
+    pub fsync: bool,
+    pub segment_bytes: u64,
+    pub snapshot_every_bytes: u64,
+    pub limits: Limits,
+}
+
+macro_rules! overlay {
+    ($hi:expr, $lo:expr; $($field:ident),*) => {
+        Options { $($field: $hi.$field.or($lo.$field)),* }
+    };
+}
+
+impl Options {
+    /// Reads a TOML file into options.
+    pub fn from_file(path: &std::path::Path) -> Result<Options, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+
+    /// `self` wins over `lower` field by field.
+    pub fn over(self, lower: Options) -> Options {
+        overlay!(self, lower; node_id, data_dir, listen, advertise_url, fsync, segment_bytes,
+            snapshot_every_bytes, max_key_bytes, max_value_bytes, max_body_bytes, max_txn_ops,
+            max_list_limit)
+    }
+
+    /// Applies defaults and checks every rule.
+    pub fn resolve(self) -> Result<Settings, String> {
+        let node_id = NodeId::new(self.node_id.ok_or(
+            "node_id is required: pass --node-id, set UNDERSTUDY_NODE_ID or node_id in the config file",
+        )?)
+        .map_err(|e| format!("node_id: {e}"))?;
+        let data_dir = self.data_dir.ok_or(
+            "data_dir is required: pass --data-dir, set UNDERSTUDY_DATA_DIR or data_dir in the config file",
+        )?;
+        let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:7000".into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            format!("listen={listen_text:?} is not an address; use IP:PORT such as 127.0.0.1:7000")
+        })?;
+        let advertise_url = self
+            .advertise_url
+            .unwrap_or_else(|| format!("http://{listen}"));
+        if !(advertise_url.starts_with("http://") || advertise_url.starts_with("https://")) {
+            return Err(format!(
+                "advertise_url={advertise_url:?} must start with http:// or https://"
+            ));
+        }
+        let fsync = match self.fsync.as_deref().unwrap_or("always") {
+            "always" => true,
+            "never" => false,
+            other => {
+                return Err(format!(
+                    "fsync={other:?} is not a policy; use \"always\" (default) or \"never\""
+                ))
+            }
+        };
+        let segment_bytes = self.segment_bytes.unwrap_or(64 << 20);
+        check_range("segment_bytes", segment_bytes, 64 << 10, 1 << 30)?;
+        let snapshot_every_bytes = self.snapshot_every_bytes.unwrap_or(256 << 20);
+        check_range(
+            "snapshot_every_bytes",
+            snapshot_every_bytes,
+            64 << 10,
+            1 << 40,
+        )?;
+        let limits = Limits {
+            max_key_bytes: self.max_key_bytes.unwrap_or(1024),
+            max_value_bytes: self.max_value_bytes.unwrap_or(1 << 20),
+            max_body_bytes: self.max_body_bytes.unwrap_or(4 << 20),
+            max_txn_ops: self.max_txn_ops.unwrap_or(128),
+            max_list_limit: self.max_list_limit.unwrap_or(1000),
+        };
+        check_range("max_key_bytes", limits.max_key_bytes as u64, 1, 65536)?;
+        check_range(
+            "max_body_bytes",
+            limits.max_body_bytes as u64,
+            1024,
+            32 << 20,
+        )?;
+        check_range(
+            "max_value_bytes",
+            limits.max_value_bytes as u64,
+            1,
+            32 << 20,
+        )?;
+        if limits.max_value_bytes > limits.max_body_bytes {
+            return Err(format!(
+                "max_value_bytes={} must not exceed max_body_bytes={}",
+                limits.max_value_bytes, limits.max_body_bytes
+            ));
+        }
+        check_range("max_txn_ops", limits.max_txn_ops as u64, 1, 10_000)?;
+        check_range("max_list_limit", limits.max_list_limit as u64, 1, 100_000)?;
+        Ok(Settings {
+            node_id,
+            data_dir,
+            listen,
+            advertise_url,
+            fsync,
+            segment_bytes,
+            snapshot_every_bytes,
+            limits,
+        })
+    }
+}
+
+fn check_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
+    if value < min || value > max {
+        return Err(format!("{name}={value} must be between {min} and {max}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Options {
+        Options {
+            node_id: Some("a".into()),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_resolve() {
+        let s = base().resolve().unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(s.advertise_url, "http://127.0.0.1:7000");
+        assert!(s.fsync);
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let file: Options = toml::from_str("node_id = \"f\"\nlisten = \"127.0.0.1:1\"").unwrap();
+        let flags = Options {
+            listen: Some("127.0.0.1:2".into()),
+            data_dir: Some("/d".into()),
+            ..Default::default()
+        };
+        let s = flags.over(file).resolve().unwrap();
+        assert_eq!(s.node_id.as_str(), "f");
+        assert_eq!(s.listen.port(), 2);
+    }
+
+    #[test]
+    fn errors_name_value_and_rule() {
+        let err = Options {
+            max_value_bytes: Some(10 << 20),
+            max_body_bytes: Some(1 << 20),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("max_value_bytes=10485760") && err.contains("max_body_bytes=1048576"));
+        let err = Options {
+            fsync: Some("sometimes".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("sometimes"), "{err}");
+        let err = Options {
+            node_id: None,
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("--node-id"), "{err}");
+        assert!(toml::from_str::<Options>("no_such_key = 1").is_err());
+    }
+}

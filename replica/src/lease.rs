@@ -1,0 +1,95 @@
+//! The active's lease: may this replica acknowledge a write right now?
+//!
+//! The rule (DESIGN.md, "Heartbeats, lease and fencing"): the active may
+//! accept and acknowledge writes only until `t_send + lease_ms·(1 − drift)`
+//! on its own clock, where `t_send` is when it sent the heartbeat that the
+//! arbiter answered with "active, epoch E". The arbiter waits until
+//! `t_grant + lease_ms·(1 + drift)` on its clock before naming anyone else;
+//! since `t_send < t_grant` and clock rates differ by less than `drift`, this
+//! lease has ended before another active begins.
+//!
+//! The lease is checked twice: when a write arrives, and again right before
+//! its acknowledgement is sent, so a process paused past its lease (SIGSTOP,
+//! a long GC-like stall, a VM pause) acknowledges nothing when it resumes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::clock;
+
+/// Deadline of the current grant, shared by the heartbeat loop (which
+/// extends it) and the write path (which checks it).
+#[derive(Debug, Default)]
+pub struct Lease {
+    /// `clock::now_nanos()` value until which writes may be acknowledged;
+    /// 0 = no lease; `u64::MAX` = standalone (no arbiter, always own active).
+    until: AtomicU64,
+}
+
+impl Lease {
+    /// A lease that never ends: a standalone replica is its own active.
+    pub fn unlimited() -> Lease {
+        Lease {
+            until: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Turns this lease into one that never ends (standalone mode).
+    pub fn make_unlimited(&self) {
+        self.until.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// Extends the lease after a grant for a heartbeat sent at `t_send`.
+    /// Never shortens it: an older reply arriving late changes nothing.
+    pub fn grant(&self, t_send: u64, duration: std::time::Duration) {
+        let until = t_send.saturating_add(duration.as_nanos() as u64);
+        self.until.fetch_max(until, Ordering::SeqCst);
+    }
+
+    /// Ends the lease at once (demotion, switchover fence).
+    pub fn revoke(&self) {
+        self.until.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether writes may be acknowledged now.
+    pub fn is_valid(&self) -> bool {
+        let until = self.until.load(Ordering::SeqCst);
+        until == u64::MAX || clock::now_nanos() < until
+    }
+
+    /// Nanoseconds left (0 when lapsed); `None` when unlimited.
+    pub fn remaining_nanos(&self) -> Option<u64> {
+        let until = self.until.load(Ordering::SeqCst);
+        if until == u64::MAX {
+            return None;
+        }
+        Some(until.saturating_sub(clock::now_nanos()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn grant_extends_and_never_shortens() {
+        let lease = Lease::default();
+        assert!(!lease.is_valid());
+        let now = clock::now_nanos();
+        lease.grant(now, Duration::from_secs(60));
+        assert!(lease.is_valid());
+        lease.grant(now - 1_000_000_000_000, Duration::from_millis(1));
+        assert!(lease.is_valid(), "a stale grant shortened the lease");
+        lease.revoke();
+        assert!(!lease.is_valid());
+    }
+
+    #[test]
+    fn lapsed_grant_is_invalid() {
+        let lease = Lease::default();
+        lease.grant(clock::now_nanos() - 2_000_000_000, Duration::from_secs(1));
+        assert!(!lease.is_valid());
+        assert_eq!(lease.remaining_nanos(), Some(0));
+        assert!(Lease::unlimited().is_valid());
+    }
+}

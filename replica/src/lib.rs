@@ -1,0 +1,27 @@
+//! The understudy replica: a durable key-value service over a write log,
+//! made highly available by an arbiter and log shipping to standbys.
+//!
+//! Layout:
+//! - [`config`]: flags / environment / TOML, validated into `Settings`.
+//! - [`log`]: the segmented, checksummed write log and group commit.
+//! - [`command`], [`state`]: log entry payloads and the key-value state machine.
+//! - [`commit`]: the commit rule, visibility, answering clients.
+//! - [`snapshot`], [`node_state`]: what else persists across restarts.
+//! - [`lease`], [`clock`]: the active's lease on a suspend-proof clock.
+//! - [`node`]: opening a data directory, replay, the write path.
+//! - [`api`]: the client HTTP API; [`metrics`]: Prometheus metrics.
+//! - [`server`]: `serve` / `run(listener, node, shutdown)`.
+
+pub mod api;
+pub mod clock;
+pub mod command;
+pub mod commit;
+pub mod config;
+pub mod lease;
+pub mod log;
+pub mod metrics;
+pub mod node;
+pub mod node_state;
+pub mod server;
+pub mod snapshot;
+pub mod state;

@@ -1,0 +1,297 @@
+//! Group commit: one thread owns the [`Log`] and turns whatever writes are
+//! waiting into one append and one `fdatasync`.
+//!
+//! There is no timer. The thread blocks for the first request, then takes
+//! everything else already queued: requests that arrive while an fsync runs
+//! form the next batch, so batches grow with load and a lone writer waits
+//! for nothing. Each batch is handed to replication right after the
+//! `write()` and *before* the fsync, so the standbys' fsyncs overlap ours.
+
+use std::io;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use proto_common::record;
+use proto_common::{Epoch, LogIndex, Position};
+use tokio::sync::oneshot;
+
+use super::writer::Log;
+use crate::command::Command;
+
+/// Largest batch one fsync covers; bounds the latency a huge burst adds.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// An entry on its way to the state machine: its position, its command, and
+/// (on the active) the client waiting for its outcome.
+pub struct PendingEntry {
+    pub position: Position,
+    pub command: Command,
+    pub responder: Option<Responder>,
+    /// When the write arrived, for the latency histogram.
+    pub received: Option<Instant>,
+}
+
+/// Receives a write's outcome once it is committed and applied (or failed).
+pub type Responder = oneshot::Sender<crate::commit::WriteResult>;
+
+/// What the group-commit thread reports, in order, for each batch.
+pub trait CommitSink: Send + Sync + 'static {
+    /// Entries got their positions and are about to be written.
+    fn registered(&self, entries: Vec<PendingEntry>);
+    /// A batch was written (page cache, not yet durable): ship it now.
+    fn written(&self, batch: &Bytes, first: Position, last: Position);
+    /// Everything up to `last` is durable on this replica.
+    fn durable(&self, last: Position, batch_entries: usize);
+    /// The log failed; nothing more will be written.
+    fn failed(&self, why: &str);
+}
+
+/// Requests to the group-commit thread.
+pub enum LogRequest {
+    /// A client write on the active, stamped at intake with the epoch the
+    /// active was serving; refused if that epoch is no longer being written.
+    Write {
+        epoch: Epoch,
+        command: Command,
+        payload: Bytes,
+        responder: Responder,
+        received: Instant,
+    },
+    /// Records from the active, already checked (`record::check_batch`).
+    Replicated {
+        bytes: Bytes,
+        entries: Vec<(Position, u32)>,
+        pending: Vec<PendingEntry>,
+    },
+    /// Start (`Some`) or stop (`None`) taking client writes in an epoch.
+    /// Starting appends a `Noop` entry that opens the epoch.
+    SetWriteEpoch {
+        epoch: Option<Epoch>,
+        done: oneshot::Sender<io::Result<Position>>,
+    },
+    /// Cut every entry after the index; returns the raw records cut.
+    Truncate {
+        after: LogIndex,
+        done: oneshot::Sender<io::Result<Vec<u8>>>,
+    },
+    /// Delete segments covered by a durable snapshot.
+    Compact {
+        snapshot: Position,
+        done: oneshot::Sender<io::Result<usize>>,
+    },
+    /// Drop everything; continue right after an installed snapshot.
+    Reset {
+        base: Position,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+}
+
+/// Handle for sending requests to the thread.
+#[derive(Clone)]
+pub struct GroupCommit {
+    tx: Sender<LogRequest>,
+}
+
+impl GroupCommit {
+    /// Starts the thread; it runs until every handle is dropped.
+    pub fn start(log: Log, sink: std::sync::Arc<dyn CommitSink>) -> io::Result<GroupCommit> {
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("group-commit".into())
+            .spawn(move || Worker::new(log, sink).run(rx))?;
+        Ok(GroupCommit { tx })
+    }
+
+    /// Queues a request. Fails only when the thread has stopped.
+    pub fn send(&self, req: LogRequest) -> Result<(), LogRequest> {
+        self.tx.send(req).map_err(|e| e.0)
+    }
+}
+
+struct Worker {
+    log: Log,
+    sink: std::sync::Arc<dyn CommitSink>,
+    /// The epoch client writes are stamped with, when this replica is active.
+    write_epoch: Option<Epoch>,
+    buf: BytesMut,
+}
+
+impl Worker {
+    fn new(log: Log, sink: std::sync::Arc<dyn CommitSink>) -> Worker {
+        Worker {
+            log,
+            sink,
+            write_epoch: None,
+            buf: BytesMut::with_capacity(MAX_BATCH_BYTES),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<LogRequest>) {
+        let mut carry: Option<LogRequest> = None;
+        loop {
+            let first = match carry.take() {
+                Some(r) => r,
+                None => match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+            };
+            match first {
+                LogRequest::Write { .. } | LogRequest::Replicated { .. } => {
+                    carry = self.batch(first, &rx);
+                }
+                control => self.control(control),
+            }
+        }
+    }
+
+    /// Appends `first` and every data request already queued behind it, then
+    /// syncs once. Returns a control request met while draining, to be run
+    /// next (so ordering with respect to control requests is preserved).
+    fn batch(&mut self, first: LogRequest, rx: &Receiver<LogRequest>) -> Option<LogRequest> {
+        self.buf.clear();
+        let mut entries: Vec<(Position, u32)> = Vec::new();
+        let mut pending: Vec<PendingEntry> = Vec::new();
+        let mut last = self.log.last();
+        let mut next = Some(first);
+        let mut carry = None;
+        while let Some(req) = next.take() {
+            match req {
+                LogRequest::Write {
+                    epoch,
+                    command,
+                    payload,
+                    responder,
+                    received,
+                } => {
+                    if self.write_epoch != Some(epoch) || self.log.failure().is_some() {
+                        let _ = responder.send(Err(crate::commit::WriteError::NotWritable(
+                            format!("this replica stopped taking writes in epoch {epoch}"),
+                        )));
+                    } else {
+                        let pos = Position {
+                            epoch,
+                            index: last.index.next(),
+                        };
+                        entries.push((pos, self.buf.len() as u32));
+                        record::encode(&mut self.buf, pos, &payload);
+                        pending.push(PendingEntry {
+                            position: pos,
+                            command,
+                            responder: Some(responder),
+                            received: Some(received),
+                        });
+                        last = pos;
+                    }
+                }
+                LogRequest::Replicated {
+                    bytes,
+                    entries: e,
+                    pending: p,
+                } => match e.first() {
+                    Some((first_pos, _)) if first_pos.index == last.index.next() => {
+                        let base = self.buf.len() as u32;
+                        entries.extend(e.iter().map(|&(pos, off)| (pos, base + off)));
+                        self.buf.extend_from_slice(&bytes);
+                        last = e.last().unwrap().0;
+                        pending.extend(p);
+                    }
+                    Some((first_pos, _)) => tracing::warn!(
+                        got = %first_pos,
+                        expected = %last.index.next(),
+                        "dropping replicated batch that does not continue the log"
+                    ),
+                    None => {}
+                },
+                control => {
+                    carry = Some(control);
+                    break;
+                }
+            }
+            if self.buf.len() >= MAX_BATCH_BYTES {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if entries.is_empty() {
+            return carry;
+        }
+        let first = entries[0].0;
+        let count = entries.len();
+        self.sink.registered(pending);
+        let bytes = self.buf.split().freeze();
+        if let Err(e) = self.log.append(&bytes, &entries) {
+            self.sink.failed(&e.to_string());
+            return carry;
+        }
+        self.sink.written(&bytes, first, last);
+        if let Err(e) = self.log.sync() {
+            self.sink.failed(&e.to_string());
+            return carry;
+        }
+        self.sink.durable(last, count);
+        carry
+    }
+
+    fn control(&mut self, req: LogRequest) {
+        match req {
+            LogRequest::SetWriteEpoch { epoch, done } => {
+                let _ = done.send(self.set_write_epoch(epoch));
+            }
+            LogRequest::Truncate { after, done } => {
+                let _ = done.send(self.log.truncate_after(after));
+            }
+            LogRequest::Compact { snapshot, done } => {
+                let _ = done.send(self.log.compact(snapshot));
+            }
+            LogRequest::Reset { base, done } => {
+                let _ = done.send(self.log.reset(base));
+            }
+            LogRequest::Write { .. } | LogRequest::Replicated { .. } => {
+                unreachable!("data requests are batched")
+            }
+        }
+    }
+
+    /// Switches the epoch client writes are stamped with. Opening an epoch
+    /// writes a `Noop` at its first index and waits until it is durable, so
+    /// the new epoch is visible in this replica's position at once.
+    fn set_write_epoch(&mut self, epoch: Option<Epoch>) -> io::Result<Position> {
+        let Some(epoch) = epoch else {
+            self.write_epoch = None;
+            return Ok(self.log.last());
+        };
+        let last = self.log.last();
+        if epoch < last.epoch {
+            return Err(io::Error::other(format!(
+                "cannot write in epoch {epoch}: the log already holds epoch {}",
+                last.epoch
+            )));
+        }
+        self.write_epoch = Some(epoch);
+        if last.epoch == epoch {
+            return Ok(last);
+        }
+        let pos = Position {
+            epoch,
+            index: last.index.next(),
+        };
+        self.buf.clear();
+        let payload = Command::Noop.encode();
+        record::encode(&mut self.buf, pos, &payload);
+        let bytes = self.buf.split().freeze();
+        self.sink.registered(vec![PendingEntry {
+            position: pos,
+            command: Command::Noop,
+            responder: None,
+            received: None,
+        }]);
+        self.log.append(&bytes, &[(pos, 0)])?;
+        self.sink.written(&bytes, pos, pos);
+        self.log.sync()?;
+        self.sink.durable(pos, 1);
+        Ok(pos)
+    }
+}

@@ -1,0 +1,157 @@
+//! Prometheus metrics of a replica (`GET /metrics`, OpenMetrics text).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label set for per-outcome and per-standby families.
+pub type Labels = Vec<(String, String)>;
+
+/// Every metric the replica exports. Cheap to update (atomics), shared by `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    /// Client writes answered, by outcome (ok, not_found, compare_failed, error).
+    pub writes: Family<Labels, Counter>,
+    /// Client reads served.
+    pub reads: Counter,
+    /// `fdatasync` calls on the write log (one per group-commit batch).
+    pub fsyncs: Counter,
+    /// Entries per group-commit batch.
+    pub batch_entries: Histogram,
+    /// Bytes appended to the write log.
+    pub log_bytes: Counter,
+    /// Time from a write's arrival to its acknowledgement.
+    pub write_latency: Histogram,
+    /// Last applied (committed) index.
+    pub applied_index: Gauge,
+    /// Current epoch.
+    pub epoch: Gauge,
+    /// Entries currently moved to quarantine.
+    pub quarantined_entries: Gauge,
+    /// Per standby (active only): entries not yet acknowledged.
+    pub standby_lag_entries: Family<Labels, Gauge>,
+    /// Per standby: bytes not yet acknowledged.
+    pub standby_lag_bytes: Family<Labels, Gauge>,
+    /// Per standby: age of the oldest unacknowledged entry, ms.
+    pub standby_lag_ms: Family<Labels, Gauge>,
+    /// Time from shipping a batch to the standby's acknowledgement.
+    pub ack_latency: Histogram,
+    /// Snapshots streamed to standbys (active) or installed (standby).
+    pub snapshot_transfers: Family<Labels, Counter>,
+    /// Snapshots written locally.
+    pub snapshots_written: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("understudy");
+        let m = Metrics {
+            writes: Family::default(),
+            reads: Counter::default(),
+            fsyncs: Counter::default(),
+            batch_entries: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            log_bytes: Counter::default(),
+            write_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            applied_index: Gauge::default(),
+            epoch: Gauge::default(),
+            quarantined_entries: Gauge::default(),
+            standby_lag_entries: Family::default(),
+            standby_lag_bytes: Family::default(),
+            standby_lag_ms: Family::default(),
+            ack_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            snapshot_transfers: Family::default(),
+            snapshots_written: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "writes",
+            "Client writes answered, by outcome",
+            m.writes.clone(),
+        );
+        registry.register("reads", "Client reads served", m.reads.clone());
+        registry.register(
+            "log_fsyncs",
+            "fdatasync calls on the write log",
+            m.fsyncs.clone(),
+        );
+        registry.register(
+            "commit_batch_entries",
+            "Entries per group-commit batch",
+            m.batch_entries.clone(),
+        );
+        registry.register(
+            "log_written_bytes",
+            "Bytes appended to the write log",
+            m.log_bytes.clone(),
+        );
+        registry.register(
+            "write_latency_seconds",
+            "Time from a write's arrival to its acknowledgement",
+            m.write_latency.clone(),
+        );
+        registry.register(
+            "applied_index",
+            "Last applied log index",
+            m.applied_index.clone(),
+        );
+        registry.register("epoch", "Current epoch", m.epoch.clone());
+        registry.register(
+            "quarantined_entries",
+            "Log entries moved to quarantine/",
+            m.quarantined_entries.clone(),
+        );
+        registry.register(
+            "standby_lag_entries",
+            "Entries a standby has not acknowledged",
+            m.standby_lag_entries.clone(),
+        );
+        registry.register(
+            "standby_lag_bytes",
+            "Bytes a standby has not acknowledged",
+            m.standby_lag_bytes.clone(),
+        );
+        registry.register(
+            "standby_lag_milliseconds",
+            "Age of the oldest entry a standby has not acknowledged",
+            m.standby_lag_ms.clone(),
+        );
+        registry.register(
+            "replication_ack_latency_seconds",
+            "Time from shipping a batch to its acknowledgement",
+            m.ack_latency.clone(),
+        );
+        registry.register(
+            "snapshot_transfers",
+            "Snapshots streamed to or installed from the active",
+            m.snapshot_transfers.clone(),
+        );
+        registry.register(
+            "snapshots_written",
+            "Local snapshots written",
+            m.snapshots_written.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn count_write(&self, outcome: &str) {
+        self.writes
+            .get_or_create(&vec![("outcome".to_string(), outcome.to_string())])
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,315 @@
+//! A replica node: opens its data directory (snapshot, log, node state),
+//! replays, and offers the write and read operations the API serves.
+//!
+//! Data directory layout:
+//! ```text
+//! LOCK                 flock'ed while a replica runs here
+//! node-state.json      active_epoch, seen_epoch, commit hint (node_state.rs)
+//! log/                 segment files (log/)
+//! snapshots/           the latest snapshot (snapshot.rs)
+//! quarantine/          entries cut from a divergent tail, never deleted
+//! ```
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use proto_common::heartbeat::Role;
+use proto_common::record::{self, Decoded};
+use proto_common::{Epoch, Position};
+use tokio::sync::oneshot;
+
+use crate::command::Command;
+use crate::commit::{CommitTracker, WriteAck, WriteError};
+use crate::config::Settings;
+use crate::lease::Lease;
+use crate::log::group_commit::{GroupCommit, LogRequest, PendingEntry};
+use crate::log::{Log, LogOptions, LogReader, ReadOutcome};
+use crate::metrics::Metrics;
+use crate::node_state::NodeState;
+use crate::snapshot;
+use crate::state::KvState;
+
+/// What the node currently is, as the API needs to know it.
+#[derive(Debug, Clone)]
+pub struct RoleView {
+    pub role: Role,
+    /// The epoch client writes are stamped with; `None` unless active.
+    pub write_epoch: Option<Epoch>,
+    /// Highest epoch seen.
+    pub epoch: Epoch,
+    /// The active's client URL, when known and not us.
+    pub active_url: Option<String>,
+    /// Why writes are refused right now, for error messages.
+    pub not_writable: Option<String>,
+}
+
+/// A running replica's storage and state machine.
+pub struct Node {
+    pub settings: Settings,
+    pub kv: Arc<RwLock<KvState>>,
+    pub commit: Arc<CommitTracker>,
+    pub log: GroupCommit,
+    pub reader: LogReader,
+    pub lease: Arc<Lease>,
+    pub metrics: Arc<Metrics>,
+    role: RwLock<RoleView>,
+    /// Persisted node facts; the mutex serializes writers of the file.
+    node_state: Mutex<NodeState>,
+    /// Held for the node's lifetime: the flock on `LOCK`.
+    _dir_lock: File,
+}
+
+impl Node {
+    /// Opens the data directory, recovers, and replays. Errors name the
+    /// file and what is wrong; the node does not start on damaged data.
+    pub fn open(settings: Settings) -> Result<Arc<Node>, String> {
+        let dir = settings.data_dir.clone();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create data_dir {}: {e}", dir.display()))?;
+        let dir_lock = lock_dir(&dir)?;
+        let metrics = Arc::new(Metrics::new());
+
+        let snap_dir = dir.join("snapshots");
+        let snaps = snapshot::list(&snap_dir)
+            .map_err(|e| format!("cannot list snapshots in {}: {e}", snap_dir.display()))?;
+        let state = match snaps.last() {
+            Some((_, path)) => snapshot::read(path).map_err(|e| {
+                format!("{e}; refusing to start (the log before it may be deleted)")
+            })?,
+            None => KvState::default(),
+        };
+        let snap_pos = state.applied();
+
+        let opts = LogOptions {
+            segment_bytes: settings.segment_bytes,
+            fsync: settings.fsync,
+        };
+        let (log, torn) = Log::open(&dir.join("log"), opts, snap_pos).map_err(|e| e.to_string())?;
+        if let Some(t) = &torn {
+            tracing::warn!(file = %t.path.display(), offset = t.offset, "recovered from a torn log tail");
+        }
+        let node_state = NodeState::load(&dir).map_err(|e| e.to_string())?;
+        let reader = log.reader();
+        let last = log.last();
+
+        // Replay: entries up to the commit hint are applied now; the rest wait
+        // until something (our own lead, or the active) says they are committed.
+        let kv = Arc::new(RwLock::new(state));
+        let pending = replay(&reader, &kv, node_state.commit_hint.min(last.index))?;
+        tracing::info!(
+            snapshot = %snap_pos,
+            last = %last,
+            applied = %kv.read().applied(),
+            pending = pending.len(),
+            "replica storage recovered"
+        );
+
+        let lease = Arc::new(Lease::default());
+        let commit = Arc::new(CommitTracker::new(
+            kv.clone(),
+            lease.clone(),
+            metrics.clone(),
+            last,
+            pending,
+        ));
+        let log = GroupCommit::start(log, commit.clone())
+            .map_err(|e| format!("cannot start the group-commit thread: {e}"))?;
+        let epoch = node_state.seen_epoch.max(last.epoch);
+        metrics.epoch.set(epoch.0 as i64);
+        Ok(Arc::new(Node {
+            settings,
+            kv,
+            commit,
+            log,
+            reader,
+            lease,
+            metrics,
+            role: RwLock::new(RoleView {
+                role: Role::Standby,
+                write_epoch: None,
+                epoch,
+                active_url: None,
+                not_writable: Some("this replica has not been made active".into()),
+            }),
+            node_state: Mutex::new(node_state),
+            _dir_lock: dir_lock,
+        }))
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.settings.data_dir
+    }
+
+    pub fn role(&self) -> RoleView {
+        self.role.read().clone()
+    }
+
+    pub fn applied(&self) -> Position {
+        self.kv.read().applied()
+    }
+
+    /// Runs as its own active with no arbiter: keeps the log's epoch (1 for
+    /// a new log) and acknowledges after local fsync.
+    pub async fn start_standalone(&self) -> Result<(), String> {
+        self.lease.make_unlimited();
+        let epoch = self.reader.last().epoch.max(Epoch(1));
+        self.open_epoch(epoch).await?;
+        self.commit.lead(Vec::new(), 0);
+        Ok(())
+    }
+
+    /// Starts taking writes in `epoch`: persists it as our active epoch,
+    /// then has the log thread open it (a `Noop` at the epoch's first index).
+    async fn open_epoch(&self, epoch: Epoch) -> Result<Position, String> {
+        self.update_node_state(|s| {
+            s.active_epoch = s.active_epoch.max(epoch);
+            s.seen_epoch = s.seen_epoch.max(epoch);
+        })?;
+        let (tx, rx) = oneshot::channel();
+        self.log
+            .send(LogRequest::SetWriteEpoch {
+                epoch: Some(epoch),
+                done: tx,
+            })
+            .map_err(|_| "the group-commit thread stopped".to_string())?;
+        let pos = rx
+            .await
+            .map_err(|_| "the group-commit thread stopped".to_string())?
+            .map_err(|e| format!("cannot open epoch {epoch}: {e}"))?;
+        let mut role = self.role.write();
+        role.role = Role::Active;
+        role.write_epoch = Some(epoch);
+        role.epoch = role.epoch.max(epoch);
+        role.active_url = None;
+        role.not_writable = None;
+        self.metrics.epoch.set(role.epoch.0 as i64);
+        Ok(pos)
+    }
+
+    /// Applies a change to the persisted node state and writes it durably.
+    pub fn update_node_state(&self, f: impl FnOnce(&mut NodeState)) -> Result<(), String> {
+        let mut s = self.node_state.lock();
+        let mut next = s.clone();
+        f(&mut next);
+        if next != *s {
+            next.store(self.data_dir()).map_err(|e| {
+                format!(
+                    "cannot write {}: {e}",
+                    NodeState::path(self.data_dir()).display()
+                )
+            })?;
+            *s = next;
+        }
+        Ok(())
+    }
+
+    pub fn node_state(&self) -> NodeState {
+        self.node_state.lock().clone()
+    }
+
+    /// Submits a client write and waits for its commit. Checks the lease
+    /// on the way in; the commit tracker checks it again on the way out.
+    pub async fn write(&self, command: Command) -> Result<WriteAck, WriteError> {
+        let epoch =
+            {
+                let role = self.role.read();
+                match role.write_epoch {
+                    Some(e) if self.lease.is_valid() => e,
+                    Some(_) => return Err(WriteError::NotWritable(
+                        "this replica's lease as active has lapsed (it cannot reach the arbiter); \
+                         writes resume when the arbiter renews it or another replica takes over"
+                            .into(),
+                    )),
+                    None => {
+                        return Err(WriteError::NotWritable(
+                            role.not_writable
+                                .clone()
+                                .unwrap_or_else(|| "this replica is not the active".into()),
+                        ))
+                    }
+                }
+            };
+        if let Some(why) = self.commit.failure() {
+            return Err(WriteError::Storage(why));
+        }
+        let payload = command.encode();
+        let (tx, rx) = oneshot::channel();
+        self.log
+            .send(LogRequest::Write {
+                epoch,
+                command,
+                payload,
+                responder: tx,
+                received: Instant::now(),
+            })
+            .map_err(|_| WriteError::Storage("the group-commit thread stopped".into()))?;
+        rx.await
+            .unwrap_or_else(|_| Err(WriteError::Storage("the write was dropped".into())))
+    }
+}
+
+/// Applies log entries after the snapshot up to `commit_hint`; returns the
+/// rest as pending entries.
+fn replay(
+    reader: &LogReader,
+    kv: &Arc<RwLock<KvState>>,
+    commit_hint: proto_common::LogIndex,
+) -> Result<Vec<PendingEntry>, String> {
+    let mut pending = Vec::new();
+    let mut next = kv.read().applied().index.next();
+    loop {
+        let bytes = match reader.read(next, 8 << 20) {
+            Ok(ReadOutcome::Entries { bytes, .. }) => bytes,
+            Ok(ReadOutcome::UpToDate) => break,
+            Ok(ReadOutcome::Compacted) => {
+                return Err(format!("log entry {next} is missing after the snapshot"))
+            }
+            Err(e) => return Err(format!("reading the log for replay: {e}")),
+        };
+        let mut off = 0;
+        let mut kv = kv.write();
+        while off < bytes.len() {
+            let Decoded::Record(r) = record::decode(&bytes[off..]) else {
+                return Err(format!("log entry {next} cannot be decoded during replay"));
+            };
+            let payload = bytes.slice(off + record::HEADER_LEN..off + r.encoded_len());
+            let command = Command::decode(&payload)
+                .map_err(|e| format!("log entry {} holds an unknown command: {e}", r.position))?;
+            if r.position.index <= commit_hint {
+                kv.apply(r.position, &command);
+            } else {
+                pending.push(PendingEntry {
+                    position: r.position,
+                    command,
+                    responder: None,
+                    received: None,
+                });
+            }
+            off += r.encoded_len();
+            next = r.position.index.next();
+        }
+    }
+    Ok(pending)
+}
+
+/// Takes an exclusive `flock` on `dir/LOCK`, so two replicas never share a
+/// data directory.
+fn lock_dir(dir: &Path) -> Result<File, String> {
+    let path: PathBuf = dir.join("LOCK");
+    let file = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    // SAFETY: flock on a valid, owned file descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(format!(
+            "data_dir {} is in use by another running replica (could not lock {}); \
+             stop it or choose another --data-dir",
+            dir.display(),
+            path.display()
+        ));
+    }
+    Ok(file)
+}

@@ -1,0 +1,132 @@
+//! Running a replica: bind, serve the client API, keep house (snapshots,
+//! the commit hint), shut down cleanly.
+//!
+//! [`run`] takes its listener and shutdown signal from outside, so tests
+//! bind port 0 and stop it when they like.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use proto_common::Position;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::api;
+use crate::config::Settings;
+use crate::log::group_commit::LogRequest;
+use crate::node::Node;
+use crate::snapshot;
+
+/// Opens the node in `settings.data_dir`, binds `settings.listen`, and
+/// serves standalone until `shutdown` resolves.
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    if !settings.fsync {
+        tracing::warn!(
+            "fsync = never: writes are acknowledged before they reach the disk; a crash or power \
+             loss WILL lose acknowledged writes. Use this only for experiments"
+        );
+    }
+    let listen = settings.listen;
+    let node = tokio::task::spawn_blocking(move || Node::open(settings))
+        .await
+        .map_err(|e| format!("opening the node panicked: {e}"))??;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    node.start_standalone().await?;
+    tracing::info!(
+        node = %node.settings.node_id,
+        listen = %listen,
+        position = %node.commit.durable(),
+        "replica serving standalone (its own active)"
+    );
+    run(listener, node, shutdown).await
+}
+
+/// Serves the client API for `node` on `listener` until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    node: Arc<Node>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let housekeeping = tokio::spawn(housekeeping(node.clone()));
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let result = axum::serve(listener, api::router(node.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| format!("client API server failed: {e}"));
+    housekeeping.abort();
+    save_commit_hint(node).await;
+    result
+}
+
+/// Once a second: persist the commit hint, and snapshot when enough log
+/// has been written since the last snapshot.
+async fn housekeeping(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut bytes_at_snapshot = node.metrics.log_bytes.get();
+    loop {
+        tick.tick().await;
+        save_commit_hint(node.clone()).await;
+        let written = node.metrics.log_bytes.get();
+        if written - bytes_at_snapshot >= node.settings.snapshot_every_bytes {
+            match take_snapshot(&node).await {
+                Ok(pos) => {
+                    bytes_at_snapshot = written;
+                    tracing::info!(position = %pos, "snapshot written; covered log segments deleted");
+                }
+                Err(e) => tracing::error!(error = %e, "snapshot failed; will retry"),
+            }
+        }
+    }
+}
+
+async fn save_commit_hint(node: Arc<Node>) {
+    let applied = node.applied().index;
+    if applied <= node.node_state().commit_hint {
+        return;
+    }
+    let result = tokio::task::spawn_blocking(move || {
+        node.update_node_state(|s| s.commit_hint = s.commit_hint.max(applied))
+    })
+    .await;
+    if let Ok(Err(e)) = result {
+        tracing::error!(error = %e, "cannot persist the commit hint");
+    }
+}
+
+/// Writes a snapshot of the applied state and deletes the log segments it
+/// covers. Returns the snapshot's position.
+pub async fn take_snapshot(node: &Arc<Node>) -> Result<Position, String> {
+    let (map, pos) = {
+        let kv = node.kv.read();
+        (kv.map().clone(), kv.applied())
+    };
+    if pos.index <= node.reader.base().index {
+        return Ok(pos);
+    }
+    let dir = node.data_dir().join("snapshots");
+    tokio::task::spawn_blocking(move || snapshot::write(&dir, pos, &map))
+        .await
+        .map_err(|e| format!("snapshot task panicked: {e}"))?
+        .map_err(|e| format!("writing snapshot {pos}: {e}"))?;
+    node.metrics.snapshots_written.inc();
+    let (tx, rx) = oneshot::channel();
+    node.log
+        .send(LogRequest::Compact {
+            snapshot: pos,
+            done: tx,
+        })
+        .map_err(|_| "the group-commit thread stopped".to_string())?;
+    rx.await
+        .map_err(|_| "the group-commit thread stopped".to_string())?
+        .map_err(|e| format!("deleting covered log segments: {e}"))?;
+    Ok(pos)
+}
