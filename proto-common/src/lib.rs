@@ -7,12 +7,16 @@
 //! - [`error`]: the JSON error body and its stable codes.
 //! - [`params`]: cluster timing and policy, validated as a whole.
 //! - [`heartbeat`]: heartbeat and grant messages between replicas and the arbiter.
+//! - [`wire`]: the replication protocol (frames and their codec).
+//! - [`auth`]: the cluster token and HMAC proofs.
 
+pub mod auth;
 pub mod error;
 pub mod heartbeat;
 pub mod ids;
 pub mod params;
 pub mod record;
+pub mod wire;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::{Epoch, LogIndex, NodeId, Position};

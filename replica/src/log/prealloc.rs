@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
 
@@ -24,14 +25,21 @@ impl Preallocator {
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             if entry.file_name().to_string_lossy().starts_with("prealloc-") {
-                std::fs::remove_file(entry.path())?;
+                match std::fs::remove_file(entry.path()) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
             }
         }
         let (tx, rx) = mpsc::sync_channel(0);
         let dir = dir.to_path_buf();
+        // Unique per instance: a closed log's thread may still be finishing
+        // its file while a reopened log starts its own.
+        let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("prealloc-{}-{instance}", std::process::id());
         thread::Builder::new()
             .name("log-prealloc".into())
-            .spawn(move || prepare_loop(&dir, size, tx))?;
+            .spawn(move || prepare_loop(&dir, &prefix, size, tx))?;
         Ok(Preallocator { ready: rx })
     }
 
@@ -44,9 +52,11 @@ impl Preallocator {
     }
 }
 
-fn prepare_loop(dir: &Path, size: u64, tx: SyncSender<io::Result<(File, PathBuf)>>) {
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
+fn prepare_loop(dir: &Path, prefix: &str, size: u64, tx: SyncSender<io::Result<(File, PathBuf)>>) {
     for n in 0u64.. {
-        let path = dir.join(format!("prealloc-{n}.tmp"));
+        let path = dir.join(format!("{prefix}-{n}.tmp"));
         let made = prepare(&path, size).map(|f| (f, path.clone()));
         let failed = made.is_err();
         if tx.send(made).is_err() {
