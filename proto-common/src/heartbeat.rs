@@ -48,6 +48,15 @@ pub struct Heartbeat {
     pub role: Role,
     /// Highest epoch the replica has seen.
     pub epoch: Epoch,
+    /// Highest epoch the replica ever took writes in (persisted). A replica
+    /// never takes writes again in an epoch it lost the role in (a restart,
+    /// a demotion): its earlier self may have shipped entries it no longer
+    /// has. So the recorded active reporting `role: Standby` with
+    /// `active_epoch` equal to the current epoch has lost the role for good,
+    /// and the arbiter opens a new epoch at once (it takes no writes, so no
+    /// lease needs to run out).
+    #[serde(default)]
+    pub active_epoch: Epoch,
     /// Position of the last entry in its log (durable).
     pub position: Position,
     /// Highest index the replica knows to be committed.

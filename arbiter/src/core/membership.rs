@@ -1,0 +1,116 @@
+//! Membership upkeep: replicas join by heartbeating, change address or
+//! priority by heartbeating with new values, and are dropped after
+//! `remove_after_ms` of silence (DESIGN.md, "Arbiter decisions": identity is
+//! the node id, and no configuration change is needed for any of this).
+//!
+//! A member is never dropped while it is the recorded active, a member of
+//! the stored sync set (it must leave the sync set first, by its own write,
+//! so the active stops waiting for it before it disappears), or the target
+//! of a running switchover.
+
+use proto_common::NodeId;
+
+use super::decision::{DecisionKind, Stamp};
+use super::detector::Detector;
+use super::draft::Draft;
+use super::time::Millis;
+use crate::store::{ClusterState, MemberRecord};
+
+/// Brings the draft's members up to date with the heartbeats heard: new
+/// replicas join; changed addresses or priorities are recorded (and
+/// decided); positions and quarantine counts are refreshed silently.
+pub fn refresh(draft: &mut Draft, detector: &Detector, now: Millis, stamp: &Stamp) {
+    let remove_after = draft.state.params.remove_after_ms;
+    for (node, obs) in detector.observed() {
+        let r = &obs.report;
+        match draft.state.members.get_mut(node) {
+            Some(m) => {
+                let mut changes = Vec::new();
+                if m.client_url != r.client_url {
+                    changes.push(format!("client_url {} → {}", m.client_url, r.client_url));
+                }
+                if m.repl_addr != r.repl_addr {
+                    changes.push(format!("repl_addr {} → {}", m.repl_addr, r.repl_addr));
+                }
+                if m.priority != r.priority {
+                    changes.push(format!("priority {} → {}", m.priority, r.priority));
+                }
+                m.client_url.clone_from(&r.client_url);
+                m.repl_addr.clone_from(&r.repl_addr);
+                m.priority = r.priority;
+                m.position = r.position;
+                m.quarantined_entries = r.quarantined_entries;
+                if !changes.is_empty() {
+                    let reason = format!("{node} changed {}", changes.join(", "));
+                    draft.decide(stamp.taken(DecisionKind::Membership, Some(node), reason));
+                }
+            }
+            None => {
+                // A replica dropped from membership is forgotten by the
+                // detector only once that write lands; until then its stale
+                // observation must not make it rejoin.
+                if now.since(obs.last_heartbeat) >= remove_after {
+                    continue;
+                }
+                draft.state.members.insert(
+                    node.clone(),
+                    MemberRecord {
+                        client_url: r.client_url.clone(),
+                        repl_addr: r.repl_addr.clone(),
+                        priority: r.priority,
+                        position: r.position,
+                        quarantined_entries: r.quarantined_entries,
+                    },
+                );
+                let reason = format!(
+                    "{node} joined: client_url {}, repl_addr {}, priority {}, position {}",
+                    r.client_url, r.repl_addr, r.priority, r.position
+                );
+                draft.decide(stamp.taken(DecisionKind::Membership, Some(node), reason));
+            }
+        }
+    }
+    // The recorded active's addresses follow its member record, so standbys
+    // are sent to where it listens now.
+    if let Some(active) = &mut draft.state.active {
+        if let Some(m) = draft.state.members.get(&active.node_id) {
+            active.client_url.clone_from(&m.client_url);
+            active.repl_addr.clone_from(&m.repl_addr);
+        }
+    }
+}
+
+/// Drops members silent for `remove_after_ms` (see the module docs for who
+/// is never dropped).
+pub fn remove_silent(
+    draft: &mut Draft,
+    base: &ClusterState,
+    detector: &Detector,
+    now: Millis,
+    protect: Option<&NodeId>,
+    stamp: &Stamp,
+) {
+    let remove_after = base.params.remove_after_ms;
+    let nodes: Vec<NodeId> = base.members.keys().cloned().collect();
+    for node in nodes {
+        let kept = base.is_active(&node)
+            || draft.state.is_active(&node)
+            || base.in_sync_set(&node)
+            || draft.state.in_sync_set(&node)
+            || protect == Some(&node);
+        if kept {
+            continue;
+        }
+        let silent = detector.silence_ms(&node, now);
+        if silent < remove_after {
+            continue;
+        }
+        draft.state.members.remove(&node);
+        draft.state.confirmed_sync.retain(|n| *n != node);
+        let reason = format!(
+            "{node} dropped from membership: silent for {silent} ms (remove_after_ms={remove_after}); it rejoins if it heartbeats again"
+        );
+        draft.decide(stamp.taken(DecisionKind::Membership, Some(&node), reason));
+        draft.forget.push(node);
+    }
+}

@@ -1,0 +1,192 @@
+//! Maintenance mode, membership upkeep (`remove_after`, address changes)
+//! and the status snapshot.
+
+use proto_common::heartbeat::Role;
+use proto_common::params::ClusterParams;
+use proto_common::Position;
+
+use super::harness::{id, Sim};
+
+#[test]
+fn maintenance_blocks_failover_but_keeps_granting_and_upkeep() {
+    let mut sim = Sim::formed(ClusterParams::default(), &[("a", 1), ("b", 1), ("c", 1)]);
+    let w = sim
+        .core
+        .set_maintenance(true, sim.now)
+        .unwrap()
+        .expect("a write");
+    assert_eq!(
+        sim.core.set_maintenance(false, sim.now).unwrap_err().code(),
+        "write_in_progress"
+    );
+    sim.persist(w);
+    assert!(sim.stored().maintenance);
+    assert!(
+        sim.core.set_maintenance(true, sim.now).unwrap().is_none(),
+        "already on"
+    );
+
+    // Upkeep goes on: a dead sync member is replaced.
+    sim.kill("b");
+    sim.run_for(1300);
+    assert_eq!(sim.stored().sync_set, vec![id("c")]);
+    sim.run_for(300);
+    assert_eq!(sim.stored().confirmed_sync, vec![id("c")]);
+    assert_eq!(
+        sim.replicas[&id("a")].last_reply.as_ref().unwrap().role,
+        Role::Active
+    );
+
+    sim.kill("a");
+    sim.run_for(3000);
+    assert_eq!(sim.active().as_deref(), Some("a"));
+    sim.assert_decision(&["active a missing", "maintenance mode is on"]);
+    assert_eq!(
+        sim.count_decisions("maintenance mode is on"),
+        1,
+        "repeated every tick"
+    );
+
+    let w = sim.core.set_maintenance(false, sim.now).unwrap().unwrap();
+    sim.persist(w);
+    sim.run_for(150);
+    assert_eq!(sim.active().as_deref(), Some("c"));
+    sim.assert_decision(&["maintenance mode off"]);
+}
+
+#[test]
+fn silent_standbys_are_dropped_after_remove_after_but_never_the_active_or_a_sync_member() {
+    let params = ClusterParams {
+        remove_after_ms: 5000,
+        ..Default::default()
+    };
+    let mut sim = Sim::formed(params, &[("a", 1), ("b", 1), ("c", 1)]);
+    sim.kill("c");
+    sim.run_for(4990);
+    assert!(sim.stored().members.contains_key(&id("c")));
+    sim.run_for(20);
+    assert!(!sim.stored().members.contains_key(&id("c")));
+    sim.assert_decision(&["c dropped from membership: silent for 5000 ms (remove_after_ms=5000)"]);
+
+    // It rejoins by heartbeating again.
+    sim.revive("c");
+    sim.run_for(10);
+    assert!(sim.stored().members.contains_key(&id("c")));
+    sim.assert_decision(&["c joined"]);
+
+    // The active, even silent, stays a member (nobody can replace it: k = 1
+    // and b died too).
+    sim.kill("b");
+    sim.run_for(300);
+    sim.kill("a");
+    sim.run_for(6000);
+    let s = sim.stored().clone();
+    assert!(
+        s.members.contains_key(&id("a")),
+        "dropped the recorded active"
+    );
+    // b left the sync set only... it did not: the active was missing when
+    // b's silence passed the limit, so b stayed a (confirmed) sync member
+    // and therefore a member.
+    assert_eq!(s.sync_set, vec![id("b")]);
+    assert!(s.members.contains_key(&id("b")), "dropped a sync member");
+}
+
+#[test]
+fn a_sync_member_leaves_the_sync_set_before_membership() {
+    let params = ClusterParams {
+        remove_after_ms: 1000,
+        ..Default::default()
+    };
+    let mut sim = Sim::formed(params, &[("a", 1), ("b", 1)]);
+    let writes_before = sim.writes.len();
+    sim.kill("b");
+    sim.run_for(1500);
+    let later: Vec<_> = sim.writes[writes_before..].to_vec();
+    let out_of_set = later
+        .iter()
+        .position(|s| s.sync_set.is_empty())
+        .expect("b left the sync set");
+    let out_of_members = later
+        .iter()
+        .position(|s| !s.members.contains_key(&id("b")))
+        .expect("b was dropped");
+    assert!(
+        out_of_set < out_of_members,
+        "dropped from membership in the same write"
+    );
+}
+
+#[test]
+fn address_changes_are_recorded_and_handed_to_standbys() {
+    let mut sim = Sim::formed(ClusterParams::default(), &[("a", 1), ("b", 1)]);
+    sim.replica("a").client_url = "http://a-new:7000".into();
+    sim.run_for(200);
+    assert_eq!(
+        sim.stored().members[&id("a")].client_url,
+        "http://a-new:7000"
+    );
+    assert_eq!(
+        sim.stored().active.as_ref().unwrap().client_url,
+        "http://a-new:7000"
+    );
+    sim.assert_decision(&["a changed client_url http://a:7000 → http://a-new:7000"]);
+    let reply = sim.replicas[&id("b")].last_reply.clone().unwrap();
+    assert_eq!(reply.active.unwrap().client_url, "http://a-new:7000");
+}
+
+#[test]
+fn status_shows_roles_lag_sync_membership_and_reasons() {
+    let mut sim = Sim::formed(ClusterParams::default(), &[("a", 1), ("b", 1), ("c", 0)]);
+    sim.replica("c").caught_up = false;
+    sim.write(4);
+    sim.run_for(150);
+    let st = sim.core.status(sim.now);
+    assert_eq!(st.active, Some(id("a")));
+    assert_eq!(st.epoch, sim.stored().epoch);
+    assert_eq!(st.replicas.len(), 3);
+    let a = &st.replicas[0];
+    assert_eq!((a.role, a.lag_entries), (Role::Active, None));
+    let b = &st.replicas[1];
+    assert_eq!(b.role, Role::Standby);
+    assert!(b.in_sync_set && b.sync_confirmed);
+    assert_eq!(b.lag_entries, Some(0));
+    assert_eq!(b.not_eligible, None);
+    let c = &st.replicas[2];
+    assert_eq!(c.lag_entries, Some(4));
+    assert_eq!(c.priority, 0);
+    assert!(c.not_eligible.as_deref().unwrap().contains("priority 0"));
+    assert!(c.last_heartbeat_age_ms.unwrap() < 100);
+    assert_eq!(st.failover.candidate, Some(id("b")));
+    assert!(st.failover.lease_wait_left_ms > 1000);
+    assert!(!st.recent_decisions.is_empty() && !st.history.is_empty());
+    assert!(st
+        .history
+        .iter()
+        .any(|d| d.reason.contains("first formation")));
+    let json = serde_json::to_value(&st).unwrap();
+    assert_eq!(json["replicas"][0]["role"], "active");
+    assert_eq!(json["active"], "a");
+    assert!(json["replicas"][1]["position"]
+        .as_str()
+        .unwrap()
+        .contains('.'));
+    let back: crate::status::ClusterStatus = serde_json::from_value(json).unwrap();
+    assert_eq!(back, st);
+}
+
+#[test]
+fn decisions_carry_wall_clock_times_from_the_monotonic_clock() {
+    let mut sim = Sim::new(ClusterParams::default());
+    sim.add("a", Position::new(0, 1), 1);
+    sim.run_until(2001);
+    let formation = sim
+        .core
+        .recent_decisions()
+        .find(|d| d.reason.contains("first formation: a"))
+        .unwrap()
+        .clone();
+    assert_eq!(formation.unix_ms, super::harness::UNIX_AT_ZERO + 2000);
+    assert!(formation.taken);
+    assert_eq!(formation.epoch.0, 1);
+}
