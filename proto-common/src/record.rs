@@ -123,7 +123,7 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
 /// `prev` (each index exactly one more than the last, epochs never going
 /// down). Returns the records' positions in order. Used by a standby on every
 /// batch it receives, before anything is written.
-pub fn check_batch(buf: &[u8], prev: Position) -> Result<Vec<(Position, usize)>, String> {
+pub fn check_batch(buf: &[u8], prev: Position) -> Result<Vec<(Position, u32)>, String> {
     let mut out = Vec::new();
     let mut offset = 0;
     let mut last = prev;
@@ -133,7 +133,7 @@ pub fn check_batch(buf: &[u8], prev: Position) -> Result<Vec<(Position, usize)>,
                 check_successor(last, r.position)
                     .map_err(|e| format!("record at batch offset {offset}: {e}"))?;
                 last = r.position;
-                out.push((r.position, offset));
+                out.push((r.position, offset as u32));
                 offset += r.encoded_len();
             }
             Decoded::Incomplete => {

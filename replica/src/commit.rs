@@ -103,6 +103,8 @@ pub struct CommitTracker {
     commit_tx: watch::Sender<LogIndex>,
     /// Written batches, for replication senders.
     written_tx: broadcast::Sender<Arc<WrittenBatch>>,
+    /// Local durable position, for a standby's acknowledgements.
+    durable_tx: watch::Sender<Position>,
 }
 
 impl CommitTracker {
@@ -119,6 +121,7 @@ impl CommitTracker {
         let (applied_tx, _) = watch::channel(applied);
         let (commit_tx, _) = watch::channel(applied.index);
         let (written_tx, _) = broadcast::channel(4096);
+        let (durable_tx, _) = watch::channel(durable);
         CommitTracker {
             inner: Mutex::new(Inner {
                 pending: pending.into(),
@@ -135,7 +138,12 @@ impl CommitTracker {
             applied_tx,
             commit_tx,
             written_tx,
+            durable_tx,
         }
+    }
+
+    pub fn durable_watch(&self) -> watch::Receiver<Position> {
+        self.durable_tx.subscribe()
     }
 
     pub fn applied(&self) -> watch::Receiver<Position> {
@@ -260,6 +268,7 @@ impl CommitTracker {
         }
         if inner.durable > new_last {
             inner.durable = new_last;
+            self.durable_tx.send_replace(new_last);
         }
     }
 
@@ -272,6 +281,7 @@ impl CommitTracker {
         inner.commit = applied.index;
         *self.kv.write() = state;
         drop(inner);
+        self.durable_tx.send_replace(applied);
         self.applied_tx.send_replace(applied);
         self.commit_tx.send_replace(applied.index);
     }
@@ -364,6 +374,7 @@ impl CommitSink for CommitTracker {
         self.metrics.batch_entries.observe(batch_entries as f64);
         let mut inner = self.inner.lock();
         inner.durable = last;
+        self.durable_tx.send_replace(last);
         self.maybe_commit(inner);
     }
 

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use proto_common::auth::Token;
 use proto_common::NodeId;
 use serde::Deserialize;
 
@@ -56,6 +57,55 @@ pub struct Options {
     /// Largest `limit` of one range read [default: 1000].
     #[arg(long, env = "UNDERSTUDY_MAX_LIST_LIMIT")]
     pub max_list_limit: Option<usize>,
+    /// Cluster name; replicas and arbiters of one cluster share it
+    /// [default: understudy].
+    #[arg(long, env = "UNDERSTUDY_CLUSTER")]
+    pub cluster: Option<String>,
+    /// File holding the cluster token (the secret shared by every node).
+    /// The token can also come from UNDERSTUDY_TOKEN. Without a token every
+    /// listener must be on a loopback address.
+    #[arg(long, env = "UNDERSTUDY_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The token itself, from the UNDERSTUDY_TOKEN environment variable only
+    /// (never a flag: command lines are visible to every user).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// Replication address (standbys connect here when this replica is active).
+    #[arg(long, env = "UNDERSTUDY_REPL_LISTEN")]
+    pub repl_listen: Option<String>,
+    /// Replication address other replicas use [default: <repl-listen>].
+    #[arg(long, env = "UNDERSTUDY_ADVERTISE_REPL")]
+    pub advertise_repl: Option<String>,
+    /// Hard limit on one replication frame, bytes [default: 16777216].
+    #[arg(long, env = "UNDERSTUDY_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// What a standby does with a write: `proxy` it to the active (default)
+    /// or answer `redirect` (307 to the active).
+    #[arg(long, env = "UNDERSTUDY_FORWARD")]
+    pub forward: Option<String>,
+    /// How long a read with X-Min-Version waits for this replica to catch up
+    /// before answering 503, ms [default: 1000].
+    #[arg(long, env = "UNDERSTUDY_MIN_VERSION_WAIT_MS")]
+    pub min_version_wait_ms: Option<u64>,
+    /// Arbiter URL(s), comma-separated. Without it the replica runs
+    /// standalone as its own active; with it, it starts as a standby and
+    /// takes its role from the arbiter.
+    #[arg(long, env = "UNDERSTUDY_ARBITER")]
+    pub arbiter: Option<String>,
+    /// Promotion priority: among equally caught-up standbys the higher one is
+    /// promoted; 0 means never promote this replica [default: 100].
+    #[arg(long, env = "UNDERSTUDY_PRIORITY")]
+    pub priority: Option<u32>,
+}
+
+/// How a standby handles a write it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardMode {
+    /// Send it to the active and relay the answer.
+    Proxy,
+    /// Answer 307 with the active's URL.
+    Redirect,
 }
 
 /// Bounds on client input.
@@ -79,6 +129,17 @@ pub struct Settings {
     pub segment_bytes: u64,
     pub snapshot_every_bytes: u64,
     pub limits: Limits,
+    pub cluster: String,
+    /// The cluster token; `None` only when every listener is on loopback.
+    pub token: Option<Token>,
+    pub repl_listen: Option<SocketAddr>,
+    pub advertise_repl: Option<String>,
+    pub max_frame_bytes: usize,
+    pub forward: ForwardMode,
+    pub min_version_wait: std::time::Duration,
+    /// Arbiter base URLs; empty = standalone.
+    pub arbiters: Vec<String>,
+    pub priority: u32,
 }
 
 macro_rules! overlay {
@@ -99,7 +160,8 @@ impl Options {
     pub fn over(self, lower: Options) -> Options {
         overlay!(self, lower; node_id, data_dir, listen, advertise_url, fsync, segment_bytes,
             snapshot_every_bytes, max_key_bytes, max_value_bytes, max_body_bytes, max_txn_ops,
-            max_list_limit)
+            max_list_limit, cluster, token_file, token, repl_listen, advertise_repl,
+            max_frame_bytes, forward, min_version_wait_ms, arbiter, priority)
     }
 
     /// Applies defaults and checks every rule.
@@ -169,6 +231,83 @@ impl Options {
         }
         check_range("max_txn_ops", limits.max_txn_ops as u64, 1, 10_000)?;
         check_range("max_list_limit", limits.max_list_limit as u64, 1, 100_000)?;
+        let cluster = self.cluster.unwrap_or_else(|| "understudy".into());
+        check_cluster_name(&cluster)?;
+        let token = match (self.token, self.token_file) {
+            (Some(t), _) => Some(Token::new(&t).map_err(|e| format!("UNDERSTUDY_TOKEN: {e}"))?),
+            (None, Some(path)) => Some(Token::from_file(&path)?),
+            (None, None) => None,
+        };
+        let repl_listen = match self.repl_listen {
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "repl_listen={text:?} is not an address; use IP:PORT such as 127.0.0.1:7100"
+                )
+            })?),
+            None => None,
+        };
+        let advertise_repl = self
+            .advertise_repl
+            .or_else(|| repl_listen.map(|a| a.to_string()));
+        if token.is_none() {
+            for (name, addr) in [("listen", Some(listen)), ("repl_listen", repl_listen)] {
+                if let Some(addr) = addr {
+                    if !addr.ip().is_loopback() {
+                        return Err(format!(
+                            "{name}={addr} is not a loopback address and no cluster token is set; \
+                             set --token-file or UNDERSTUDY_TOKEN, or listen on 127.0.0.1"
+                        ));
+                    }
+                }
+            }
+        }
+        let max_frame_bytes = self.max_frame_bytes.unwrap_or(16 << 20);
+        check_range(
+            "max_frame_bytes",
+            max_frame_bytes as u64,
+            64 << 10,
+            256 << 20,
+        )?;
+        if max_frame_bytes < limits.max_body_bytes + 4096 {
+            return Err(format!(
+                "max_frame_bytes={max_frame_bytes} must exceed max_body_bytes={} by at least 4096 \
+                 (a frame must hold the largest write)",
+                limits.max_body_bytes
+            ));
+        }
+        let forward = match self.forward.as_deref().unwrap_or("proxy") {
+            "proxy" => ForwardMode::Proxy,
+            "redirect" => ForwardMode::Redirect,
+            other => {
+                return Err(format!(
+                    "forward={other:?} is not a mode; use \"proxy\" (default) or \"redirect\""
+                ))
+            }
+        };
+        let wait = self.min_version_wait_ms.unwrap_or(1000);
+        check_range("min_version_wait_ms", wait, 0, 60_000)?;
+        let arbiters: Vec<String> = self
+            .arbiter
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        for url in &arbiters {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "arbiter={url:?} must be an http:// or https:// URL"
+                ));
+            }
+        }
+        if !arbiters.is_empty() && repl_listen.is_none() {
+            return Err(
+                "with --arbiter, --repl-listen is required: any replica may become the active \
+                 and must then serve its standbys"
+                    .into(),
+            );
+        }
         Ok(Settings {
             node_id,
             data_dir,
@@ -178,7 +317,32 @@ impl Options {
             segment_bytes,
             snapshot_every_bytes,
             limits,
+            cluster,
+            token,
+            repl_listen,
+            advertise_repl,
+            max_frame_bytes,
+            forward,
+            min_version_wait: std::time::Duration::from_millis(wait),
+            arbiters,
+            priority: self.priority.unwrap_or(100),
         })
+    }
+}
+
+/// Cluster names become etcd key prefixes and appear in logs: keep them plain.
+pub fn check_cluster_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "cluster={name:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.'"
+        ))
     }
 }
 
@@ -247,5 +411,33 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("--node-id"), "{err}");
         assert!(toml::from_str::<Options>("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        let err = Options {
+            listen: Some("0.0.0.0:7000".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.contains("listen=0.0.0.0:7000") && err.contains("token"),
+            "{err}"
+        );
+        let ok = Options {
+            listen: Some("0.0.0.0:7000".into()),
+            token: Some("0123456789abcdef0123".into()),
+            ..base()
+        }
+        .resolve();
+        assert!(ok.is_ok());
+        let err = Options {
+            repl_listen: Some("10.1.2.3:7100".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("repl_listen"), "{err}");
     }
 }

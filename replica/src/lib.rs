@@ -8,6 +8,9 @@
 //! - [`commit`]: the commit rule, visibility, answering clients.
 //! - [`snapshot`], [`node_state`]: what else persists across restarts.
 //! - [`lease`], [`clock`]: the active's lease on a suspend-proof clock.
+//! - [`repl`]: log shipping (sender, receiver, divergence, quarantine).
+//! - [`role`], [`heartbeat`], [`handover`]: the role state machine, the loop
+//!   that feeds it from the arbiter, and the switchover on SIGTERM.
 //! - [`node`]: opening a data directory, replay, the write path.
 //! - [`api`]: the client HTTP API; [`metrics`]: Prometheus metrics.
 //! - [`server`]: `serve` / `run(listener, node, shutdown)`.
@@ -17,11 +20,15 @@ pub mod clock;
 pub mod command;
 pub mod commit;
 pub mod config;
+pub mod handover;
+pub mod heartbeat;
 pub mod lease;
 pub mod log;
 pub mod metrics;
 pub mod node;
 pub mod node_state;
+pub mod repl;
+pub mod role;
 pub mod server;
 pub mod snapshot;
 pub mod state;

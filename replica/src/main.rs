@@ -47,7 +47,9 @@ fn main() -> ExitCode {
         Ok(f) => f.unwrap_or_default(),
         Err(e) => return fail(&e),
     };
-    let settings = match args.options.over(file).resolve() {
+    let mut options = args.options;
+    options.token = std::env::var("UNDERSTUDY_TOKEN").ok();
+    let settings = match options.over(file).resolve() {
         Ok(s) => s,
         Err(e) => return fail(&format!("invalid configuration: {e}")),
     };

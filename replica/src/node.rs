@@ -45,6 +45,9 @@ pub struct RoleView {
     pub active_url: Option<String>,
     /// Why writes are refused right now, for error messages.
     pub not_writable: Option<String>,
+    /// Set while handing over to this standby in a planned switchover: the
+    /// active takes no new writes but keeps shipping and committing.
+    pub fenced_for: Option<proto_common::NodeId>,
 }
 
 /// A running replica's storage and state machine.
@@ -76,11 +79,11 @@ impl Node {
         let snap_dir = dir.join("snapshots");
         let snaps = snapshot::list(&snap_dir)
             .map_err(|e| format!("cannot list snapshots in {}: {e}", snap_dir.display()))?;
-        let state = match snaps.last() {
+        let (state, history) = match snaps.last() {
             Some((_, path)) => snapshot::read(path).map_err(|e| {
                 format!("{e}; refusing to start (the log before it may be deleted)")
             })?,
-            None => KvState::default(),
+            None => (KvState::default(), Vec::new()),
         };
         let snap_pos = state.applied();
 
@@ -88,7 +91,8 @@ impl Node {
             segment_bytes: settings.segment_bytes,
             fsync: settings.fsync,
         };
-        let (log, torn) = Log::open(&dir.join("log"), opts, snap_pos).map_err(|e| e.to_string())?;
+        let (log, torn) =
+            Log::open(&dir.join("log"), opts, snap_pos, &history).map_err(|e| e.to_string())?;
         if let Some(t) = &torn {
             tracing::warn!(file = %t.path.display(), offset = t.offset, "recovered from a torn log tail");
         }
@@ -134,6 +138,7 @@ impl Node {
                 epoch,
                 active_url: None,
                 not_writable: Some("this replica has not been made active".into()),
+                fenced_for: None,
             }),
             node_state: Mutex::new(node_state),
             _dir_lock: dir_lock,
@@ -186,8 +191,102 @@ impl Node {
         role.epoch = role.epoch.max(epoch);
         role.active_url = None;
         role.not_writable = None;
+        role.fenced_for = None;
         self.metrics.epoch.set(role.epoch.0 as i64);
         Ok(pos)
+    }
+
+    /// Becomes the active in `epoch` (a grant for the epoch we already write
+    /// in is a renewal and changes nothing). Refuses an epoch this replica
+    /// was active in before a restart (node_state.rs explains why).
+    pub async fn become_active(&self, epoch: Epoch) -> Result<Position, String> {
+        if self.role.read().write_epoch == Some(epoch) {
+            return Ok(self.commit.durable());
+        }
+        let persisted = self.node_state().active_epoch;
+        if epoch <= persisted {
+            return Err(format!(
+                "refusing to become active in epoch {epoch}: this replica already took writes in \
+                 epoch {persisted} before it restarted or stepped down, and may have shipped entries \
+                 it no longer has; the arbiter must open a new epoch"
+            ));
+        }
+        let last = self.reader.last();
+        if epoch < last.epoch {
+            return Err(format!(
+                "refusing to become active in epoch {epoch}: the log already holds epoch {}",
+                last.epoch
+            ));
+        }
+        self.open_epoch(epoch).await
+    }
+
+    /// Stops taking writes at once: the lease is revoked, the log thread
+    /// refuses writes of the old epoch, waiting clients are told the outcome
+    /// is unknown.
+    pub async fn stop_writes(&self, why: &str) {
+        self.lease.revoke();
+        {
+            let mut role = self.role.write();
+            role.role = Role::Standby;
+            role.write_epoch = None;
+            role.fenced_for = None;
+            role.not_writable = Some(why.to_string());
+        }
+        let (tx, rx) = oneshot::channel();
+        if self
+            .log
+            .send(LogRequest::SetWriteEpoch {
+                epoch: None,
+                done: tx,
+            })
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        self.commit.follow(why);
+    }
+
+    /// Records an epoch seen from the arbiter or a frame (persisted when
+    /// new). Returns the highest epoch seen so far.
+    pub fn note_epoch(&self, epoch: Epoch) -> Result<Epoch, String> {
+        let current = self.role.read().epoch;
+        if epoch <= current {
+            return Ok(current);
+        }
+        self.update_node_state(|s| s.seen_epoch = s.seen_epoch.max(epoch))?;
+        let mut role = self.role.write();
+        role.epoch = role.epoch.max(epoch);
+        self.metrics.epoch.set(role.epoch.0 as i64);
+        Ok(role.epoch)
+    }
+
+    /// Stops taking new writes for a planned switchover to `target`; writes
+    /// already accepted still commit, and the log keeps shipping.
+    pub fn fence(&self, target: &proto_common::NodeId) {
+        let mut role = self.role.write();
+        role.fenced_for = Some(target.clone());
+        role.not_writable = Some(format!(
+            "a planned switchover to {target} is under way; retry in a moment"
+        ));
+    }
+
+    /// The switchover was cancelled: take writes again.
+    pub fn unfence(&self) {
+        let mut role = self.role.write();
+        role.fenced_for = None;
+        if role.write_epoch.is_some() {
+            role.not_writable = None;
+        }
+    }
+
+    /// Sets what a standby tells clients about the active.
+    pub fn set_standby_view(&self, active_url: Option<String>, not_writable: String) {
+        let mut role = self.role.write();
+        if role.write_epoch.is_none() {
+            role.active_url = active_url;
+            role.not_writable = Some(not_writable);
+        }
     }
 
     /// Applies a change to the persisted node state and writes it durably.

@@ -32,6 +32,9 @@ pub struct NodeState {
     pub seen_epoch: Epoch,
     /// An index known committed.
     pub commit_hint: LogIndex,
+    /// Entries this replica moved to `quarantine/` over its life.
+    #[serde(default)]
+    pub quarantined_entries: u64,
 }
 
 impl NodeState {
@@ -84,6 +87,7 @@ mod tests {
             active_epoch: Epoch(3),
             seen_epoch: Epoch(4),
             commit_hint: LogIndex(77),
+            quarantined_entries: 2,
         };
         s.store(dir.path()).unwrap();
         assert_eq!(NodeState::load(dir.path()).unwrap(), s);

@@ -12,15 +12,20 @@ use axum::serve::ListenerExt;
 use proto_common::Position;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::config::Settings;
+use crate::handover;
+use crate::heartbeat::HeartbeatLoop;
 use crate::log::group_commit::LogRequest;
 use crate::node::Node;
+use crate::repl::Replication;
 use crate::snapshot;
 
-/// Opens the node in `settings.data_dir`, binds `settings.listen`, and
-/// serves standalone until `shutdown` resolves.
+/// Opens the node in `settings.data_dir`, binds its listeners, and serves
+/// until `shutdown` resolves: standalone (its own active) without an
+/// arbiter; otherwise as a standby taking its role from the arbiter.
 pub async fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -32,29 +37,66 @@ pub async fn serve(
         );
     }
     let listen = settings.listen;
+    let repl_listen = settings.repl_listen;
     let node = tokio::task::spawn_blocking(move || Node::open(settings))
         .await
         .map_err(|e| format!("opening the node panicked: {e}"))??;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    node.start_standalone().await?;
-    tracing::info!(
-        node = %node.settings.node_id,
-        listen = %listen,
-        position = %node.commit.durable(),
-        "replica serving standalone (its own active)"
-    );
-    run(listener, node, shutdown).await
+    let repl_listener = match repl_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen for replication on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let repl = Replication::new(node.clone());
+    if node.settings.arbiters.is_empty() {
+        node.start_standalone().await?;
+        tracing::info!(
+            node = %node.settings.node_id,
+            listen = %listen,
+            position = %node.commit.durable(),
+            "replica serving standalone (its own active)"
+        );
+    } else {
+        tracing::info!(
+            node = %node.settings.node_id,
+            listen = %listen,
+            repl_listen = ?repl_listen,
+            arbiters = ?node.settings.arbiters,
+            position = %node.commit.durable(),
+            "replica starting as a standby; its role comes from the arbiter"
+        );
+    }
+    let handover_node = node.clone();
+    let shutdown = async move {
+        shutdown.await;
+        handover::hand_over(handover_node).await;
+    };
+    run(listener, repl_listener, node, repl, shutdown).await
 }
 
-/// Serves the client API for `node` on `listener` until `shutdown`.
+/// Serves the client API (and, if given, the replication listener) for
+/// `node` until `shutdown`. Runs the heartbeat loop when the node has
+/// arbiters configured.
 pub async fn run(
     listener: TcpListener,
+    repl_listener: Option<TcpListener>,
     node: Arc<Node>,
+    repl: Arc<Replication>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    let stop = CancellationToken::new();
     let housekeeping = tokio::spawn(housekeeping(node.clone()));
+    if let Some(l) = repl_listener {
+        tokio::spawn(repl.clone().serve(l, stop.clone()));
+    }
+    if !node.settings.arbiters.is_empty() {
+        tokio::spawn(HeartbeatLoop::new(repl.clone()).run(stop.clone()));
+    }
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -62,6 +104,8 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| format!("client API server failed: {e}"));
+    stop.cancel();
+    repl.stop();
     housekeeping.abort();
     save_commit_hint(node).await;
     result
@@ -113,7 +157,8 @@ pub async fn take_snapshot(node: &Arc<Node>) -> Result<Position, String> {
         return Ok(pos);
     }
     let dir = node.data_dir().join("snapshots");
-    tokio::task::spawn_blocking(move || snapshot::write(&dir, pos, &map))
+    let epochs = node.reader.epochs_upto(pos.index);
+    tokio::task::spawn_blocking(move || snapshot::write(&dir, pos, &epochs, &map))
         .await
         .map_err(|e| format!("snapshot task panicked: {e}"))?
         .map_err(|e| format!("writing snapshot {pos}: {e}"))?;

@@ -4,13 +4,17 @@
 //! log segments it covers can be deleted.
 //!
 //! ```text
-//! magic "USTDYSN1" | epoch u64 | index u64 | count u64 |
+//! magic "USTDYSN1" | epoch u64 | index u64 |
+//!   n_runs u32 | n_runs × (first index u64 | epoch u64) |   (epoch history)
+//!   count u64 |
 //!   count × (key_len u32 | key | value_len u32 | value | ver_epoch u64 | ver_index u64) |
 //! crc32c u32 (of everything before it)
 //! ```
 //!
 //! The same file is what the active streams to a standby that is too far
-//! behind for the log.
+//! behind for the log. It carries the log's epoch history (which epoch
+//! started at which index) so that divergence can still be located exactly
+//! after the entries themselves are compacted away.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -18,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use imbl::OrdMap;
-use proto_common::Position;
+use proto_common::{Epoch, LogIndex, Position};
 
 use crate::log::writer::sync_dir;
 use crate::state::{KvEntry, KvState};
@@ -79,9 +83,17 @@ impl<R: Read> Read for Crc<R> {
     }
 }
 
+/// Epoch runs of the log up to a snapshot: `(first index, epoch)`.
+pub type EpochRuns = Vec<(LogIndex, Epoch)>;
+
 /// Writes a snapshot of `map` at `pos` into `dir` and returns its path.
 /// Older snapshots are removed once the new one is durable.
-pub fn write(dir: &Path, pos: Position, map: &OrdMap<Bytes, KvEntry>) -> io::Result<PathBuf> {
+pub fn write(
+    dir: &Path,
+    pos: Position,
+    epochs: &[(LogIndex, Epoch)],
+    map: &OrdMap<Bytes, KvEntry>,
+) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let final_path = dir.join(file_name(pos));
     let tmp = dir.join(format!("{}.tmp", file_name(pos)));
@@ -93,6 +105,11 @@ pub fn write(dir: &Path, pos: Position, map: &OrdMap<Bytes, KvEntry>) -> io::Res
     w.write_all(&MAGIC)?;
     w.write_all(&pos.epoch.0.to_le_bytes())?;
     w.write_all(&pos.index.0.to_le_bytes())?;
+    w.write_all(&(epochs.len() as u32).to_le_bytes())?;
+    for (first, epoch) in epochs {
+        w.write_all(&first.0.to_le_bytes())?;
+        w.write_all(&epoch.0.to_le_bytes())?;
+    }
     w.write_all(&(map.len() as u64).to_le_bytes())?;
     for (k, e) in map.iter() {
         w.write_all(&(k.len() as u32).to_le_bytes())?;
@@ -117,8 +134,8 @@ pub fn write(dir: &Path, pos: Position, map: &OrdMap<Bytes, KvEntry>) -> io::Res
     Ok(final_path)
 }
 
-/// Reads and verifies a snapshot file into a state.
-pub fn read(path: &Path) -> io::Result<KvState> {
+/// Reads and verifies a snapshot file into a state and its epoch history.
+pub fn read(path: &Path) -> io::Result<(KvState, EpochRuns)> {
     let bad = |why: String| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -137,6 +154,16 @@ pub fn read(path: &Path) -> io::Result<KvState> {
     }
     let epoch = read_u64(&mut r)?;
     let index = read_u64(&mut r)?;
+    let mut runs = [0u8; 4];
+    r.read_exact(&mut runs)?;
+    let n_runs = u32::from_le_bytes(runs) as usize;
+    if n_runs > 1 << 20 {
+        return Err(bad(format!("{n_runs} epoch runs is impossible")));
+    }
+    let mut epochs = Vec::with_capacity(n_runs);
+    for _ in 0..n_runs {
+        epochs.push((LogIndex(read_u64(&mut r)?), Epoch(read_u64(&mut r)?)));
+    }
     let count = read_u64(&mut r)?;
     let mut map = OrdMap::new();
     for i in 0..count {
@@ -163,7 +190,10 @@ pub fn read(path: &Path) -> io::Result<KvState> {
     if !rest.is_empty() {
         return Err(bad(format!("{} bytes after the checksum", rest.len())));
     }
-    Ok(KvState::from_parts(map, Position::new(epoch, index)))
+    Ok((
+        KvState::from_parts(map, Position::new(epoch, index)),
+        epochs,
+    ))
 }
 
 fn read_u64(r: &mut impl Read) -> io::Result<u64> {
@@ -203,8 +233,10 @@ mod tests {
             };
             s.apply(Position::new(1, i + 1), &cmd);
         }
-        let path = write(dir.path(), s.applied(), s.map()).unwrap();
-        let back = read(&path).unwrap();
+        let runs = vec![(LogIndex(1), Epoch(1))];
+        let path = write(dir.path(), s.applied(), &runs, s.map()).unwrap();
+        let (back, back_runs) = read(&path).unwrap();
+        assert_eq!(back_runs, runs);
         assert_eq!(back.applied(), s.applied());
         assert_eq!(back.map(), s.map());
         assert_eq!(list(dir.path()).unwrap().len(), 1);
@@ -220,8 +252,8 @@ mod tests {
     fn newer_snapshot_replaces_older() {
         let dir = tempfile::tempdir().unwrap();
         let s = KvState::default();
-        write(dir.path(), Position::new(1, 5), s.map()).unwrap();
-        write(dir.path(), Position::new(2, 9), s.map()).unwrap();
+        write(dir.path(), Position::new(1, 5), &[], s.map()).unwrap();
+        write(dir.path(), Position::new(2, 9), &[], s.map()).unwrap();
         let all = list(dir.path()).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].0, Position::new(2, 9));

@@ -8,8 +8,6 @@
 //! - `GET /v1/status`: this replica's own view (role, epoch, positions).
 //! - `GET /metrics`: Prometheus (OpenMetrics) text.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +16,7 @@ use proto_common::heartbeat::Role;
 use proto_common::{Epoch, LogIndex, Position};
 use serde::Serialize;
 
+use super::Shared;
 use crate::node::Node;
 
 /// A replica's own view of itself.
@@ -66,12 +65,12 @@ pub fn status_of(node: &Node) -> ReplicaStatus {
     }
 }
 
-pub async fn status(State(node): State<Arc<Node>>) -> Json<ReplicaStatus> {
-    Json(status_of(&node))
+pub async fn status(State(api): State<Shared>) -> Json<ReplicaStatus> {
+    Json(status_of(&api.node))
 }
 
-pub async fn healthz(State(node): State<Arc<Node>>) -> Response {
-    match node.commit.failure() {
+pub async fn healthz(State(api): State<Shared>) -> Response {
+    match api.node.commit.failure() {
         None => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -81,8 +80,8 @@ pub async fn healthz(State(node): State<Arc<Node>>) -> Response {
     }
 }
 
-pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
-    let s = status_of(&node);
+pub async fn readyz(State(api): State<Shared>) -> Response {
+    let s = status_of(&api.node);
     let ready = s.storage_failure.is_none() && (s.role == Role::Standby || s.writable);
     let code = if ready {
         StatusCode::OK
@@ -92,8 +91,8 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
     (code, Json(s)).into_response()
 }
 
-pub async fn role(State(node): State<Arc<Node>>) -> Response {
-    let s = status_of(&node);
+pub async fn role(State(api): State<Shared>) -> Response {
+    let s = status_of(&api.node);
     let code = if s.role == Role::Active && s.writable {
         StatusCode::OK
     } else {
@@ -102,13 +101,13 @@ pub async fn role(State(node): State<Arc<Node>>) -> Response {
     (code, Json(s)).into_response()
 }
 
-pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
+pub async fn metrics(State(api): State<Shared>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        node.metrics.render(),
+        api.node.metrics.render(),
     )
         .into_response()
 }

@@ -1,11 +1,9 @@
 //! Single-key reads and writes and range reads:
 //! `GET/PUT/DELETE /v1/kv/{key}` and `GET /v1/kv?prefix=&start_after=&limit=`.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
@@ -14,16 +12,60 @@ use proto_common::{ErrorCode, Position};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use super::forward::Relay;
 use super::input::{check_value, key_from_path, read_body};
-use super::{DATA_VERSION, KEY_VERSION};
+use super::versions::wait_for_min_version;
+use super::{ApiState, Shared, DATA_VERSION, KEY_VERSION};
 use crate::command::Command;
 use crate::commit::WriteAck;
 use crate::node::Node;
 use crate::state::Outcome;
 
-/// `GET /v1/kv/{key}`: the raw value, with the key's version.
-pub async fn get_key(State(node): State<Arc<Node>>, uri: Uri) -> Result<Response, ApiError> {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetParams {
+    consistency: Option<String>,
+}
+
+/// `GET /v1/kv/{key}[?consistency=linearizable]`: the raw value, with the
+/// key's version. Served locally (after `X-Min-Version`, if given); a
+/// linearizable read is served by the active within its lease.
+pub async fn get_key(
+    State(api): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let node = &api.node;
     let key = key_from_path(uri.path(), &node.settings.limits)?;
+    let params: GetParams = serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad query: {e}")))?;
+    match params.consistency.as_deref() {
+        None | Some("local") => wait_for_min_version(node, &headers).await?,
+        Some("linearizable") => {
+            if node.role().write_epoch.is_none() {
+                let relay = Relay {
+                    method: &method,
+                    path_and_query: uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                    headers: &headers,
+                    body: Bytes::new(),
+                };
+                return api.forwarder.relay(node, relay).await;
+            }
+            if !node.lease.is_valid() {
+                return Err(ApiError::new(
+                    ErrorCode::NotWritable,
+                    "this active's lease has lapsed, so it cannot promise the latest data; retry",
+                ));
+            }
+        }
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("consistency={other:?}; use \"local\" (default) or \"linearizable\""),
+            ))
+        }
+    }
     node.metrics.reads.inc();
     let (entry, applied) = {
         let kv = node.kv.read();
@@ -50,12 +92,13 @@ pub async fn get_key(State(node): State<Arc<Node>>, uri: Uri) -> Result<Response
 
 /// `PUT /v1/kv/{key}`: the body is the value.
 pub async fn put_key(
-    State(node): State<Arc<Node>>,
+    State(api): State<Shared>,
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let limits = &node.settings.limits;
+    let limits = &api.node.settings.limits;
     let key = key_from_path(uri.path(), limits)?;
     let value = read_body(
         &headers,
@@ -66,16 +109,45 @@ pub async fn put_key(
     )
     .await?;
     check_value(&value, limits)?;
-    let ack = node.write(Command::Put { key, value }).await?;
-    write_response(&node, ack, None)
+    let relay = Relay {
+        method: &method,
+        path_and_query: uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        headers: &headers,
+        body: value.clone(),
+    };
+    submit(&api, relay, Command::Put { key, value }, None).await
 }
 
 /// `DELETE /v1/kv/{key}`: 404 when the key did not exist.
-pub async fn delete_key(State(node): State<Arc<Node>>, uri: Uri) -> Result<Response, ApiError> {
-    let key = key_from_path(uri.path(), &node.settings.limits)?;
+pub async fn delete_key(
+    State(api): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key_from_path(uri.path(), &api.node.settings.limits)?;
     let name = String::from_utf8_lossy(&key).into_owned();
-    let ack = node.write(Command::Delete { key }).await?;
-    write_response(&node, ack, Some(&name))
+    let relay = Relay {
+        method: &method,
+        path_and_query: uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        headers: &headers,
+        body: Bytes::new(),
+    };
+    submit(&api, relay, Command::Delete { key }, Some(&name)).await
+}
+
+/// Writes on the active; anywhere else, relays to the active (or redirects).
+pub async fn submit(
+    api: &ApiState,
+    relay: Relay<'_>,
+    command: Command,
+    key: Option<&str>,
+) -> Result<Response, ApiError> {
+    if api.node.role().write_epoch.is_none() {
+        return api.forwarder.relay(&api.node, relay).await;
+    }
+    let ack = api.node.write(command).await?;
+    write_response(&api.node, ack, key)
 }
 
 /// `PUT`/`DELETE /v1/kv/` with nothing after the slash.
@@ -157,7 +229,12 @@ struct ListPage {
 }
 
 /// `GET /v1/kv?prefix=&start_after=&limit=` (limit defaults to 100).
-pub async fn list(State(node): State<Arc<Node>>, uri: Uri) -> Result<Response, ApiError> {
+pub async fn list(
+    State(api): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let node = &api.node;
     let limits = &node.settings.limits;
     let params: ListParams = serde_urlencoded::from_str(uri.query().unwrap_or(""))
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad query: {e}")))?;
@@ -176,6 +253,7 @@ pub async fn list(State(node): State<Arc<Node>>, uri: Uri) -> Result<Response, A
             }
         },
     };
+    wait_for_min_version(node, &headers).await?;
     node.metrics.reads.inc();
     let (page, more, applied) = {
         let kv = node.kv.read();

@@ -4,16 +4,34 @@
 //! - [`txn`]: `POST /v1/txn` (compare-then-write).
 //! - [`health`]: `/healthz`, `/readyz`, `/v1/role`, `/v1/status`, `/metrics`.
 //! - [`input`]: key, value and body checks; [`error`]: the JSON error answer.
+//! - [`forward`]: writes reaching a standby (proxy or redirect to the active).
+//! - [`versions`]: `X-Min-Version` (read-your-writes on standbys).
 //! - [`router`]: routes, the `X-Data-Version` layer, unknown routes.
 
 pub mod error;
+pub mod forward;
 pub mod health;
 pub mod input;
 pub mod kv;
 pub mod router;
 pub mod txn;
+pub mod versions;
+
+use std::sync::Arc;
 
 pub use router::router;
+
+use crate::node::Node;
+
+/// What every handler shares.
+pub struct ApiState {
+    pub node: Arc<Node>,
+    /// Relays requests to the active when this replica is not it.
+    pub forwarder: forward::Forwarder,
+}
+
+/// Handler state.
+pub type Shared = Arc<ApiState>;
 
 /// The replica's applied position (`epoch.index`) on every response; on a
 /// write, the write's own position.

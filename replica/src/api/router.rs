@@ -11,12 +11,17 @@ use axum::Router;
 use proto_common::ErrorCode;
 
 use super::error::ApiError;
+use super::forward::Forwarder;
 use super::kv::header;
-use super::{health, kv, txn, DATA_VERSION};
+use super::{health, kv, txn, ApiState, Shared, DATA_VERSION};
 use crate::node::Node;
 
 /// The client API router for `node`.
 pub fn router(node: Arc<Node>) -> Router {
+    let state: Shared = Arc::new(ApiState {
+        node,
+        forwarder: Forwarder::default(),
+    });
     Router::new()
         .route("/v1/kv", get(kv::list))
         .route(
@@ -35,15 +40,15 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(node.clone(), stamp_version))
-        .with_state(node)
+        .layer(middleware::from_fn_with_state(state.clone(), stamp_version))
+        .with_state(state)
 }
 
-async fn stamp_version(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+async fn stamp_version(State(api): State<Shared>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     if !resp.headers().contains_key(DATA_VERSION) {
         resp.headers_mut()
-            .insert(DATA_VERSION, header(node.applied()));
+            .insert(DATA_VERSION, header(api.node.applied()));
     }
     resp
 }

@@ -12,22 +12,21 @@
 //! the result is the same on every replica. All hold → every op is applied
 //! (200 with the version); one fails → nothing is written (409 naming it).
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use bytes::Bytes;
 use proto_common::{ErrorCode, Position};
 use serde::Deserialize;
 
 use super::error::ApiError;
+use super::forward::Relay;
 use super::input::{check_key, check_value, json_value, read_body};
-use super::kv::write_response;
+use super::kv::submit;
+use super::Shared;
 use crate::command::{Command, Compare, Op};
 use crate::config::Limits;
-use crate::node::Node;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,11 +62,13 @@ enum OpJson {
 
 /// `POST /v1/txn`.
 pub async fn txn(
-    State(node): State<Arc<Node>>,
+    State(api): State<Shared>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let limits = &node.settings.limits;
+    let limits = &api.node.settings.limits;
     let body = read_body(
         &headers,
         body,
@@ -77,8 +78,13 @@ pub async fn txn(
     )
     .await?;
     let command = parse(&body, limits)?;
-    let ack = node.write(command).await?;
-    write_response(&node, ack, None)
+    let relay = Relay {
+        method: &method,
+        path_and_query: uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        headers: &headers,
+        body,
+    };
+    submit(&api, relay, command, None).await
 }
 
 /// Parses and checks a transaction body into a command.

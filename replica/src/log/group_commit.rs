@@ -81,12 +81,18 @@ pub enum LogRequest {
         snapshot: Position,
         done: oneshot::Sender<io::Result<usize>>,
     },
-    /// Drop everything; continue right after an installed snapshot.
+    /// Drop everything; continue right after an installed snapshot whose
+    /// epoch history is `history`.
     Reset {
         base: Position,
+        history: Vec<(LogIndex, Epoch)>,
         done: oneshot::Sender<io::Result<()>>,
     },
 }
+
+/// The group-commit thread is gone (the log failed or the node is closing).
+#[derive(Debug)]
+pub struct Stopped;
 
 /// Handle for sending requests to the thread.
 #[derive(Clone)]
@@ -105,8 +111,8 @@ impl GroupCommit {
     }
 
     /// Queues a request. Fails only when the thread has stopped.
-    pub fn send(&self, req: LogRequest) -> Result<(), LogRequest> {
-        self.tx.send(req).map_err(|e| e.0)
+    pub fn send(&self, req: LogRequest) -> Result<(), Stopped> {
+        self.tx.send(req).map_err(|_| Stopped)
     }
 }
 
@@ -246,8 +252,12 @@ impl Worker {
             LogRequest::Compact { snapshot, done } => {
                 let _ = done.send(self.log.compact(snapshot));
             }
-            LogRequest::Reset { base, done } => {
-                let _ = done.send(self.log.reset(base));
+            LogRequest::Reset {
+                base,
+                history,
+                done,
+            } => {
+                let _ = done.send(self.log.reset(base, history));
             }
             LogRequest::Write { .. } | LogRequest::Replicated { .. } => {
                 unreachable!("data requests are batched")

@@ -52,10 +52,12 @@ pub struct TornTail {
 impl Log {
     /// Opens (or creates) the log in `dir`. `snapshot` is the position of the
     /// latest durable snapshot (zero if none): entries up to it may be gone.
+    /// `history` is the epoch history the snapshot recorded.
     pub fn open(
         dir: &Path,
         opts: LogOptions,
         snapshot: Position,
+        history: &[(LogIndex, Epoch)],
     ) -> Result<(Log, Option<TornTail>), OpenError> {
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -206,6 +208,20 @@ impl Log {
             }
         }
         table.base = snapshot;
+        // Epoch runs: the snapshot's history up to it, then what the
+        // segments hold after it.
+        let mut epochs: Vec<(LogIndex, Epoch)> = history
+            .iter()
+            .copied()
+            .filter(|(first, _)| *first <= snapshot.index)
+            .collect();
+        for &(first, epoch) in &table.epochs {
+            let continues = epochs.last().map(|(_, e)| *e) == Some(epoch);
+            if (first > snapshot.index && !continues) || epochs.is_empty() {
+                epochs.push((first, epoch));
+            }
+        }
+        table.epochs = epochs;
         if table.segments.is_empty() {
             let log = Log::new_empty(dir, opts, prealloc, table).map_err(io_err(dir))?;
             return Ok((log, torn));

@@ -107,6 +107,36 @@ impl LogReader {
         self.table.read().position_of(index)
     }
 
+    /// Epoch of the entry at `index`, from the epoch history (also for
+    /// compacted entries), or `None` past the end or before any history.
+    pub fn epoch_at(&self, index: LogIndex) -> Option<Epoch> {
+        let t = self.table.read();
+        if index == t.base.index {
+            return Some(t.base.epoch);
+        }
+        if index > t.last.index {
+            return None;
+        }
+        let run = t.epochs.partition_point(|(first, _)| *first <= index);
+        Some(t.epochs.get(run.checked_sub(1)?)?.1)
+    }
+
+    /// The log's outline: base, last, and every epoch run (oldest first).
+    pub fn shape(&self) -> (Position, Position, Vec<(LogIndex, Epoch)>) {
+        let t = self.table.read();
+        (t.base, t.last, t.epochs.clone())
+    }
+
+    /// Epoch runs that start at or before `index`.
+    pub fn epochs_upto(&self, index: LogIndex) -> Vec<(LogIndex, Epoch)> {
+        let t = self.table.read();
+        t.epochs
+            .iter()
+            .copied()
+            .filter(|(f, _)| *f <= index)
+            .collect()
+    }
+
     /// Reads whole records starting at `from`, about `max_bytes` of them (at
     /// least one), never crossing a segment boundary.
     pub fn read(&self, from: LogIndex, max_bytes: usize) -> io::Result<ReadOutcome> {

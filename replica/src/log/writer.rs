@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use proto_common::{LogIndex, Position};
+use proto_common::{Epoch, LogIndex, Position};
 
 use super::prealloc::Preallocator;
 use super::segment::{self, zero_range, SegmentMeta, SEGMENT_HEADER_LEN};
@@ -236,10 +236,8 @@ impl Log {
             t.segments.remove(0);
             removed += 1;
         }
-        let first_kept = t.segments[0].base;
-        while t.epochs.len() > 1 && t.epochs[1].0 <= first_kept {
-            t.epochs.remove(0);
-        }
+        // Epoch runs are kept whole: they are tiny and divergence checks
+        // need them even for compacted history.
         drop(t);
         if removed > 0 {
             sync_dir(&self.dir)?;
@@ -248,8 +246,9 @@ impl Log {
     }
 
     /// Drops every entry and restarts the log empty right after `base` (a
-    /// snapshot at `base` was just installed from the active).
-    pub fn reset(&mut self, base: Position) -> io::Result<()> {
+    /// snapshot at `base`, with epoch history `history`, was just installed
+    /// from the active).
+    pub fn reset(&mut self, base: Position, history: Vec<(LogIndex, Epoch)>) -> io::Result<()> {
         self.check_failed()?;
         let old: Vec<PathBuf> = self
             .table
@@ -261,7 +260,7 @@ impl Log {
         {
             let mut t = self.table.write();
             t.segments.clear();
-            t.epochs.clear();
+            t.epochs = history;
             t.base = base;
             t.last = base;
         }

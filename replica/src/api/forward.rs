@@ -1,0 +1,148 @@
+//! What happens to a write (or a linearizable read) that reaches a replica
+//! which is not the active: proxied to the active (default) or answered
+//! with a 307 redirect, per `forward` in the configuration.
+//!
+//! A proxied request carries `X-Forwarded-By`; a replica that receives a
+//! forwarded request while not active does not forward it again (no
+//! loops while roles change) and answers 503 with the active it knows.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use proto_common::ErrorCode;
+
+use super::error::ApiError;
+use crate::config::ForwardMode;
+use crate::node::Node;
+
+/// Marks a request relayed by another replica.
+pub const FORWARDED_BY: &str = "x-forwarded-by";
+/// Longest a proxied request may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer relayed back (answers to writes are small JSON).
+const MAX_ANSWER: usize = 1 << 20;
+
+/// The parts of a request needed to send it on.
+pub struct Relay<'a> {
+    pub method: &'a Method,
+    pub path_and_query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: Bytes,
+}
+
+/// A pooled HTTP client for relaying to the active.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Forwarder {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        Forwarder {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+}
+
+impl Forwarder {
+    /// Sends `req` to the active (or redirects), for a replica that is not it.
+    pub async fn relay(&self, node: &Node, req: Relay<'_>) -> Result<Response, ApiError> {
+        let role = node.role();
+        let why = role
+            .not_writable
+            .clone()
+            .unwrap_or_else(|| "this replica is not the active".into());
+        if req.headers.contains_key(FORWARDED_BY) {
+            return Err(ApiError::new(
+                ErrorCode::NotWritable,
+                format!("{why}; this request was already forwarded once, so it is not sent on"),
+            )
+            .with_active(role.active_url));
+        }
+        let Some(active) = role.active_url else {
+            return Err(ApiError::new(
+                ErrorCode::NotWritable,
+                format!("{why}; no active is known right now — retry shortly"),
+            ));
+        };
+        let target = format!("{}{}", active.trim_end_matches('/'), req.path_and_query);
+        if node.settings.forward == ForwardMode::Redirect {
+            return Ok(redirect(&target, &active, &why));
+        }
+        let mut builder = hyper::Request::builder()
+            .method(req.method.clone())
+            .uri(&target)
+            .header(FORWARDED_BY, node.settings.node_id.as_str());
+        for name in ["content-type", "x-min-version"] {
+            if let Some(v) = req.headers.get(name) {
+                builder = builder.header(name, v);
+            }
+        }
+        let request = builder.body(Full::new(req.body)).map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("cannot build the forwarded request: {e}"),
+            )
+        })?;
+        let failed = |what: String| {
+            ApiError::new(
+                ErrorCode::ForwardFailed,
+                format!("forwarding to the active at {active} failed: {what}; retry"),
+            )
+            .with_active(Some(active.clone()))
+        };
+        let answer = tokio::time::timeout(FORWARD_TIMEOUT, async {
+            let resp = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (parts, body) = resp.into_parts();
+            let body = http_body_util::Limited::new(body, MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((parts, body))
+        })
+        .await
+        .map_err(|_| failed(format!("no answer within {FORWARD_TIMEOUT:?}")))?
+        .map_err(failed)?;
+        let (parts, body) = answer;
+        let mut resp = (parts.status, body).into_response();
+        for name in [
+            "content-type",
+            "x-data-version",
+            "x-key-version",
+            "x-active-url",
+        ] {
+            if let Some(v) = parts.headers.get(name) {
+                resp.headers_mut().insert(name, v.clone());
+            }
+        }
+        Ok(resp)
+    }
+}
+
+fn redirect(target: &str, active: &str, why: &str) -> Response {
+    let body = ApiError::new(
+        ErrorCode::NotWritable,
+        format!("{why}; send it to the active at {active}"),
+    )
+    .with_active(Some(active.to_string()));
+    let mut resp = body.into_response();
+    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(target) {
+        resp.headers_mut().insert(axum::http::header::LOCATION, v);
+    }
+    resp
+}

@@ -1,0 +1,329 @@
+//! The heartbeat loop: every `heartbeat_ms` (or sooner, when the arbiter
+//! asks) report to the arbiter, feed the reply to the role machine, and
+//! carry out its actions — promote, renew the lease, follow, demote, fence.
+//!
+//! The loop is strictly sequential: a reply's actions finish before the
+//! next heartbeat is built, so a heartbeat always describes a settled role.
+//! The lease is extended from the time the granting heartbeat was *sent*
+//! (`clock::now_nanos()` just before the request), as the lease rule needs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use proto_common::heartbeat::{Handoff, Heartbeat, HeartbeatReply, Role};
+use proto_common::params::ClusterParams;
+use proto_common::ErrorBody;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use crate::repl::Replication;
+use crate::role::{Action, Local, RoleMachine};
+
+/// How often a fenced active re-checks whether it has drained.
+const DRAIN_POLL: Duration = Duration::from_millis(1);
+
+/// Talks to the arbiter(s) on behalf of one replica.
+pub struct HeartbeatLoop {
+    repl: Arc<Replication>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    machine: RoleMachine,
+    /// Arbiter URLs in the order given; `current` is the one in use.
+    arbiters: Vec<String>,
+    current: usize,
+    seq: u64,
+    /// Timing as last told by the arbiter (defaults until the first reply).
+    params: ClusterParams,
+    /// The last refusal or arbiter problem, reported as `detail`.
+    detail: Option<String>,
+    /// Whether the arbiter was reachable at the last attempt (log on change).
+    reachable: bool,
+}
+
+impl HeartbeatLoop {
+    pub fn new(repl: Arc<Replication>) -> HeartbeatLoop {
+        let node = &repl.node;
+        let state = node.node_state();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_millis(500)));
+        HeartbeatLoop {
+            machine: RoleMachine::new(
+                node.settings.node_id.clone(),
+                node.role().epoch,
+                state.active_epoch,
+            ),
+            arbiters: node.settings.arbiters.clone(),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            current: 0,
+            seq: 0,
+            params: ClusterParams::default(),
+            detail: None,
+            reachable: true,
+            repl,
+        }
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            self.sync_with_node();
+            self.seq += 1;
+            let hb = self.build();
+            let t_send = clock::now_nanos();
+            let started = tokio::time::Instant::now();
+            let reply = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                r = self.send(&hb) => r,
+            };
+            let mut delay = Duration::from_millis(self.params.heartbeat_ms);
+            if let Some(reply) = reply {
+                self.params = reply.params.clone();
+                delay = Duration::from_millis(
+                    reply.next_heartbeat_ms.unwrap_or(reply.params.heartbeat_ms),
+                );
+                let actions = self.machine.on_reply(hb.seq, t_send, &reply);
+                self.execute(actions).await;
+            }
+            let mut next = started + delay;
+            loop {
+                if self.fenced_and_drained() {
+                    next = tokio::time::Instant::now();
+                }
+                let wake = if matches!(self.machine.local(), Local::Fenced { .. }) {
+                    next.min(tokio::time::Instant::now() + DRAIN_POLL)
+                } else {
+                    next
+                };
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(wake) => {}
+                }
+                if tokio::time::Instant::now() >= next || self.fenced_and_drained() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A sender may have demoted the node (a standby showed a newer epoch):
+    /// the role machine must know before the next heartbeat is built.
+    fn sync_with_node(&mut self) {
+        let role = self.repl.node.role();
+        if role.write_epoch.is_none() && *self.machine.local() != Local::Standby {
+            self.machine.deposed(role.epoch);
+        }
+    }
+
+    fn build(&self) -> Heartbeat {
+        let node = &self.repl.node;
+        let settings = &node.settings;
+        let role = node.role();
+        let state = node.node_state();
+        let durable = node.commit.durable();
+        let active = role.write_epoch.is_some();
+        let failure = node.commit.failure();
+        Heartbeat {
+            cluster: settings.cluster.clone(),
+            node_id: settings.node_id.clone(),
+            seq: self.seq,
+            client_url: settings.advertise_url.clone(),
+            repl_addr: settings.advertise_repl.clone().unwrap_or_default(),
+            role: if active { Role::Active } else { Role::Standby },
+            epoch: role.epoch,
+            active_epoch: state.active_epoch,
+            position: durable,
+            commit_index: *node.commit.commit_index().borrow(),
+            priority: settings.priority,
+            quarantined_entries: state.quarantined_entries,
+            healthy: failure.is_none(),
+            detail: failure.or_else(|| self.detail.clone()),
+            following: if active { None } else { self.repl.following() },
+            sync_version: node.commit.confirmed_sync_version(),
+            standbys: if active {
+                self.repl.followers.report(durable.index)
+            } else {
+                Vec::new()
+            },
+            handoff: role.fenced_for.map(|target| Handoff {
+                drained: self.drained_for(&target),
+                target,
+            }),
+        }
+    }
+
+    /// Every accepted write is committed and `target` holds our last entry.
+    fn drained_for(&self, target: &proto_common::NodeId) -> bool {
+        let node = &self.repl.node;
+        let durable = node.commit.durable();
+        let committed = *node.commit.commit_index().borrow() >= durable.index;
+        let acked = self
+            .repl
+            .followers
+            .report(durable.index)
+            .iter()
+            .any(|p| p.node_id == *target && p.acked == durable);
+        committed && acked
+    }
+
+    fn fenced_and_drained(&self) -> bool {
+        match self.machine.local() {
+            Local::Fenced { target, .. } => self.drained_for(target),
+            _ => false,
+        }
+    }
+
+    /// Sends one heartbeat, following a redirect to the leader and moving on
+    /// to the next arbiter URL when one does not answer.
+    async fn send(&mut self, hb: &Heartbeat) -> Option<HeartbeatReply> {
+        let body = Bytes::from(serde_json::to_vec(hb).expect("heartbeats serialize"));
+        let timeout =
+            Duration::from_millis((self.params.lease_ms / 2).max(self.params.heartbeat_ms));
+        for _ in 0..self.arbiters.len().max(1) * 2 {
+            let url = self.arbiters[self.current].clone();
+            match self.post(&url, body.clone(), timeout).await {
+                Ok(reply) => {
+                    if !self.reachable {
+                        tracing::info!(arbiter = %url, "arbiter reachable again");
+                    }
+                    self.reachable = true;
+                    return Some(reply);
+                }
+                Err(Failure::Redirect(leader)) => {
+                    tracing::info!(from = %url, leader = %leader, "following the arbiter leader");
+                    match self.arbiters.iter().position(|u| *u == leader) {
+                        Some(i) => self.current = i,
+                        None => {
+                            self.arbiters.push(leader);
+                            self.current = self.arbiters.len() - 1;
+                        }
+                    }
+                }
+                Err(Failure::Other(why)) => {
+                    if self.reachable {
+                        tracing::warn!(arbiter = %url, reason = %why, "heartbeat failed");
+                    }
+                    self.reachable = false;
+                    self.current = (self.current + 1) % self.arbiters.len();
+                }
+            }
+        }
+        None
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<HeartbeatReply, Failure> {
+        let mut req = hyper::Request::post(format!("{url}/v1/heartbeat"))
+            .header("content-type", "application/json");
+        if let Some(token) = &self.repl.node.settings.token {
+            req = req.header("authorization", token.bearer());
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        let resp = tokio::time::timeout(timeout, async {
+            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = http_body_util::Limited::new(resp.into_body(), 1 << 20)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((status, location, body))
+        })
+        .await
+        .map_err(|_| Failure::Other(format!("no answer within {timeout:?}")))?
+        .map_err(Failure::Other)?;
+        let (status, location, body) = resp;
+        if status.is_success() {
+            return serde_json::from_slice(&body)
+                .map_err(|e| Failure::Other(format!("unreadable reply: {e}")));
+        }
+        let err: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+        if let Some(leader) = err.as_ref().and_then(|e| e.leader.clone()).or(location) {
+            let leader = leader
+                .trim_end_matches("/v1/heartbeat")
+                .trim_end_matches('/')
+                .to_string();
+            if leader != url {
+                return Err(Failure::Redirect(leader));
+            }
+        }
+        Err(Failure::Other(match err {
+            Some(e) => format!("{status}: {} ({})", e.message, e.error),
+            None => format!("{status}"),
+        }))
+    }
+
+    async fn execute(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            let node = &self.repl.node;
+            match action {
+                Action::NoteEpoch(e) => {
+                    if let Err(why) = node.note_epoch(e) {
+                        tracing::error!(error = %why, "cannot record the epoch");
+                    }
+                }
+                Action::Promote {
+                    epoch,
+                    sync_set,
+                    sync_version,
+                } => match self.repl.promote(epoch, sync_set, sync_version).await {
+                    Ok(_) => self.detail = None,
+                    Err(why) => {
+                        tracing::error!(epoch = %epoch, error = %why, "promotion failed");
+                        self.detail = Some(why);
+                        self.machine.deposed(epoch);
+                        self.repl.demote("promotion failed").await;
+                    }
+                },
+                Action::Renew {
+                    t_send,
+                    lease_nanos,
+                } => node.lease.grant(t_send, Duration::from_nanos(lease_nanos)),
+                Action::SetSyncSet { members, version } => self.repl.set_sync_set(members, version),
+                Action::Demote { why } => self.repl.demote(&why).await,
+                Action::Follow { active, epoch } => {
+                    if let Err(why) = self.repl.follow(active, epoch).await {
+                        tracing::error!(error = %why, "cannot follow the active");
+                    }
+                }
+                Action::Fence { target } => {
+                    tracing::info!(target = %target, "switchover: fencing writes and draining");
+                    node.fence(&target);
+                }
+                Action::Unfence => {
+                    tracing::info!("switchover cancelled: taking writes again");
+                    node.unfence();
+                }
+                Action::Warn(why) => {
+                    if self.detail.as_deref() != Some(&why) {
+                        tracing::warn!("{why}");
+                    }
+                    self.detail = Some(why);
+                }
+            }
+        }
+    }
+}
+
+enum Failure {
+    /// Another arbiter leads; talk to it.
+    Redirect(String),
+    Other(String),
+}

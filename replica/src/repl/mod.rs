@@ -1,0 +1,20 @@
+//! Log shipping from the active to its standbys (DESIGN.md, "Replication").
+//!
+//! - [`sender`]: the active's side of one standby connection.
+//! - [`receiver`]: the standby's side, following the active.
+//! - [`divergence`]: the common prefix of two logs and the plan that follows.
+//! - [`quarantine`]: where a cut divergent tail is kept.
+//! - [`progress`]: the active's view of each standby (lag, acks).
+//! - [`rewind`]: un-applying a cut tail (async mode only).
+//! - [`replication`]: the role switches (promote, follow, deposed) that
+//!   start and stop the tasks above.
+
+pub mod divergence;
+pub mod progress;
+pub mod quarantine;
+pub mod receiver;
+pub mod replication;
+pub mod rewind;
+pub mod sender;
+
+pub use replication::Replication;

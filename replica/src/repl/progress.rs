@@ -1,0 +1,129 @@
+//! The active's view of each standby: what it acknowledged, what is still
+//! in flight, how far behind it is (entries, bytes, milliseconds). Feeds the
+//! heartbeat (the arbiter grows the sync set from it) and the metrics.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use proto_common::heartbeat::StandbyProgress;
+use proto_common::{LogIndex, NodeId, Position};
+
+use crate::clock;
+use crate::metrics::Metrics;
+
+/// A batch shipped to a standby and not yet acknowledged.
+struct Shipped {
+    last: LogIndex,
+    bytes: usize,
+    /// When the entries were written (live) or sent (catch-up), ns.
+    at: u64,
+}
+
+#[derive(Default)]
+struct Progress {
+    acked: Position,
+    connected: bool,
+    in_flight: VecDeque<Shipped>,
+}
+
+/// Progress of every standby that has connected to this active.
+pub struct Followers {
+    map: Mutex<HashMap<NodeId, Progress>>,
+    metrics: Arc<Metrics>,
+}
+
+fn labels(id: &NodeId) -> Vec<(String, String)> {
+    vec![("standby".to_string(), id.to_string())]
+}
+
+impl Followers {
+    pub fn new(metrics: Arc<Metrics>) -> Followers {
+        Followers {
+            map: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    pub fn connected(&self, id: &NodeId) {
+        let mut map = self.map.lock();
+        let p = map.entry(id.clone()).or_default();
+        p.connected = true;
+        p.in_flight.clear();
+    }
+
+    pub fn disconnected(&self, id: &NodeId) {
+        if let Some(p) = self.map.lock().get_mut(id) {
+            p.connected = false;
+            p.in_flight.clear();
+        }
+    }
+
+    /// Forgets everyone (this node stopped being the active).
+    pub fn clear(&self) {
+        self.map.lock().clear();
+    }
+
+    pub fn shipped(&self, id: &NodeId, last: LogIndex, bytes: usize, at: u64) {
+        if let Some(p) = self.map.lock().get_mut(id) {
+            p.in_flight.push_back(Shipped { last, bytes, at });
+        }
+    }
+
+    /// Records an acknowledgement; observes the ack latency of each batch
+    /// it completes.
+    pub fn acked(&self, id: &NodeId, pos: Position) {
+        let now = clock::now_nanos();
+        let mut map = self.map.lock();
+        let Some(p) = map.get_mut(id) else { return };
+        if pos > p.acked {
+            p.acked = pos;
+        }
+        while p.in_flight.front().is_some_and(|s| s.last <= pos.index) {
+            let s = p.in_flight.pop_front().unwrap();
+            self.metrics
+                .ack_latency
+                .observe(now.saturating_sub(s.at) as f64 / 1e9);
+        }
+    }
+
+    /// Per-standby progress against our last index; updates the lag gauges.
+    pub fn report(&self, our_last: LogIndex) -> Vec<StandbyProgress> {
+        let now = clock::now_nanos();
+        let map = self.map.lock();
+        let mut out: Vec<StandbyProgress> = map
+            .iter()
+            .map(|(id, p)| {
+                let lag_entries = our_last.0.saturating_sub(p.acked.index.0);
+                let lag_bytes: usize = p.in_flight.iter().map(|s| s.bytes).sum();
+                let lag_ms = p
+                    .in_flight
+                    .front()
+                    .map(|s| now.saturating_sub(s.at) / 1_000_000)
+                    .unwrap_or(0);
+                let l = labels(id);
+                self.metrics
+                    .standby_lag_entries
+                    .get_or_create(&l)
+                    .set(lag_entries as i64);
+                self.metrics
+                    .standby_lag_bytes
+                    .get_or_create(&l)
+                    .set(lag_bytes as i64);
+                self.metrics
+                    .standby_lag_ms
+                    .get_or_create(&l)
+                    .set(lag_ms as i64);
+                StandbyProgress {
+                    node_id: id.clone(),
+                    acked: p.acked,
+                    lag_entries,
+                    lag_ms,
+                    connected: p.connected,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        out
+    }
+}

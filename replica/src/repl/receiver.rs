@@ -1,0 +1,435 @@
+//! The standby's side: connect to the active, prove ourselves, check the
+//! active's proof, then apply what it sends — truncate (into quarantine),
+//! install a snapshot, append entries — and acknowledge the durable position.
+//!
+//! Every frame is checked before anything is written: its epoch must not be
+//! below the highest this replica has seen (a deposed active is refused),
+//! entries must continue exactly where the log ends, and every record's
+//! checksum must hold. Any violation closes the connection with the reason
+//! logged; nothing from the bad frame is applied.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use proto_common::heartbeat::ActiveInfo;
+use proto_common::record::{self, HEADER_LEN};
+use proto_common::wire::frame::MAX_HELLO_EPOCHS;
+use proto_common::wire::{Envelope, Frame, Hello, ReplCodec};
+use proto_common::{auth, Epoch, Position};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+use super::Replication;
+use crate::command::Command;
+use crate::log::group_commit::{LogRequest, PendingEntry};
+use crate::log::writer::sync_dir;
+use crate::snapshot;
+
+/// Entries a standby lets pile up between the socket and its disk before it
+/// stops reading (TCP backpressure then slows the active's sender).
+const MAX_IN_FLIGHT: u64 = 200_000;
+
+/// Follows `active` until `scope` is cancelled, reconnecting with backoff.
+pub async fn follow(repl: Arc<Replication>, active: ActiveInfo, scope: CancellationToken) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let result = tokio::select! {
+            _ = scope.cancelled() => return,
+            r = session(&repl, &active) => r,
+        };
+        repl.set_connected(false);
+        match result {
+            Ok(()) => backoff = Duration::from_millis(10),
+            Err(why) => {
+                tracing::warn!(active = %active.node_id, addr = %active.repl_addr, reason = %why,
+                    "replication stream from the active ended");
+            }
+        }
+        tokio::select! {
+            _ = scope.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), String> {
+    let node = &repl.node;
+    let settings = &node.settings;
+    let stream = tokio::time::timeout(
+        Duration::from_secs(2),
+        TcpStream::connect(&active.repl_addr),
+    )
+    .await
+    .map_err(|_| format!("connecting to {} timed out", active.repl_addr))?
+    .map_err(|e| format!("cannot connect to {}: {e}", active.repl_addr))?;
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let codec = ReplCodec::new(settings.max_frame_bytes);
+    let mut reader = FramedRead::new(rd, codec.clone());
+    let mut writer = FramedWrite::new(wr, codec);
+
+    let first = tokio::time::timeout(Duration::from_secs(5), reader.next())
+        .await
+        .map_err(|_| "no challenge within 5 s".to_string())?;
+    let (epoch, challenge) = match first {
+        Some(Ok(Envelope {
+            epoch,
+            frame: Frame::Challenge(c),
+        })) => (epoch, c),
+        Some(Ok(Envelope {
+            frame: Frame::Refuse(r),
+            ..
+        })) => return Err(format!("refused: {}", r.reason)),
+        Some(Ok(other)) => return Err(format!("expected a challenge, got {}", other.frame.name())),
+        Some(Err(e)) => return Err(format!("unreadable frame: {e}")),
+        None => return Err("closed before the challenge".into()),
+    };
+    let seen = check_epoch(repl, epoch)?;
+    if challenge.cluster != settings.cluster {
+        return Err(format!(
+            "{} belongs to cluster {:?}, we are {:?}",
+            active.repl_addr, challenge.cluster, settings.cluster
+        ));
+    }
+    if challenge.node_id != active.node_id {
+        return Err(format!(
+            "expected active {} at {}, found {}",
+            active.node_id, active.repl_addr, challenge.node_id
+        ));
+    }
+    let their_nonce = hex::decode(&challenge.nonce).unwrap_or_default();
+    let our_nonce = auth::new_nonce();
+    let (base, last, epochs) = node.reader.shape();
+    let tail = epochs.len().saturating_sub(MAX_HELLO_EPOCHS);
+    let hello = Hello {
+        cluster: settings.cluster.clone(),
+        node_id: settings.node_id.clone(),
+        proof: hex::encode(repl.token.proof(
+            "standby",
+            &their_nonce,
+            &settings.cluster,
+            settings.node_id.as_str(),
+        )),
+        nonce: hex::encode(our_nonce),
+        position: last,
+        base,
+        epochs: epochs[tail..].to_vec(),
+    };
+    writer
+        .send(Envelope {
+            epoch: seen,
+            frame: Frame::Hello(hello),
+        })
+        .await
+        .map_err(|e| format!("send failed: {e}"))?;
+    let welcome = match reader.next().await {
+        Some(Ok(Envelope {
+            frame: Frame::Welcome(w),
+            ..
+        })) => w,
+        Some(Ok(Envelope {
+            frame: Frame::Refuse(r),
+            ..
+        })) => return Err(format!("refused ({:?}): {}", r.code, r.reason)),
+        Some(Ok(other)) => return Err(format!("expected welcome, got {}", other.frame.name())),
+        Some(Err(e)) => return Err(format!("unreadable frame: {e}")),
+        None => return Err("closed during the handshake".into()),
+    };
+    let proof = hex::decode(&welcome.proof).unwrap_or_default();
+    if !repl.token.verify(
+        "active",
+        &our_nonce,
+        &settings.cluster,
+        active.node_id.as_str(),
+        &proof,
+    ) {
+        return Err(format!(
+            "{} did not prove it holds the cluster token; not following it",
+            active.node_id
+        ));
+    }
+    node.set_standby_view(
+        Some(welcome.client_url.clone()),
+        format!(
+            "this replica is a standby; the active is {}",
+            active.node_id
+        ),
+    );
+    repl.set_connected(true);
+    tracing::info!(active = %active.node_id, position = %last, "following the active");
+
+    let conn = CancellationToken::new();
+    let _stop_acks = conn.clone().drop_guard();
+    tokio::spawn(send_acks(repl.clone(), writer, conn.clone()));
+    let mut expected_prev = last;
+    loop {
+        let env = match reader.next().await {
+            Some(Ok(env)) => env,
+            Some(Err(e)) => return Err(format!("unreadable frame, closing: {e}")),
+            None => return Err("the active closed the connection".into()),
+        };
+        check_epoch(repl, env.epoch)?;
+        match env.frame {
+            Frame::Truncate { after } => {
+                truncate(repl, active, after).await?;
+                expected_prev = after;
+            }
+            Frame::Entries {
+                prev,
+                commit,
+                records,
+            } => {
+                append(repl, prev, expected_prev, records, &mut expected_prev).await?;
+                node.commit.leader_commit(commit);
+            }
+            Frame::Commit { commit } => node.commit.leader_commit(commit),
+            Frame::SnapshotBegin { position, size } => {
+                install_snapshot(repl, &mut reader, position, size).await?;
+                expected_prev = position;
+            }
+            other => return Err(format!("unexpected {} frame from the active", other.name())),
+        }
+    }
+}
+
+/// Drops frames from an epoch older than one we have seen; learns newer ones.
+fn check_epoch(repl: &Replication, epoch: Epoch) -> Result<Epoch, String> {
+    let seen = repl.node.role().epoch;
+    if epoch < seen {
+        return Err(format!(
+            "frame from epoch {epoch}, but epoch {seen} has been seen: the sender was deposed; \
+             nothing from it is applied"
+        ));
+    }
+    repl.node.note_epoch(epoch)
+}
+
+async fn truncate(repl: &Replication, active: &ActiveInfo, after: Position) -> Result<(), String> {
+    let node = &repl.node;
+    let ours = node.reader.position_of(after.index);
+    if ours != Some(after) && after.index > node.reader.base().index {
+        return Err(format!(
+            "asked to truncate after {after} but our log has {ours:?} there"
+        ));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.log
+        .send(LogRequest::Truncate {
+            after: after.index,
+            done: tx,
+        })
+        .map_err(|_| "the group-commit thread stopped".to_string())?;
+    let cut = rx
+        .await
+        .map_err(|_| "the group-commit thread stopped".to_string())?
+        .map_err(|e| format!("truncating the log: {e}"))?;
+    if after.index < node.applied().index {
+        // Only in async mode (k = 0) can a replica have applied entries that
+        // no one else has: the old active committed them alone.
+        super::rewind::rewind(node, after).await?;
+    } else {
+        node.commit.truncated(after);
+    }
+    let reason = format!(
+        "divergent tail after {after}: the active {} (epoch {}) does not have these entries",
+        active.node_id,
+        node.role().epoch
+    );
+    let dir = node.data_dir().to_path_buf();
+    let count = tokio::task::spawn_blocking(move || super::quarantine::store(&dir, &cut, &reason))
+        .await
+        .map_err(|e| format!("quarantine task failed: {e}"))?
+        .map_err(|e| format!("writing quarantine: {e}"))?;
+    if count > 0 {
+        node.update_node_state(|s| s.quarantined_entries += count)?;
+        node.metrics
+            .quarantined_entries
+            .set(node.node_state().quarantined_entries as i64);
+        tracing::warn!(count, after = %after, "cut a divergent tail into quarantine/");
+    }
+    Ok(())
+}
+
+/// Checks a batch of records and queues it for the log.
+async fn append(
+    repl: &Replication,
+    prev: Position,
+    expected: Position,
+    records: Bytes,
+    expected_prev: &mut Position,
+) -> Result<(), String> {
+    if prev != expected {
+        return Err(format!(
+            "entries continue after {prev}, but our log ends at {expected}"
+        ));
+    }
+    let entries = record::check_batch(&records, prev).map_err(|e| format!("bad entries: {e}"))?;
+    let mut pending = Vec::with_capacity(entries.len());
+    for &(position, off) in &entries {
+        let start = off as usize;
+        let len = u32::from_le_bytes(records[start..start + 4].try_into().unwrap()) as usize;
+        let payload = records.slice(start + HEADER_LEN..start + HEADER_LEN + len);
+        let command = Command::decode(&payload)
+            .map_err(|e| format!("entry {position} holds an unknown command: {e}"))?;
+        pending.push(PendingEntry {
+            position,
+            command,
+            responder: None,
+            received: None,
+        });
+    }
+    let Some(&(last, _)) = entries.last() else {
+        return Ok(());
+    };
+    let node = &repl.node;
+    // Bound what waits between the socket and the disk.
+    let mut durable = node.commit.durable_watch();
+    while last.index.0.saturating_sub(durable.borrow().index.0) > MAX_IN_FLIGHT {
+        durable
+            .changed()
+            .await
+            .map_err(|_| "the log closed".to_string())?;
+    }
+    node.log
+        .send(LogRequest::Replicated {
+            bytes: records,
+            entries,
+            pending,
+        })
+        .map_err(|_| "the group-commit thread stopped".to_string())?;
+    *expected_prev = last;
+    Ok(())
+}
+
+async fn install_snapshot(
+    repl: &Replication,
+    reader: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, ReplCodec>,
+    position: Position,
+    size: u64,
+) -> Result<(), String> {
+    let node = &repl.node;
+    let dir = node.data_dir().join("snapshots");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let tmp = dir.join("incoming.tmp");
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    tracing::info!(position = %position, bytes = size, "receiving a snapshot from the active");
+    let mut got = 0u64;
+    loop {
+        match reader.next().await {
+            Some(Ok(Envelope {
+                epoch,
+                frame: Frame::SnapshotChunk { data },
+            })) => {
+                check_epoch(repl, epoch)?;
+                got += data.len() as u64;
+                if got > size {
+                    return Err(format!("snapshot longer than the announced {size} bytes"));
+                }
+                file.write_all(&data)
+                    .await
+                    .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+            }
+            Some(Ok(Envelope {
+                frame: Frame::SnapshotEnd,
+                ..
+            })) => break,
+            Some(Ok(other)) => {
+                return Err(format!(
+                    "unexpected {} inside a snapshot",
+                    other.frame.name()
+                ))
+            }
+            Some(Err(e)) => return Err(format!("unreadable frame in a snapshot: {e}")),
+            None => return Err("closed in the middle of a snapshot".into()),
+        }
+    }
+    if got != size {
+        return Err(format!("snapshot had {got} bytes, {size} announced"));
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| format!("syncing {}: {e}", tmp.display()))?;
+    drop(file);
+    let final_path = dir.join(snapshot::file_name(position));
+    let (state, history) = tokio::task::spawn_blocking({
+        let tmp = tmp.clone();
+        let dir = dir.clone();
+        let final_path = final_path.clone();
+        move || -> std::io::Result<_> {
+            let loaded = snapshot::read(&tmp)?;
+            std::fs::rename(&tmp, &final_path)?;
+            sync_dir(&dir)?;
+            for (old, path) in snapshot::list(&dir)? {
+                if old < position {
+                    std::fs::remove_file(path)?;
+                }
+            }
+            Ok(loaded)
+        }
+    })
+    .await
+    .map_err(|e| format!("snapshot task failed: {e}"))?
+    .map_err(|e| format!("installing the snapshot: {e}"))?;
+    if state.applied() != position {
+        return Err(format!(
+            "snapshot announced {position} but holds {}",
+            state.applied()
+        ));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.log
+        .send(LogRequest::Reset {
+            base: position,
+            history,
+            done: tx,
+        })
+        .map_err(|_| "the group-commit thread stopped".to_string())?;
+    rx.await
+        .map_err(|_| "the group-commit thread stopped".to_string())?
+        .map_err(|e| format!("resetting the log: {e}"))?;
+    node.commit.reset(state);
+    node.update_node_state(|s| s.commit_hint = s.commit_hint.max(position.index))?;
+    node.metrics
+        .snapshot_transfers
+        .get_or_create(&vec![("direction".into(), "received".into())])
+        .inc();
+    tracing::info!(position = %position, "snapshot installed");
+    Ok(())
+}
+
+/// Sends the durable position whenever it moves (a watch coalesces many
+/// fsyncs into one ack), starting with the current one.
+async fn send_acks(
+    repl: Arc<Replication>,
+    mut writer: FramedWrite<tokio::net::tcp::OwnedWriteHalf, ReplCodec>,
+    conn: CancellationToken,
+) {
+    let mut durable = repl.node.commit.durable_watch();
+    loop {
+        let position = *durable.borrow_and_update();
+        let epoch = repl.node.role().epoch;
+        if writer
+            .send(Envelope {
+                epoch,
+                frame: Frame::Ack { position },
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::select! {
+            _ = conn.cancelled() => return,
+            changed = durable.changed() => if changed.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Replication between in-process replicas, roles driven through the
+//! library: joining empty, joining far behind (snapshot), divergent tails
+//! (quarantined, then identical state), and the commit rule with a sync
+//! standby.
+
+mod support;
+
+use std::time::Duration;
+
+use proto_common::Position;
+use replica::commit::WriteError;
+use support::{eventually, TestNode};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_joining_empty_catches_up_to_identical_state() {
+    let a = TestNode::start("a", |_| {}).await;
+    a.make_active(1, &[]).await;
+    for i in 0..500 {
+        a.put(&format!("k{i:04}"), &format!("v{i}")).await.unwrap();
+    }
+    let b = TestNode::start("b", |_| {}).await;
+    b.follow(&a, 1).await;
+    // Live writes while it catches up.
+    for i in 500..600 {
+        a.put(&format!("k{i:04}"), &format!("v{i}")).await.unwrap();
+    }
+    let target = a.applied();
+    eventually(WAIT, "b to apply everything", || b.applied() == target).await;
+    assert_eq!(a.dump(), b.dump());
+    assert_eq!(b.dump().len(), 600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_far_behind_a_compacted_log_gets_a_snapshot() {
+    let a = TestNode::start("a", |o| o.segment_bytes = Some(64 << 10)).await;
+    a.make_active(1, &[]).await;
+    let big = "x".repeat(2000);
+    for i in 0..400 {
+        a.put(&format!("k{i:04}"), &format!("{i}{big}"))
+            .await
+            .unwrap();
+    }
+    let snap = replica::server::take_snapshot(&a.node).await.unwrap();
+    assert!(
+        a.node.reader.base().index > proto_common::LogIndex(1),
+        "log not compacted"
+    );
+    for i in 400..450 {
+        a.put(&format!("k{i:04}"), &format!("{i}")).await.unwrap();
+    }
+    let b = TestNode::start("b", |o| o.segment_bytes = Some(64 << 10)).await;
+    b.follow(&a, 1).await;
+    let target = a.applied();
+    eventually(WAIT, "b to catch up", || b.applied() == target).await;
+    assert_eq!(a.dump(), b.dump());
+    let metrics = b.node.metrics.render();
+    assert!(
+        metrics.contains("understudy_snapshot_transfers_total{direction=\"received\"} 1"),
+        "no snapshot was installed:\n{metrics}"
+    );
+    assert_eq!(
+        b.node.reader.base(),
+        snap,
+        "b's log should start after the snapshot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_divergent_tail_is_quarantined_and_the_states_become_identical() {
+    // Async mode: a commits alone, so its unshipped tail is applied on a.
+    let a = TestNode::start("a", |_| {}).await;
+    let b = TestNode::start("b", |_| {}).await;
+    a.make_active(1, &[]).await;
+    b.follow(&a, 1).await;
+    for i in 0..50 {
+        a.put(&format!("k{i}"), "first").await.unwrap();
+    }
+    let shared = a.applied();
+    eventually(WAIT, "b to catch up", || b.applied() == shared).await;
+    // b is cut off and promoted in epoch 2; a keeps writing in epoch 1.
+    b.make_active(2, &[]).await;
+    for i in 0..7 {
+        a.put(&format!("lost{i}"), "only on a").await.unwrap();
+    }
+    for i in 0..5 {
+        b.put(&format!("k{i}"), "second").await.unwrap();
+    }
+    // a learns of epoch 2 and follows b: its tail is cut into quarantine.
+    a.follow(&b, 2).await;
+    let target = b.applied();
+    eventually(WAIT, "a to converge", || a.applied() == target).await;
+    assert_eq!(a.dump(), b.dump());
+    assert!(a.dump().iter().all(|(k, _, _)| !k.starts_with(b"lost")));
+    let index = std::fs::read_to_string(a.dir.path().join("quarantine/index.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(index.lines().next().unwrap()).unwrap();
+    assert_eq!(line["count"], 7, "{index}");
+    assert_eq!(line["first"], format!("1.{}", shared.index.0 + 1));
+    assert_eq!(a.node.node_state().quarantined_entries, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_sync_standby_nothing_is_acknowledged_until_it_has_it() {
+    let a = TestNode::start("a", |_| {}).await;
+    let b = TestNode::start("b", |_| {}).await;
+    a.make_active(1, &[&b]).await;
+    // No standby connected: the write must wait.
+    let pending = {
+        let a_node = a.node.clone();
+        tokio::spawn(async move {
+            a_node
+                .write(replica::command::Command::Put {
+                    key: "k".into(),
+                    value: "v".into(),
+                })
+                .await
+        })
+    };
+    let opened = a.node.commit.durable().index;
+    eventually(WAIT, "the write to be durable on a", || {
+        a.node.commit.durable().index > opened
+    })
+    .await;
+    // Durable on the active, but the sync standby does not have it: it is
+    // not committed, not visible, not acknowledged.
+    assert!(*a.node.commit.commit_index().borrow() <= opened);
+    assert!(
+        a.node.kv.read().get(b"k").is_none(),
+        "visible before commit"
+    );
+    assert!(
+        !pending.is_finished(),
+        "acknowledged without the sync standby"
+    );
+    b.follow(&a, 1).await;
+    let ack = tokio::time::timeout(WAIT, pending)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // Once acknowledged, the standby holds it durably.
+    assert!(b.node.commit.durable().index >= ack.position.index);
+    // And a divergent, uncommitted tail on a is cut when b takes over.
+    b.make_active(2, &[]).await;
+    let stuck = {
+        let a_node = a.node.clone();
+        tokio::spawn(async move {
+            a_node
+                .write(replica::command::Command::Put {
+                    key: "never".into(),
+                    value: "acked".into(),
+                })
+                .await
+        })
+    };
+    a.follow(&b, 2).await;
+    let result = tokio::time::timeout(WAIT, stuck).await.unwrap().unwrap();
+    assert!(
+        matches!(result, Err(WriteError::Indeterminate(_))),
+        "{result:?}"
+    );
+    b.put("after", "failover").await.unwrap();
+    let target = b.applied();
+    eventually(WAIT, "a to converge", || a.applied() == target).await;
+    assert_eq!(a.dump(), b.dump());
+    assert!(a.node.kv.read().get(b"never").is_none());
+    assert!(target > Position::new(2, 0));
+}
