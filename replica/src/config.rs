@@ -414,6 +414,15 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_config_in_deploy_is_valid() {
+        let sample: Options = toml::from_str(include_str!("../../deploy/replica.toml")).unwrap();
+        let s = sample.resolve().unwrap();
+        assert_eq!(s.node_id.as_str(), "a");
+        assert_eq!(s.limits.max_key_bytes, 1024);
+        assert_eq!(s.forward, ForwardMode::Proxy);
+    }
+
+    #[test]
     fn non_loopback_needs_a_token() {
         let err = Options {
             listen: Some("0.0.0.0:7000".into()),

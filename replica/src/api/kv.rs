@@ -201,13 +201,71 @@ pub fn header(p: Position) -> HeaderValue {
     HeaderValue::from_str(&p.to_string()).expect("a position is ASCII")
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Query parameters of a range read, percent-decoded to bytes so that a
+/// prefix that is not UTF-8 is refused rather than mangled.
 struct ListParams {
-    #[serde(default)]
-    prefix: String,
-    start_after: Option<String>,
+    prefix: Vec<u8>,
+    start_after: Option<Vec<u8>>,
     limit: Option<String>,
+}
+
+fn list_params(query: &str, limits: &crate::config::Limits) -> Result<ListParams, ApiError> {
+    let mut p = ListParams {
+        prefix: Vec::new(),
+        start_after: None,
+        limit: None,
+    };
+    let mut seen = Vec::new();
+    for pair in query.split('&').filter(|s| !s.is_empty()) {
+        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        if seen.contains(&name) {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("query parameter {name:?} is given twice"),
+            ));
+        }
+        seen.push(name);
+        let value: Vec<u8> =
+            percent_encoding::percent_decode(raw.replace('+', " ").as_bytes()).collect();
+        let text = |what: &str, v: Vec<u8>| {
+            String::from_utf8(v).map_err(|_| {
+                ApiError::new(
+                    ErrorCode::InvalidKey,
+                    format!(
+                        "{what} is not valid UTF-8 (after percent-decoding); keys are UTF-8 text"
+                    ),
+                )
+            })
+        };
+        match name {
+            "prefix" => {
+                let v = text("prefix", value)?;
+                if v.len() > limits.max_key_bytes {
+                    return Err(ApiError::new(
+                        ErrorCode::KeyTooLarge,
+                        format!(
+                            "the prefix is {} bytes; the limit is max_key_bytes={}",
+                            v.len(),
+                            limits.max_key_bytes
+                        ),
+                    ));
+                }
+                p.prefix = v.into_bytes();
+            }
+            "start_after" => {
+                let v = text("start_after", value)?;
+                p.start_after = Some(v.into_bytes());
+            }
+            "limit" => p.limit = Some(String::from_utf8_lossy(&value).into_owned()),
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("unknown query parameter {other:?}; use prefix, start_after and limit"),
+                ))
+            }
+        }
+    }
+    Ok(p)
 }
 
 #[derive(Serialize)]
@@ -236,8 +294,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let node = &api.node;
     let limits = &node.settings.limits;
-    let params: ListParams = serde_urlencoded::from_str(uri.query().unwrap_or(""))
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad query: {e}")))?;
+    let params = list_params(uri.query().unwrap_or(""), limits)?;
     let limit = match params.limit.as_deref() {
         None => 100.min(limits.max_list_limit),
         Some(text) => match text.parse::<usize>() {
@@ -257,11 +314,7 @@ pub async fn list(
     node.metrics.reads.inc();
     let (page, more, applied) = {
         let kv = node.kv.read();
-        let (page, more) = kv.range(
-            params.prefix.as_bytes(),
-            params.start_after.as_deref().map(str::as_bytes),
-            limit,
-        );
+        let (page, more) = kv.range(&params.prefix, params.start_after.as_deref(), limit);
         (page, more, kv.applied())
     };
     let items = page

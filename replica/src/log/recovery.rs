@@ -28,9 +28,9 @@ pub enum OpenError {
     Io { path: PathBuf, source: io::Error },
     #[error(
         "log segment {path} is corrupt at byte offset {offset}: {why}. Valid records follow \
-         it, so this is damage to durable data, not a torn write; refusing to start. Restore \
-         this replica from a healthy one (move its data directory away and let it resync from \
-         the active) or investigate the disk"
+         it, so this is damage to durable data, not a torn write; refusing to start. Check the \
+         disk; then restore this replica from a backup, or (in a cluster) move its data \
+         directory away and let it resync from the active"
     )]
     Corrupt {
         path: PathBuf,
@@ -131,7 +131,7 @@ impl Log {
                 tracing::warn!(
                     file = %path.display(),
                     offset = damage.offset(),
-                    dropped_bytes = scan.file_len.saturating_sub(damage.offset()),
+                    dropped_bytes = scan.data_end.saturating_sub(damage.offset()),
                     reason = %why,
                     "write log ends in a torn record (a write the crash interrupted, never \
                      acknowledged); truncating it"

@@ -122,6 +122,9 @@ pub struct Scan {
     /// write that reached the disk out of order. They must be zeroed before
     /// appending, or a stale record could later look like part of the log.
     pub dirty_after_end: bool,
+    /// Offset just past the last non-zero byte of the file (how much data a
+    /// torn tail really held, as opposed to zero-filled space).
+    pub data_end: u64,
     /// False when the header is all zeros: the segment was renamed into place
     /// but the crash came before its header reached the disk.
     pub has_header: bool,
@@ -140,6 +143,10 @@ pub fn scan(path: &Path, base: LogIndex, prev: Position) -> io::Result<Scan> {
         file_len,
         has_header: true,
         dirty_after_end: false,
+        data_end: data
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |i| i as u64 + 1),
     };
     if data.len() < SEGMENT_HEADER_LEN as usize
         || data[..SEGMENT_HEADER_LEN as usize].iter().all(|&b| b == 0)

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# A local understudy cluster: one arbiter and two replicas on loopback, or
+# with --etcd a local etcd and two arbiters electing a leader there.
+# Installs prerequisites, builds release binaries, starts everything, prints
+# the URLs, and stops it all on Ctrl-C.
+#
+#   deploy/local-cluster.sh            # arbiter :6000, replicas a :7000, b :7001
+#   deploy/local-cluster.sh --etcd     # + etcd :2379, arbiters :6000 and :6001
+#
+# State lives in $UNDERSTUDY_LOCAL_DIR (default: /tmp/understudy-local); it
+# survives restarts of this script, so a killed replica comes back with its data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_etcd=false
+for arg in "$@"; do
+  case "$arg" in
+    --etcd) with_etcd=true ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+deploy/prereqs.sh
+cargo build --release --bins -q
+bin=target/release
+dir=${UNDERSTUDY_LOCAL_DIR:-/tmp/understudy-local}
+mkdir -p "$dir"
+pids=()
+
+cleanup() {
+  trap - EXIT INT TERM
+  echo
+  echo "stopping the local cluster..."
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+start() { # name, log, command...
+  local name=$1 log=$2
+  shift 2
+  "$@" >>"$log" 2>&1 &
+  pids+=($!)
+  echo "started $name (pid $!, log $log)"
+}
+
+arbiters=http://127.0.0.1:6000
+if $with_etcd; then
+  start etcd "$dir/etcd.log" etcd --data-dir "$dir/etcd" \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster default=http://127.0.0.1:2380
+  store=etcd://127.0.0.1:2379
+  for port in 6000 6001; do
+    start "arbiter :$port" "$dir/arbiter-$port.log" "$bin/arbiter" run --cluster local \
+      --listen 127.0.0.1:$port --store "$store"
+  done
+  arbiters=http://127.0.0.1:6000,http://127.0.0.1:6001
+else
+  start arbiter "$dir/arbiter.log" "$bin/arbiter" run --cluster local \
+    --listen 127.0.0.1:6000 --store "file:$dir/arbiter.json"
+fi
+
+i=0
+for node in a b; do
+  start "replica $node" "$dir/replica-$node.log" "$bin/replica" run --cluster local \
+    --node-id $node --data-dir "$dir/$node" \
+    --listen 127.0.0.1:$((7000 + i)) --repl-listen 127.0.0.1:$((7100 + i)) \
+    --arbiter "$arbiters"
+  i=$((i + 1))
+done
+
+echo "waiting for the first active..."
+for _ in $(seq 100); do
+  if curl -sf http://127.0.0.1:7000/v1/role >/dev/null || curl -sf http://127.0.0.1:7001/v1/role >/dev/null; then
+    break
+  fi
+  sleep 0.1
+done
+
+cat <<EOF
+
+understudy is running (cluster "local", state in $dir):
+  arbiter   $arbiters   (dashboard: http://127.0.0.1:6000/)
+  replica a http://127.0.0.1:7000
+  replica b http://127.0.0.1:7001
+
+  curl -X PUT --data-binary hello http://127.0.0.1:7000/v1/kv/greeting
+  curl http://127.0.0.1:7001/v1/kv/greeting
+  $bin/arbiter status --arbiter http://127.0.0.1:6000
+
+Press Ctrl-C to stop.
+EOF
+$bin/arbiter status --arbiter http://127.0.0.1:6000 || true
+wait

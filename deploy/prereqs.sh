@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing understudy needs, when it is missing:
+# protoc (etcd-client's build), etcd (comparisons and the etcd-backed
+# arbiter), on Debian via apt-get. Rust itself must already be installed.
+set -euo pipefail
+
+need=()
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1; then
+    apt-get update >/dev/null
+    apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  # Debian's etcd-server package may start a system etcd on 2379; ours pick
+  # their own ports, so it is harmless, but stop it to keep the machine quiet.
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl stop etcd >/dev/null 2>&1 || true
+  fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi

@@ -1,0 +1,40 @@
+//! What end-to-end tests need to run real processes safely in parallel.
+//!
+//! Each test owns its ports, its directory and its processes:
+//! - [`ports`]: free loopback ports, never the same one twice in a process.
+//! - [`dirs`]: a per-test directory, kept (and its path printed) when the
+//!   test fails, so logs and data can be read afterwards.
+//! - [`process`]: spawn any binary with logs captured to files; a
+//!   [`ChildGuard`] kills it on drop, even when the test panics, and sends
+//!   SIGKILL, SIGTERM, SIGSTOP and SIGCONT for fault injection.
+//! - [`wait`]: poll a condition until it holds or a deadline passes; tests
+//!   never sleep a fixed time to "let things settle".
+//! - [`etcd`]: a 1- or 3-member etcd on loopback, for the arbiter's etcd
+//!   store and for benchmark baselines.
+//! - [`fake_replica`]: an in-process stand-in for a replica's client API
+//!   (active, standby, redirecting, crashed), for testing API clients.
+//! - [`binaries`]: where the workspace's `replica` and `arbiter` binaries
+//!   are (the test's own target dir and profile).
+//! - [`replica`]: a real `replica run` process on a free port with its own
+//!   data dir: start, crash, restart, SIGTERM, its stderr.
+//! - [`log_files`]: a stopped replica's log segments and records, to
+//!   damage them on purpose.
+
+pub mod binaries;
+pub mod dirs;
+pub mod etcd;
+pub mod fake_replica;
+pub mod log_files;
+pub mod ports;
+pub mod process;
+pub mod replica;
+pub mod wait;
+
+pub use binaries::{arbiter_binary, bin_dir, binary, replica_binary};
+pub use dirs::TestDir;
+pub use etcd::{etcd_binary, EtcdCluster, EtcdMember};
+pub use fake_replica::{FakeReplica, FakeRole};
+pub use ports::{free_port, free_ports};
+pub use process::{describe_exit, ChildGuard, ProcessSpec};
+pub use replica::{ReplicaConfig, ReplicaProcess};
+pub use wait::{wait_for, wait_until, WaitTimeout};
