@@ -168,9 +168,9 @@ impl ArbiterError {
     /// The wire code for the JSON error body.
     pub fn error_code(&self) -> ErrorCode {
         match self {
+            ArbiterError::UnknownTarget { .. } => ErrorCode::NotFound,
             ArbiterError::WrongCluster { .. }
             | ArbiterError::BadHeartbeat { .. }
-            | ArbiterError::UnknownTarget { .. }
             | ArbiterError::TargetIsActive { .. }
             | ArbiterError::TargetPriorityZero { .. } => ErrorCode::BadRequest,
             ArbiterError::Store(e) => e.error_code(),

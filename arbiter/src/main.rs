@@ -1,3 +1,88 @@
-//! The understudy arbiter binary (a stub until the HTTP shell lands).
+//! `arbiter`: parse flags, start tracing, then either run the arbiter
+//! (`arbiter run`) or call a running one (`status`, `switchover`,
+//! `maintenance`). Everything else lives in the library.
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use arbiter::cli::OperatorCommand;
+use arbiter::config::{self, Options};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "arbiter",
+    version,
+    about = "understudy arbiter: failure detection, failover and the sync set"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the arbiter.
+    Run(Box<RunArgs>),
+    #[command(flatten)]
+    Operator(OperatorCommand),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// TOML config file; flags and UNDERSTUDY_* variables override it.
+    #[arg(long, env = "UNDERSTUDY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    options: Options,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UNDERSTUDY_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 2),
+    };
+    match cli.command {
+        Command::Run(args) => {
+            let RunArgs { config, options } = *args;
+            let settings = match config::load(options, config.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return fail(&format!("invalid configuration: {e}"), 2),
+            };
+            match runtime.block_on(arbiter::server::serve(settings, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e, 2),
+            }
+        }
+        Command::Operator(cmd) => match runtime.block_on(cmd.execute()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.to_string(), 1),
+        },
+    }
+}
+
+fn fail(message: &str, code: u8) -> ExitCode {
+    eprintln!("arbiter: {message}");
+    ExitCode::from(code)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

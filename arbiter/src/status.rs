@@ -2,7 +2,7 @@
 //! see who is active, how far behind each standby is, what the sync set is,
 //! and why the arbiter did or did not fail over.
 //!
-//! Built by `Core::status`; the HTTP layer only adds `leader`.
+//! Built by `Core::status`; the HTTP layer only adds `leader` and `is_leader`.
 
 use proto_common::heartbeat::{Following, Role};
 use proto_common::params::ClusterParams;
@@ -19,6 +19,10 @@ pub struct ClusterStatus {
     /// The arbiter leader's URL (filled in by the HTTP layer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
+    /// Whether the arbiter that answered is the leader, i.e. this snapshot
+    /// is the deciding arbiter's own view (filled in by the HTTP layer).
+    #[serde(default)]
+    pub is_leader: bool,
     /// Current epoch.
     pub epoch: Epoch,
     /// The recorded active.

@@ -124,6 +124,9 @@ impl Node {
             .map_err(|e| format!("cannot start the group-commit thread: {e}"))?;
         let epoch = node_state.seen_epoch.max(last.epoch);
         metrics.epoch.set(epoch.0 as i64);
+        metrics
+            .quarantined_entries
+            .set(node_state.quarantined_entries as i64);
         Ok(Arc::new(Node {
             settings,
             kv,

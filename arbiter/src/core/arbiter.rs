@@ -114,6 +114,13 @@ impl Core {
         self.decisions.recent()
     }
 
+    /// How many decisions this core has recorded since taking office; the
+    /// newest `decisions_recorded() - seen` of [`Core::recent_decisions`]
+    /// are new to a caller that saw `seen` (at most the log's bound).
+    pub fn decisions_recorded(&self) -> u64 {
+        self.decisions.recorded()
+    }
+
     /// The store returned `Written` for the pending write: adopt it.
     pub fn on_persisted(&mut self, now: Millis) {
         let Some(write) = self.pending.take() else {

@@ -117,12 +117,16 @@ pub struct DecisionLog {
     /// Per topic, the dedup key of the last decision-not-taken logged, so the
     /// same cause is logged once rather than every tick.
     quiet: BTreeMap<String, String>,
+    /// Decisions recorded since the log was created (never decreases), so
+    /// the shell can count new ones for metrics after `recent` is trimmed.
+    recorded: u64,
 }
 
 impl DecisionLog {
     /// Records a decision that was taken (or an event worth keeping).
     pub fn record(&mut self, record: DecisionRecord) {
         emit(&record);
+        self.recorded += 1;
         self.recent.push_back(record);
         while self.recent.len() > RECENT_DECISIONS {
             self.recent.pop_front();
@@ -149,6 +153,11 @@ impl DecisionLog {
     /// Forgets every topic whose name starts with `prefix`.
     pub fn clear_prefix(&mut self, prefix: &str) {
         self.quiet.retain(|topic, _| !topic.starts_with(prefix));
+    }
+
+    /// How many decisions were recorded in all (including those trimmed).
+    pub fn recorded(&self) -> u64 {
+        self.recorded
     }
 
     /// Recent decisions, oldest first.
@@ -220,6 +229,7 @@ mod tests {
             log.record(rec(&format!("#{i}")));
         }
         assert_eq!(log.recent().count(), RECENT_DECISIONS);
+        assert_eq!(log.recorded(), RECENT_DECISIONS as u64 + 5);
         assert_eq!(log.recent().next().unwrap().reason, "#5");
     }
 }

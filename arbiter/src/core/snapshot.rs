@@ -108,6 +108,7 @@ impl Core {
         ClusterStatus {
             cluster: state.cluster.clone(),
             leader: None,
+            is_leader: false,
             epoch: state.epoch,
             active: active.cloned(),
             state_version: state.version,

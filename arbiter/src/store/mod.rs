@@ -9,6 +9,8 @@
 //! - [`memory`]: in-memory store for unit tests.
 //! - [`file`](mod@file) and [`file_lock`]: the embedded store `--store file:PATH`, an
 //!   atomically replaced JSON file under an exclusive `flock`.
+//! - [`spec`]: `StoreSpec`, the parsed `--store` value, and opening it as
+//!   `Arc<dyn StateStore>` (where the etcd store slots in).
 //! - `conformance`: the suite every store passes (feature `conformance`
 //!   exposes it outside this crate, e.g. to the etcd store's tests).
 
@@ -19,10 +21,12 @@ pub mod error;
 pub mod file;
 pub mod file_lock;
 pub mod memory;
+pub mod spec;
 pub mod state;
 
 pub use cas::{CasOutcome, StateStore, StoreFuture};
 pub use error::StoreError;
 pub use file::FileStore;
 pub use memory::MemoryStore;
+pub use spec::StoreSpec;
 pub use state::{ClusterState, MemberRecord, HISTORY_LIMIT, STATE_FORMAT};

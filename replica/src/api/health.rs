@@ -41,6 +41,11 @@ pub struct ReplicaStatus {
     pub not_writable: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_failure: Option<String>,
+    /// Entries this replica moved to `quarantine/` (cut divergent tails).
+    pub quarantined_entries: u64,
+    /// On the active during a planned switchover: the standby taking over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handing_over_to: Option<String>,
 }
 
 pub fn status_of(node: &Node) -> ReplicaStatus {
@@ -62,6 +67,8 @@ pub fn status_of(node: &Node) -> ReplicaStatus {
         },
         not_writable: role.not_writable,
         storage_failure: node.commit.failure(),
+        quarantined_entries: node.node_state().quarantined_entries,
+        handing_over_to: role.fenced_for.map(|t| t.to_string()),
     }
 }
 

@@ -1,0 +1,234 @@
+//! `ArbiterClient`: a minimal HTTP/1 client for the arbiter's API (hyper's
+//! legacy pooled client — no reqwest), used by the operator commands and
+//! the crate's HTTP tests.
+//!
+//! Plain `http://` only; TLS is not built yet (see `server` module docs).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use proto_common::auth::Token;
+use proto_common::ErrorBody;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::error::CliError;
+
+/// Longest a call may take, connection included.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest answer read (a status of hundreds of replicas fits easily).
+const MAX_ANSWER: usize = 16 << 20;
+
+/// A client for one arbiter.
+#[derive(Clone)]
+pub struct ArbiterClient {
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:6000`.
+    base: String,
+    /// Sent as `Authorization: Bearer` when set.
+    token: Option<Token>,
+    /// Pooled connections.
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// A raw answer: status and body bytes.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl ArbiterClient {
+    /// A client for the arbiter at `base` (`http://host:port`).
+    pub fn new(base: &str, token: Option<Token>) -> Result<ArbiterClient, CliError> {
+        let trimmed = base.trim_end_matches('/');
+        let bad = |detail: &str| CliError::BadUrl {
+            url: base.to_string(),
+            detail: detail.to_string(),
+        };
+        if trimmed.starts_with("https://") {
+            return Err(bad(
+                "https is not supported by this client yet; use http:// (through a local TLS proxy if needed)",
+            ));
+        }
+        if !trimmed.starts_with("http://") {
+            return Err(bad(
+                "it must start with http://, e.g. http://127.0.0.1:6000",
+            ));
+        }
+        trimmed
+            .parse::<hyper::Uri>()
+            .map_err(|e| bad(&e.to_string()))?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        Ok(ArbiterClient {
+            base: trimmed.to_string(),
+            token,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET path`, decoding a JSON answer (errors decode as [`CliError::Refused`]).
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        let raw = self.send(Method::GET, path, None, true).await?;
+        self.decode(path, raw)
+    }
+
+    /// `POST path` with a JSON body, decoding a JSON answer.
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
+        let bytes = serde_json::to_vec(body).expect("request bodies always serialize");
+        let raw = self
+            .send(Method::POST, path, Some(Bytes::from(bytes)), true)
+            .await?;
+        self.decode(path, raw)
+    }
+
+    /// Sends any request; `auth` adds the bearer token (when there is one).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        auth: bool,
+    ) -> Result<RawResponse, CliError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = Request::builder().method(method).uri(&url);
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        if let (true, Some(token)) = (auth, &self.token) {
+            req = req.header(hyper::header::AUTHORIZATION, token.bearer());
+        }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| CliError::BadUrl {
+                url: url.clone(),
+                detail: e.to_string(),
+            })?;
+        let call = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| CliError::Unreachable {
+                    url: url.clone(),
+                    detail: error_chain(&e),
+                })?;
+            let status = resp.status();
+            let content_type = resp
+                .headers()
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = Limited::new(resp.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| CliError::BadResponse {
+                    url: url.clone(),
+                    detail: format!("reading the answer failed: {e}"),
+                })?
+                .to_bytes();
+            Ok(RawResponse {
+                status,
+                content_type,
+                body,
+            })
+        };
+        tokio::time::timeout(TIMEOUT, call)
+            .await
+            .map_err(|_| CliError::Timeout {
+                url: url.clone(),
+                secs: TIMEOUT.as_secs(),
+            })?
+    }
+
+    fn decode<T: DeserializeOwned>(&self, path: &str, raw: RawResponse) -> Result<T, CliError> {
+        let url = format!("{}{path}", self.base);
+        if !raw.status.is_success() {
+            return Err(match serde_json::from_slice::<ErrorBody>(&raw.body) {
+                Ok(body) => CliError::Refused {
+                    status: raw.status.as_u16(),
+                    body,
+                },
+                Err(_) => CliError::BadResponse {
+                    url,
+                    detail: format!(
+                        "status {} with a body that is not an error body: {:?}",
+                        raw.status,
+                        String::from_utf8_lossy(&raw.body[..raw.body.len().min(200)])
+                    ),
+                },
+            });
+        }
+        serde_json::from_slice(&raw.body).map_err(|e| CliError::BadResponse {
+            url,
+            detail: format!("the JSON does not match: {e}"),
+        })
+    }
+}
+
+/// `a: b: c` from an error and its sources ("client error (Connect):
+/// tcp connect error: Connection refused (os error 111)").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(ArbiterClient::new("http://127.0.0.1:6000/", None).is_ok());
+        let err = ArbiterClient::new("127.0.0.1:6000", None).err().unwrap();
+        assert!(err.to_string().contains("http://"), "{err}");
+        let err = ArbiterClient::new("https://a:1", None).err().unwrap();
+        assert!(err.to_string().contains("https is not supported"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_arbiter_is_named() {
+        // Bind then drop, so the port is (very likely) closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = ArbiterClient::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+        let err = client
+            .get_json::<serde_json::Value>("/v1/status")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "unreachable", "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+        assert!(msg.contains("is it running"), "{msg}");
+    }
+}

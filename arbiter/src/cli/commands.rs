@@ -1,0 +1,156 @@
+//! The operator commands: `arbiter status`, `arbiter switchover` and
+//! `arbiter maintenance`. Each parses its flags (clap), calls the arbiter
+//! and returns the text to print; `main.rs` prints it or the error.
+
+use std::path::PathBuf;
+
+use proto_common::auth::Token;
+use proto_common::NodeId;
+
+use super::client::ArbiterClient;
+use super::error::CliError;
+use super::table::render_status;
+use crate::ops::{MaintenanceRequest, MaintenanceState, SwitchoverRequest, SwitchoverStarted};
+use crate::status::ClusterStatus;
+
+/// The operator subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum OperatorCommand {
+    /// Show the cluster: epoch, active, every replica, recent decisions.
+    Status(StatusArgs),
+    /// Hand the active role to a caught-up standby without losing a write.
+    Switchover(SwitchoverArgs),
+    /// Switch maintenance mode (no automatic failover) on or off.
+    Maintenance(MaintenanceArgs),
+}
+
+/// Which arbiter to talk to, and the token for mutating calls.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ArbiterTarget {
+    /// The arbiter's URL.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_ARBITER",
+        default_value = "http://127.0.0.1:6000"
+    )]
+    pub arbiter: String,
+    /// File holding the cluster token (or set UNDERSTUDY_TOKEN).
+    #[arg(long, env = "UNDERSTUDY_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `arbiter status`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Which arbiter to ask.
+    #[command(flatten)]
+    pub target: ArbiterTarget,
+    /// Print the raw JSON of GET /v1/status.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `arbiter switchover`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SwitchoverArgs {
+    /// Which arbiter to ask, with the token.
+    #[command(flatten)]
+    pub target: ArbiterTarget,
+    /// The standby to hand over to [default: the best candidate].
+    #[arg(long)]
+    pub to: Option<NodeId>,
+}
+
+/// `arbiter maintenance on|off`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MaintenanceArgs {
+    /// Which arbiter to ask, with the token.
+    #[command(flatten)]
+    pub target: ArbiterTarget,
+    /// `on`: no automatic failover; `off`: resume it.
+    #[arg(value_enum)]
+    pub mode: OnOff,
+}
+
+/// A switch position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Maintenance on: no automatic failover.
+    On,
+    /// Maintenance off: automatic failover resumes.
+    Off,
+}
+
+impl ArbiterTarget {
+    /// A client with the token from `UNDERSTUDY_TOKEN` or `--token-file`
+    /// (none: calls go without one, which a loopback arbiter accepts).
+    pub fn client(&self) -> Result<ArbiterClient, CliError> {
+        let token = match (std::env::var("UNDERSTUDY_TOKEN").ok(), &self.token_file) {
+            (Some(t), _) => Some(
+                Token::new(&t).map_err(|e| CliError::Token(format!("UNDERSTUDY_TOKEN: {e}")))?,
+            ),
+            (None, Some(path)) => Some(Token::from_file(path).map_err(CliError::Token)?),
+            (None, None) => None,
+        };
+        ArbiterClient::new(&self.arbiter, token)
+    }
+}
+
+impl OperatorCommand {
+    /// Runs the command; returns what to print.
+    pub async fn execute(&self) -> Result<String, CliError> {
+        match self {
+            OperatorCommand::Status(args) => status(args).await,
+            OperatorCommand::Switchover(args) => switchover(args).await,
+            OperatorCommand::Maintenance(args) => maintenance(args).await,
+        }
+    }
+}
+
+async fn status(args: &StatusArgs) -> Result<String, CliError> {
+    let client = args.target.client()?;
+    if args.json {
+        let value: serde_json::Value = client.get_json("/v1/status").await?;
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&value).expect("JSON values always serialize")
+        ));
+    }
+    let status: ClusterStatus = client.get_json("/v1/status").await?;
+    Ok(render_status(&status))
+}
+
+async fn switchover(args: &SwitchoverArgs) -> Result<String, CliError> {
+    let client = args.target.client()?;
+    let body = SwitchoverRequest {
+        to: args.to.as_ref().map(NodeId::to_string),
+    };
+    let started: SwitchoverStarted = client.post_json("/v1/switchover", &body).await?;
+    Ok(format!(
+        "{}\nfollow it with: arbiter status --arbiter {}\n",
+        started.message,
+        client.base()
+    ))
+}
+
+async fn maintenance(args: &MaintenanceArgs) -> Result<String, CliError> {
+    let client = args.target.client()?;
+    let enabled = args.mode == OnOff::On;
+    let state: MaintenanceState = client
+        .post_json("/v1/maintenance", &MaintenanceRequest { enabled })
+        .await?;
+    let mode = if state.maintenance { "on" } else { "off" };
+    let what = if state.maintenance {
+        "no automatic failover until it is switched off"
+    } else {
+        "automatic failover is active"
+    };
+    Ok(if state.changed {
+        format!(
+            "maintenance mode is now {mode}: {what} (state version {})\n",
+            state.state_version
+        )
+    } else {
+        format!("maintenance mode was already {mode}: {what}\n")
+    })
+}

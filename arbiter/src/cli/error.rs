@@ -1,0 +1,84 @@
+//! `CliError`: why an operator command (`arbiter status`, `switchover`,
+//! `maintenance`) failed, with a stable code and a message that names the
+//! arbiter URL and what to check.
+
+use proto_common::ErrorBody;
+
+/// Why a call to the arbiter failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The `--arbiter` value is not a usable URL.
+    #[error("--arbiter {url:?} is not usable: {detail}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+
+    /// No connection (refused, no route, DNS).
+    #[error(
+        "cannot reach the arbiter at {url}: {detail}; is it running? check --arbiter or \
+         UNDERSTUDY_ARBITER"
+    )]
+    Unreachable {
+        /// The URL called.
+        url: String,
+        /// The underlying error chain.
+        detail: String,
+    },
+
+    /// Connected, but no answer in time.
+    #[error("the arbiter at {url} did not answer within {secs} s; it may be overloaded or hung")]
+    Timeout {
+        /// The URL called.
+        url: String,
+        /// The time limit.
+        secs: u64,
+    },
+
+    /// The arbiter answered with an error body.
+    #[error("the arbiter refused ({status} {}): {}", .body.error, .body.message)]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// Its JSON error.
+        body: ErrorBody,
+    },
+
+    /// The answer was not what this command expects (wrong URL? version skew?).
+    #[error("unexpected answer from {url}: {detail}; is --arbiter an understudy arbiter?")]
+    BadResponse {
+        /// The URL called.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+
+    /// The token could not be loaded.
+    #[error("{0}")]
+    Token(String),
+}
+
+impl CliError {
+    /// Stable machine-readable code; never renamed.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CliError::BadUrl { .. } => "bad_url",
+            CliError::Unreachable { .. } => "unreachable",
+            CliError::Timeout { .. } => "timeout",
+            CliError::Refused { .. } => "refused",
+            CliError::BadResponse { .. } => "bad_response",
+            CliError::Token(_) => "bad_token",
+        }
+    }
+
+    /// Whether trying again later may help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CliError::Unreachable { .. } | CliError::Timeout { .. } => true,
+            CliError::Refused { body, .. } => body.retryable,
+            _ => false,
+        }
+    }
+}

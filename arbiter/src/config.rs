@@ -1,0 +1,403 @@
+//! Arbiter configuration: defaults → TOML file (`--config`) → environment
+//! (`UNDERSTUDY_*`) → flags, then validated as a whole into [`Settings`].
+//!
+//! One struct, [`Options`], is both the clap argument set of `arbiter run`
+//! and the TOML schema, so a key can never exist in one and not the other
+//! (the replica's `config.rs` follows the same pattern). Every field is
+//! optional there; [`Options::resolve`] fills defaults and checks the rules,
+//! with messages that name the value and the rule.
+//!
+//! The timing and policy parameters are only *proposals*: once the store
+//! holds a cluster state, the stored parameters win (a new leader must use
+//! the lease numbers the replicas already follow; see `server::bootstrap`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use proto_common::auth::Token;
+use proto_common::params::ClusterParams;
+use serde::Deserialize;
+
+use crate::store::StoreSpec;
+
+/// Where the arbiter listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6000";
+
+/// Everything `arbiter run` can be told. Flags and environment override the
+/// file; the file overrides defaults.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// HTTP API address (heartbeats, status, dashboard) [default: 127.0.0.1:6000].
+    #[arg(long, env = "UNDERSTUDY_ARBITER_LISTEN")]
+    pub listen: Option<String>,
+    /// URL replicas and operators use to reach this arbiter, returned as
+    /// `leader` in replies and status [default: http://<listen>].
+    #[arg(long, env = "UNDERSTUDY_ARBITER_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Cluster name; heartbeats naming another cluster are refused
+    /// [default: understudy].
+    #[arg(long, env = "UNDERSTUDY_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Where the cluster state lives (required): file:PATH (one arbiter) or
+    /// etcd://HOST:PORT,… (several arbiters; not built yet).
+    #[arg(long, env = "UNDERSTUDY_STORE")]
+    pub store: Option<String>,
+    /// File holding the cluster token (the secret shared by every node).
+    /// The token can also come from UNDERSTUDY_TOKEN. Without a token the
+    /// API must listen on a loopback address.
+    #[arg(long, env = "UNDERSTUDY_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The token itself, from the UNDERSTUDY_TOKEN environment variable only
+    /// (never a flag: command lines are visible to every user).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// Replica heartbeat interval, ms [default: 100]. Ignored when the store
+    /// already holds parameters.
+    #[arg(long, env = "UNDERSTUDY_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Lease of the active, ms [default: 1000].
+    #[arg(long, env = "UNDERSTUDY_LEASE_MS")]
+    pub lease_ms: Option<u64>,
+    /// Bound on the clock-rate difference between machines [default: 0.1].
+    #[arg(long, env = "UNDERSTUDY_DRIFT")]
+    pub drift: Option<f64>,
+    /// Standbys that must hold a write before it is acknowledged; 0 is
+    /// async mode [default: 1].
+    #[arg(long, env = "UNDERSTUDY_SYNC_STANDBYS")]
+    pub sync_standbys: Option<u32>,
+    /// Block writes when no standby can be in the sync set (`--strict` or
+    /// `--strict=false`) [default: false].
+    #[arg(
+        long,
+        env = "UNDERSTUDY_STRICT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub strict: Option<bool>,
+    /// First formation: how long to wait for replicas, ms [default: 2000].
+    #[arg(long, env = "UNDERSTUDY_INITIAL_WAIT_MS")]
+    pub initial_wait_ms: Option<u64>,
+    /// Drop a standby silent this long from membership, ms [default: 300000].
+    #[arg(long, env = "UNDERSTUDY_REMOVE_AFTER_MS")]
+    pub remove_after_ms: Option<u64>,
+    /// Async mode: never promote a standby more entries behind than this
+    /// [default: 100000].
+    #[arg(long, env = "UNDERSTUDY_MAX_LAG_ON_FAILOVER")]
+    pub max_lag_on_failover: Option<u64>,
+}
+
+/// Validated configuration of `arbiter run`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to bind (tests bind their own listener and ignore it).
+    pub listen: SocketAddr,
+    /// The URL given to replicas and operators as `leader`; `None` derives
+    /// `http://<bound address>` once bound, so port 0 works in tests.
+    pub advertise_url: Option<String>,
+    /// Checked against every heartbeat and the stored state.
+    pub cluster: String,
+    /// Which state store to open.
+    pub store: StoreSpec,
+    /// Bearer token required on heartbeats and operator calls; `None` only
+    /// on loopback, where every caller is accepted.
+    pub token: Option<Token>,
+    /// Parameters to store when the store is empty (defaults + given).
+    pub params: ClusterParams,
+    /// Names of the parameters given explicitly, so start-up can say which
+    /// ones the stored parameters override.
+    pub params_given: Vec<&'static str>,
+}
+
+macro_rules! overlay {
+    ($hi:expr, $lo:expr; $($field:ident),*) => {
+        Options { $($field: $hi.$field.or($lo.$field)),* }
+    };
+}
+
+impl Options {
+    /// Reads a TOML file into options.
+    pub fn from_file(path: &Path) -> Result<Options, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+
+    /// `self` wins over `lower` field by field.
+    pub fn over(self, lower: Options) -> Options {
+        overlay!(self, lower; listen, advertise_url, cluster, store, token_file, token,
+            heartbeat_ms, lease_ms, drift, sync_standbys, strict, initial_wait_ms,
+            remove_after_ms, max_lag_on_failover)
+    }
+
+    /// Applies defaults and checks every rule.
+    pub fn resolve(self) -> Result<Settings, String> {
+        let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            format!(
+                "listen={listen_text:?} is not an address; use IP:PORT such as {DEFAULT_LISTEN}"
+            )
+        })?;
+        if let Some(url) = &self.advertise_url {
+            check_url("advertise_url", url)?;
+        }
+        let cluster = self.cluster.unwrap_or_else(|| "understudy".into());
+        check_cluster_name(&cluster)?;
+        let store: StoreSpec = self
+            .store
+            .ok_or(
+                "store is required: pass --store file:/var/lib/understudy/arbiter.json, \
+                 set UNDERSTUDY_STORE or store in the config file",
+            )?
+            .parse()?;
+        let token = match (self.token, self.token_file) {
+            (Some(t), _) => Some(Token::new(&t).map_err(|e| format!("UNDERSTUDY_TOKEN: {e}"))?),
+            (None, Some(path)) => Some(Token::from_file(&path)?),
+            (None, None) => None,
+        };
+        if token.is_none() {
+            check_loopback_without_token(listen)?;
+        }
+
+        let mut params = ClusterParams::default();
+        let mut params_given = Vec::new();
+        macro_rules! param {
+            ($($field:ident),*) => {$(
+                if let Some(v) = self.$field {
+                    params.$field = v;
+                    params_given.push(stringify!($field));
+                }
+            )*};
+        }
+        param!(
+            heartbeat_ms,
+            lease_ms,
+            drift,
+            sync_standbys,
+            strict,
+            initial_wait_ms,
+            remove_after_ms,
+            max_lag_on_failover
+        );
+        params.validate().map_err(|e| {
+            format!("invalid cluster parameters: {e} (set by flags, UNDERSTUDY_* or the config file; defaults: heartbeat_ms=100, lease_ms=1000, drift=0.1)")
+        })?;
+        Ok(Settings {
+            listen,
+            advertise_url: self.advertise_url,
+            cluster,
+            store,
+            token,
+            params,
+            params_given,
+        })
+    }
+}
+
+/// Loads `arbiter run`'s settings: `flags` (clap already merged the
+/// environment into them) over the `--config` file, plus the token from
+/// `UNDERSTUDY_TOKEN`.
+pub fn load(flags: Options, config_file: Option<&Path>) -> Result<Settings, String> {
+    let file = config_file
+        .map(Options::from_file)
+        .transpose()?
+        .unwrap_or_default();
+    let mut flags = flags;
+    flags.token = std::env::var("UNDERSTUDY_TOKEN").ok().or(flags.token);
+    flags.over(file).resolve()
+}
+
+/// Without a token anyone who can connect may heartbeat or switch the
+/// active over: only allowed when nobody but local users can connect.
+pub fn check_loopback_without_token(addr: SocketAddr) -> Result<(), String> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(format!(
+        "listen={addr} is not a loopback address and no cluster token is set; \
+         set --token-file or UNDERSTUDY_TOKEN, or listen on 127.0.0.1"
+    ))
+}
+
+/// Cluster names become etcd key prefixes and appear in logs: keep them plain.
+pub fn check_cluster_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "cluster={name:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+fn check_url(name: &str, url: &str) -> Result<(), String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}={url:?} must start with http:// or https://"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Options {
+        Options {
+            store: Some("file:/tmp/state.json".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_resolve() {
+        let s = base().resolve().unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.advertise_url, None);
+        assert_eq!(s.cluster, "understudy");
+        assert_eq!(s.store, StoreSpec::File("/tmp/state.json".into()));
+        assert_eq!(s.params, ClusterParams::default());
+        assert!(s.params_given.is_empty());
+        assert!(s.token.is_none());
+    }
+
+    #[test]
+    fn flags_win_over_file_over_defaults() {
+        let file: Options = toml::from_str(
+            "cluster = \"prod\"\nlisten = \"127.0.0.1:1\"\nlease_ms = 2000\nstrict = true\n\
+             store = \"file:/f.json\"",
+        )
+        .unwrap();
+        let flags = Options {
+            listen: Some("127.0.0.1:2".into()),
+            heartbeat_ms: Some(50),
+            ..Default::default()
+        };
+        let s = flags.over(file).resolve().unwrap();
+        assert_eq!(s.cluster, "prod");
+        assert_eq!(s.listen.port(), 2);
+        assert_eq!(s.store, StoreSpec::File("/f.json".into()));
+        assert_eq!(s.params.heartbeat_ms, 50);
+        assert_eq!(s.params.lease_ms, 2000);
+        assert!(s.params.strict);
+        assert_eq!(s.params.drift, 0.1, "default kept");
+        assert_eq!(s.params_given, ["heartbeat_ms", "lease_ms", "strict"]);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let err = toml::from_str::<Options>("lease = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lease"), "{err}");
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        let err = Options {
+            listen: Some("0.0.0.0:6000".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.contains("listen=0.0.0.0:6000") && err.contains("--token-file"),
+            "{err}"
+        );
+        let ok = Options {
+            listen: Some("0.0.0.0:6000".into()),
+            token: Some("0123456789abcdef0123".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        assert!(ok.token.is_some());
+        Options {
+            listen: Some("[::1]:6000".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+    }
+
+    #[test]
+    fn invalid_timing_is_rejected_naming_the_values() {
+        let err = Options {
+            heartbeat_ms: Some(200),
+            lease_ms: Some(300),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.contains("lease_ms=300") && err.contains("heartbeat_ms=200"),
+            "{err}"
+        );
+        let err = Options {
+            drift: Some(0.9),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("drift=0.9"), "{err}");
+    }
+
+    #[test]
+    fn other_errors_name_the_value() {
+        let err = Options::default().resolve().unwrap_err();
+        assert!(err.contains("--store"), "{err}");
+        let err = Options {
+            store: Some("/x.json".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("\"/x.json\""), "{err}");
+        let err = Options {
+            cluster: Some("a b".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("cluster=\"a b\""), "{err}");
+        let err = Options {
+            advertise_url: Some("10.0.0.1:6000".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("advertise_url=\"10.0.0.1:6000\""), "{err}");
+        let err = Options {
+            token: Some("short".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("UNDERSTUDY_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn strict_takes_an_optional_value() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            options: Options,
+        }
+        let on = Cli::try_parse_from(["x", "--strict"]).unwrap();
+        assert_eq!(on.options.strict, Some(true));
+        let off = Cli::try_parse_from(["x", "--strict=false"]).unwrap();
+        assert_eq!(off.options.strict, Some(false));
+        let unset = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(unset.options.strict, None);
+    }
+}
