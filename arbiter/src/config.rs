@@ -23,6 +23,17 @@ use crate::store::StoreSpec;
 /// Where the arbiter listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6000";
 
+/// Default TTL of the etcd lease behind the arbiter leader key, in seconds:
+/// after a leader dies without a word (`kill -9`, power loss) another
+/// arbiter leads within about this long. 2 s is also the smallest TTL an
+/// etcd with default timing grants (it raises smaller requests to
+/// `1.5 × its election timeout`, rounded up), and leaves room for three
+/// keep-alives (every TTL/4) to be lost before the leader steps down.
+pub const DEFAULT_LEADER_TTL_S: u64 = 2;
+
+/// The range `leader_ttl_s` must be in.
+pub const LEADER_TTL_RANGE_S: (u64, u64) = (2, 60);
+
 /// Everything `arbiter run` can be told. Flags and environment override the
 /// file; the file overrides defaults.
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
@@ -40,9 +51,18 @@ pub struct Options {
     #[arg(long, env = "UNDERSTUDY_CLUSTER")]
     pub cluster: Option<String>,
     /// Where the cluster state lives (required): file:PATH (one arbiter) or
-    /// etcd://HOST:PORT,… (several arbiters; not built yet).
+    /// etcd://HOST:PORT,… (several arbiters electing a leader in etcd).
     #[arg(long, env = "UNDERSTUDY_STORE")]
     pub store: Option<String>,
+    /// This arbiter's name in the etcd leader key, logs and status
+    /// [default: the advertised URL's host:port].
+    #[arg(long, env = "UNDERSTUDY_ARBITER_ID")]
+    pub arbiter_id: Option<String>,
+    /// etcd store only: TTL of the lease behind the arbiter leader key, in
+    /// seconds (2 to 60). Another arbiter leads within about this long after
+    /// the leader dies [default: 2].
+    #[arg(long, env = "UNDERSTUDY_LEADER_TTL_S")]
+    pub leader_ttl_s: Option<u64>,
     /// File holding the cluster token (the secret shared by every node).
     /// The token can also come from UNDERSTUDY_TOKEN. Without a token the
     /// API must listen on a loopback address.
@@ -101,6 +121,11 @@ pub struct Settings {
     pub cluster: String,
     /// Which state store to open.
     pub store: StoreSpec,
+    /// The id written to the etcd leader key; `None` derives it from the
+    /// advertised URL once bound.
+    pub arbiter_id: Option<String>,
+    /// TTL of the etcd leader lease, s (etcd store only).
+    pub leader_ttl_s: u64,
     /// Bearer token required on heartbeats and operator calls; `None` only
     /// on loopback, where every caller is accepted.
     pub token: Option<Token>,
@@ -127,7 +152,8 @@ impl Options {
 
     /// `self` wins over `lower` field by field.
     pub fn over(self, lower: Options) -> Options {
-        overlay!(self, lower; listen, advertise_url, cluster, store, token_file, token,
+        overlay!(self, lower; listen, advertise_url, cluster, store, arbiter_id, leader_ttl_s,
+            token_file, token,
             heartbeat_ms, lease_ms, drift, sync_standbys, strict, initial_wait_ms,
             remove_after_ms, max_lag_on_failover)
     }
@@ -152,6 +178,27 @@ impl Options {
                  set UNDERSTUDY_STORE or store in the config file",
             )?
             .parse()?;
+        if let Some(id) = &self.arbiter_id {
+            check_arbiter_id(id)?;
+        }
+        let leader_ttl_s = self.leader_ttl_s.unwrap_or(DEFAULT_LEADER_TTL_S);
+        let (min_ttl, max_ttl) = LEADER_TTL_RANGE_S;
+        if !(min_ttl..=max_ttl).contains(&leader_ttl_s) {
+            return Err(format!(
+                "leader_ttl_s={leader_ttl_s} must be between {min_ttl} and {max_ttl}: etcd \
+                 (default timing) raises shorter leases to 2 s anyway, and a longer one only \
+                 delays arbiter failover"
+            ));
+        }
+        if matches!(store, StoreSpec::Etcd(_))
+            && listen.ip().is_unspecified()
+            && self.advertise_url.is_none()
+        {
+            return Err(format!(
+                "listen={listen} with an etcd store needs --advertise-url: the other arbiters \
+                 redirect replicas to this arbiter's URL, and http://{listen} reaches nobody"
+            ));
+        }
         let token = match (self.token, self.token_file) {
             (Some(t), _) => Some(Token::new(&t).map_err(|e| format!("UNDERSTUDY_TOKEN: {e}"))?),
             (None, Some(path)) => Some(Token::from_file(&path)?),
@@ -189,6 +236,8 @@ impl Options {
             advertise_url: self.advertise_url,
             cluster,
             store,
+            arbiter_id: self.arbiter_id,
+            leader_ttl_s,
             token,
             params,
             params_given,
@@ -233,6 +282,18 @@ pub fn check_cluster_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "cluster={name:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+/// Arbiter ids go into the etcd leader key and logs: printable, no spaces.
+fn check_arbiter_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "arbiter_id={id:?} must be 1 to 128 printable characters without spaces"
         ))
     }
 }
@@ -291,6 +352,47 @@ mod tests {
         assert!(s.params.strict);
         assert_eq!(s.params.drift, 0.1, "default kept");
         assert_eq!(s.params_given, ["heartbeat_ms", "lease_ms", "strict"]);
+    }
+
+    #[test]
+    fn etcd_settings_are_checked() {
+        let s = Options {
+            store: Some("etcd://127.0.0.1:2379".into()),
+            arbiter_id: Some("arb-1".into()),
+            leader_ttl_s: Some(5),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.arbiter_id.as_deref(), Some("arb-1"));
+        assert_eq!(s.leader_ttl_s, 5);
+        assert_eq!(base().resolve().unwrap().leader_ttl_s, DEFAULT_LEADER_TTL_S);
+        let err = Options {
+            leader_ttl_s: Some(1),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.contains("leader_ttl_s=1") && err.contains("between 2 and 60"),
+            "{err}"
+        );
+        let err = Options {
+            arbiter_id: Some("a b".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("arbiter_id=\"a b\""), "{err}");
+        let err = Options {
+            store: Some("etcd://127.0.0.1:2379".into()),
+            listen: Some("0.0.0.0:6000".into()),
+            token: Some("0123456789abcdef0123".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("--advertise-url"), "{err}");
     }
 
     #[test]

@@ -135,6 +135,24 @@ pub enum ArbiterError {
         left_ms: u64,
     },
 
+    /// This arbiter does not lead (etcd store): another arbiter decides.
+    #[error(
+        "this arbiter is not the leader{}; send the request to the leader (the API answers \
+         307 with its URL when it is known)",
+        .leader.as_ref().map(|l| format!(" (leader: {l})")).unwrap_or_else(|| " and no leader is known right now".into())
+    )]
+    NotLeader {
+        /// The leader's URL, when known.
+        leader: Option<String>,
+    },
+
+    /// `POST /v1/params` asked for parameters that break a rule.
+    #[error("invalid cluster parameters: {detail}; nothing was changed")]
+    InvalidParams {
+        /// The rule broken, naming the values.
+        detail: String,
+    },
+
     /// Another write to the state store is in flight.
     #[error("another change to the cluster state is being written; retry in a moment")]
     WriteInProgress,
@@ -160,6 +178,8 @@ impl ArbiterError {
             ArbiterError::TargetUnavailable { .. } => "target_unavailable",
             ArbiterError::NoEligibleStandby { .. } => "no_eligible_standby",
             ArbiterError::SwitchoverRunning { .. } => "switchover_running",
+            ArbiterError::NotLeader { .. } => "not_leader",
+            ArbiterError::InvalidParams { .. } => "invalid_params",
             ArbiterError::WriteInProgress => "write_in_progress",
             ArbiterError::Store(e) => e.code(),
         }
@@ -172,7 +192,9 @@ impl ArbiterError {
             ArbiterError::WrongCluster { .. }
             | ArbiterError::BadHeartbeat { .. }
             | ArbiterError::TargetIsActive { .. }
-            | ArbiterError::TargetPriorityZero { .. } => ErrorCode::BadRequest,
+            | ArbiterError::TargetPriorityZero { .. }
+            | ArbiterError::InvalidParams { .. } => ErrorCode::BadRequest,
+            ArbiterError::NotLeader { .. } => ErrorCode::NotLeader,
             ArbiterError::Store(e) => e.error_code(),
             _ => ErrorCode::Conflict,
         }
@@ -186,16 +208,32 @@ impl ArbiterError {
             | ArbiterError::SwitchoverRunning { .. }
             | ArbiterError::TargetNotCaughtUp { .. }
             | ArbiterError::TargetNotInSyncSet { .. }
-            | ArbiterError::NoActive { .. } => true,
+            | ArbiterError::NoActive { .. }
+            | ArbiterError::NotLeader { .. } => true,
             ArbiterError::Store(e) => e.is_retryable(),
             _ => false,
         }
     }
 
-    /// The JSON error body.
+    /// The leader's URL, when this error says another arbiter leads.
+    pub fn leader(&self) -> Option<&str> {
+        match self {
+            ArbiterError::NotLeader { leader }
+            | ArbiterError::Store(StoreError::NotLeader { leader }) => leader.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether this error says this arbiter does not lead.
+    pub fn is_not_leader(&self) -> bool {
+        self.error_code() == ErrorCode::NotLeader
+    }
+
+    /// The JSON error body (with `leader` when another arbiter leads).
     pub fn to_body(&self) -> ErrorBody {
         let mut body = ErrorBody::new(self.error_code(), self.to_string());
         body.retryable = self.is_retryable();
+        body.leader = self.leader().map(str::to_owned);
         body
     }
 }

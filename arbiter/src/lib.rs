@@ -7,24 +7,29 @@
 //! - [`core`]: the I/O-free decision state machine (`Core`), fed heartbeats
 //!   and a monotonic time in ms, returning replies and state writes. Its
 //!   module docs hold the safety argument.
-//! - [`store`]: the `StateStore` compare-and-swap trait, the in-memory and
-//!   file stores, `StoreSpec` (`--store`), and the conformance suite.
+//! - [`store`]: the `StateStore` compare-and-swap trait, the in-memory,
+//!   file and etcd stores, `StoreSpec` (`--store`), and the conformance
+//!   suite.
+//! - [`election`]: arbiter leader election in etcd (campaign, lease
+//!   keep-alive, `Term`); its module docs hold the safety argument for a
+//!   change of leader.
 //! - [`server`]: the I/O shell — `run(listener, settings, shutdown)`, the
-//!   HTTP API, the tick loop, metrics and the dashboard.
-//! - [`cli`]: the operator commands (`status`, `switchover`, `maintenance`)
-//!   and their HTTP client.
+//!   HTTP API, one leadership term after another, the tick loop, metrics
+//!   and the dashboard.
+//! - [`cli`]: the operator commands (`status`, `switchover`, `maintenance`,
+//!   `params`) and their HTTP client.
 //! - [`config`]: `Options` (flags, `UNDERSTUDY_*`, TOML) → `Settings`.
 //! - [`clock`]: `CLOCK_BOOTTIME` as the core's `Millis`.
 //! - [`status`], [`ops`]: the JSON bodies of the API.
 //! - [`error`]: `ArbiterError`, with stable codes for the JSON error body.
 //!
-//! Still to come: the etcd store and arbiter leader election, TLS,
-//! `POST /v1/params`.
+//! Still to come: TLS (to replicas and operators, and to etcd).
 
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod election;
 pub mod error;
 pub mod ops;
 pub mod server;
@@ -35,5 +40,5 @@ pub use crate::core::{Core, HeartbeatOutcome, Millis, ProposedWrite};
 pub use crate::error::ArbiterError;
 pub use crate::status::ClusterStatus;
 pub use crate::store::{
-    CasOutcome, ClusterState, FileStore, MemoryStore, StateStore, StoreError, StoreSpec,
+    CasOutcome, ClusterState, EtcdStore, FileStore, MemoryStore, StateStore, StoreError, StoreSpec,
 };

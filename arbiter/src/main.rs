@@ -1,6 +1,6 @@
 //! `arbiter`: parse flags, start tracing, then either run the arbiter
 //! (`arbiter run`) or call a running one (`status`, `switchover`,
-//! `maintenance`). Everything else lives in the library.
+//! `maintenance`, `params`). Everything else lives in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

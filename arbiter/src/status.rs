@@ -2,7 +2,9 @@
 //! see who is active, how far behind each standby is, what the sync set is,
 //! and why the arbiter did or did not fail over.
 //!
-//! Built by `Core::status`; the HTTP layer only adds `leader` and `is_leader`.
+//! Built by `Core::status` on the leading arbiter (the HTTP layer only adds
+//! `leader` and `is_leader`), or by [`ClusterStatus::from_stored`] on a
+//! follower, which knows only what the store holds.
 
 use proto_common::heartbeat::{Following, Role};
 use proto_common::params::ClusterParams;
@@ -10,6 +12,7 @@ use proto_common::{Epoch, LogIndex, NodeId, Position};
 use serde::{Deserialize, Serialize};
 
 use crate::core::DecisionRecord;
+use crate::store::ClusterState;
 
 /// The whole cluster as the arbiter sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -139,4 +142,122 @@ pub struct SwitchoverStatus {
     pub elapsed_ms: u64,
     /// Time until it is cancelled.
     pub time_left_ms: u64,
+}
+
+impl ClusterStatus {
+    /// The status a non-leading arbiter can give: the stored state as read
+    /// from the store (possibly a moment old), without anything only the
+    /// leader's memory holds — heartbeat ages, reported roles, what a
+    /// failover would do now, the leader's recent decisions (the persisted
+    /// `history` is there). `leader` and `is_leader` are the caller's.
+    pub fn from_stored(state: &ClusterState, now_unix_ms: u64) -> ClusterStatus {
+        let active_index = state
+            .active_id()
+            .and_then(|a| state.members.get(a))
+            .map(|m| m.position.index.0);
+        let replicas = state
+            .members
+            .iter()
+            .map(|(node, m)| {
+                let is_active = state.is_active(node);
+                ReplicaStatus {
+                    node_id: node.clone(),
+                    role: if is_active {
+                        Role::Active
+                    } else {
+                        Role::Standby
+                    },
+                    reported_role: None,
+                    reported_epoch: None,
+                    client_url: m.client_url.clone(),
+                    repl_addr: m.repl_addr.clone(),
+                    position: m.position,
+                    commit_index: None,
+                    lag_entries: (!is_active)
+                        .then(|| active_index.map(|a| a.saturating_sub(m.position.index.0)))
+                        .flatten(),
+                    connected_to_active: None,
+                    last_heartbeat_age_ms: None,
+                    in_sync_set: state.in_sync_set(node),
+                    sync_confirmed: state.is_confirmed(node),
+                    priority: m.priority,
+                    quarantined_entries: m.quarantined_entries,
+                    healthy: true,
+                    detail: None,
+                    following: None,
+                    not_eligible: None,
+                }
+            })
+            .collect();
+        ClusterStatus {
+            cluster: state.cluster.clone(),
+            leader: None,
+            is_leader: false,
+            epoch: state.epoch,
+            active: state.active_id().cloned(),
+            state_version: state.version,
+            maintenance: state.maintenance,
+            degraded: state.degraded,
+            sync_set: state.sync_set.clone(),
+            sync_version: state.sync_version,
+            confirmed_sync: state.confirmed_sync.clone(),
+            confirmed_sync_version: state.confirmed_sync_version,
+            params: state.params.clone(),
+            replicas,
+            failover: FailoverStatus {
+                lease_wait_left_ms: 0,
+                active_silent_ms: None,
+                candidate: None,
+                entries_at_risk: None,
+            },
+            switchover: None,
+            write_in_flight: false,
+            recent_decisions: Vec::new(),
+            history: state.history.iter().cloned().collect(),
+            now_unix_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemberRecord;
+    use proto_common::heartbeat::ActiveInfo;
+
+    #[test]
+    fn a_followers_status_shows_the_stored_state() {
+        let id = |s: &str| NodeId::new(s).unwrap();
+        let mut state = ClusterState::new("c", ClusterParams::default());
+        state.version = 9;
+        state.epoch = Epoch(3);
+        for (n, index) in [("a", 50), ("b", 45)] {
+            state.members.insert(
+                id(n),
+                MemberRecord {
+                    client_url: format!("http://{n}"),
+                    repl_addr: format!("{n}:1"),
+                    priority: 1,
+                    position: Position::new(3, index),
+                    quarantined_entries: 0,
+                },
+            );
+        }
+        state.active = Some(ActiveInfo {
+            node_id: id("a"),
+            client_url: "http://a".into(),
+            repl_addr: "a:1".into(),
+        });
+        state.sync_set = vec![id("b")];
+        let s = ClusterStatus::from_stored(&state, 1);
+        assert_eq!(
+            (s.epoch, s.state_version, s.is_leader),
+            (Epoch(3), 9, false)
+        );
+        assert_eq!(s.active, Some(id("a")));
+        assert_eq!(s.replicas[0].role, Role::Active);
+        assert_eq!(s.replicas[1].lag_entries, Some(5));
+        assert!(s.replicas[1].in_sync_set);
+        assert_eq!(s.replicas[1].last_heartbeat_age_ms, None);
+    }
 }

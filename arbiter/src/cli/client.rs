@@ -42,6 +42,8 @@ pub struct RawResponse {
     pub status: StatusCode,
     /// `Content-Type`, if any.
     pub content_type: Option<String>,
+    /// `Location`, if any (a non-leading arbiter's 307).
+    pub location: Option<String>,
     /// The body.
     pub body: Bytes,
 }
@@ -83,8 +85,9 @@ impl ArbiterClient {
     }
 
     /// `GET path`, decoding a JSON answer (errors decode as [`CliError::Refused`]).
+    /// A non-leading arbiter's 307 is followed once, to the leader.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
-        let raw = self.send(Method::GET, path, None, true).await?;
+        let raw = self.send_to_leader(Method::GET, path, None).await?;
         self.decode(path, raw)
     }
 
@@ -96,9 +99,34 @@ impl ArbiterClient {
     ) -> Result<T, CliError> {
         let bytes = serde_json::to_vec(body).expect("request bodies always serialize");
         let raw = self
-            .send(Method::POST, path, Some(Bytes::from(bytes)), true)
+            .send_to_leader(Method::POST, path, Some(Bytes::from(bytes)))
             .await?;
         self.decode(path, raw)
+    }
+
+    /// Sends with the token; when a non-leading arbiter answers 307 with a
+    /// `leader` (etcd mode), sends the same request to the leader, once.
+    async fn send_to_leader(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<RawResponse, CliError> {
+        let raw = self.send(method.clone(), path, body.clone(), true).await?;
+        if raw.status != StatusCode::TEMPORARY_REDIRECT {
+            return Ok(raw);
+        }
+        let leader = serde_json::from_slice::<ErrorBody>(&raw.body)
+            .ok()
+            .and_then(|b| b.leader)
+            .map(|l| l.trim_end_matches('/').to_string());
+        match leader {
+            Some(leader) if leader != self.base => {
+                let at_leader = ArbiterClient::new(&leader, self.token.clone())?;
+                at_leader.send(method, path, body, true).await
+            }
+            _ => Ok(raw),
+        }
     }
 
     /// Sends any request; `auth` adds the bearer token (when there is one).
@@ -138,6 +166,11 @@ impl ArbiterClient {
                 .get(hyper::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            let location = resp
+                .headers()
+                .get(hyper::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let body = Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
                 .await
@@ -149,6 +182,7 @@ impl ArbiterClient {
             Ok(RawResponse {
                 status,
                 content_type,
+                location,
                 body,
             })
         };

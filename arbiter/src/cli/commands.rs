@@ -1,6 +1,8 @@
-//! The operator commands: `arbiter status`, `arbiter switchover` and
-//! `arbiter maintenance`. Each parses its flags (clap), calls the arbiter
-//! and returns the text to print; `main.rs` prints it or the error.
+//! The operator commands: `arbiter status`, `arbiter switchover`,
+//! `arbiter maintenance` and `arbiter params`. Each parses its flags (clap),
+//! calls the arbiter and returns the text to print; `main.rs` prints it or
+//! the error. `--arbiter` may name any arbiter of an etcd-backed group: a
+//! non-leader's 307 is followed to the leader.
 
 use std::path::PathBuf;
 
@@ -10,7 +12,10 @@ use proto_common::NodeId;
 use super::client::ArbiterClient;
 use super::error::CliError;
 use super::table::render_status;
-use crate::ops::{MaintenanceRequest, MaintenanceState, SwitchoverRequest, SwitchoverStarted};
+use crate::ops::{
+    MaintenanceRequest, MaintenanceState, ParamsChanged, ParamsUpdate, SwitchoverRequest,
+    SwitchoverStarted,
+};
 use crate::status::ClusterStatus;
 
 /// The operator subcommands.
@@ -22,6 +27,8 @@ pub enum OperatorCommand {
     Switchover(SwitchoverArgs),
     /// Switch maintenance mode (no automatic failover) on or off.
     Maintenance(MaintenanceArgs),
+    /// Show the cluster parameters, or change some: `arbiter params lease_ms=1500`.
+    Params(ParamsArgs),
 }
 
 /// Which arbiter to talk to, and the token for mutating calls.
@@ -72,6 +79,19 @@ pub struct MaintenanceArgs {
     pub mode: OnOff,
 }
 
+/// `arbiter params [key=value…]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ParamsArgs {
+    /// Which arbiter to ask, with the token.
+    #[command(flatten)]
+    pub target: ArbiterTarget,
+    /// Parameters to change, e.g. `lease_ms=1500 strict=true` (heartbeat_ms,
+    /// lease_ms, drift, sync_standbys, strict, initial_wait_ms,
+    /// remove_after_ms, max_lag_on_failover). None: show the current ones.
+    #[arg(value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
 /// A switch position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnOff {
@@ -103,6 +123,7 @@ impl OperatorCommand {
             OperatorCommand::Status(args) => status(args).await,
             OperatorCommand::Switchover(args) => switchover(args).await,
             OperatorCommand::Maintenance(args) => maintenance(args).await,
+            OperatorCommand::Params(args) => params(args).await,
         }
     }
 }
@@ -152,5 +173,29 @@ async fn maintenance(args: &MaintenanceArgs) -> Result<String, CliError> {
         )
     } else {
         format!("maintenance mode was already {mode}: {what}\n")
+    })
+}
+
+async fn params(args: &ParamsArgs) -> Result<String, CliError> {
+    let client = args.target.client()?;
+    if args.set.is_empty() {
+        let status: ClusterStatus = client.get_json("/v1/status").await?;
+        return Ok(format!(
+            "{}\n",
+            crate::server::describe_params(&status.params)
+        ));
+    }
+    let update = ParamsUpdate::from_pairs(&args.set).map_err(CliError::BadArgs)?;
+    let answer: ParamsChanged = client.post_json("/v1/params", &update).await?;
+    let now = crate::server::describe_params(&answer.params);
+    Ok(if answer.changed.is_empty() {
+        format!("nothing changed; the parameters are: {now}\n")
+    } else {
+        format!(
+            "changed {} (state version {}); replicas take them from their next heartbeat \
+             reply\nnow: {now}\n",
+            answer.changed.join(", "),
+            answer.state_version
+        )
     })
 }

@@ -1,5 +1,5 @@
 //! `CliError`: why an operator command (`arbiter status`, `switchover`,
-//! `maintenance`) failed, with a stable code and a message that names the
+//! `maintenance`, `params`) failed, with a stable code and a message that names the
 //! arbiter URL and what to check.
 
 use proto_common::ErrorBody;
@@ -58,6 +58,10 @@ pub enum CliError {
     /// The token could not be loaded.
     #[error("{0}")]
     Token(String),
+
+    /// The command's arguments are unusable (e.g. `arbiter params lease=5`).
+    #[error("{0}")]
+    BadArgs(String),
 }
 
 impl CliError {
@@ -70,6 +74,7 @@ impl CliError {
             CliError::Refused { .. } => "refused",
             CliError::BadResponse { .. } => "bad_response",
             CliError::Token(_) => "bad_token",
+            CliError::BadArgs(_) => "bad_args",
         }
     }
 

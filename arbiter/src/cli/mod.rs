@@ -1,5 +1,6 @@
 //! The operator CLI: `arbiter status`, `arbiter switchover`,
-//! `arbiter maintenance`, talking to a running arbiter over its HTTP API.
+//! `arbiter maintenance`, `arbiter params`, talking to a running arbiter
+//! over its HTTP API (following a non-leader's redirect to the leader).
 //!
 //! - [`commands`]: the subcommands' flags and what each does.
 //! - [`client`]: `ArbiterClient`, a minimal hyper client (also used by the

@@ -127,7 +127,8 @@ impl Core {
             tracing::error!("on_persisted called with no write in flight; ignored");
             return;
         };
-        self.state = write.state;
+        let old_params = std::mem::replace(&mut self.state, write.state).params;
+        self.keep_wait_for_old_grants(&old_params, now);
         self.decisions.clear("store");
         for node in &write.forget {
             self.detector.forget(node);
@@ -164,6 +165,7 @@ impl Core {
         let lost = self.pending.take();
         let expected = lost.as_ref().and_then(|w| w.expected_version);
         let old_active = self.state.active_id().cloned();
+        let old_params = self.state.params.clone();
         let reason = match current {
             Some(current) => {
                 let reason = format!(
@@ -187,6 +189,7 @@ impl Core {
             }
         };
         self.detector.restart_lease_clock(now);
+        self.keep_wait_for_old_grants(&old_params, now);
         let new_active = self.state.active_id().cloned();
         if new_active != old_active {
             self.switchover = None;

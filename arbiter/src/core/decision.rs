@@ -33,6 +33,8 @@ pub enum DecisionKind {
     Membership,
     /// Maintenance mode switched on or off.
     Maintenance,
+    /// Cluster parameters changed (`POST /v1/params`).
+    Params,
     /// Telling a replica it is not (or no longer) the active.
     Fencing,
     /// The arbiter's own state: taking office, store conflicts and

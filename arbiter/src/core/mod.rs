@@ -47,9 +47,9 @@
 //!    decision records how many entries may be lost.
 //!
 //! Deliberately left out here: the HTTP shell, arbiter leader election
-//! (the etcd store's job; a new leader is just a new `Core::take_office`),
-//! parameter hot-update, and acting on an unhealthy (but heartbeating)
-//! active — it keeps its grant; only standbys' health is used.
+//! (`crate::election`; a new leader is just a new `Core::take_office`),
+//! and acting on an unhealthy (but heartbeating) active — it keeps its
+//! grant; only standbys' health is used.
 //!
 //! Layout:
 //! - `arbiter.rs`: the `Core` struct, taking office, write outcomes.
@@ -60,7 +60,8 @@
 //! - `candidates.rs`: who may be made active, and why not.
 //! - `sync_set.rs`: sync-set upkeep and the degraded flag.
 //! - `membership.rs`: joins, address changes, `remove_after`.
-//! - `switchover.rs`, `maintenance.rs`: operator requests.
+//! - `switchover.rs`, `maintenance.rs`, `params.rs`: operator requests
+//!   (`params.rs` also keeps a shortened lease wait safe).
 //! - [`decision`]: decision records and the deduplicating log.
 //! - `draft.rs`: building and proposing state writes.
 //! - `snapshot.rs`: the status snapshot.
@@ -75,6 +76,7 @@ mod epoch_change;
 mod heartbeat;
 mod maintenance;
 mod membership;
+mod params;
 mod snapshot;
 mod switchover;
 mod sync_set;

@@ -1,7 +1,9 @@
 //! `ApiError`: every error answer of the arbiter's HTTP API — the JSON
-//! [`ErrorBody`] with its stable code, answered with the code's status.
+//! [`ErrorBody`] with its stable code, answered with the code's status —
+//! and the one answer that is not an error status: a non-leader's **307**
+//! to the leader, with a `Location` header and the `leader` field.
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use proto_common::{ErrorBody, ErrorCode};
@@ -13,6 +15,9 @@ use crate::error::ArbiterError;
 pub struct ApiError {
     /// What goes on the wire.
     pub body: ErrorBody,
+    /// Set on a redirect to the leader: answered as 307 with this
+    /// `Location` (the same path on the leader).
+    pub location: Option<String>,
 }
 
 impl ApiError {
@@ -20,6 +25,34 @@ impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             body: ErrorBody::new(code, message),
+            location: None,
+        }
+    }
+
+    /// "Not the leader" for a request to `path`: a 307 to the same path on
+    /// `leader` when it is known (replicas and the CLI follow the `leader`
+    /// field), else a retryable 503 — nobody leads right now.
+    pub fn not_leader(leader: Option<&str>, path: &str, why: &str) -> ApiError {
+        match leader {
+            Some(url) => {
+                let url = url.trim_end_matches('/');
+                let mut e = ApiError::new(
+                    ErrorCode::NotLeader,
+                    format!(
+                        "this arbiter does not lead ({why}); {url} leads: send the request there"
+                    ),
+                );
+                e.body.leader = Some(url.to_string());
+                e.location = Some(format!("{url}{path}"));
+                e
+            }
+            None => ApiError::new(
+                ErrorCode::NotLeader,
+                format!(
+                    "this arbiter does not lead ({why}) and no leader is known yet; retry in a \
+                     moment, or ask another arbiter"
+                ),
+            ),
         }
     }
 
@@ -27,19 +60,35 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         self.body.error
     }
+
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        if self.location.is_some() {
+            return StatusCode::TEMPORARY_REDIRECT;
+        }
+        StatusCode::from_u16(self.body.error.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
 }
 
 impl From<ArbiterError> for ApiError {
     fn from(e: ArbiterError) -> ApiError {
-        ApiError { body: e.to_body() }
+        ApiError {
+            body: e.to_body(),
+            location: None,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.body.error.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.body)).into_response()
+        let status = self.status();
+        match self.location {
+            Some(location) => {
+                (status, [(header::LOCATION, location)], Json(self.body)).into_response()
+            }
+            None => (status, Json(self.body)).into_response(),
+        }
     }
 }
 
@@ -61,5 +110,22 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::Conflict);
         assert!(e.body.retryable);
         assert_eq!(e.into_response().status(), StatusCode::CONFLICT);
+    }
+
+    #[test]
+    fn a_known_leader_gets_a_307_with_location_and_leader_field() {
+        let e = ApiError::not_leader(Some("http://10.0.0.2:6000/"), "/v1/heartbeat", "follower");
+        assert_eq!(e.body.leader.as_deref(), Some("http://10.0.0.2:6000"));
+        assert!(e.body.retryable);
+        let r = e.into_response();
+        assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(
+            r.headers()[header::LOCATION],
+            "http://10.0.0.2:6000/v1/heartbeat"
+        );
+        let e = ApiError::not_leader(None, "/v1/heartbeat", "campaigning");
+        assert_eq!(e.code(), ErrorCode::NotLeader);
+        assert_eq!(e.body.leader, None);
+        assert_eq!(e.into_response().status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub replicas: Family<Labels, Gauge>,
     /// Members of the sync set.
     pub sync_set_members: Gauge,
+    /// 1 while this arbiter leads (always 1 for a file store).
+    pub leader: Gauge,
+    /// Leadership terms this process has taken office in.
+    pub terms: Counter,
 }
 
 impl Metrics {
@@ -70,6 +74,8 @@ impl Metrics {
             store_write_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             replicas: Family::default(),
             sync_set_members: Gauge::default(),
+            leader: Gauge::default(),
+            terms: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("epoch", "Current epoch", m.epoch.clone());
@@ -127,6 +133,16 @@ impl Metrics {
             "sync_set_members",
             "Standbys in the sync set",
             m.sync_set_members.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this arbiter leads and decides for the cluster",
+            m.leader.clone(),
+        );
+        registry.register(
+            "terms",
+            "Leadership terms this arbiter has taken office in",
+            m.terms.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -2,33 +2,43 @@
 //! driver around the I/O-free decision core.
 //!
 //! ```text
-//! replicas ── POST /v1/heartbeat ─┐
-//! operators ─ POST /v1/switchover ┼─▶ routes ─▶ Shell ─▶ Core (tokio mutex)
-//!             POST /v1/maintenance┘               │  └─▶ StateStore CAS (own task)
-//! ticker ── every heartbeat_ms/4 ─────────────────┘
+//! replicas ── POST /v1/heartbeat ─┐            ┌─ following: 307 to the leader
+//! operators ─ POST /v1/switchover ┼─▶ routes ─▶ Office
+//!             POST /v1/maintenance│            └─ leading: Shell ─▶ Core (tokio mutex)
+//!             POST /v1/params ────┘                      │  └─▶ StateStore CAS (own task)
+//! ticker ── every heartbeat_ms/4 ────────────────────────┘
 //! ```
 //!
 //! - [`run`](mod@run): `run(listener, settings, shutdown)` and friends.
+//! - `elected`: the etcd mode — campaign, serve each won term, step down.
+//! - `tenure`: one term served — load, a fresh `Core::take_office`, tick,
+//!   tear down in a safe order.
+//! - [`office`]: what the routes see — leading (a shell) or following (a
+//!   redirect to the leader, the stored state for status).
 //! - `bootstrap`: load or create the stored state; stored parameters win.
-//! - [`shell`]: `Shell`, the core behind a lock plus the write protocol.
+//! - [`shell`]: `Shell`, the core behind a lock plus the write protocol,
+//!   bound to one leadership term; `operations`: its operator requests
+//!   (switchover, maintenance, parameters).
 //! - `ticker`: the tick loop (shutdown first in a biased select).
 //! - `routes`: the axum router and handlers; `request`: token and body
 //!   checks; `api_error`: JSON error answers.
 //! - [`metrics`]: Prometheus metrics; `dashboard`: the `GET /` page.
 //!
 //! Deliberately left out here: TLS (front the API with a TLS proxy for
-//! now), arbiter leader election (the etcd store's job: a newly elected
-//! leader builds a fresh `Shell` over `Core::take_office`), and
-//! `POST /v1/params`.
+//! now).
 
 mod api_error;
 mod bootstrap;
 mod dashboard;
+mod elected;
 pub mod metrics;
+pub mod office;
+mod operations;
 mod request;
 mod routes;
 pub mod run;
 pub mod shell;
+mod tenure;
 mod ticker;
 
 pub use api_error::ApiError;

@@ -6,12 +6,20 @@
 //! | `GET /v1/status` | – | the cluster as this arbiter sees it |
 //! | `POST /v1/switchover` | bearer | `{"to": "id"}` or `{}`: start a planned switchover |
 //! | `POST /v1/maintenance` | bearer | `{"enabled": bool}`: no automatic failover while on |
+//! | `POST /v1/params` | bearer | any subset of the cluster parameters: validated, stored |
 //! | `GET /` | – | the live dashboard |
 //! | `GET /healthz`, `GET /metrics` | – | liveness, Prometheus text |
 //!
 //! Errors are JSON `ErrorBody`s with stable codes; unknown routes are 404
 //! `unknown_route`. Reads need no token: the status shows no secrets, and
 //! operators and dashboards should not need the cluster token to look.
+//!
+//! Only the leading arbiter serves heartbeats and the mutating calls; any
+//! other answers them (after checking the token) with **307** to the same
+//! path on the leader — `Location` header, JSON `not_leader` body with the
+//! `leader` field — or 503 `not_leader` while no leader is known. `GET
+//! /v1/status` works on every arbiter and says who leads (`leader`,
+//! `is_leader`); a follower shows the stored state.
 
 use std::sync::Arc;
 
@@ -25,23 +33,59 @@ use bytes::Bytes;
 use proto_common::auth::Token;
 use proto_common::heartbeat::{Heartbeat, HeartbeatReply};
 use proto_common::{ErrorCode, NodeId};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::api_error::ApiError;
 use super::dashboard::DASHBOARD_HTML;
-use super::metrics::CONTENT_TYPE;
+use super::metrics::{Metrics, CONTENT_TYPE};
+use super::office::Office;
 use super::request::{authorize, parse_json, MAX_BODY_BYTES};
 use super::shell::Shell;
-use crate::ops::{MaintenanceRequest, MaintenanceState, SwitchoverRequest, SwitchoverStarted};
+use crate::error::ArbiterError;
+use crate::ops::{
+    MaintenanceRequest, MaintenanceState, ParamsChanged, ParamsUpdate, SwitchoverRequest,
+    SwitchoverStarted,
+};
 use crate::status::ClusterStatus;
 
 /// What every handler needs.
 #[derive(Clone)]
 pub struct App {
-    /// The core's I/O shell.
-    pub shell: Arc<Shell>,
+    /// What this process is now (leading: the shell; following: where to
+    /// redirect). Read once per request.
+    pub office: watch::Receiver<Office>,
     /// Required on heartbeats and operator calls; `None` on loopback only.
     pub token: Option<Token>,
+    /// The process's metrics (one set across terms).
+    pub metrics: Arc<Metrics>,
+}
+
+impl App {
+    /// The shell if this arbiter leads, else the answer to give for `path`.
+    fn leading(&self, path: &str) -> Result<Arc<Shell>, ApiError> {
+        let office = self.office.borrow().clone();
+        match office {
+            Office::Leading(shell) => Ok(shell),
+            other => Err(other
+                .refusal(path)
+                .unwrap_or_else(|| ApiError::new(ErrorCode::Internal, "no office"))),
+        }
+    }
+
+    /// An error from the shell as an answer: "not the leader" (the term
+    /// ended mid-request, or the store refused a deposed write) becomes a
+    /// redirect to whoever leads now.
+    fn refused(&self, e: ArbiterError, path: &str) -> ApiError {
+        if !e.is_not_leader() {
+            return e.into();
+        }
+        let leader = e
+            .leader()
+            .map(str::to_owned)
+            .or_else(|| self.office.borrow().leader_url());
+        ApiError::not_leader(leader.as_deref(), path, "its leadership term ended")
+    }
 }
 
 /// The API router.
@@ -52,6 +96,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/switchover", post(switchover))
         .route("/v1/maintenance", post(maintenance))
+        .route("/v1/params", post(params))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(unknown_route)
@@ -65,29 +110,50 @@ async fn heartbeat(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<HeartbeatReply>, ApiError> {
-    let metrics = app.shell.metrics();
-    let hb: Heartbeat = authorize(app.token.as_ref(), &headers)
-        .and_then(|()| parse_json(body, "heartbeat", false))
-        .inspect_err(|e| {
-            metrics.count_heartbeat(e.code().as_str());
-            tracing::warn!(code = %e.code(), "heartbeat refused: {}", e.body.message);
-        })?;
+    const PATH: &str = "/v1/heartbeat";
+    let metrics = app.metrics.clone();
+    authorize(app.token.as_ref(), &headers).inspect_err(|e| {
+        metrics.count_heartbeat(e.code().as_str());
+        tracing::warn!(code = %e.code(), "heartbeat refused: {}", e.body.message);
+    })?;
+    // A follower answers before reading the body: the replica only needs
+    // to know where to go.
+    let shell = app.leading(PATH).inspect_err(|e| {
+        metrics.count_heartbeat(e.code().as_str());
+        tracing::debug!(leader = ?e.body.leader, "heartbeat redirected: not the leader");
+    })?;
+    let hb: Heartbeat = parse_json(body, "heartbeat", false).inspect_err(|e| {
+        metrics.count_heartbeat(e.code().as_str());
+        tracing::warn!(code = %e.code(), "heartbeat refused: {}", e.body.message);
+    })?;
     let span =
         tracing::debug_span!("heartbeat", node = %hb.node_id, seq = hb.seq, epoch = %hb.epoch);
-    match app.shell.heartbeat(&hb).instrument(span).await {
+    match shell.heartbeat(&hb).instrument(span).await {
         Ok(reply) => {
             tracing::debug!(node = %hb.node_id, role = %reply.role, epoch = %reply.epoch, "heartbeat answered");
             Ok(Json(reply))
         }
         Err(e) => {
             tracing::warn!(node = %hb.node_id, code = e.code(), "heartbeat refused: {e}");
-            Err(e.into())
+            Err(app.refused(e, PATH))
         }
     }
 }
 
-async fn status(State(app): State<App>) -> Json<ClusterStatus> {
-    Json(app.shell.status().await)
+async fn status(State(app): State<App>) -> Result<Json<ClusterStatus>, ApiError> {
+    current_status(&app).await.map(Json)
+}
+
+/// The status from whichever office this arbiter holds.
+async fn current_status(app: &App) -> Result<ClusterStatus, ApiError> {
+    let office = app.office.borrow().clone();
+    match office {
+        Office::Leading(shell) => Ok(shell.status().await),
+        Office::Following(follower) => follower.status().await,
+        Office::Closed => Err(Office::Closed
+            .refusal("/v1/status")
+            .expect("a closed office refuses")),
+    }
 }
 
 async fn switchover(
@@ -95,7 +161,9 @@ async fn switchover(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SwitchoverStarted>, ApiError> {
+    const PATH: &str = "/v1/switchover";
     authorize(app.token.as_ref(), &headers)?;
+    let shell = app.leading(PATH)?;
     let req: SwitchoverRequest = parse_json(body, "switchover request", true)?;
     let to = req
         .to
@@ -104,11 +172,11 @@ async fn switchover(
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("to: {e}")))?;
     let asked = to.as_ref().map_or("best", |t| t.as_str()).to_string();
     let span = tracing::info_span!("switchover_request", to = %asked);
-    match app.shell.switchover(to).instrument(span).await {
+    match shell.switchover(to).instrument(span).await {
         Ok(started) => Ok(Json(started)),
         Err(e) => {
             tracing::warn!(to = %asked, code = e.code(), "switchover refused: {e}");
-            Err(e.into())
+            Err(app.refused(e, PATH))
         }
     }
 }
@@ -118,15 +186,12 @@ async fn maintenance(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<MaintenanceState>, ApiError> {
+    const PATH: &str = "/v1/maintenance";
     authorize(app.token.as_ref(), &headers)?;
+    let shell = app.leading(PATH)?;
     let req: MaintenanceRequest = parse_json(body, "maintenance request", false)?;
     let span = tracing::info_span!("maintenance_request", enabled = req.enabled);
-    match app
-        .shell
-        .set_maintenance(req.enabled)
-        .instrument(span)
-        .await
-    {
+    match shell.set_maintenance(req.enabled).instrument(span).await {
         Ok(state) => Ok(Json(state)),
         Err(e) => {
             tracing::warn!(
@@ -134,7 +199,30 @@ async fn maintenance(
                 code = e.code(),
                 "maintenance change refused: {e}"
             );
-            Err(e.into())
+            Err(app.refused(e, PATH))
+        }
+    }
+}
+
+async fn params(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ParamsChanged>, ApiError> {
+    const PATH: &str = "/v1/params";
+    authorize(app.token.as_ref(), &headers)?;
+    let shell = app.leading(PATH)?;
+    let update: ParamsUpdate = parse_json(body, "parameter update", false)?;
+    let asked = serde_json::to_string(&update).unwrap_or_default();
+    let span = tracing::info_span!("params_request", update = %asked);
+    match shell.set_params(&update).instrument(span).await {
+        Ok(changed) => {
+            tracing::info!(changed = %changed.changed.join(", "), version = changed.state_version, "cluster parameters updated");
+            Ok(Json(changed))
+        }
+        Err(e) => {
+            tracing::warn!(update = %asked, code = e.code(), "parameter update refused: {e}");
+            Err(app.refused(e, PATH))
         }
     }
 }
@@ -148,10 +236,11 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics(State(app): State<App>) -> Response {
-    let status = app.shell.status().await;
-    let metrics = app.shell.metrics();
-    metrics.observe(&status);
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render()).into_response()
+    // A follower that cannot read the store still exports its counters.
+    if let Ok(status) = current_status(&app).await {
+        app.metrics.observe(&status);
+    }
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], app.metrics.render()).into_response()
 }
 
 async fn unknown_route(req: Request) -> ApiError {
@@ -159,7 +248,8 @@ async fn unknown_route(req: Request) -> ApiError {
         ErrorCode::UnknownRoute,
         format!(
             "no such endpoint: {} {}; the arbiter serves POST /v1/heartbeat, GET /v1/status, \
-             POST /v1/switchover, POST /v1/maintenance, GET /, /healthz and /metrics",
+             POST /v1/switchover, POST /v1/maintenance, POST /v1/params, GET /, /healthz and \
+             /metrics",
             req.method(),
             req.uri().path()
         ),

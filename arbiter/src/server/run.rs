@@ -1,27 +1,34 @@
-//! Running an arbiter: open the store, take office over its state, serve
-//! the HTTP API and tick the core until shutdown.
+//! Running an arbiter: serve the HTTP API and, for as long as this process
+//! leads, decide for the cluster.
+//!
+//! - `file:` store: one arbiter, leading for its whole life (one unbounded
+//!   term, [`run_with_store`]); the state is loaded before serving, so a
+//!   corrupt or locked store fails the start.
+//! - `etcd://` store: the HTTP API serves at once (as a follower) while the
+//!   arbiter campaigns; each won term is served by `tenure` (`elected`).
 //!
 //! [`run`] takes its listener and shutdown signal from outside (like
 //! mini-redis's `server::run`), so tests bind port 0 and stop it when they
 //! like; [`run_with_store`] also takes the store, so tests can hand in a
-//! `MemoryStore` and a future leader-election loop can hand in its own.
+//! `MemoryStore`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::bootstrap;
+use super::elected;
 use super::metrics::Metrics;
+use super::office::Office;
 use super::routes::{self, App};
-use super::shell::Shell;
-use super::ticker;
+use super::tenure::Seat;
 use crate::clock::Clock;
 use crate::config::{check_loopback_without_token, Settings};
-use crate::core::Core;
-use crate::store::StateStore;
+use crate::election::Term;
+use crate::store::{StateStore, StoreSpec};
 
 /// Binds `settings.listen` and runs until `shutdown` resolves.
 pub async fn serve(
@@ -44,18 +51,61 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let store = settings.store.open().await?;
-    run_with_store(listener, settings, store, shutdown).await
+    match &settings.store {
+        StoreSpec::Etcd(endpoints) => {
+            let endpoints = endpoints.clone();
+            elected::run(listener, settings, &endpoints, shutdown).await
+        }
+        StoreSpec::File(_) => {
+            let store = settings.store.open(&settings.cluster).await?;
+            run_with_store(listener, settings, store, shutdown).await
+        }
+    }
 }
 
-/// Serves on `listener` over `store` until `shutdown` resolves.
+/// Serves on `listener` over `store` as its only arbiter until `shutdown`
+/// resolves.
 pub async fn run_with_store(
     listener: TcpListener,
     settings: Settings,
     store: Arc<dyn StateStore>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let local = listener
+    let url = advertised_url(&listener, &settings)?;
+    let clock = Clock::start();
+    let term = Term::unbounded(clock);
+    let metrics = Arc::new(Metrics::new());
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let seat = Seat::new(settings, clock, metrics.clone(), url, Office::Closed);
+    let state = seat.load(&term, store.as_ref(), &mut stop_rx).await?;
+    let shell = seat.take_office(&term, store.clone(), state);
+    tracing::info!(
+        url = %seat.url,
+        cluster = %seat.settings.cluster,
+        store = %store.describe(),
+        "arbiter serving"
+    );
+    let app = App {
+        office: seat.office.subscribe(),
+        token: seat.settings.token.clone(),
+        metrics,
+    };
+    let serving = serve_http(listener, app, shutdown, stop_tx);
+    let holding = seat.hold(&term, shell, &mut stop_rx);
+    let (result, _) = tokio::join!(serving, holding);
+    if result.is_ok() {
+        tracing::info!("arbiter stopped");
+    }
+    result
+}
+
+/// The URL this arbiter tells replicas and operators, checking first that
+/// an arbiter without a token listens on loopback only.
+pub(super) fn advertised_url(
+    listener: &TcpListener,
+    settings: &Settings,
+) -> Result<String, String> {
+    let local: SocketAddr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listener's address: {e}"))?;
     if settings.token.is_none() {
@@ -65,34 +115,24 @@ pub async fn run_with_store(
             "no cluster token: heartbeats and operator calls are not authenticated (loopback only)"
         );
     }
-    let leader_url = settings
+    Ok(settings
         .advertise_url
         .clone()
-        .unwrap_or_else(|| format!("http://{local}"));
-    let clock = Clock::start();
-    let state = bootstrap::load_or_create(store.as_ref(), &settings, &clock).await?;
-    let core = Core::take_office(state, clock.now(), clock.unix_ms());
-    let shell = Shell::new(
-        core,
-        store.clone(),
-        clock,
-        Arc::new(Metrics::new()),
-        leader_url.clone(),
-    );
-    tracing::info!(
-        listen = %local,
-        url = %leader_url,
-        cluster = %settings.cluster,
-        store = %store.describe(),
-        "arbiter serving"
-    );
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("http://{local}")))
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let ticker = tokio::spawn(ticker::run(shell.clone(), stop_rx));
-    let app = App {
-        shell,
-        token: settings.token.clone(),
-    };
+/// Serves the API on `listener` until `shutdown` resolves, then signals
+/// `stop` (also if the server fails, so the leadership loop never waits on
+/// a server that is gone).
+pub(super) async fn serve_http(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: watch::Sender<bool>,
+) -> Result<(), String> {
+    let stop = Arc::new(stop);
+    let on_shutdown = stop.clone();
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -100,16 +140,10 @@ pub async fn run_with_store(
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: no new decisions, closing connections");
-            let _ = stop_tx.send(true);
+            on_shutdown.send_replace(true);
         })
         .await
         .map_err(|e| format!("the arbiter's HTTP server failed: {e}"));
-    // Dropping the sender (if the server failed) also stops the ticker.
-    if let Err(e) = ticker.await {
-        tracing::error!(error = %e, "the tick loop panicked");
-    }
-    if result.is_ok() {
-        tracing::info!("arbiter stopped");
-    }
+    stop.send_replace(true);
     result
 }

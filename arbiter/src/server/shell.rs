@@ -14,21 +14,26 @@
 //!   the write: if the HTTP request that triggered it is dropped (the client
 //!   hung up), the core still learns the outcome — otherwise its write slot
 //!   would stay taken and it could never decide again.
+//!
+//! A shell lives for one [`Term`] of leadership and is built over a fresh
+//! `Core::take_office` (`server::tenure`). Every heartbeat reply is checked
+//! against the term *after* the core built it: a reply — above all a
+//! grant — is only sent while the term holds (the safety argument is in
+//! [`crate::election`]). Writes need no such check: the store fences them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto_common::heartbeat::{Heartbeat, HeartbeatReply, Role};
-use proto_common::NodeId;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::metrics::{kind_name, Metrics};
 use crate::clock::Clock;
-use crate::core::{Core, DecisionKind, HeartbeatOutcome, Millis, ProposedWrite};
+use crate::core::{Core, DecisionKind, HeartbeatOutcome, ProposedWrite};
+use crate::election::Term;
 use crate::error::ArbiterError;
-use crate::ops::{MaintenanceState, SwitchoverStarted};
 use crate::status::ClusterStatus;
 use crate::store::{CasOutcome, StateStore, StoreError};
 
@@ -36,13 +41,11 @@ use crate::store::{CasOutcome, StateStore, StoreError};
 const HEARTBEAT_ROUNDS: usize = 3;
 /// Writes one tick may make back to back (a decision, then its upkeep).
 const TICK_ROUNDS: usize = 4;
-/// How long an operator request waits for a write in flight to finish.
-const OPERATOR_WAIT: Duration = Duration::from_secs(2);
 
 /// The core and what the shell tracks about it, under one lock.
-struct Guarded {
+pub(super) struct Guarded {
     /// The decision core.
-    core: Core,
+    pub(super) core: Core,
     /// `core.decisions_recorded()` when the metrics last counted decisions.
     decisions_counted: u64,
 }
@@ -53,10 +56,13 @@ pub struct Shell {
     /// mutex so that waiting for it (behind a status snapshot or a tick)
     /// yields the worker thread instead of blocking it.
     guarded: Mutex<Guarded>,
-    /// Where writes go (file today, etcd later: any `StateStore`).
+    /// Where writes go (file, or etcd fenced by `term`: any `StateStore`).
     store: Arc<dyn StateStore>,
+    /// The leadership term this shell decides in; replies are withheld once
+    /// it no longer holds.
+    term: Term,
     /// Monotonic time for the core, wall time for people.
-    clock: Clock,
+    pub(super) clock: Clock,
     /// Counters bumped here, gauges set on scrape.
     metrics: Arc<Metrics>,
     /// This arbiter's URL, returned as `leader` in replies and status.
@@ -64,13 +70,15 @@ pub struct Shell {
 }
 
 impl Shell {
-    /// A shell around `core` (already in office over the stored state).
+    /// A shell around `core` (already in office over the stored state),
+    /// deciding while `term` holds.
     pub fn new(
         core: Core,
         store: Arc<dyn StateStore>,
         clock: Clock,
         metrics: Arc<Metrics>,
         leader_url: String,
+        term: Term,
     ) -> Arc<Shell> {
         let shell = Shell {
             guarded: Mutex::new(Guarded {
@@ -78,6 +86,7 @@ impl Shell {
                 decisions_counted: 0,
             }),
             store,
+            term,
             clock,
             metrics,
             leader_url,
@@ -95,13 +104,32 @@ impl Shell {
         &self.metrics
     }
 
+    /// The term this shell decides in.
+    pub fn term(&self) -> &Term {
+        &self.term
+    }
+
     /// Answers a heartbeat, writing first whatever the core needs written
     /// (e.g. the sender's promotion) — at most [`HEARTBEAT_ROUNDS`] writes.
+    /// Refused with `not_leader` if the term no longer holds once the reply
+    /// is built (the grant it may hold is then never sent).
     pub async fn heartbeat(
         self: &Arc<Self>,
         hb: &Heartbeat,
     ) -> Result<HeartbeatReply, ArbiterError> {
-        let result = self.heartbeat_rounds(hb).await;
+        let result = self.heartbeat_rounds(hb).await.and_then(|reply| {
+            if self.term.holds() {
+                Ok(reply)
+            } else {
+                tracing::warn!(
+                    node = %hb.node_id,
+                    term = self.term.number(),
+                    role = %reply.role,
+                    "reply withheld: this arbiter's leadership term is over"
+                );
+                Err(ArbiterError::NotLeader { leader: None })
+            }
+        });
         let label = match &result {
             Ok(r) if r.role == Role::Active => "active",
             Ok(_) => "standby",
@@ -161,92 +189,13 @@ impl Shell {
         Duration::from_millis((g.core.state().params.heartbeat_ms / 4).max(1))
     }
 
-    /// Starts a planned switchover to `to`, or to the best candidate.
-    pub async fn switchover(
-        self: &Arc<Self>,
-        to: Option<NodeId>,
-    ) -> Result<SwitchoverStarted, ArbiterError> {
-        self.with_core_when_idle(move |core, now| {
-            let target = core.switchover(to.clone(), now)?;
-            let from = core.state().active_id().cloned();
-            let epoch = core.epoch().0;
-            let message = format!(
-                "switchover from {} to {target} started in epoch {epoch}: the active stops taking \
-                 writes, {target} catches up, then becomes active in epoch {}; follow it in GET /v1/status",
-                from.as_ref().map_or("?", |f| f.as_str()),
-                epoch + 1
-            );
-            Ok(SwitchoverStarted {
-                target,
-                from,
-                epoch,
-                message,
-            })
-        })
-        .await
-    }
-
-    /// Switches maintenance mode and waits until the change is stored.
-    pub async fn set_maintenance(
-        self: &Arc<Self>,
-        on: bool,
-    ) -> Result<MaintenanceState, ArbiterError> {
-        let task = self
-            .with_core_when_idle(|core, now| {
-                let write = core.set_maintenance(on, now)?;
-                Ok(write.map(|w| self.start_write(w)))
-            })
-            .await?;
-        let changed = match task {
-            None => false,
-            Some(task) => match write_outcome(task).await {
-                Ok(true) => true,
-                // Someone else wrote first; the core adopted their state.
-                Ok(false) => return Err(ArbiterError::WriteInProgress),
-                Err(e) => return Err(ArbiterError::Store(e)),
-            },
-        };
-        let g = self.lock().await;
-        let state = g.core.state();
-        Ok(MaintenanceState {
-            maintenance: state.maintenance,
-            changed,
-            state_version: state.version,
-            epoch: state.epoch.0,
-        })
-    }
-
     /// The status snapshot, as this (leading) arbiter sees it.
     pub async fn status(&self) -> ClusterStatus {
         let g = self.lock().await;
         let mut status = g.core.status(self.clock.now());
         status.leader = Some(self.leader_url.clone());
-        status.is_leader = true;
+        status.is_leader = self.term.holds();
         status
-    }
-
-    /// Runs `f` on the core, retrying while another write is in flight
-    /// (an operator request racing an upkeep write should not fail).
-    async fn with_core_when_idle<T>(
-        &self,
-        mut f: impl FnMut(&mut Core, Millis) -> Result<T, ArbiterError>,
-    ) -> Result<T, ArbiterError> {
-        let deadline = Instant::now() + OPERATOR_WAIT;
-        loop {
-            let result = {
-                let mut g = self.lock().await;
-                let now = self.clock.now();
-                let result = f(&mut g.core, now);
-                self.count_decisions(&mut g);
-                result
-            };
-            match result {
-                Err(ArbiterError::WriteInProgress) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                other => return other,
-            }
-        }
     }
 
     /// Hands `write` to a task of its own that compare-and-swaps it and
@@ -254,7 +203,7 @@ impl Shell {
     /// purpose: callers start it in the same step in which the core proposed
     /// the write (under the lock), so no await — where a dropped request
     /// would stop — lies between the proposal and its report.
-    fn start_write(self: &Arc<Self>, write: ProposedWrite) -> WriteTask {
+    pub(super) fn start_write(self: &Arc<Self>, write: ProposedWrite) -> WriteTask {
         let epoch_change = write
             .names_active()
             .then(|| {
@@ -327,13 +276,13 @@ impl Shell {
         )
     }
 
-    async fn lock(&self) -> MutexGuard<'_, Guarded> {
+    pub(super) async fn lock(&self) -> MutexGuard<'_, Guarded> {
         self.guarded.lock().await
     }
 
     /// Counts decisions recorded since the last call (the core already
     /// logged each one, with `epoch`, `kind` and `node` fields).
-    fn count_decisions(&self, g: &mut Guarded) {
+    pub(super) fn count_decisions(&self, g: &mut Guarded) {
         let total = g.core.decisions_recorded();
         let new = total.saturating_sub(g.decisions_counted);
         if new > 0 {
@@ -347,10 +296,10 @@ impl Shell {
 
 /// A write handed to the store by [`Shell::start_write`]; `Ok(true)`:
 /// written, `Ok(false)`: conflict (the core adopted the stored state).
-type WriteTask = JoinHandle<Result<bool, StoreError>>;
+pub(super) type WriteTask = JoinHandle<Result<bool, StoreError>>;
 
 /// Waits for a write's outcome (already reported to the core).
-async fn write_outcome(task: WriteTask) -> Result<bool, StoreError> {
+pub(super) async fn write_outcome(task: WriteTask) -> Result<bool, StoreError> {
     task.await.unwrap_or_else(|join| {
         Err(StoreError::Unavailable {
             detail: format!("the state write task failed: {join}"),
@@ -387,6 +336,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn no_reply_is_sent_once_the_term_is_over() {
+        use proto_common::heartbeat::Role;
+        let clock = Clock::start();
+        let mut state = ClusterState::new("c", ClusterParams::default());
+        state.version = 1;
+        let store = MemoryStore::with_state(state.clone());
+        let term = Term::unbounded(clock);
+        let core = Core::take_office(state, clock.now(), clock.unix_ms());
+        let shell = Shell::new(
+            core,
+            Arc::new(store),
+            clock,
+            Arc::new(Metrics::new()),
+            "http://127.0.0.1:1".into(),
+            term.clone(),
+        );
+        let hb: Heartbeat = serde_json::from_value(serde_json::json!({
+            "cluster": "c", "node_id": "a", "seq": 1, "client_url": "http://a", "repl_addr": "a:1",
+            "role": "standby", "epoch": 0, "position": "0.0", "commit_index": 0, "priority": 1,
+            "quarantined_entries": 0, "healthy": true
+        }))
+        .unwrap();
+        let reply = shell
+            .heartbeat(&hb)
+            .await
+            .expect("answered while the term holds");
+        assert_eq!(reply.role, Role::Standby);
+        assert!(shell.status().await.is_leader);
+        term.end("lost the lease");
+        let err = shell.heartbeat(&hb).await.unwrap_err();
+        assert_eq!(err.code(), "not_leader", "{err}");
+        assert!(!shell.status().await.is_leader);
+    }
+
+    #[tokio::test]
     async fn a_request_dropped_mid_write_still_reports_the_outcome() {
         let clock = Clock::start();
         let memory = MemoryStore::new();
@@ -398,6 +382,7 @@ mod tests {
             clock,
             Arc::new(Metrics::new()),
             "http://127.0.0.1:1".into(),
+            Term::unbounded(clock),
         );
         let request = tokio::spawn({
             let shell = shell.clone();

@@ -52,6 +52,7 @@ mod tests {
             clock,
             Arc::new(Metrics::new()),
             "http://127.0.0.1:1".into(),
+            crate::election::Term::unbounded(clock),
         );
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(run(shell, rx));

@@ -9,8 +9,10 @@
 //! - [`memory`]: in-memory store for unit tests.
 //! - [`file`](mod@file) and [`file_lock`]: the embedded store `--store file:PATH`, an
 //!   atomically replaced JSON file under an exclusive `flock`.
+//! - [`etcd`]: the shared store `--store etcd://…`: `EtcdStore`, whose
+//!   every write is a transaction fenced by the writer's leadership term.
 //! - [`spec`]: `StoreSpec`, the parsed `--store` value, and opening it as
-//!   `Arc<dyn StateStore>` (where the etcd store slots in).
+//!   `Arc<dyn StateStore>`.
 //! - `conformance`: the suite every store passes (feature `conformance`
 //!   exposes it outside this crate, e.g. to the etcd store's tests).
 
@@ -18,6 +20,7 @@ pub mod cas;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod error;
+pub mod etcd;
 pub mod file;
 pub mod file_lock;
 pub mod memory;
@@ -26,6 +29,7 @@ pub mod state;
 
 pub use cas::{CasOutcome, StateStore, StoreFuture};
 pub use error::StoreError;
+pub use etcd::EtcdStore;
 pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use spec::StoreSpec;

@@ -3,9 +3,9 @@
 //!
 //! - `file:PATH` — the embedded [`FileStore`] (one arbiter).
 //! - `etcd://HOST:PORT[,HOST:PORT…]` — several arbiters sharing etcd
-//!   (DESIGN.md, "Arbiter high availability"). Parsed and validated here;
-//!   opening it fails with `etcd_not_built` until the etcd store lands,
-//!   which then only adds an arm to [`StoreSpec::open`].
+//!   (DESIGN.md, "Arbiter high availability"). [`StoreSpec::open`] gives
+//!   the cluster's read-only [`EtcdStore`]; writing takes a term of
+//!   leadership (`crate::election`), which `server::run` campaigns for.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use super::cas::StateStore;
+use super::etcd::EtcdStore;
 use super::file::FileStore;
 
 /// A parsed `--store` value.
@@ -67,9 +68,11 @@ impl fmt::Display for StoreSpec {
 }
 
 impl StoreSpec {
-    /// Opens the store: for a file, takes its lock and reads it (a corrupt
-    /// or locked file fails here, at start-up, naming the path).
-    pub async fn open(&self) -> Result<Arc<dyn StateStore>, String> {
+    /// Opens the store of `cluster`: for a file, takes its lock and reads it
+    /// (a corrupt or locked file fails here, at start-up, naming the path);
+    /// for etcd, connects and returns the cluster's store *read-only* — its
+    /// writes need a term of leadership ([`EtcdStore::fenced`]).
+    pub async fn open(&self, cluster: &str) -> Result<Arc<dyn StateStore>, String> {
         match self {
             StoreSpec::File(path) => {
                 let path = path.clone();
@@ -79,10 +82,12 @@ impl StoreSpec {
                     .map_err(|e| format!("{} ({}): {e}", self, e.code()))?;
                 Ok(Arc::new(store))
             }
-            StoreSpec::Etcd(_) => Err(format!(
-                "store={self}: the etcd store is not built yet (etcd_not_built); \
-                 use --store file:PATH with a single arbiter for now"
-            )),
+            StoreSpec::Etcd(endpoints) => {
+                let store = EtcdStore::connect(endpoints, cluster)
+                    .await
+                    .map_err(|e| format!("{self} ({}): {e}", e.code()))?;
+                Ok(Arc::new(store))
+            }
         }
     }
 }
@@ -134,12 +139,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn etcd_is_refused_until_it_is_built() {
-        let spec: StoreSpec = "etcd://127.0.0.1:2379".parse().unwrap();
-        let err = spec.open().await.err().unwrap();
+    async fn an_opened_etcd_store_is_read_only() {
+        // Nothing listens there: the client connects lazily, and the write
+        // is refused before any etcd call could matter.
+        let spec: StoreSpec = "etcd://127.0.0.1:1".parse().unwrap();
+        let store = spec.open("c1").await.expect("connecting is lazy");
         assert!(
-            err.contains("not built yet") && err.contains("file:PATH"),
-            "{err}"
+            store.describe().contains("/c1/state"),
+            "{}",
+            store.describe()
         );
+        let mut state =
+            crate::store::ClusterState::new("c1", proto_common::params::ClusterParams::default());
+        state.version = 1;
+        let err = store.compare_and_swap(None, &state).await.unwrap_err();
+        assert_eq!(err.code(), "not_leader", "{err}");
     }
 }
