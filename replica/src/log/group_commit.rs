@@ -9,10 +9,12 @@
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use proto_common::record;
 use proto_common::{Epoch, LogIndex, Position};
 use tokio::sync::oneshot;
@@ -59,12 +61,6 @@ pub enum LogRequest {
         responder: Responder,
         received: Instant,
     },
-    /// Records from the active, already checked (`record::check_batch`).
-    Replicated {
-        bytes: Bytes,
-        entries: Vec<(Position, u32)>,
-        pending: Vec<PendingEntry>,
-    },
     /// Start (`Some`) or stop (`None`) taking client writes in an epoch.
     /// Starting appends a `Noop` entry that opens the epoch.
     SetWriteEpoch {
@@ -98,16 +94,27 @@ pub struct Stopped;
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: Sender<LogRequest>,
+    direct: DirectLog,
 }
 
 impl GroupCommit {
     /// Starts the thread; it runs until every handle is dropped.
-    pub fn start(log: Log, sink: std::sync::Arc<dyn CommitSink>) -> io::Result<GroupCommit> {
+    pub fn start(log: Log, sink: Arc<dyn CommitSink>) -> io::Result<GroupCommit> {
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(log));
+        let direct = DirectLog {
+            log: log.clone(),
+            sink: sink.clone(),
+        };
         thread::Builder::new()
             .name("group-commit".into())
             .spawn(move || Worker::new(log, sink).run(rx))?;
-        Ok(GroupCommit { tx })
+        Ok(GroupCommit { tx, direct })
+    }
+
+    /// Appends on the caller's thread (see [`DirectLog`]).
+    pub fn direct(&self) -> &DirectLog {
+        &self.direct
     }
 
     /// Queues a request. Fails only when the thread has stopped.
@@ -116,16 +123,84 @@ impl GroupCommit {
     }
 }
 
+/// Appends replicated records on the caller's thread.
+///
+/// A standby's receiver appends what the active sent, fsyncs and acks it
+/// without handing the batch to the group-commit thread and waiting to be
+/// woken: two thread switches fewer on the path every synchronous write
+/// waits for. The log is shared with the thread behind a mutex; on a
+/// standby the thread takes no client writes, so the two never contend.
+#[derive(Clone)]
+pub struct DirectLog {
+    log: Arc<Mutex<Log>>,
+    sink: Arc<dyn CommitSink>,
+}
+
+impl DirectLog {
+    /// Appends checked records that continue the log, makes them durable,
+    /// and reports them to the sink. Blocks for the fsync.
+    pub fn append(
+        &self,
+        bytes: &Bytes,
+        entries: &[(Position, u32)],
+        pending: Vec<PendingEntry>,
+    ) -> io::Result<Position> {
+        let mut log = self.log.lock();
+        let expected = log.last().index.next();
+        match entries.first() {
+            None => return Ok(log.last()),
+            Some((first, _)) if first.index != expected => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("records start at {first}, the log continues at {expected}"),
+                ))
+            }
+            Some(_) => {}
+        }
+        commit_batch(&mut log, &*self.sink, bytes, entries, pending)
+    }
+
+    /// The last entry written.
+    pub fn last(&self) -> Position {
+        self.log.lock().last()
+    }
+}
+
+/// Appends, ships, syncs and reports one batch: the order every batch
+/// follows, whoever writes it.
+fn commit_batch(
+    log: &mut Log,
+    sink: &dyn CommitSink,
+    bytes: &Bytes,
+    entries: &[(Position, u32)],
+    pending: Vec<PendingEntry>,
+) -> io::Result<Position> {
+    let first = entries[0].0;
+    let last = entries[entries.len() - 1].0;
+    sink.registered(pending);
+    if let Err(e) = log.append(bytes, entries) {
+        sink.failed(&e.to_string());
+        return Err(e);
+    }
+    sink.written(bytes, first, last);
+    if let Err(e) = log.sync() {
+        sink.failed(&e.to_string());
+        return Err(e);
+    }
+    sink.durable(last, entries.len());
+    Ok(last)
+}
+
 struct Worker {
-    log: Log,
-    sink: std::sync::Arc<dyn CommitSink>,
+    log: Arc<Mutex<Log>>,
+    sink: Arc<dyn CommitSink>,
     /// The epoch client writes are stamped with, when this replica is active.
     write_epoch: Option<Epoch>,
     buf: BytesMut,
 }
 
 impl Worker {
-    fn new(log: Log, sink: std::sync::Arc<dyn CommitSink>) -> Worker {
+    fn new(log: Arc<Mutex<Log>>, sink: Arc<dyn CommitSink>) -> Worker {
         Worker {
             log,
             sink,
@@ -145,7 +220,7 @@ impl Worker {
                 },
             };
             match first {
-                LogRequest::Write { .. } | LogRequest::Replicated { .. } => {
+                LogRequest::Write { .. } => {
                     carry = self.batch(first, &rx);
                 }
                 control => self.control(control),
@@ -157,10 +232,12 @@ impl Worker {
     /// syncs once. Returns a control request met while draining, to be run
     /// next (so ordering with respect to control requests is preserved).
     fn batch(&mut self, first: LogRequest, rx: &Receiver<LogRequest>) -> Option<LogRequest> {
+        let log = self.log.clone();
+        let mut log = log.lock();
         self.buf.clear();
         let mut entries: Vec<(Position, u32)> = Vec::new();
         let mut pending: Vec<PendingEntry> = Vec::new();
-        let mut last = self.log.last();
+        let mut last = log.last();
         let mut next = Some(first);
         let mut carry = None;
         while let Some(req) = next.take() {
@@ -172,7 +249,7 @@ impl Worker {
                     responder,
                     received,
                 } => {
-                    if self.write_epoch != Some(epoch) || self.log.failure().is_some() {
+                    if self.write_epoch != Some(epoch) || log.failure().is_some() {
                         let _ = responder.send(Err(crate::commit::WriteError::NotWritable(
                             format!("this replica stopped taking writes in epoch {epoch}"),
                         )));
@@ -192,25 +269,6 @@ impl Worker {
                         last = pos;
                     }
                 }
-                LogRequest::Replicated {
-                    bytes,
-                    entries: e,
-                    pending: p,
-                } => match e.first() {
-                    Some((first_pos, _)) if first_pos.index == last.index.next() => {
-                        let base = self.buf.len() as u32;
-                        entries.extend(e.iter().map(|&(pos, off)| (pos, base + off)));
-                        self.buf.extend_from_slice(&bytes);
-                        last = e.last().unwrap().0;
-                        pending.extend(p);
-                    }
-                    Some((first_pos, _)) => tracing::warn!(
-                        got = %first_pos,
-                        expected = %last.index.next(),
-                        "dropping replicated batch that does not continue the log"
-                    ),
-                    None => {}
-                },
                 control => {
                     carry = Some(control);
                     break;
@@ -224,56 +282,44 @@ impl Worker {
         if entries.is_empty() {
             return carry;
         }
-        let first = entries[0].0;
-        let count = entries.len();
-        self.sink.registered(pending);
         let bytes = self.buf.split().freeze();
-        if let Err(e) = self.log.append(&bytes, &entries) {
-            self.sink.failed(&e.to_string());
-            return carry;
-        }
-        self.sink.written(&bytes, first, last);
-        if let Err(e) = self.log.sync() {
-            self.sink.failed(&e.to_string());
-            return carry;
-        }
-        self.sink.durable(last, count);
+        let _ = commit_batch(&mut log, &*self.sink, &bytes, &entries, pending);
         carry
     }
 
     fn control(&mut self, req: LogRequest) {
+        let log = self.log.clone();
+        let mut log = log.lock();
         match req {
             LogRequest::SetWriteEpoch { epoch, done } => {
-                let _ = done.send(self.set_write_epoch(epoch));
+                let _ = done.send(self.set_write_epoch(&mut log, epoch));
             }
             LogRequest::Truncate { after, done } => {
-                let _ = done.send(self.log.truncate_after(after));
+                let _ = done.send(log.truncate_after(after));
             }
             LogRequest::Compact { snapshot, done } => {
-                let _ = done.send(self.log.compact(snapshot));
+                let _ = done.send(log.compact(snapshot));
             }
             LogRequest::Reset {
                 base,
                 history,
                 done,
             } => {
-                let _ = done.send(self.log.reset(base, history));
+                let _ = done.send(log.reset(base, history));
             }
-            LogRequest::Write { .. } | LogRequest::Replicated { .. } => {
-                unreachable!("data requests are batched")
-            }
+            LogRequest::Write { .. } => unreachable!("writes are batched"),
         }
     }
 
     /// Switches the epoch client writes are stamped with. Opening an epoch
     /// writes a `Noop` at its first index and waits until it is durable, so
     /// the new epoch is visible in this replica's position at once.
-    fn set_write_epoch(&mut self, epoch: Option<Epoch>) -> io::Result<Position> {
+    fn set_write_epoch(&mut self, log: &mut Log, epoch: Option<Epoch>) -> io::Result<Position> {
         let Some(epoch) = epoch else {
             self.write_epoch = None;
-            return Ok(self.log.last());
+            return Ok(log.last());
         };
-        let last = self.log.last();
+        let last = log.last();
         if epoch < last.epoch {
             return Err(io::Error::other(format!(
                 "cannot write in epoch {epoch}: the log already holds epoch {}",
@@ -289,19 +335,14 @@ impl Worker {
             index: last.index.next(),
         };
         self.buf.clear();
-        let payload = Command::Noop.encode();
-        record::encode(&mut self.buf, pos, &payload);
+        record::encode(&mut self.buf, pos, &Command::Noop.encode());
         let bytes = self.buf.split().freeze();
-        self.sink.registered(vec![PendingEntry {
+        let noop = PendingEntry {
             position: pos,
             command: Command::Noop,
             responder: None,
             received: None,
-        }]);
-        self.log.append(&bytes, &[(pos, 0)])?;
-        self.sink.written(&bytes, pos, pos);
-        self.log.sync()?;
-        self.sink.durable(pos, 1);
-        Ok(pos)
+        };
+        commit_batch(log, &*self.sink, &bytes, &[(pos, 0)], vec![noop])
     }
 }

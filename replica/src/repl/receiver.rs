@@ -1,6 +1,10 @@
 //! The standby's side: connect to the active, prove ourselves, check the
 //! active's proof, then apply what it sends — truncate (into quarantine),
 //! install a snapshot, append entries — and acknowledge the durable position.
+//! Entries are appended and fsynced right on the receiving task (see
+//! `DirectLog`), every frame already buffered in one go, and the ack goes
+//! out from the same task: no thread switch between the socket and the
+//! disk and back.
 //!
 //! Every frame is checked before anything is written: its epoch must not be
 //! below the highest this replica has seen (a deposed active is refused),
@@ -12,12 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use proto_common::heartbeat::ActiveInfo;
 use proto_common::record::{self, HEADER_LEN};
 use proto_common::wire::frame::MAX_HELLO_EPOCHS;
 use proto_common::wire::{Envelope, Frame, Hello, ReplCodec};
-use proto_common::{auth, Epoch, Position};
+use proto_common::{auth, Epoch, LogIndex, Position};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -28,10 +32,6 @@ use crate::command::Command;
 use crate::log::group_commit::{LogRequest, PendingEntry};
 use crate::log::writer::sync_dir;
 use crate::snapshot;
-
-/// Entries a standby lets pile up between the socket and its disk before it
-/// stops reading (TCP backpressure then slows the active's sender).
-const MAX_IN_FLIGHT: u64 = 200_000;
 
 /// Follows `active` until `scope` is cancelled, reconnecting with backoff.
 pub async fn follow(repl: Arc<Replication>, active: ActiveInfo, scope: CancellationToken) {
@@ -163,38 +163,157 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
     repl.set_connected(true);
     tracing::info!(active = %active.node_id, position = %last, "following the active");
 
-    let conn = CancellationToken::new();
-    let _stop_acks = conn.clone().drop_guard();
-    tokio::spawn(send_acks(repl.clone(), writer, conn.clone()));
     let mut expected_prev = last;
+    send_ack(repl, &mut writer).await?;
+    let mut staged = Staged::default();
     loop {
-        let env = match reader.next().await {
-            Some(Ok(env)) => env,
+        let mut next = match reader.next().await {
+            Some(Ok(env)) => Some(env),
             Some(Err(e)) => return Err(format!("unreadable frame, closing: {e}")),
             None => return Err("the active closed the connection".into()),
         };
-        check_epoch(repl, env.epoch)?;
-        match env.frame {
-            Frame::Truncate { after } => {
-                truncate(repl, active, after).await?;
-                expected_prev = after;
+        // Take every frame already buffered: one fsync and one ack for all.
+        while let Some(env) = next.take() {
+            check_epoch(repl, env.epoch)?;
+            match env.frame {
+                Frame::Entries {
+                    prev,
+                    commit,
+                    records,
+                } => {
+                    staged.add(prev, expected_prev, records)?;
+                    expected_prev = staged.last;
+                    staged.commit = staged.commit.max(commit);
+                }
+                Frame::Commit { commit } => staged.commit = staged.commit.max(commit),
+                Frame::Truncate { after } => {
+                    flush(repl, &mut writer, &mut staged).await?;
+                    truncate(repl, active, after).await?;
+                    expected_prev = after;
+                }
+                Frame::SnapshotBegin { position, size } => {
+                    flush(repl, &mut writer, &mut staged).await?;
+                    install_snapshot(repl, &mut reader, position, size).await?;
+                    expected_prev = position;
+                }
+                other => return Err(format!("unexpected {} frame from the active", other.name())),
             }
-            Frame::Entries {
-                prev,
-                commit,
-                records,
-            } => {
-                append(repl, prev, expected_prev, records, &mut expected_prev).await?;
-                node.commit.leader_commit(commit);
+            if staged.bytes() >= FLUSH_BYTES {
+                break;
             }
-            Frame::Commit { commit } => node.commit.leader_commit(commit),
-            Frame::SnapshotBegin { position, size } => {
-                install_snapshot(repl, &mut reader, position, size).await?;
-                expected_prev = position;
-            }
-            other => return Err(format!("unexpected {} frame from the active", other.name())),
+            next = match reader.next().now_or_never() {
+                Some(Some(Ok(env))) => Some(env),
+                Some(Some(Err(e))) => return Err(format!("unreadable frame, closing: {e}")),
+                Some(None) => {
+                    flush(repl, &mut writer, &mut staged).await?;
+                    return Err("the active closed the connection".into());
+                }
+                None => None,
+            };
         }
+        flush(repl, &mut writer, &mut staged).await?;
     }
+}
+
+/// Stage up to this many bytes of entries before one fsync.
+const FLUSH_BYTES: usize = 8 << 20;
+
+/// Checked entries waiting for the next fsync, and the newest commit index
+/// the active sent.
+#[derive(Default)]
+struct Staged {
+    chunks: Vec<Bytes>,
+    entries: Vec<(Position, u32)>,
+    pending: Vec<PendingEntry>,
+    size: usize,
+    last: Position,
+    commit: LogIndex,
+}
+
+impl Staged {
+    fn bytes(&self) -> usize {
+        self.size
+    }
+
+    /// Checks a batch (continuity, checksums, commands) and stages it.
+    fn add(&mut self, prev: Position, expected: Position, records: Bytes) -> Result<(), String> {
+        if prev != expected {
+            return Err(format!(
+                "entries continue after {prev}, but our log ends at {expected}"
+            ));
+        }
+        let checked =
+            record::check_batch(&records, prev).map_err(|e| format!("bad entries: {e}"))?;
+        for &(position, off) in &checked {
+            let start = off as usize;
+            let len = u32::from_le_bytes(records[start..start + 4].try_into().unwrap()) as usize;
+            let payload = records.slice(start + HEADER_LEN..start + HEADER_LEN + len);
+            let command = Command::decode(&payload)
+                .map_err(|e| format!("entry {position} holds an unknown command: {e}"))?;
+            self.pending.push(PendingEntry {
+                position,
+                command,
+                responder: None,
+                received: None,
+            });
+            self.entries.push((position, self.size as u32 + off));
+        }
+        if let Some(&(last, _)) = checked.last() {
+            self.last = last;
+            self.size += records.len();
+            self.chunks.push(records);
+        }
+        Ok(())
+    }
+}
+
+/// Appends and fsyncs what is staged, applies the commit index, and acks.
+async fn flush(
+    repl: &Replication,
+    writer: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, ReplCodec>,
+    staged: &mut Staged,
+) -> Result<(), String> {
+    let staged = std::mem::take(staged);
+    if !staged.entries.is_empty() {
+        let bytes = match staged.chunks.len() {
+            1 => staged.chunks.into_iter().next().unwrap(),
+            _ => {
+                let mut all = bytes::BytesMut::with_capacity(staged.size);
+                for c in &staged.chunks {
+                    all.extend_from_slice(c);
+                }
+                all.freeze()
+            }
+        };
+        // Blocks this worker for the fsync: the standby's one job, and no
+        // thread switch on the path every synchronous write waits for.
+        repl.node
+            .log
+            .direct()
+            .append(&bytes, &staged.entries, staged.pending)
+            .map_err(|e| format!("writing entries: {e}"))?;
+        send_ack(repl, writer).await?;
+    }
+    if staged.commit > LogIndex::ZERO {
+        repl.node.commit.leader_commit(staged.commit);
+    }
+    Ok(())
+}
+
+/// Tells the active our durable position.
+async fn send_ack(
+    repl: &Replication,
+    writer: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, ReplCodec>,
+) -> Result<(), String> {
+    let position = repl.node.commit.durable();
+    let epoch = repl.node.role().epoch;
+    writer
+        .send(Envelope {
+            epoch,
+            frame: Frame::Ack { position },
+        })
+        .await
+        .map_err(|e| format!("sending an ack failed: {e}"))
 }
 
 /// Drops frames from an epoch older than one we have seen; learns newer ones.
@@ -252,57 +371,6 @@ async fn truncate(repl: &Replication, active: &ActiveInfo, after: Position) -> R
             .set(node.node_state().quarantined_entries as i64);
         tracing::warn!(count, after = %after, "cut a divergent tail into quarantine/");
     }
-    Ok(())
-}
-
-/// Checks a batch of records and queues it for the log.
-async fn append(
-    repl: &Replication,
-    prev: Position,
-    expected: Position,
-    records: Bytes,
-    expected_prev: &mut Position,
-) -> Result<(), String> {
-    if prev != expected {
-        return Err(format!(
-            "entries continue after {prev}, but our log ends at {expected}"
-        ));
-    }
-    let entries = record::check_batch(&records, prev).map_err(|e| format!("bad entries: {e}"))?;
-    let mut pending = Vec::with_capacity(entries.len());
-    for &(position, off) in &entries {
-        let start = off as usize;
-        let len = u32::from_le_bytes(records[start..start + 4].try_into().unwrap()) as usize;
-        let payload = records.slice(start + HEADER_LEN..start + HEADER_LEN + len);
-        let command = Command::decode(&payload)
-            .map_err(|e| format!("entry {position} holds an unknown command: {e}"))?;
-        pending.push(PendingEntry {
-            position,
-            command,
-            responder: None,
-            received: None,
-        });
-    }
-    let Some(&(last, _)) = entries.last() else {
-        return Ok(());
-    };
-    let node = &repl.node;
-    // Bound what waits between the socket and the disk.
-    let mut durable = node.commit.durable_watch();
-    while last.index.0.saturating_sub(durable.borrow().index.0) > MAX_IN_FLIGHT {
-        durable
-            .changed()
-            .await
-            .map_err(|_| "the log closed".to_string())?;
-    }
-    node.log
-        .send(LogRequest::Replicated {
-            bytes: records,
-            entries,
-            pending,
-        })
-        .map_err(|_| "the group-commit thread stopped".to_string())?;
-    *expected_prev = last;
     Ok(())
 }
 
@@ -404,32 +472,4 @@ async fn install_snapshot(
         .inc();
     tracing::info!(position = %position, "snapshot installed");
     Ok(())
-}
-
-/// Sends the durable position whenever it moves (a watch coalesces many
-/// fsyncs into one ack), starting with the current one.
-async fn send_acks(
-    repl: Arc<Replication>,
-    mut writer: FramedWrite<tokio::net::tcp::OwnedWriteHalf, ReplCodec>,
-    conn: CancellationToken,
-) {
-    let mut durable = repl.node.commit.durable_watch();
-    loop {
-        let position = *durable.borrow_and_update();
-        let epoch = repl.node.role().epoch;
-        if writer
-            .send(Envelope {
-                epoch,
-                frame: Frame::Ack { position },
-            })
-            .await
-            .is_err()
-        {
-            return;
-        }
-        tokio::select! {
-            _ = conn.cancelled() => return,
-            changed = durable.changed() => if changed.is_err() { return },
-        }
-    }
 }
