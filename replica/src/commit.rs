@@ -154,6 +154,12 @@ impl CommitTracker {
         self.commit_tx.subscribe()
     }
 
+    /// The commit index now. Copies it out at once: holding a watch borrow
+    /// across another borrow of the same watch can deadlock with a writer.
+    pub fn commit_index_now(&self) -> LogIndex {
+        *self.commit_tx.borrow()
+    }
+
     pub fn written(&self) -> broadcast::Receiver<Arc<WrittenBatch>> {
         self.written_tx.subscribe()
     }

@@ -103,6 +103,9 @@ impl HeartbeatLoop {
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => return,
+                    // The stream from the active ended: the active may have
+                    // handed over (switchover) or died; ask the arbiter now.
+                    _ = self.repl.heartbeat_wake.notified() => break,
                     _ = tokio::time::sleep_until(wake) => {}
                 }
                 if tokio::time::Instant::now() >= next || self.fenced_and_drained() {
@@ -139,7 +142,7 @@ impl HeartbeatLoop {
             epoch: role.epoch,
             active_epoch: state.active_epoch,
             position: durable,
-            commit_index: *node.commit.commit_index().borrow(),
+            commit_index: node.commit.commit_index_now(),
             priority: settings.priority,
             quarantined_entries: state.quarantined_entries,
             healthy: failure.is_none(),
@@ -162,7 +165,7 @@ impl HeartbeatLoop {
     fn drained_for(&self, target: &proto_common::NodeId) -> bool {
         let node = &self.repl.node;
         let durable = node.commit.durable();
-        let committed = *node.commit.commit_index().borrow() >= durable.index;
+        let committed = node.commit.commit_index_now() >= durable.index;
         let acked = self
             .repl
             .followers
@@ -305,11 +308,11 @@ impl HeartbeatLoop {
                 }
                 Action::Fence { target } => {
                     tracing::info!(target = %target, "switchover: fencing writes and draining");
-                    node.fence(&target);
+                    node.fence(&target).await;
                 }
                 Action::Unfence => {
                     tracing::info!("switchover cancelled: taking writes again");
-                    node.unfence();
+                    node.unfence().await;
                 }
                 Action::Warn(why) => {
                     if self.detail.as_deref() != Some(&why) {

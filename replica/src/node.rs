@@ -236,17 +236,7 @@ impl Node {
             role.fenced_for = None;
             role.not_writable = Some(why.to_string());
         }
-        let (tx, rx) = oneshot::channel();
-        if self
-            .log
-            .send(LogRequest::SetWriteEpoch {
-                epoch: None,
-                done: tx,
-            })
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
+        self.set_log_epoch(None).await;
         self.commit.follow(why);
     }
 
@@ -264,22 +254,50 @@ impl Node {
         Ok(role.epoch)
     }
 
-    /// Stops taking new writes for a planned switchover to `target`; writes
-    /// already accepted still commit, and the log keeps shipping.
-    pub fn fence(&self, target: &proto_common::NodeId) {
-        let mut role = self.role.write();
-        role.fenced_for = Some(target.clone());
-        role.not_writable = Some(format!(
-            "a planned switchover to {target} is under way; retry in a moment"
-        ));
+    /// Stops taking new writes for a planned switchover to `target`. New
+    /// writes are refused at intake, and the log thread stops its epoch, so
+    /// a write accepted a moment earlier is either in the log when this
+    /// returns or refused (retryable) — "drained" can then be judged from
+    /// the log alone. Writes already in the log still commit and ship.
+    pub async fn fence(&self, target: &proto_common::NodeId) {
+        {
+            let mut role = self.role.write();
+            if role.write_epoch.is_none() {
+                return;
+            }
+            role.fenced_for = Some(target.clone());
+            role.not_writable = Some(format!(
+                "a planned switchover to {target} is under way; retry in a moment"
+            ));
+        }
+        self.set_log_epoch(None).await;
     }
 
-    /// The switchover was cancelled: take writes again.
-    pub fn unfence(&self) {
-        let mut role = self.role.write();
-        role.fenced_for = None;
-        if role.write_epoch.is_some() {
-            role.not_writable = None;
+    /// The switchover was cancelled: take writes again in the same epoch.
+    pub async fn unfence(&self) {
+        let epoch = {
+            let mut role = self.role.write();
+            role.fenced_for = None;
+            if role.write_epoch.is_some() {
+                role.not_writable = None;
+            }
+            role.write_epoch
+        };
+        if epoch.is_some() {
+            self.set_log_epoch(epoch).await;
+        }
+    }
+
+    async fn set_log_epoch(&self, epoch: Option<Epoch>) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .log
+            .send(LogRequest::SetWriteEpoch { epoch, done: tx })
+            .is_ok()
+        {
+            if let Ok(Err(e)) = rx.await {
+                tracing::error!(error = %e, "the log refused the epoch change");
+            }
         }
     }
 
@@ -319,6 +337,13 @@ impl Node {
         let epoch =
             {
                 let role = self.role.read();
+                if role.fenced_for.is_some() {
+                    return Err(WriteError::NotWritable(
+                        role.not_writable
+                            .clone()
+                            .unwrap_or_else(|| "a planned switchover is under way".into()),
+                    ));
+                }
                 match role.write_epoch {
                     Some(e) if self.lease.is_valid() => e,
                     Some(_) => return Err(WriteError::NotWritable(

@@ -8,13 +8,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use proto_common::Position;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
+use crate::api::gate::{ConnGate, GatedListener};
 use crate::config::Settings;
 use crate::handover;
 use crate::heartbeat::HeartbeatLoop;
@@ -97,10 +97,9 @@ pub async fn run(
     if !node.settings.arbiters.is_empty() {
         tokio::spawn(HeartbeatLoop::new(repl.clone()).run(stop.clone()));
     }
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let result = axum::serve(listener, api::router(node.clone()))
+    let listener = GatedListener::new(listener, node.lease.clone());
+    let app = api::router(node.clone()).into_make_service_with_connect_info::<ConnGate>();
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| format!("client API server failed: {e}"));

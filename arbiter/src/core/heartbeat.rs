@@ -210,15 +210,31 @@ impl Core {
     /// the next regular heartbeat.
     fn candidate_hint(&self, hb: &Heartbeat, now: Millis) -> Option<u64> {
         let state = &self.state;
-        if state.active.is_none() || state.maintenance || self.pending.is_some() {
+        if state.active.is_none() || state.maintenance {
             return None;
         }
+        // A write naming this node the active is in flight: come back as
+        // soon as it can have landed, not a whole heartbeat later.
+        if let Some(w) = &self.pending {
+            let names_sender = w.names_active
+                && w.state
+                    .active
+                    .as_ref()
+                    .is_some_and(|a| a.node_id == hb.node_id);
+            return names_sender.then_some(SWITCHOVER_HEARTBEAT_MS);
+        }
         let left = now.until(self.detector.lease_end(arbiter_wait_ms(&state.params)));
-        if left == 0 || left >= state.params.heartbeat_ms {
+        if left >= state.params.heartbeat_ms {
             return None;
         }
         let ranking = super::candidates::for_failover(&self.view(now));
-        (ranking.best()?.node == hb.node_id).then_some(left + 1)
+        // The wait ends before the next regular heartbeat (or has ended and
+        // the promotion is being decided): ask the best candidate back then.
+        (ranking.best()?.node == hb.node_id).then_some(if left == 0 {
+            SWITCHOVER_HEARTBEAT_MS
+        } else {
+            left + 1
+        })
     }
 
     fn check_heartbeat(&self, hb: &Heartbeat) -> Result<(), ArbiterError> {

@@ -59,7 +59,7 @@ pub fn status_of(node: &Node) -> ReplicaStatus {
         epoch: role.epoch,
         position: node.commit.durable(),
         applied: node.applied(),
-        commit_index: *node.commit.commit_index().borrow(),
+        commit_index: node.commit.commit_index_now(),
         active_url: role.active_url,
         lease_remaining_ms: match role.role {
             Role::Active => node.lease.remaining_nanos().map(|n| n / 1_000_000),

@@ -2,7 +2,7 @@
 //! `GET/PUT/DELETE /v1/kv/{key}` and `GET /v1/kv?prefix=&start_after=&limit=`.
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::forward::Relay;
+use super::gate::ConnGate;
 use super::input::{check_value, key_from_path, read_body};
 use super::versions::wait_for_min_version;
 use super::{ApiState, Shared, DATA_VERSION, KEY_VERSION};
@@ -93,6 +94,7 @@ pub async fn get_key(
 /// `PUT /v1/kv/{key}`: the body is the value.
 pub async fn put_key(
     State(api): State<Shared>,
+    ConnectInfo(gate): ConnectInfo<ConnGate>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -115,12 +117,13 @@ pub async fn put_key(
         headers: &headers,
         body: value.clone(),
     };
-    submit(&api, relay, Command::Put { key, value }, None).await
+    submit(&api, &gate, relay, Command::Put { key, value }, None).await
 }
 
 /// `DELETE /v1/kv/{key}`: 404 when the key did not exist.
 pub async fn delete_key(
     State(api): State<Shared>,
+    ConnectInfo(gate): ConnectInfo<ConnGate>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -133,12 +136,13 @@ pub async fn delete_key(
         headers: &headers,
         body: Bytes::new(),
     };
-    submit(&api, relay, Command::Delete { key }, Some(&name)).await
+    submit(&api, &gate, relay, Command::Delete { key }, Some(&name)).await
 }
 
 /// Writes on the active; anywhere else, relays to the active (or redirects).
 pub async fn submit(
     api: &ApiState,
+    gate: &ConnGate,
     relay: Relay<'_>,
     command: Command,
     key: Option<&str>,
@@ -147,6 +151,21 @@ pub async fn submit(
         return api.forwarder.relay(&api.node, relay).await;
     }
     let ack = api.node.write(command).await?;
+    // Last look at the lease before answering: a process paused between the
+    // commit and this point must not answer "ok" after its lease ended
+    // (lease.rs). The write is committed; the client learns only that the
+    // outcome is unknown and reads it back.
+    if !api.node.lease.is_valid() {
+        return Err(ApiError::new(
+            ErrorCode::OutcomeUnknown,
+            format!(
+                "the lease ended before the answer for write {} could be sent; read it back \
+                 from the active",
+                ack.position
+            ),
+        ));
+    }
+    gate.0.arm();
     write_response(&api.node, ack, key)
 }
 

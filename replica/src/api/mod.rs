@@ -6,10 +6,12 @@
 //! - [`input`]: key, value and body checks; [`error`]: the JSON error answer.
 //! - [`forward`]: writes reaching a standby (proxy or redirect to the active).
 //! - [`versions`]: `X-Min-Version` (read-your-writes on standbys).
+//! - [`gate`]: no write acknowledgement leaves after the lease ended.
 //! - [`router`]: routes, the `X-Data-Version` layer, unknown routes.
 
 pub mod error;
 pub mod forward;
+pub mod gate;
 pub mod health;
 pub mod input;
 pub mod kv;

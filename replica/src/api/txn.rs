@@ -13,7 +13,7 @@
 //! (200 with the version); one fails → nothing is written (409 naming it).
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use bytes::Bytes;
@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::forward::Relay;
+use super::gate::ConnGate;
 use super::input::{check_key, check_value, json_value, read_body};
 use super::kv::submit;
 use super::Shared;
@@ -63,6 +64,7 @@ enum OpJson {
 /// `POST /v1/txn`.
 pub async fn txn(
     State(api): State<Shared>,
+    ConnectInfo(gate): ConnectInfo<ConnGate>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -84,7 +86,7 @@ pub async fn txn(
         headers: &headers,
         body,
     };
-    submit(&api, relay, command, None).await
+    submit(&api, &gate, relay, command, None).await
 }
 
 /// Parses and checks a transaction body into a command.

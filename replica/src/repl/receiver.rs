@@ -42,6 +42,7 @@ pub async fn follow(repl: Arc<Replication>, active: ActiveInfo, scope: Cancellat
             r = session(&repl, &active) => r,
         };
         repl.set_connected(false);
+        repl.heartbeat_wake.notify_one();
         match result {
             Ok(()) => backoff = Duration::from_millis(10),
             Err(why) => {

@@ -36,6 +36,8 @@ pub struct Replication {
     /// Cancelled when the current role ends.
     scope: Mutex<CancellationToken>,
     follow: Mutex<FollowState>,
+    /// Wakes the heartbeat loop early (the stream from the active ended).
+    pub heartbeat_wake: tokio::sync::Notify,
 }
 
 impl Replication {
@@ -52,6 +54,7 @@ impl Replication {
             followers,
             scope: Mutex::new(CancellationToken::new()),
             follow: Mutex::new(FollowState::default()),
+            heartbeat_wake: tokio::sync::Notify::new(),
         })
     }
 
