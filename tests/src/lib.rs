@@ -8,12 +8,16 @@
 //!   that die with the test, polling with a deadline, local etcd clusters,
 //!   real `replica` processes, and damaging a stopped replica's log.
 //! - [`loadgen`]: closed-loop load against understudy replicas or etcd,
-//!   latency histograms, per-operation histories for failover checks.
+//!   latency histograms, per-operation histories for failover checks, and
+//!   a background load with a ledger of acknowledged writes.
+//! - [`failover_bench`]: the `failover-bench` tool: client-observed write
+//!   gaps of kills and switchovers of a real cluster.
 //!
 //! End-to-end tests live in `tests/` and use only this library's public API.
 //! They run the workspace's binaries from the same target dir and profile,
 //! so build those first: `cargo build --workspace --bins`.
 
 pub mod client;
+pub mod failover_bench;
 pub mod harness;
 pub mod loadgen;

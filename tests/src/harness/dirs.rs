@@ -41,6 +41,12 @@ impl TestDir {
         self.path().join(relative)
     }
 
+    /// Keeps the directory after the guard is gone (a benchmark's logs).
+    pub fn keep(mut self) -> PathBuf {
+        let dir = self.dir.take().expect("dir lives until drop");
+        dir.keep()
+    }
+
     /// Creates (if needed) and returns a subdirectory, e.g. a node's data dir.
     pub fn subdir(&self, relative: impl AsRef<Path>) -> io::Result<PathBuf> {
         let path = self.join(relative);

@@ -17,24 +17,48 @@
 //!   are (the test's own target dir and profile).
 //! - [`replica`]: a real `replica run` process on a free port with its own
 //!   data dir: start, crash, restart, SIGTERM, its stderr.
+//! - [`replica_status`]: a replica's own `/v1/status` and `/v1/role`, and a
+//!   dump of all its data.
+//! - [`arbiter`]: a real `arbiter run` process with a file store: start,
+//!   kill, restart, its status, the operator calls.
+//! - [`cluster`], [`cluster_builder`]: an arbiter and N replicas wired
+//!   together: who is active (asked of both), the sync set, data dumps,
+//!   kill and restart.
+//! - [`fake_arbiter`]: an in-process arbiter that points a replica at any
+//!   active, to test what the active does with a replica the real arbiter
+//!   would refuse.
+//! - [`serial`]: one failover test at a time per test binary, so timing
+//!   tests do not starve each other of CPU.
 //! - [`log_files`]: a stopped replica's log segments and records, to
 //!   damage them on purpose.
 
+pub mod arbiter;
 pub mod binaries;
+pub mod cluster;
+pub mod cluster_builder;
 pub mod dirs;
 pub mod etcd;
+pub mod fake_arbiter;
 pub mod fake_replica;
 pub mod log_files;
 pub mod ports;
 pub mod process;
 pub mod replica;
+pub mod replica_status;
+pub mod serial;
 pub mod wait;
 
+pub use arbiter::{ArbiterConfig, ArbiterProcess};
 pub use binaries::{arbiter_binary, bin_dir, binary, replica_binary};
+pub use cluster::{ActiveNode, Cluster};
+pub use cluster_builder::ClusterBuilder;
 pub use dirs::TestDir;
 pub use etcd::{etcd_binary, EtcdCluster, EtcdMember};
+pub use fake_arbiter::FakeArbiter;
 pub use fake_replica::{FakeReplica, FakeRole};
 pub use ports::{free_port, free_ports};
 pub use process::{describe_exit, ChildGuard, ProcessSpec};
 pub use replica::{ReplicaConfig, ReplicaProcess};
+pub use replica_status::{dump, replica_status, role_code, ReplicaSelfStatus};
+pub use serial::serial;
 pub use wait::{wait_for, wait_until, WaitTimeout};

@@ -7,7 +7,8 @@
 //! process: a [`ChildGuard`] (killed on drop, stderr kept in
 //! `{test dir}/{node id}.stderr.log`), its client URL, and the crash and
 //! restart operations tests inject. A restart reuses the port and the data
-//! dir, so clients keep their URL.
+//! dir, so clients keep their URL. A benchmark may run other executables
+//! and segment sizes ([`ReplicaConfig::program`], `segment_bytes`).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,10 @@ pub struct ReplicaConfig {
     pub port: u16,
     /// Flags after the standard ones, e.g. `--max-key-bytes 64`.
     pub extra_args: Vec<String>,
+    /// `--segment-bytes`; [`TEST_SEGMENT_BYTES`] unless set.
+    pub segment_bytes: u64,
+    /// The executable; `None`: the workspace's (see `binaries`).
+    pub program: Option<PathBuf>,
     /// Where the stdout/stderr logs go: the test's directory.
     log_dir: PathBuf,
     /// The name of the log files; the node id unless set otherwise.
@@ -58,6 +63,8 @@ impl ReplicaConfig {
             data_dir: dir.join(format!("{node_id}.data")),
             port: free_port(),
             extra_args: Vec::new(),
+            segment_bytes: TEST_SEGMENT_BYTES,
+            program: None,
             log_dir: dir.path().to_path_buf(),
             log_name: node_id.to_string(),
         }
@@ -86,6 +93,18 @@ impl ReplicaConfig {
         self
     }
 
+    /// Runs this executable instead of the workspace's `replica`.
+    pub fn program(mut self, path: impl Into<PathBuf>) -> ReplicaConfig {
+        self.program = Some(path.into());
+        self
+    }
+
+    /// Log segments of this size instead of [`TEST_SEGMENT_BYTES`].
+    pub fn segment_bytes(mut self, bytes: u64) -> ReplicaConfig {
+        self.segment_bytes = bytes;
+        self
+    }
+
     /// `http://127.0.0.1:{port}`.
     pub fn url(&self) -> String {
         loopback_url(self.port)
@@ -93,13 +112,14 @@ impl ReplicaConfig {
 
     /// The command line: `replica run` with this node's flags.
     pub fn spec(&self) -> ProcessSpec {
-        ProcessSpec::new(&self.log_name, replica_binary(), &self.log_dir)
+        let program = self.program.clone().unwrap_or_else(replica_binary);
+        ProcessSpec::new(&self.log_name, program, &self.log_dir)
             .arg("run")
             .args(["--node-id", &self.node_id])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--segment-bytes", &TEST_SEGMENT_BYTES.to_string()])
+            .args(["--segment-bytes", &self.segment_bytes.to_string()])
             .args(self.extra_args.iter())
             // Logs are read by tests; keep them plain and complete.
             .env("UNDERSTUDY_LOG", "info")
@@ -165,6 +185,11 @@ impl ReplicaProcess {
 
     pub fn is_running(&mut self) -> bool {
         self.process.is_running()
+    }
+
+    /// The file its stderr goes to, all lives.
+    pub fn stderr_path(&self) -> PathBuf {
+        self.process.stderr_path()
     }
 
     /// Everything the replica wrote to stderr, all lives.

@@ -31,23 +31,35 @@
 //! [`backend`] (the trait both targets implement), [`http_target`],
 //! [`etcd_target`], [`runner`] (the loop), [`histogram`], [`stats`]
 //! (per-client counts, write gaps), [`report`] (table and JSON),
-//! [`history`] (per-op lines and their clock).
+//! [`history`] (per-op lines and their clock), [`control`] (stop and
+//! pause from outside), [`background`] (a run in the background of a
+//! failover test, folded into a [`ledger`] of acknowledged writes that
+//! verifies a replica's data, and an [`ack_timeline`] that measures write
+//! gaps around events).
 //!
 //! Left out on purpose: open-loop (fixed-rate) load, deletes and
 //! transactions in the mix, TLS, and coordinated-omission correction (not
 //! needed in a closed loop, where no request is ever scheduled and missed).
 
+pub mod ack_timeline;
 pub mod backend;
+pub mod background;
 pub mod config;
+pub mod control;
 pub mod etcd_target;
 pub mod histogram;
 pub mod history;
 pub mod http_target;
+pub mod ledger;
 pub mod report;
 pub mod runner;
 pub mod stats;
 pub mod workload;
 
+pub use ack_timeline::{AckTimeline, EventGap};
+pub use background::BackgroundLoad;
 pub use config::{parse_duration, Config, Run, Target};
+pub use control::LoadControl;
+pub use ledger::{Ledger, Verification, WriteRecord};
 pub use report::{format_table, TargetReport};
-pub use runner::run;
+pub use runner::{run, run_until_stopped};

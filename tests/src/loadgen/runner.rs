@@ -15,6 +15,7 @@
 //! the end of the window: it ends by success, a final error, or
 //! `--give-up`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -22,6 +23,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::backend::{Backend, Outcome};
 use super::config::{Config, Run};
+use super::control::LoadControl;
 use super::etcd_target::EtcdBackend;
 use super::history::{checksum_hex, Clock, HistoryRecord, HistoryWriter};
 use super::http_target::HttpBackend;
@@ -42,7 +44,8 @@ pub async fn run(config: &Config) -> Result<Vec<TargetReport>, String> {
     };
     let mut reports = Vec::new();
     for run in config.runs() {
-        reports.push(measure(config, &run, &clock, history.as_ref()).await);
+        let history = history.as_ref().map(HistoryWriter::sender);
+        reports.push(measure(config, &run, &clock, history, None).await);
     }
     if let Some(history) = history {
         history
@@ -53,22 +56,46 @@ pub async fn run(config: &Config) -> Result<Vec<TargetReport>, String> {
     Ok(reports)
 }
 
+/// Runs the config's only run until `control` says stop, instead of for
+/// `--duration` or `--ops` (both are ignored): a load in the background of
+/// a test or benchmark that injects faults and decides when it has seen
+/// enough (and may pause it meanwhile). History lines go to `history` as
+/// operations complete, stamped by `clock`. The operations in flight when
+/// the stop comes complete (or give up) before this returns.
+pub async fn run_until_stopped(
+    config: &Config,
+    clock: Clock,
+    control: Arc<LoadControl>,
+    history: Option<UnboundedSender<HistoryRecord>>,
+) -> Result<TargetReport, String> {
+    config.validate()?;
+    let runs = config.runs();
+    let [run] = runs.as_slice() else {
+        return Err(format!(
+            "a load until stopped needs exactly one run, not {}; use --targets-all \
+             to make several replicas one target",
+            runs.len()
+        ));
+    };
+    Ok(measure(config, run, &clock, history, Some(control)).await)
+}
+
 /// Connects the clients of one run and drives them.
 async fn measure(
     config: &Config,
     run: &Run,
     clock: &Clock,
-    history: Option<&HistoryWriter>,
+    history: Option<UnboundedSender<HistoryRecord>>,
+    control: Option<Arc<LoadControl>>,
 ) -> TargetReport {
     let label = run.label();
-    let history = history.map(HistoryWriter::sender);
     match run {
         Run::Http(urls) => {
             let retry = config.targets_all.then(|| config.retry_delay());
             let connecting = (0..config.clients)
                 .map(|_| HttpBackend::connect(urls.clone(), 0, retry, config.timeout));
             match join_all(connecting).await.into_iter().collect() {
-                Ok(backends) => drive(config, label, backends, clock, history).await,
+                Ok(backends) => drive(config, label, backends, clock, history, control).await,
                 Err(e) => TargetReport::setup_failed(label, config.clients, e),
             }
         }
@@ -76,7 +103,7 @@ async fn measure(
             let connecting =
                 (0..config.clients).map(|_| EtcdBackend::connect(endpoints, config.timeout));
             match join_all(connecting).await.into_iter().collect() {
-                Ok(backends) => drive(config, label, backends, clock, history).await,
+                Ok(backends) => drive(config, label, backends, clock, history, control).await,
                 Err(e) => TargetReport::setup_failed(label, config.clients, e),
             }
         }
@@ -105,6 +132,8 @@ struct ClientPlan {
     history: Option<UnboundedSender<HistoryRecord>>,
     /// Turns instants into history timestamps.
     clock: Clock,
+    /// Stops or pauses a run that has no window end or quota.
+    control: Option<Arc<LoadControl>>,
 }
 
 async fn drive<B: Backend>(
@@ -113,7 +142,9 @@ async fn drive<B: Backend>(
     backends: Vec<B>,
     clock: &Clock,
     history: Option<UnboundedSender<HistoryRecord>>,
+    control: Option<Arc<LoadControl>>,
 ) -> TargetReport {
+    let until_stopped = control.is_some();
     let clients = backends.len();
     let start = Instant::now();
     let window_start = start + config.warmup;
@@ -124,14 +155,17 @@ async fn drive<B: Backend>(
             id,
             target: label.clone(),
             window_start,
-            window_end: config.ops.is_none().then(|| window_start + config.duration),
+            window_end: (!until_stopped && config.ops.is_none())
+                .then(|| window_start + config.duration),
             quota: config
                 .ops
+                .filter(|_| !until_stopped)
                 .map(|n| n / clients as u64 + u64::from((i as u64) < n % clients as u64)),
             give_up: config.give_up,
             pause_after_error: (!config.targets_all).then(|| config.retry_delay()),
             history: history.clone(),
             clock: *clock,
+            control: control.clone(),
         };
         let workload = Workload::new(
             config.seed,
@@ -166,12 +200,17 @@ async fn client_loop<B: Backend>(
     let mut stats = ClientStats::new(plan.window_start);
     let mut counted_ops = 0u64;
     loop {
+        if let Some(control) = &plan.control {
+            if !control.wait_while_paused().await {
+                break;
+            }
+        }
         let start = Instant::now();
         let counted = start >= plan.window_start;
         let done = match (plan.quota, plan.window_end) {
             (Some(quota), _) => counted && counted_ops >= quota,
             (None, Some(end)) => start >= end,
-            (None, None) => true,
+            (None, None) => plan.control.is_none(),
         };
         if done {
             break;
@@ -185,6 +224,9 @@ async fn client_loop<B: Backend>(
         }
         if let Some(history) = &plan.history {
             let _ = history.send(history_record(&plan, &op, &outcome, start, end, counted));
+        }
+        if let Some(control) = &plan.control {
+            control.completed();
         }
         if let (false, 0, Some(pause)) = (outcome.ok, outcome.status, plan.pause_after_error) {
             tokio::time::sleep(pause).await;

@@ -1,0 +1,150 @@
+//! A replica's view of itself: `GET /v1/status` and `GET /v1/role`, and a
+//! full dump of its data through the list endpoint.
+//!
+//! The replica crate is not a dependency of this one (tests talk to it over
+//! HTTP only), so its status shape is restated here with the fields tests
+//! look at; unknown fields are ignored so the replica can add more.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Method;
+use proto_common::heartbeat::Role;
+use proto_common::{Epoch, LogIndex, Position};
+use serde::Deserialize;
+
+use crate::client::KvClient;
+
+/// Bound on one status request: a paused replica must not hang a test.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Largest list page the replica serves by default.
+const PAGE: usize = 1000;
+
+/// `GET /v1/status` of a replica.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ReplicaSelfStatus {
+    pub node_id: String,
+    /// The role it is in now.
+    pub role: Role,
+    /// Whether a write sent here now would be accepted.
+    pub writable: bool,
+    /// The highest epoch it has seen.
+    pub epoch: Epoch,
+    /// Last entry of its log (durable).
+    pub position: Position,
+    /// Last applied entry: the version reads see.
+    pub applied: Position,
+    pub commit_index: LogIndex,
+    /// The active's client URL, as a standby knows it.
+    #[serde(default)]
+    pub active_url: Option<String>,
+    /// Why it does not take writes, when it does not.
+    #[serde(default)]
+    pub not_writable: Option<String>,
+    /// Entries it moved to `quarantine/`.
+    pub quarantined_entries: u64,
+}
+
+/// `GET {url}/v1/status`, parsed.
+pub async fn replica_status(url: &str) -> Result<ReplicaSelfStatus, String> {
+    let mut client = KvClient::new(url)
+        .map_err(|e| e.to_string())?
+        .with_timeout(REQUEST_TIMEOUT);
+    let response = client
+        .request(Method::GET, "/v1/status", &[], "")
+        .await
+        .map_err(|e| format!("GET {url}/v1/status: {e}"))?;
+    if response.status != 200 {
+        return Err(format!(
+            "GET {url}/v1/status answered {}: {}",
+            response.status,
+            response.body_text()
+        ));
+    }
+    response
+        .json()
+        .map_err(|e| format!("GET {url}/v1/status: {e}: {}", response.body_text()))
+}
+
+/// The status code of `GET {url}/v1/role` (200 only on a writable active);
+/// `None` when there was no answer.
+pub async fn role_code(url: &str) -> Option<u16> {
+    let mut client = KvClient::new(url).ok()?.with_timeout(REQUEST_TIMEOUT);
+    let response = client
+        .request(Method::GET, "/v1/role", &[], "")
+        .await
+        .ok()?;
+    Some(response.status)
+}
+
+/// Every key and value a replica serves (its applied state), read page by
+/// page through `GET /v1/kv?prefix=`.
+pub async fn dump(url: &str) -> Result<BTreeMap<String, Bytes>, String> {
+    let mut client = KvClient::new(url)
+        .map_err(|e| e.to_string())?
+        .with_timeout(Duration::from_secs(10));
+    let mut all = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let response = client
+            .list("", after.as_deref(), Some(PAGE))
+            .await
+            .map_err(|e| format!("listing {url}: {e}"))?;
+        if response.status != 200 {
+            return Err(format!(
+                "listing {url} answered {}: {}",
+                response.status,
+                response.body_text()
+            ));
+        }
+        let page = response.list_page()?;
+        let last = page.items.last().map(|item| item.key.clone());
+        for item in page.items {
+            all.insert(item.key, item.value);
+        }
+        match (page.more, last) {
+            (true, Some(last)) => after = Some(last),
+            _ => return Ok(all),
+        }
+    }
+}
+
+/// A short description of how two dumps differ, for assertion messages.
+pub fn describe_difference(
+    left_name: &str,
+    left: &BTreeMap<String, Bytes>,
+    right_name: &str,
+    right: &BTreeMap<String, Bytes>,
+) -> Option<String> {
+    if left == right {
+        return None;
+    }
+    let only_left: Vec<&String> = left.keys().filter(|k| !right.contains_key(*k)).collect();
+    let only_right: Vec<&String> = right.keys().filter(|k| !left.contains_key(*k)).collect();
+    let differ: Vec<&String> = left
+        .iter()
+        .filter(|(k, v)| right.get(*k).is_some_and(|w| w != *v))
+        .map(|(k, _)| k)
+        .collect();
+    let first = |keys: &[&String]| {
+        keys.iter()
+            .take(5)
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(format!(
+        "{left_name} has {} keys, {right_name} {}; only in {left_name}: {} (first: {}); \
+         only in {right_name}: {} (first: {}); different values: {} (first: {})",
+        left.len(),
+        right.len(),
+        only_left.len(),
+        first(&only_left),
+        only_right.len(),
+        first(&only_right),
+        differ.len(),
+        first(&differ)
+    ))
+}
