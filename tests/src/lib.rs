@@ -12,6 +12,8 @@
 //!   a background load with a ledger of acknowledged writes.
 //! - [`failover_bench`]: the `failover-bench` tool: client-observed write
 //!   gaps of kills and switchovers of a real cluster.
+//! - [`repl_bench`]: the `repl-bench` tool: replication throughput, lag and
+//!   catch-up against a three-member etcd.
 //!
 //! End-to-end tests live in `tests/` and use only this library's public API.
 //! They run the workspace's binaries from the same target dir and profile,
@@ -21,3 +23,4 @@ pub mod client;
 pub mod failover_bench;
 pub mod harness;
 pub mod loadgen;
+pub mod repl_bench;

@@ -58,6 +58,13 @@ pub struct Config {
     #[arg(long)]
     pub json: bool,
 
+    /// Pace the load to about this many operations per second in total
+    /// (split over the clients); a client that falls behind its schedule
+    /// does not burst to catch up. Without it the loop is closed: each
+    /// client goes as fast as answers come.
+    #[arg(long)]
+    pub rate: Option<f64>,
+
     /// Seeds the per-client key and operation choice, so runs repeat.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

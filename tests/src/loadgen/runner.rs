@@ -134,6 +134,8 @@ struct ClientPlan {
     clock: Clock,
     /// Stops or pauses a run that has no window end or quota.
     control: Option<Arc<LoadControl>>,
+    /// With `--rate`: the time between this client's operations.
+    interval: Option<Duration>,
 }
 
 async fn drive<B: Backend>(
@@ -166,6 +168,10 @@ async fn drive<B: Backend>(
             history: history.clone(),
             clock: *clock,
             control: control.clone(),
+            interval: config
+                .rate
+                .filter(|r| *r > 0.0)
+                .map(|r| Duration::from_secs_f64(clients as f64 / r)),
         };
         let workload = Workload::new(
             config.seed,
@@ -199,7 +205,16 @@ async fn client_loop<B: Backend>(
 ) -> ClientStats {
     let mut stats = ClientStats::new(plan.window_start);
     let mut counted_ops = 0u64;
+    // Spread paced clients over one interval so they do not fire together.
+    let mut next_at = plan
+        .interval
+        .map(|i| Instant::now() + i.mul_f64(plan.id as f64 / 64.0 % 1.0));
     loop {
+        if let (Some(at), Some(interval)) = (next_at, plan.interval) {
+            tokio::time::sleep_until(at.into()).await;
+            // Late (a slow answer): start the next period now, no burst.
+            next_at = Some((at + interval).max(Instant::now()));
+        }
         if let Some(control) = &plan.control {
             if !control.wait_while_paused().await {
                 break;

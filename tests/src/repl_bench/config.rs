@@ -1,0 +1,50 @@
+//! repl-bench's flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::loadgen::parse_duration;
+
+/// Which part of the benchmark to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Phase {
+    All,
+    Throughput,
+    Lag,
+    Catchup,
+}
+
+/// Replication benchmark against a three-member etcd.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "repl-bench", version)]
+pub struct Config {
+    /// Directory holding the `replica` and `arbiter` binaries.
+    #[arg(long, default_value = "target/release")]
+    pub bin_dir: PathBuf,
+    /// What to run.
+    #[arg(long, value_enum, default_value_t = Phase::All)]
+    pub phase: Phase,
+    /// Measuring time of each throughput and lag run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Concurrent clients of the many-client runs.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Value size of the throughput and lag runs.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Paced rate of the lag run; default half the measured maximum.
+    #[arg(long)]
+    pub lag_rate: Option<f64>,
+    /// Dataset size for the catch-up run.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub catchup_bytes: u64,
+    /// Value size of the catch-up dataset.
+    #[arg(long, default_value_t = 1024)]
+    pub catchup_value_size: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,302 @@
+//! The phases of `repl-bench` and its report.
+
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde::Serialize;
+
+use super::config::{Config, Phase};
+use super::scrape::{metrics, Buckets};
+use crate::client::KvClient;
+use crate::harness::{Cluster, EtcdCluster, TestDir};
+use crate::loadgen::{self, TargetReport};
+
+const ACK_LATENCY: &str = "understudy_replication_ack_latency_seconds";
+
+/// Everything measured, for the text table and `--json`.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// fdatasync latency of this disk right now (µs): context for the rest.
+    pub fdatasync_us: Option<(f64, f64)>,
+    pub throughput: Vec<TargetReport>,
+    pub lag: Option<LagReport>,
+    pub catchup: Option<CatchupReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LagReport {
+    pub rate_asked: f64,
+    pub ops_per_sec: f64,
+    pub acks: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub p999_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CatchupReport {
+    pub keys: u64,
+    pub dataset_bytes: u64,
+    pub seconds: f64,
+    pub mb_per_sec: f64,
+    pub via_snapshot: bool,
+}
+
+/// Runs the phases `config` asks for.
+pub async fn run(config: &Config) -> Result<Report, String> {
+    let dir = TestDir::new("repl-bench").map_err(|e| e.to_string())?;
+    let mut report = Report {
+        fdatasync_us: probe_fdatasync(&dir.join("probe")).ok(),
+        ..Default::default()
+    };
+    let wants = |p: Phase| config.phase == Phase::All || config.phase == p;
+    let etcd = if wants(Phase::Throughput) {
+        let etcd = EtcdCluster::start(3, &dir.join("etcd"))
+            .await
+            .map_err(|e| format!("starting etcd: {e}"))?;
+        etcd.wait_healthy(Duration::from_secs(30))
+            .await
+            .map_err(|e| e.to_string())?;
+        Some(etcd)
+    } else {
+        None
+    };
+    let cluster = Cluster::builder()
+        .bin_dir(&config.bin_dir)
+        .builtin_timing()
+        .sync_standbys(1)
+        .segment_bytes(64 << 20)
+        .start(&dir)
+        .await?;
+    let active = cluster.wait_formed(Duration::from_secs(30)).await?;
+    eprintln!(
+        "cluster formed: {} active in epoch {}",
+        active.id, active.epoch
+    );
+
+    let mut max_rate = None;
+    if let Some(etcd) = &etcd {
+        for clients in [config.clients, 1] {
+            let rows = load(
+                config,
+                &[&active.url, &etcd.etcd_url()],
+                clients,
+                None,
+                config.value_size,
+            )
+            .await?;
+            if clients == config.clients {
+                max_rate = Some(rows[0].ops_per_sec);
+            }
+            report.throughput.extend(rows);
+        }
+    }
+    if wants(Phase::Lag) {
+        let rate = match (config.lag_rate, max_rate) {
+            (Some(r), _) => r,
+            (None, Some(max)) => max / 2.0,
+            (None, None) => {
+                let rows = load(
+                    config,
+                    &[&active.url],
+                    config.clients,
+                    None,
+                    config.value_size,
+                )
+                .await?;
+                rows[0].ops_per_sec / 2.0
+            }
+        };
+        let before = Buckets::parse(&metrics(&active.url).await?, ACK_LATENCY);
+        let rows = load(
+            config,
+            &[&active.url],
+            config.clients,
+            Some(rate),
+            config.value_size,
+        )
+        .await?;
+        let delta = Buckets::parse(&metrics(&active.url).await?, ACK_LATENCY).since(&before);
+        let ms = |q| delta.percentile(q).map(|s| s * 1000.0);
+        report.lag = Some(LagReport {
+            rate_asked: rate,
+            ops_per_sec: rows[0].ops_per_sec,
+            acks: delta.total(),
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+        });
+    }
+    if wants(Phase::Catchup) {
+        report.catchup = Some(catchup(config, &cluster, &active.url, &dir).await?);
+    }
+    Ok(report)
+}
+
+/// One loadgen run over `targets` (each measured on its own).
+async fn load(
+    config: &Config,
+    targets: &[&str],
+    clients: usize,
+    rate: Option<f64>,
+    value_size: usize,
+) -> Result<Vec<TargetReport>, String> {
+    let mut args = vec!["loadgen".to_string()];
+    for t in targets {
+        args.extend(["--target".into(), t.to_string()]);
+    }
+    args.extend([
+        "--clients".into(),
+        clients.to_string(),
+        "--duration".into(),
+        format!("{}ms", config.duration.as_millis()),
+        "--value-size".into(),
+        value_size.to_string(),
+    ]);
+    if let Some(r) = rate {
+        args.extend(["--rate".into(), format!("{r:.0}")]);
+    }
+    let lg = loadgen::Config::try_parse_from(&args).map_err(|e| e.to_string())?;
+    let rows = loadgen::run(&lg).await?;
+    eprint!("{}", loadgen::format_table(&rows, false));
+    Ok(rows)
+}
+
+/// Fills the cluster with `catchup_bytes` of distinct keys, then times a new
+/// empty replica until it has applied everything.
+async fn catchup(
+    config: &Config,
+    cluster: &Cluster,
+    active_url: &str,
+    dir: &TestDir,
+) -> Result<CatchupReport, String> {
+    let value = bytes::Bytes::from("v".repeat(config.catchup_value_size));
+    let key_len = 13;
+    let keys = config.catchup_bytes / (config.catchup_value_size + key_len) as u64;
+    eprintln!(
+        "writing {keys} keys of {} bytes...",
+        config.catchup_value_size
+    );
+    let writers = 64u64;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let url = active_url.to_string();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = KvClient::new(&url).map_err(|e| e.to_string())?;
+            let mut i = w;
+            while i < keys {
+                let r = client
+                    .put(format!("c{i:012}"), value.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !r.is_success() {
+                    return Err(format!("write failed: {}", r.body_text()));
+                }
+                i += writers;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    let target = applied(active_url).await?;
+    eprintln!("dataset written (active at {target}); starting an empty replica");
+    let started = Instant::now();
+    let config_c = cluster.replica_config(dir, "c").args(["--priority", "0"]);
+    let url_c = config_c.url();
+    let _c = config_c.start().await?;
+    loop {
+        if applied(&url_c).await.is_ok_and(|p| p >= target) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err("the new replica did not catch up within 10 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let text = metrics(&url_c).await?;
+    let via_snapshot = text.lines().any(|l| {
+        l.contains("snapshot_transfers_total{direction=\"received\"}") && !l.ends_with(" 0")
+    });
+    let dataset_bytes = keys * (config.catchup_value_size + key_len) as u64;
+    Ok(CatchupReport {
+        keys,
+        dataset_bytes,
+        seconds,
+        mb_per_sec: dataset_bytes as f64 / seconds / 1e6,
+        via_snapshot,
+    })
+}
+
+async fn applied(url: &str) -> Result<proto_common::Position, String> {
+    let mut client = KvClient::new(url).map_err(|e| e.to_string())?;
+    let resp = client
+        .request(hyper::Method::GET, "/v1/status", &[], "")
+        .await
+        .map_err(|e| e.to_string())?;
+    let v: serde_json::Value = resp.json().map_err(|e| e.to_string())?;
+    v["applied"]
+        .as_str()
+        .ok_or("no applied position in status")?
+        .parse()
+}
+
+/// p50 and p99 of `fdatasync` after a small overwrite, in µs.
+fn probe_fdatasync(path: &std::path::Path) -> std::io::Result<(f64, f64)> {
+    let file = std::fs::File::create(path)?;
+    file.write_all_at(&vec![1u8; 1 << 20], 0)?;
+    file.sync_all()?;
+    let mut samples = Vec::with_capacity(1000);
+    for i in 0..1000u64 {
+        file.write_all_at(&[2u8; 300], (i * 300) % (1 << 20))?;
+        let t = Instant::now();
+        file.sync_data()?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok((samples[500], samples[990]))
+}
+
+/// The report as text.
+pub fn format(report: &Report) -> String {
+    let mut out = String::new();
+    if let Some((p50, p99)) = report.fdatasync_us {
+        out.push_str(&format!(
+            "disk: fdatasync p50 {p50:.0} µs, p99 {p99:.0} µs\n"
+        ));
+    }
+    if !report.throughput.is_empty() {
+        out.push_str(&loadgen::format_table(&report.throughput, false));
+    }
+    if let Some(l) = &report.lag {
+        let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("≤ {v} ms"));
+        out.push_str(&format!(
+            "lag at {:.0} puts/s (asked {:.0}): {} acks, p50 {}, p99 {}, p999 {}\n",
+            l.ops_per_sec,
+            l.rate_asked,
+            l.acks,
+            f(l.p50_ms),
+            f(l.p99_ms),
+            f(l.p999_ms)
+        ));
+    }
+    if let Some(c) = &report.catchup {
+        out.push_str(&format!(
+            "catch-up: {} keys, {:.0} MB in {:.2} s = {:.0} MB/s ({})\n",
+            c.keys,
+            c.dataset_bytes as f64 / 1e6,
+            c.seconds,
+            c.mb_per_sec,
+            if c.via_snapshot {
+                "snapshot + log"
+            } else {
+                "log only"
+            }
+        ));
+    }
+    out
+}
