@@ -25,13 +25,13 @@ impl Clock {
     /// A clock whose zero is now.
     pub fn start() -> Clock {
         Clock {
-            origin_nanos: boottime_nanos(),
+            origin_nanos: proto_common::clock::now_nanos(),
         }
     }
 
     /// Monotonic time for the core.
     pub fn now(&self) -> Millis {
-        Millis(boottime_nanos().saturating_sub(self.origin_nanos) / 1_000_000)
+        Millis(proto_common::clock::now_nanos().saturating_sub(self.origin_nanos) / 1_000_000)
     }
 
     /// Wall-clock ms since the Unix epoch; only ever shown, never compared.
@@ -40,19 +40,6 @@ impl Clock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
     }
-}
-
-/// Nanoseconds since boot, including time spent suspended.
-fn boottime_nanos() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_BOOTTIME exists on
-    // every Linux since 2.6.39.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME) failed");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

@@ -270,21 +270,7 @@ pub fn check_loopback_without_token(addr: SocketAddr) -> Result<(), String> {
     ))
 }
 
-/// Cluster names become etcd key prefixes and appear in logs: keep them plain.
-pub fn check_cluster_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "cluster={name:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.'"
-        ))
-    }
-}
+pub use proto_common::ids::check_cluster_name;
 
 /// Arbiter ids go into the etcd leader key and logs: printable, no spaces.
 fn check_arbiter_id(id: &str) -> Result<(), String> {

@@ -73,6 +73,24 @@ impl fmt::Display for NodeId {
     }
 }
 
+/// Checks a cluster name. Names become etcd key prefixes (`/<cluster>/`)
+/// and appear in logs, so they are kept plain: 1 to 64 of letters, digits,
+/// '-', '_' and '.'.
+pub fn check_cluster_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "cluster={name:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
 /// Incremented by the arbiter (compare-and-swap in its store) each time it
 /// names a new active. Epoch 0 means "never had an active".
 #[derive(

@@ -9,8 +9,11 @@
 //! - [`heartbeat`]: heartbeat and grant messages between replicas and the arbiter.
 //! - [`wire`]: the replication protocol (frames and their codec).
 //! - [`auth`]: the cluster token and HMAC proofs.
+//! - [`clock`]: `CLOCK_BOOTTIME`, the lease rule's clock.
+//! - [`ids::check_cluster_name`]: what a cluster name may be.
 
 pub mod auth;
+pub mod clock;
 pub mod error;
 pub mod heartbeat;
 pub mod ids;

@@ -370,7 +370,7 @@ impl CommitSink for CommitTracker {
                 bytes: batch.clone(),
                 first,
                 last,
-                written_at: crate::clock::now_nanos(),
+                written_at: proto_common::clock::now_nanos(),
             }));
         }
     }

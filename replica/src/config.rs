@@ -330,21 +330,7 @@ impl Options {
     }
 }
 
-/// Cluster names become etcd key prefixes and appear in logs: keep them plain.
-pub fn check_cluster_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "cluster={name:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.'"
-        ))
-    }
-}
+pub use proto_common::ids::check_cluster_name;
 
 fn check_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
     if value < min || value > max {

@@ -20,9 +20,9 @@ use proto_common::params::ClusterParams;
 use proto_common::ErrorBody;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock;
 use crate::repl::Replication;
 use crate::role::{Action, Local, RoleMachine};
+use proto_common::clock;
 
 /// How often a fenced active re-checks whether it has drained.
 const DRAIN_POLL: Duration = Duration::from_millis(1);

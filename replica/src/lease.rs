@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::clock;
+use proto_common::clock;
 
 /// Deadline of the current grant, shared by the heartbeat loop (which
 /// extends it) and the write path (which checks it).

@@ -7,7 +7,7 @@
 //! - [`command`], [`state`]: log entry payloads and the key-value state machine.
 //! - [`commit`]: the commit rule, visibility, answering clients.
 //! - [`snapshot`], [`node_state`]: what else persists across restarts.
-//! - [`lease`], [`clock`]: the active's lease on a suspend-proof clock.
+//! - [`lease`]: the active's lease on a suspend-proof clock.
 //! - [`repl`]: log shipping (sender, receiver, divergence, quarantine).
 //! - [`role`], [`heartbeat`], [`handover`]: the role state machine, the loop
 //!   that feeds it from the arbiter, and the switchover on SIGTERM.
@@ -16,7 +16,6 @@
 //! - [`server`]: `serve` / `run(listener, node, shutdown)`.
 
 pub mod api;
-pub mod clock;
 pub mod command;
 pub mod commit;
 pub mod config;

@@ -62,13 +62,11 @@ impl Metrics {
             standby_lag_bytes: Family::default(),
             standby_lag_ms: Family::default(),
             // Fine buckets around the milliseconds that matter for lag.
-            ack_latency: Histogram::new(
-                [
-                    0.000_05, 0.000_1, 0.000_15, 0.000_2, 0.000_3, 0.000_4, 0.000_5, 0.000_75,
-                    0.001, 0.001_5, 0.002, 0.003, 0.004, 0.005, 0.007_5, 0.01, 0.015, 0.02, 0.05,
-                    0.1, 0.25, 0.5, 1.0, 2.5,
-                ],
-            ),
+            ack_latency: Histogram::new([
+                0.000_05, 0.000_1, 0.000_15, 0.000_2, 0.000_3, 0.000_4, 0.000_5, 0.000_75, 0.001,
+                0.001_5, 0.002, 0.003, 0.004, 0.005, 0.007_5, 0.01, 0.015, 0.02, 0.05, 0.1, 0.25,
+                0.5, 1.0, 2.5,
+            ]),
             snapshot_transfers: Family::default(),
             snapshots_written: Counter::default(),
             registry: Registry::default(),

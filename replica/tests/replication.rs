@@ -143,6 +143,7 @@ async fn with_a_sync_standby_nothing_is_acknowledged_until_it_has_it() {
     assert!(b.node.commit.durable().index >= ack.position.index);
     // And a divergent, uncommitted tail on a is cut when b takes over.
     b.make_active(2, &[]).await;
+    let before = a.node.commit.durable().index;
     let stuck = {
         let a_node = a.node.clone();
         tokio::spawn(async move {
@@ -154,6 +155,11 @@ async fn with_a_sync_standby_nothing_is_acknowledged_until_it_has_it() {
                 .await
         })
     };
+    // In a's log (durable there) but never acknowledged by b: pending.
+    eventually(WAIT, "the stuck write to be durable on a", || {
+        a.node.commit.durable().index > before
+    })
+    .await;
     a.follow(&b, 2).await;
     let result = tokio::time::timeout(WAIT, stuck).await.unwrap().unwrap();
     assert!(

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -34,6 +34,17 @@ pub struct Relay<'a> {
     pub path_and_query: &'a str,
     pub headers: &'a HeaderMap,
     pub body: Bytes,
+}
+
+impl<'a> Relay<'a> {
+    pub fn new(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap, body: Bytes) -> Self {
+        Relay {
+            method,
+            path_and_query: uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+            headers,
+            body,
+        }
+    }
 }
 
 /// A pooled HTTP client for relaying to the active.

@@ -45,12 +45,7 @@ pub async fn get_key(
         None | Some("local") => wait_for_min_version(node, &headers).await?,
         Some("linearizable") => {
             if node.role().write_epoch.is_none() {
-                let relay = Relay {
-                    method: &method,
-                    path_and_query: uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-                    headers: &headers,
-                    body: Bytes::new(),
-                };
+                let relay = Relay::new(&method, &uri, &headers, Bytes::new());
                 return api.forwarder.relay(node, relay).await;
             }
             if !node.lease.is_valid() {
@@ -111,12 +106,7 @@ pub async fn put_key(
     )
     .await?;
     check_value(&value, limits)?;
-    let relay = Relay {
-        method: &method,
-        path_and_query: uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-        headers: &headers,
-        body: value.clone(),
-    };
+    let relay = Relay::new(&method, &uri, &headers, value.clone());
     submit(&api, &gate, relay, Command::Put { key, value }, None).await
 }
 
@@ -130,12 +120,7 @@ pub async fn delete_key(
 ) -> Result<Response, ApiError> {
     let key = key_from_path(uri.path(), &api.node.settings.limits)?;
     let name = String::from_utf8_lossy(&key).into_owned();
-    let relay = Relay {
-        method: &method,
-        path_and_query: uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-        headers: &headers,
-        body: Bytes::new(),
-    };
+    let relay = Relay::new(&method, &uri, &headers, Bytes::new());
     submit(&api, &gate, relay, Command::Delete { key }, Some(&name)).await
 }
 

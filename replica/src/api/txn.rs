@@ -80,12 +80,7 @@ pub async fn txn(
     )
     .await?;
     let command = parse(&body, limits)?;
-    let relay = Relay {
-        method: &method,
-        path_and_query: uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-        headers: &headers,
-        body,
-    };
+    let relay = Relay::new(&method, &uri, &headers, body);
     submit(&api, &gate, relay, command, None).await
 }
 

@@ -9,8 +9,8 @@ use parking_lot::Mutex;
 use proto_common::heartbeat::StandbyProgress;
 use proto_common::{LogIndex, NodeId, Position};
 
-use crate::clock;
 use crate::metrics::Metrics;
+use proto_common::clock;
 
 /// A batch shipped to a standby and not yet acknowledged.
 struct Shipped {

@@ -21,9 +21,9 @@ use tracing::Instrument;
 
 use super::divergence::{self, LogShape};
 use super::Replication;
-use crate::clock;
 use crate::log::ReadOutcome;
 use crate::snapshot;
+use proto_common::clock;
 
 /// Bytes per catch-up read and per snapshot chunk.
 const CHUNK: usize = 1 << 20;

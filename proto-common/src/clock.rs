@@ -1,10 +1,12 @@
-//! The replica's clock for the lease: `CLOCK_BOOTTIME`, in nanoseconds.
+//! The clock both sides of the lease rule use: `CLOCK_BOOTTIME`, in
+//! nanoseconds.
 //!
-//! The lease rule (DESIGN.md, "Heartbeats, lease and fencing") needs a clock
-//! that never runs slow relative to real time. `CLOCK_MONOTONIC` stops while
-//! a machine is suspended, so an active resumed after a suspend longer than
-//! its lease would think the lease still valid; `CLOCK_BOOTTIME` keeps
-//! counting through suspend. Only rate matters here, never the value.
+//! The lease rule (DESIGN.md, "Heartbeats, lease and fencing") needs clocks
+//! that never run slow relative to real time. `CLOCK_MONOTONIC` stops while
+//! a machine is suspended: an active resumed after a suspend longer than its
+//! lease would think the lease still valid, and an arbiter would notice a
+//! dead active late. `CLOCK_BOOTTIME` keeps counting through suspend. Only
+//! rate matters here, never the value.
 
 /// Nanoseconds since boot, including time spent suspended.
 pub fn now_nanos() -> u64 {
