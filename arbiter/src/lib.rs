@@ -22,6 +22,8 @@
 //! - [`clock`]: `CLOCK_BOOTTIME` as the core's `Millis`.
 //! - [`status`], [`ops`]: the JSON bodies of the API.
 //! - [`error`]: `ArbiterError`, with stable codes for the JSON error body.
+//! - [`failpoint`]: `UNDERSTUDY_FAILPOINT`, a fault-injection hook for
+//!   end-to-end tests (abort right after an epoch bump is stored).
 //!
 //! Still to come: TLS (to replicas and operators, and to etcd).
 
@@ -31,6 +33,7 @@ pub mod config;
 pub mod core;
 pub mod election;
 pub mod error;
+pub mod failpoint;
 pub mod ops;
 pub mod server;
 pub mod status;

@@ -54,6 +54,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => {
             let RunArgs { config, options } = *args;
+            if let Err(e) = arbiter::failpoint::arm_from_env() {
+                return fail(&format!("invalid configuration: {e}"), 2);
+            }
             let settings = match config::load(options, config.as_deref()) {
                 Ok(s) => s,
                 Err(e) => return fail(&format!("invalid configuration: {e}"), 2),

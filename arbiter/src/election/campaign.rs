@@ -33,6 +33,9 @@ use crate::store::StoreError;
 /// Longest pause between failed campaign attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Pause between attempts to revoke a term's lease.
+const REVOKE_PAUSE: Duration = Duration::from_millis(50);
+
 /// Who this arbiter is in the election, and the lease it campaigns with.
 #[derive(Clone, Debug)]
 pub struct Candidate {
@@ -135,14 +138,14 @@ impl Elector {
     }
 
     /// Ends `term` and revokes its lease, deleting the leader key so another
-    /// arbiter can lead at once (shutdown, or a term that could not take
-    /// office). The term is ended *before* the revoke: no grant can be sent
-    /// under it once the key is gone.
+    /// arbiter can lead at once (shutdown, a term that could not take
+    /// office or lost etcd). The term is ended *before* the revoke: no
+    /// grant can be sent under it once the key is gone.
     pub async fn step_down(&self, term: &Term, reason: &str) {
         term.end(reason);
         self.publish(None);
         if let Some(fence) = term.fence() {
-            self.revoke(fence.lease_id).await;
+            self.revoke_retrying(fence.lease_id).await;
         }
     }
 
@@ -302,6 +305,31 @@ impl Elector {
             *seen = holder;
             true
         });
+    }
+
+    /// Revokes a term's lease, retrying a failed call (the member it went
+    /// to died, or etcd is electing a leader) for up to [`CALL_TIMEOUT`]:
+    /// until the lease goes, the leader key it holds keeps every arbiter
+    /// out for up to a TTL. Then gives up; the lease expires by itself.
+    async fn revoke_retrying(&self, lease_id: i64) {
+        let give_up = tokio::time::Instant::now() + CALL_TIMEOUT;
+        let mut lease = self.client.lease_client();
+        loop {
+            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            let error = match tokio::time::timeout(left, lease.revoke(lease_id)).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer in time".to_string(),
+            };
+            if error.contains("lease not found") {
+                return; // expired already
+            }
+            if tokio::time::Instant::now() + REVOKE_PAUSE >= give_up {
+                tracing::debug!(lease = lease_id, error = %error, "lease not revoked; it will expire");
+                return;
+            }
+            tokio::time::sleep(REVOKE_PAUSE).await;
+        }
     }
 
     /// Best effort: an unreachable etcd lets the lease expire by itself.

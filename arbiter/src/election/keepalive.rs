@@ -1,12 +1,18 @@
 //! The two watchers of a won term: the lease keep-alive and the watch on
-//! our own leader key. Either ends the term the moment something is wrong;
-//! neither ever extends a term that has ended.
+//! our own leader key. Either ends the term the moment it knows the term
+//! is lost; neither ever extends a term that has ended.
 //!
 //! - [`keep_alive`] renews the lease every `ttl / 4` and moves the term's
 //!   deadline to `s + ttl·(1 − drift)` for each acknowledged keep-alive
-//!   sent at `s`. A send error, a closed stream, an error answer, or etcd
-//!   reporting the lease gone (TTL ≤ 0) ends the term at once; silence ends
-//!   it at the deadline ([`Term::ended`]).
+//!   sent at `s`. etcd reporting the lease gone (TTL ≤ 0, "lease not
+//!   found") ends the term at once. A *broken stream* — a send error, a
+//!   closed stream, an error answer: the member it runs on died or lost
+//!   its etcd leader — says nothing about the lease, which lives in the
+//!   whole etcd cluster: another stream is opened at once (the balanced
+//!   channel may pick another member), again and again, and only the
+//!   deadline ends the term if none gets an answer in time
+//!   ([`Term::ended`]). Safety never rested on ending early: the deadline
+//!   is derived from acknowledged keep-alives only.
 //! - [`watch_own_key`] watches the leader key from the revision after the
 //!   one we created it at: a delete (lease revoked or expired, or an
 //!   operator's `etcdctl del`) or a put by anyone else ends the term. A
@@ -31,8 +37,24 @@ pub fn valid_until(sent: Millis, ttl_s: u64, drift: f64) -> Millis {
     sent + ((ttl_s * 1000) as f64 * (1.0 - drift)).floor() as u64
 }
 
-/// Renews `lease_id` until `term` ends; ends `term` when renewal fails.
-/// `ttl_s` is the smaller of the requested and the granted TTL.
+/// Pause before opening another keep-alive stream after one broke: short
+/// against a TTL, long enough not to spin on a member that refuses at once.
+const REOPEN_PAUSE: Duration = Duration::from_millis(50);
+
+/// How one keep-alive stream ended.
+enum StreamEnd {
+    /// The term ended (its deadline passed, or someone ended it).
+    TermOver,
+    /// etcd says the lease is gone: the term must end now.
+    LeaseGone(String),
+    /// The stream broke; another one, maybe on another member, may work.
+    Broken(String),
+}
+
+/// Renews `lease_id` until `term` ends; ends `term` when etcd reports the
+/// lease gone, and lets it run out at its deadline when no keep-alive is
+/// acknowledged in time (see the module docs). `ttl_s` is the smaller of
+/// the requested and the granted TTL.
 pub async fn keep_alive(
     client: Client,
     term: Term,
@@ -41,56 +63,115 @@ pub async fn keep_alive(
     drift: f64,
     clock: Clock,
 ) {
-    let interval = Duration::from_millis((ttl_s * 1000 / KEEPALIVES_PER_TTL).max(50));
-    let mut lease = client.lease_client();
-    let sent = clock.now();
-    let opened = tokio::select! {
-        biased;
-        _ = term.ended() => return,
-        r = tokio::time::timeout(CALL_TIMEOUT, lease.keep_alive(lease_id)) => r,
+    let renewal = Renewal {
+        lease_id,
+        ttl_s,
+        drift,
+        clock,
+        interval: Duration::from_millis((ttl_s * 1000 / KEEPALIVES_PER_TTL).max(50)),
     };
-    let (mut keeper, mut stream) = match opened {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return term.end(format!("lease {lease_id}: keep-alive failed: {e}")),
-        Err(_) => {
-            return term.end(format!(
-                "lease {lease_id}: no keep-alive answer within {CALL_TIMEOUT:?}"
-            ))
-        }
-    };
-    term.extend(valid_until(sent, ttl_s, drift));
+    let mut last_break = String::new();
     loop {
+        match renewal.one_stream(&client, &term).await {
+            StreamEnd::TermOver => return,
+            StreamEnd::LeaseGone(reason) => return term.end(reason),
+            StreamEnd::Broken(why) => {
+                // Once per distinct cause: a dead member refuses every
+                // reopen the same way.
+                if why != last_break {
+                    tracing::warn!(
+                        term = term.number(),
+                        lease = lease_id,
+                        left_ms = term.left_ms().unwrap_or(0),
+                        "keep-alive stream broke ({why}); opening another until the term's \
+                         deadline"
+                    );
+                    last_break = why;
+                }
+            }
+        }
         tokio::select! {
             biased;
             _ = term.ended() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(REOPEN_PAUSE) => {}
         }
-        let sent = clock.now();
-        if let Err(e) = keeper.keep_alive().await {
-            return term.end(format!(
-                "lease {lease_id}: keep-alive could not be sent: {e}"
-            ));
-        }
-        let answer = tokio::select! {
+    }
+}
+
+/// What renewing one term's lease needs.
+struct Renewal {
+    /// The lease behind the leader key.
+    lease_id: i64,
+    /// See [`keep_alive`].
+    ttl_s: u64,
+    /// Clock-rate bound: each acknowledged keep-alive is trusted for
+    /// `ttl·(1 − drift)` from its send.
+    drift: f64,
+    /// Deadlines are measured on this clock.
+    clock: Clock,
+    /// Between keep-alives on one stream.
+    interval: Duration,
+}
+
+impl Renewal {
+    /// Opens one keep-alive stream and renews on it until it breaks, the
+    /// lease is gone or the term ends.
+    async fn one_stream(&self, client: &Client, term: &Term) -> StreamEnd {
+        let lease_id = self.lease_id;
+        let mut lease = client.lease_client();
+        let sent = self.clock.now();
+        // Opening sends a keep-alive and waits for its answer.
+        let opened = tokio::select! {
             biased;
-            _ = term.ended() => return,
-            m = stream.message() => m,
+            _ = term.ended() => return StreamEnd::TermOver,
+            r = tokio::time::timeout(CALL_TIMEOUT, lease.keep_alive(lease_id)) => r,
         };
-        match answer {
-            Ok(Some(resp)) if resp.ttl() > 0 => {
-                let ttl = ttl_s.min(resp.ttl() as u64);
-                term.extend(valid_until(sent, ttl, drift));
-                tracing::trace!(term = term.number(), lease = lease_id, ttl = resp.ttl(), "lease renewed");
+        let (mut keeper, mut stream) = match opened {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) if e == "lease not found" => {
+                return StreamEnd::LeaseGone(format!("etcd reports lease {lease_id} not found"))
             }
-            Ok(Some(_)) => {
-                return term.end(format!(
-                    "etcd reports lease {lease_id} expired (its TTL ran out before a keep-alive arrived)"
-                ))
+            Ok(Err(e)) => return StreamEnd::Broken(format!("keep-alive failed: {e}")),
+            Err(_) => {
+                return StreamEnd::Broken(format!("no keep-alive answer within {CALL_TIMEOUT:?}"))
             }
-            Ok(None) => {
-                return term.end(format!("lease {lease_id}: etcd closed the keep-alive stream"))
+        };
+        term.extend(valid_until(sent, self.ttl_s, self.drift));
+        loop {
+            tokio::select! {
+                biased;
+                _ = term.ended() => return StreamEnd::TermOver,
+                _ = tokio::time::sleep(self.interval) => {}
             }
-            Err(e) => return term.end(format!("lease {lease_id}: keep-alive failed: {e}")),
+            let sent = self.clock.now();
+            if let Err(e) = keeper.keep_alive().await {
+                return StreamEnd::Broken(format!("keep-alive could not be sent: {e}"));
+            }
+            let answer = tokio::select! {
+                biased;
+                _ = term.ended() => return StreamEnd::TermOver,
+                m = stream.message() => m,
+            };
+            match answer {
+                Ok(Some(resp)) if resp.ttl() > 0 => {
+                    let ttl = self.ttl_s.min(resp.ttl() as u64);
+                    term.extend(valid_until(sent, ttl, self.drift));
+                    tracing::trace!(
+                        term = term.number(),
+                        lease = lease_id,
+                        ttl = resp.ttl(),
+                        "lease renewed"
+                    );
+                }
+                Ok(Some(_)) => {
+                    return StreamEnd::LeaseGone(format!(
+                        "etcd reports lease {lease_id} expired (its TTL ran out before a \
+                         keep-alive arrived)"
+                    ))
+                }
+                Ok(None) => return StreamEnd::Broken("etcd closed the keep-alive stream".into()),
+                Err(e) => return StreamEnd::Broken(format!("keep-alive failed: {e}")),
+            }
         }
     }
 }

@@ -26,9 +26,11 @@
 //!    until it expires (or is revoked) the leader key exists and B's
 //!    create-if-absent campaign cannot succeed. A checks `Term::holds()`
 //!    *after* the core recorded each grant (`server::shell`), so every grant
-//!    A sends was recorded before A's deadline, hence before B won. A
-//!    keep-alive failure, a closed stream or a change of the leader key ends
-//!    A's term even earlier; nothing ever extends an ended term.
+//!    A sends was recorded before A's deadline, hence before B won. etcd
+//!    reporting the lease gone or a change of the leader key ends A's term
+//!    even earlier; a broken keep-alive stream does not (the lease lives in
+//!    all of etcd, not in one member: A opens another and only the deadline
+//!    decides); nothing ever extends an ended term.
 //! 2. **B waits out every grant A may have sent.** B builds a fresh
 //!    `Core::take_office` after winning (`server::tenure`), and a core that
 //!    takes office assumes a grant at that moment: it names no new active

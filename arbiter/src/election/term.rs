@@ -9,8 +9,9 @@
 //!   `s`; with clock rates within `drift`, etcd cannot have expired the
 //!   lease — and nobody else can have created the leader key — before our
 //!   deadline (see [`crate::election`] for the whole argument);
-//! - an explicit **end**: keep-alive failed, the leader key changed or
-//!   vanished, the server is shutting down. The first reason is kept.
+//! - an explicit **end**: etcd reports the lease gone, the leader key
+//!   changed or vanished, the server is shutting down. The first reason is
+//!   kept.
 //!
 //! [`Term::holds`] is a lock-free check (two atomics and a clock read), so
 //! the heartbeat path asks it after building every reply. A file-store

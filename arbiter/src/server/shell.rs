@@ -245,6 +245,11 @@ impl Shell {
                     .metrics
                     .store_write_seconds
                     .observe(started.elapsed().as_secs_f64());
+                // Test hook (`crate::failpoint`): die with the epoch bump
+                // stored and its grant not yet sendable.
+                if let (Ok(CasOutcome::Written), Some(kind)) = (&result, epoch_change) {
+                    crate::failpoint::abort_after_epoch_bump(kind);
+                }
                 let mut g = shell.lock().await;
                 let now = shell.clock.now();
                 let outcome = match result {

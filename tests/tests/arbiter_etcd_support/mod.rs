@@ -39,7 +39,8 @@ pub struct EtcdArbiter {
 
 impl EtcdArbiter {
     /// Starts `arbiter run` as `name` for `cluster` over `etcd_url`
-    /// (`etcd://…`), with fast replica timing and `extra` flags.
+    /// (`etcd://…`), with fast replica timing and `extra` flags (a
+    /// `--leader-ttl-s` among them replaces [`TTL_S`]).
     pub fn spawn(
         dir: &TestDir,
         name: &str,
@@ -47,18 +48,39 @@ impl EtcdArbiter {
         etcd_url: &str,
         extra: &[&str],
     ) -> EtcdArbiter {
+        EtcdArbiter::spawn_with_env(dir, name, cluster, etcd_url, extra, &[])
+    }
+
+    /// [`EtcdArbiter::spawn`] with extra environment variables (e.g.
+    /// `UNDERSTUDY_FAILPOINT`).
+    pub fn spawn_with_env(
+        dir: &TestDir,
+        name: &str,
+        cluster: &str,
+        etcd_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> EtcdArbiter {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
-        let process = ProcessSpec::new(name, arbiter_binary(), dir.path())
+        let spec = ProcessSpec::new(name, arbiter_binary(), dir.path())
             .arg("run")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--cluster", cluster])
             .args(["--store", etcd_url])
             .args(["--arbiter-id", name])
-            .args(["--leader-ttl-s", &TTL_S.to_string()])
             .args(extra.iter().copied())
             .env("UNDERSTUDY_LOG", "info")
-            .env("NO_COLOR", "1")
+            .env("NO_COLOR", "1");
+        // `extra` may set its own TTL.
+        let spec = if extra.contains(&"--leader-ttl-s") {
+            spec
+        } else {
+            spec.args(["--leader-ttl-s", &TTL_S.to_string()])
+        };
+        let process = env
+            .iter()
+            .fold(spec, |spec, (key, value)| spec.env(key, value))
             .spawn()
             .expect("arbiter starts");
         let client = ArbiterClient::new(&url, None).expect("a valid URL");

@@ -1,0 +1,361 @@
+//! The arbiters' etcd is a three-member cluster; its members fail under a
+//! write load (DESIGN.md, "Arbiter high availability").
+//!
+//! 1. `kill -9` of one etcd member — first a follower, then the etcd
+//!    leader — each restarted on its data dir afterwards: clients notice
+//!    nothing. No write fails, the longest stretch without an acknowledged
+//!    write stays below the active's lease (1 s: the arbiter never stopped
+//!    renewing it; a handover of the arbiter would show as a pause of about
+//!    its 2 s lease TTL), and no replica changes role or epoch.
+//! 2. All of etcd stopped (`kill -9` of every member): the active keeps
+//!    serving until its lease lapses (no arbiter can renew it), then
+//!    refuses writes with a 503 `not_writable` that says its lease lapsed
+//!    because it cannot reach the arbiter; reads keep working on both
+//!    replicas.
+//! 3. etcd started again on the same data dirs: the cluster recovers by
+//!    itself — an arbiter leads again, writes succeed, the data is the
+//!    same, exactly one active.
+//!
+//! Every phase's duration is printed.
+//!
+//! **Timing rule.** The leading arbiter keeps its term only while etcd
+//! acknowledges a keep-alive within `ttl·(1 − drift)` of sending the last
+//! acknowledged one; keep-alives go every `ttl / 4`. So etcd must elect a new
+//! leader within about `0.9·ttl − ttl/4` (1.3 s for the default 2 s TTL),
+//! or the arbiter steps down and writes pause until another one leads
+//! (about a TTL). etcd's default election timeout (1 s, randomized up to
+//! 2 s, plus detection) does not fit in that with the default TTL; the
+//! etcd members here run `--heartbeat-interval=50 --election-timeout=500`
+//! (elections in well under a second), the arbiters the default TTL.
+//! With etcd's defaults, pick `--leader-ttl-s 5`.
+
+mod arbiter_etcd_support;
+mod etcd_support;
+
+use std::time::{Duration, Instant};
+
+use arbiter_etcd_support::{single_leader, EtcdArbiter, TTL_S};
+use etcd_support::{
+    etcd_leader, outcomes_between, start_replicas, wait_active, wait_same_data, RoleWatch,
+    ARBITER_FLAGS, CLIENTS, DEADLINE,
+};
+use proto_common::heartbeat::Role;
+use proto_common::ErrorCode;
+use understudy_tests::client::KvClient;
+use understudy_tests::harness::{
+    replica_status, serial, wait_for, wait_until, EtcdCluster, TestDir,
+};
+use understudy_tests::loadgen::background::failover_load_config;
+use understudy_tests::loadgen::BackgroundLoad;
+
+/// How often both replicas' status is read while a fault lasts.
+const POLL: Duration = Duration::from_millis(20);
+
+/// etcd elections fast enough for the arbiters' default 2 s lease TTL
+/// (see the module docs).
+const ETCD_TIMING: &[&str] = &["--heartbeat-interval=50", "--election-timeout=500"];
+
+/// The replicas' lease (the arbiters' built-in `lease_ms`): the longest
+/// write gap a member failure may cause.
+const REPLICA_LEASE: Duration = Duration::from_millis(1000);
+
+/// Bound on one probe request while etcd is down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_member_failures_and_a_full_etcd_outage() {
+    let _serial = serial().await;
+    let test_started = Instant::now();
+    let dir = TestDir::new("etcd-three-members").expect("test dir");
+    let mut etcd = EtcdCluster::start_with_args(3, dir.path(), ETCD_TIMING)
+        .await
+        .expect("etcd starts");
+    let arbiters = [
+        EtcdArbiter::spawn(&dir, "arb-a", "c1", &etcd.etcd_url(), ARBITER_FLAGS),
+        EtcdArbiter::spawn(&dir, "arb-b", "c1", &etcd.etcd_url(), ARBITER_FLAGS),
+    ];
+    let arbiter_refs: Vec<&EtcdArbiter> = arbiters.iter().collect();
+    single_leader(&arbiter_refs, DEADLINE).await;
+    let urls = format!("{},{}", arbiters[0].url, arbiters[1].url);
+    let replicas = start_replicas(&dir, "c1", &["r1", "r2"], &urls).await;
+    let replica_refs: Vec<_> = replicas.iter().collect();
+    let pairs: Vec<(String, String)> = replicas
+        .iter()
+        .map(|r| (r.config().node_id.clone(), r.url()))
+        .collect();
+    let client_urls: Vec<String> = pairs.iter().map(|(_, url)| url.clone()).collect();
+    let formed = wait_active(&arbiter_refs, &replica_refs, 0, true, DEADLINE)
+        .await
+        .unwrap();
+    let standby_url = pairs
+        .iter()
+        .find(|(id, _)| *id != formed.id)
+        .map(|(_, url)| url.clone())
+        .expect("two replicas");
+    println!(
+        "formed in {} ms: {} active in epoch {}, arbiter {} leads",
+        test_started.elapsed().as_millis(),
+        formed.id,
+        formed.epoch,
+        formed.leader
+    );
+    let load = BackgroundLoad::start(failover_load_config(&client_urls, CLIENTS, &[])).unwrap();
+    load.wait_acks(300, DEADLINE).await.unwrap();
+
+    // 1. One member at a time: a follower, then the leader.
+    for round in ["a follower", "the leader"] {
+        let leader = wait_for(DEADLINE, "an etcd leader all members agree on", || {
+            etcd_leader(&etcd)
+        })
+        .await
+        .unwrap();
+        let victim = if round == "the leader" {
+            leader
+        } else {
+            (leader + 1) % etcd.members.len()
+        };
+        let arbiter_leader = formed_leader(&arbiter_refs).await;
+        let watch = RoleWatch::start(&pairs, POLL);
+        let killed_ns = load.now_ns();
+        let killed_at = Instant::now();
+        etcd.members[victim]
+            .process
+            .kill()
+            .expect("kill -9 an etcd member");
+        // Long enough for an arbiter that lost its lease to show it: a
+        // whole TTL and a half, under load.
+        load.wait_acks(300, DEADLINE).await.unwrap();
+        wait_until(DEADLINE, "a lease TTL and a half after the kill", || {
+            let due = killed_at.elapsed() >= Duration::from_millis(TTL_S * 1500);
+            async move { due }
+        })
+        .await
+        .unwrap();
+        let new_leader = wait_for(DEADLINE, "an etcd leader among the survivors", || {
+            etcd_leader(&etcd)
+        })
+        .await
+        .unwrap();
+        let restarted_at = Instant::now();
+        etcd.members[victim]
+            .process
+            .restart()
+            .expect("restart the member");
+        etcd.wait_healthy(DEADLINE).await.unwrap();
+        let rejoined = restarted_at.elapsed();
+        load.wait_acks(300, DEADLINE).await.unwrap();
+        let roles = watch.stop().await;
+        let end_ns = load.now_ns();
+        let (gap_ns, (acked, failed)) = {
+            let ledger = load.ledger();
+            (
+                ledger.timeline().longest_gap_between(killed_ns, end_ns),
+                outcomes_between(&ledger, killed_ns, end_ns),
+            )
+        };
+        let now_leading = formed_leader(&arbiter_refs).await;
+        println!(
+            "etcd member {} ({round}) killed: etcd leader now member {new_leader}; {acked} writes \
+             acknowledged, {} failed; longest write gap {:.1} ms (bound {REPLICA_LEASE:?}); arbiter \
+             leader {arbiter_leader:?} -> {now_leading:?}; member restarted and healthy in {} ms; \
+             role watch: {}",
+            etcd.members[victim].name,
+            failed.len(),
+            gap_ns as f64 / 1e6,
+            rejoined.as_millis(),
+            roles.summary()
+        );
+        assert!(
+            failed.is_empty(),
+            "{round}: writes failed: {:#?}",
+            &failed[..failed.len().min(10)]
+        );
+        assert!(
+            gap_ns < REPLICA_LEASE.as_nanos() as u64,
+            "{round}: writes stopped for {:.1} ms",
+            gap_ns as f64 / 1e6
+        );
+        let changes = roles.changes();
+        assert!(changes.is_empty(), "{round}: {changes:#?}");
+        assert!(roles.both_active().is_empty(), "{:#?}", roles.both_active());
+    }
+
+    // 2. All of etcd down. The load pauses so that the probes below are
+    // the only writes; what it wrote so far must survive.
+    load.quiesce(DEADLINE).await.unwrap();
+    let mut active = KvClient::new(&formed.url)
+        .unwrap()
+        .with_timeout(PROBE_TIMEOUT);
+    let put = active.put("before-outage", "1").await.unwrap();
+    assert!(put.is_success(), "{}", put.body_text());
+    let watch = RoleWatch::start(&pairs, POLL);
+    let down_at = Instant::now();
+    for member in &mut etcd.members {
+        member.process.kill().expect("kill -9 an etcd member");
+    }
+    // Probe writes back to back until one is refused at intake. A write
+    // in flight when the lease ends is answered `outcome_unknown` instead
+    // (committed locally, not acknowledged): noted, not the refusal.
+    let mut last_ok: Option<Duration> = None;
+    let mut in_doubt = Vec::new();
+    let mut probes = 0u64;
+    let refusal = loop {
+        assert!(
+            down_at.elapsed() < DEADLINE,
+            "the active still takes writes {DEADLINE:?} after etcd went down"
+        );
+        probes += 1;
+        match active.put(format!("during-outage-{probes}"), "x").await {
+            Ok(r) if r.is_success() => last_ok = Some(down_at.elapsed()),
+            Ok(r) if r.error_code().as_deref() == Some("outcome_unknown") => {
+                in_doubt.push(down_at.elapsed().as_millis());
+            }
+            Ok(r) => break r,
+            // A hiccup, not an answer: retry after a breath.
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    };
+    let refused_after = down_at.elapsed();
+    let body = refusal.error_body().expect("a JSON error body");
+    println!(
+        "etcd down: the active took writes until {} ms ({probes} probes; outcome unknown at \
+         {in_doubt:?} ms), refused from {} ms: {} {:?}",
+        last_ok.map_or("-".into(), |t| t.as_millis().to_string()),
+        refused_after.as_millis(),
+        refusal.status,
+        body.message
+    );
+    assert_eq!(refusal.status, 503, "{}", refusal.body_text());
+    assert_eq!(
+        body.error,
+        ErrorCode::NotWritable,
+        "{}",
+        refusal.body_text()
+    );
+    assert!(
+        body.message.contains("lease") && body.message.contains("lapsed"),
+        "{}",
+        body.message
+    );
+    assert!(
+        body.message.contains("cannot reach the arbiter"),
+        "{}",
+        body.message
+    );
+    assert!(
+        last_ok.is_some(),
+        "the active took no write at all after etcd went down: its lease (granted at most a \
+         heartbeat earlier) should have run on"
+    );
+    // Reads keep working on both replicas (the standby has applied the
+    // marker once the active's commit index reached it).
+    for url in [&formed.url, &standby_url] {
+        wait_until(DEADLINE, &format!("{url} serving a read"), || async move {
+            let Ok(client) = KvClient::new(url) else {
+                return false;
+            };
+            let mut client = client.with_timeout(PROBE_TIMEOUT);
+            matches!(client.get("before-outage").await,
+                     Ok(r) if r.status == 200 && &r.body[..] == b"1")
+        })
+        .await
+        .unwrap();
+    }
+    for (i, a) in arbiters.iter().enumerate() {
+        let status = a.status().await;
+        assert!(
+            status.is_none_or(|s| !s.is_leader),
+            "arbiter {i} still claims to lead without etcd"
+        );
+    }
+    let down_for = down_at.elapsed();
+
+    // 3. etcd back on the same data dirs: the cluster recovers by itself.
+    let up_at = Instant::now();
+    for member in &mut etcd.members {
+        member.process.restart().expect("restart an etcd member");
+    }
+    etcd.wait_healthy(DEADLINE).await.unwrap();
+    let etcd_healthy = up_at.elapsed();
+    let writable = wait_for(DEADLINE, "a write succeeding again", || {
+        let url = formed.url.clone();
+        async move {
+            let mut c = KvClient::new(&url).ok()?.with_timeout(PROBE_TIMEOUT);
+            c.put("after-outage", "2")
+                .await
+                .ok()
+                .filter(|r| r.is_success())
+        }
+    })
+    .await
+    .unwrap();
+    let writable_after = up_at.elapsed();
+    let leading = formed_leader(&arbiter_refs).await;
+    let recovered = wait_active(&arbiter_refs, &replica_refs, 0, false, DEADLINE)
+        .await
+        .unwrap();
+    load.resume();
+    load.wait_acks(300, DEADLINE).await.unwrap();
+    let roles = watch.stop().await;
+    println!(
+        "etcd up again: healthy after {} ms, writes succeed after {} ms (version {:?}); arbiter \
+         {leading:?} leads; {} active in epoch {} (was {} in {}); etcd was down {} ms; role \
+         watch: {}",
+        etcd_healthy.as_millis(),
+        writable_after.as_millis(),
+        writable.data_version,
+        recovered.id,
+        recovered.epoch,
+        formed.id,
+        formed.epoch,
+        down_for.as_millis(),
+        roles.summary()
+    );
+    assert!(roles.both_active().is_empty(), "{:#?}", roles.both_active());
+    // Exactly one active: each replica's own view.
+    let mut actives = Vec::new();
+    for (id, url) in &pairs {
+        let own = replica_status(url).await.unwrap();
+        if own.role == Role::Active {
+            actives.push(id.clone());
+        }
+    }
+    assert_eq!(actives, [recovered.id.as_str()], "exactly one active");
+
+    let (report, ledger) = load.stop(DEADLINE).await.unwrap();
+    let standby = pairs
+        .iter()
+        .find(|(id, _)| *id != recovered.id)
+        .map(|(_, url)| url.clone())
+        .expect("two replicas");
+    let data = wait_same_data(&recovered.url, &standby, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(
+        data.get("before-outage").map(|v| &v[..]),
+        Some(&b"1"[..]),
+        "the data from before the outage"
+    );
+    assert_eq!(data.get("after-outage").map(|v| &v[..]), Some(&b"2"[..]));
+    let verification = ledger.verify(&data);
+    println!(
+        "{} ops, errors {:?}, {} retries; acks by epoch {:?}; {}; whole test {} ms",
+        report.ops,
+        report.errors_by_kind,
+        report.retries,
+        ledger.acks_by_epoch(),
+        verification.summary(),
+        test_started.elapsed().as_millis()
+    );
+    assert!(verification.is_ok(), "{}", verification.summary());
+}
+
+/// Index of the arbiter that says it leads, if one does.
+async fn formed_leader(arbiters: &[&EtcdArbiter]) -> Option<usize> {
+    for (i, a) in arbiters.iter().enumerate() {
+        if a.is_leader().await {
+            return Some(i);
+        }
+    }
+    None
+}
