@@ -62,6 +62,9 @@ pub struct Node {
     role: RwLock<RoleView>,
     /// Persisted node facts; the mutex serializes writers of the file.
     node_state: Mutex<NodeState>,
+    /// Whether client writes may commit on the caller's thread: only on a
+    /// multi-threaded runtime, where `block_in_place` is allowed.
+    inline_writes: bool,
     /// Held for the node's lifetime: the flock on `LOCK`.
     _dir_lock: File,
 }
@@ -144,6 +147,8 @@ impl Node {
                 fenced_for: None,
             }),
             node_state: Mutex::new(node_state),
+            inline_writes: tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread),
             _dir_lock: dir_lock,
         }))
     }
@@ -365,18 +370,31 @@ impl Node {
         }
         let payload = command.encode();
         let (tx, rx) = oneshot::channel();
+        let mut req = LogRequest::Write {
+            epoch,
+            command,
+            payload,
+            responder: tx,
+            received: Instant::now(),
+        };
+        // A lone writer commits on its own thread (no handoff each way);
+        // when a batch is being written it joins the group-commit thread's
+        // next batch instead. Blocking needs a multi-threaded runtime.
+        if self.inline_writes && !self.log.direct().is_busy() {
+            match tokio::task::block_in_place(|| self.log.direct().try_write_inline(req)) {
+                Ok(()) => return rx.await.unwrap_or_else(|_| Err(dropped())),
+                Err(back) => req = back,
+            }
+        }
         self.log
-            .send(LogRequest::Write {
-                epoch,
-                command,
-                payload,
-                responder: tx,
-                received: Instant::now(),
-            })
+            .send(req)
             .map_err(|_| WriteError::Storage("the group-commit thread stopped".into()))?;
-        rx.await
-            .unwrap_or_else(|_| Err(WriteError::Storage("the write was dropped".into())))
+        rx.await.unwrap_or_else(|_| Err(dropped()))
     }
+}
+
+fn dropped() -> WriteError {
+    WriteError::Storage("the write was dropped".into())
 }
 
 /// Applies log entries after the snapshot up to `commit_hint`; returns the

@@ -101,14 +101,17 @@ impl GroupCommit {
     /// Starts the thread; it runs until every handle is dropped.
     pub fn start(log: Log, sink: Arc<dyn CommitSink>) -> io::Result<GroupCommit> {
         let (tx, rx) = mpsc::channel();
-        let log = Arc::new(Mutex::new(log));
+        let shared = Arc::new(Mutex::new(Shared {
+            log,
+            write_epoch: None,
+        }));
         let direct = DirectLog {
-            log: log.clone(),
+            shared: shared.clone(),
             sink: sink.clone(),
         };
         thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || Worker::new(log, sink).run(rx))?;
+            .spawn(move || Worker::new(shared, sink).run(rx))?;
         Ok(GroupCommit { tx, direct })
     }
 
@@ -123,6 +126,14 @@ impl GroupCommit {
     }
 }
 
+/// What the log's writers share: the log and the epoch client writes are
+/// stamped with (set only by the group-commit thread's control requests).
+pub struct Shared {
+    log: Log,
+    /// The epoch client writes are stamped with, when this replica is active.
+    write_epoch: Option<Epoch>,
+}
+
 /// Appends replicated records on the caller's thread.
 ///
 /// A standby's receiver appends what the active sent, fsyncs and acks it
@@ -132,7 +143,7 @@ impl GroupCommit {
 /// standby the thread takes no client writes, so the two never contend.
 #[derive(Clone)]
 pub struct DirectLog {
-    log: Arc<Mutex<Log>>,
+    shared: Arc<Mutex<Shared>>,
     sink: Arc<dyn CommitSink>,
 }
 
@@ -145,7 +156,8 @@ impl DirectLog {
         entries: &[(Position, u32)],
         pending: Vec<PendingEntry>,
     ) -> io::Result<Position> {
-        let mut log = self.log.lock();
+        let mut shared = self.shared.lock();
+        let log = &mut shared.log;
         let expected = log.last().index.next();
         match entries.first() {
             None => return Ok(log.last()),
@@ -157,12 +169,63 @@ impl DirectLog {
             }
             Some(_) => {}
         }
-        commit_batch(&mut log, &*self.sink, bytes, entries, pending)
+        commit_batch(log, &*self.sink, bytes, entries, pending)
     }
 
     /// The last entry written.
     pub fn last(&self) -> Position {
-        self.log.lock().last()
+        self.shared.lock().log.last()
+    }
+
+    /// Whether a batch is being written right now (a hint: it may change
+    /// at once).
+    pub fn is_busy(&self) -> bool {
+        self.shared.is_locked()
+    }
+
+    /// Commits one client write on the caller's thread if no batch is being
+    /// written right now; otherwise hands the request back (send it to the
+    /// group-commit thread, which batches it with the others waiting).
+    ///
+    /// A lone writer then pays for no thread switch at all: it appends,
+    /// fsyncs and is answered on its own thread. Under load the log is
+    /// almost always busy and writes form batches on the thread as before.
+    /// Call it where blocking for an fsync is allowed (`block_in_place`).
+    pub fn try_write_inline(&self, req: LogRequest) -> Result<(), LogRequest> {
+        let Some(mut shared) = self.shared.try_lock() else {
+            return Err(req);
+        };
+        let LogRequest::Write {
+            epoch,
+            command,
+            payload,
+            responder,
+            received,
+        } = req
+        else {
+            return Err(req);
+        };
+        let Shared { log, write_epoch } = &mut *shared;
+        if *write_epoch != Some(epoch) || log.failure().is_some() {
+            let _ = responder.send(Err(crate::commit::WriteError::NotWritable(format!(
+                "this replica stopped taking writes in epoch {epoch}"
+            ))));
+            return Ok(());
+        }
+        let pos = Position {
+            epoch,
+            index: log.last().index.next(),
+        };
+        let mut buf = BytesMut::with_capacity(record::HEADER_LEN + payload.len());
+        record::encode(&mut buf, pos, &payload);
+        let pending = PendingEntry {
+            position: pos,
+            command,
+            responder: Some(responder),
+            received: Some(received),
+        };
+        let _ = commit_batch(log, &*self.sink, &buf.freeze(), &[(pos, 0)], vec![pending]);
+        Ok(())
     }
 }
 
@@ -192,19 +255,16 @@ fn commit_batch(
 }
 
 struct Worker {
-    log: Arc<Mutex<Log>>,
+    shared: Arc<Mutex<Shared>>,
     sink: Arc<dyn CommitSink>,
-    /// The epoch client writes are stamped with, when this replica is active.
-    write_epoch: Option<Epoch>,
     buf: BytesMut,
 }
 
 impl Worker {
-    fn new(log: Arc<Mutex<Log>>, sink: Arc<dyn CommitSink>) -> Worker {
+    fn new(shared: Arc<Mutex<Shared>>, sink: Arc<dyn CommitSink>) -> Worker {
         Worker {
-            log,
+            shared,
             sink,
-            write_epoch: None,
             buf: BytesMut::with_capacity(MAX_BATCH_BYTES),
         }
     }
@@ -232,8 +292,9 @@ impl Worker {
     /// syncs once. Returns a control request met while draining, to be run
     /// next (so ordering with respect to control requests is preserved).
     fn batch(&mut self, first: LogRequest, rx: &Receiver<LogRequest>) -> Option<LogRequest> {
-        let log = self.log.clone();
-        let mut log = log.lock();
+        let shared = self.shared.clone();
+        let mut shared = shared.lock();
+        let Shared { log, write_epoch } = &mut *shared;
         self.buf.clear();
         let mut entries: Vec<(Position, u32)> = Vec::new();
         let mut pending: Vec<PendingEntry> = Vec::new();
@@ -249,7 +310,7 @@ impl Worker {
                     responder,
                     received,
                 } => {
-                    if self.write_epoch != Some(epoch) || log.failure().is_some() {
+                    if *write_epoch != Some(epoch) || log.failure().is_some() {
                         let _ = responder.send(Err(crate::commit::WriteError::NotWritable(
                             format!("this replica stopped taking writes in epoch {epoch}"),
                         )));
@@ -283,16 +344,17 @@ impl Worker {
             return carry;
         }
         let bytes = self.buf.split().freeze();
-        let _ = commit_batch(&mut log, &*self.sink, &bytes, &entries, pending);
+        let _ = commit_batch(log, &*self.sink, &bytes, &entries, pending);
         carry
     }
 
     fn control(&mut self, req: LogRequest) {
-        let log = self.log.clone();
-        let mut log = log.lock();
+        let shared = self.shared.clone();
+        let mut shared = shared.lock();
+        let Shared { log, write_epoch } = &mut *shared;
         match req {
             LogRequest::SetWriteEpoch { epoch, done } => {
-                let _ = done.send(self.set_write_epoch(&mut log, epoch));
+                let _ = done.send(self.set_write_epoch(log, write_epoch, epoch));
             }
             LogRequest::Truncate { after, done } => {
                 let _ = done.send(log.truncate_after(after));
@@ -314,9 +376,14 @@ impl Worker {
     /// Switches the epoch client writes are stamped with. Opening an epoch
     /// writes a `Noop` at its first index and waits until it is durable, so
     /// the new epoch is visible in this replica's position at once.
-    fn set_write_epoch(&mut self, log: &mut Log, epoch: Option<Epoch>) -> io::Result<Position> {
+    fn set_write_epoch(
+        &mut self,
+        log: &mut Log,
+        write_epoch: &mut Option<Epoch>,
+        epoch: Option<Epoch>,
+    ) -> io::Result<Position> {
         let Some(epoch) = epoch else {
-            self.write_epoch = None;
+            *write_epoch = None;
             return Ok(log.last());
         };
         let last = log.last();
@@ -326,7 +393,7 @@ impl Worker {
                 last.epoch
             )));
         }
-        self.write_epoch = Some(epoch);
+        *write_epoch = Some(epoch);
         if last.epoch == epoch {
             return Ok(last);
         }

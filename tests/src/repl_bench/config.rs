@@ -10,10 +10,13 @@ use crate::loadgen::parse_duration;
 /// Which part of the benchmark to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Phase {
+    /// Throughput, lag and catch-up (the replicated cluster).
     All,
     Throughput,
     Lag,
     Catchup,
+    /// One standalone replica against a one-member etcd (no replication).
+    Standalone,
 }
 
 /// Replication benchmark against a three-member etcd.

@@ -17,9 +17,13 @@
 //!    until it has applied the active's position gives the catch-up rate
 //!    (dataset bytes / seconds), whether by log or by snapshot.
 //!
+//! `--phase standalone` instead runs one standalone replica (no arbiter, no
+//! replication) against a one-member etcd, 64 and 1 clients.
+//!
 //! ```text
 //! cargo build --release --bins
 //! target/release/repl-bench                    # all phases, 1 GiB catch-up
+//! target/release/repl-bench --phase standalone
 //! target/release/repl-bench --phase lag --json
 //! ```
 //!

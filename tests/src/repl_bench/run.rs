@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::config::{Config, Phase};
 use super::scrape::{metrics, Buckets};
 use crate::client::KvClient;
-use crate::harness::{Cluster, EtcdCluster, TestDir};
+use crate::harness::{Cluster, EtcdCluster, ReplicaConfig, TestDir};
 use crate::loadgen::{self, TargetReport};
 
 const ACK_LATENCY: &str = "understudy_replication_ack_latency_seconds";
@@ -50,6 +50,10 @@ pub async fn run(config: &Config) -> Result<Report, String> {
         fdatasync_us: probe_fdatasync(&dir.join("probe")).ok(),
         ..Default::default()
     };
+    if config.phase == Phase::Standalone {
+        report.throughput = standalone(config, &dir).await?;
+        return Ok(report);
+    }
     let wants = |p: Phase| config.phase == Phase::All || config.phase == p;
     let etcd = if wants(Phase::Throughput) {
         let etcd = EtcdCluster::start(3, &dir.join("etcd"))
@@ -132,6 +136,37 @@ pub async fn run(config: &Config) -> Result<Report, String> {
         report.catchup = Some(catchup(config, &cluster, &active.url, &dir).await?);
     }
     Ok(report)
+}
+
+/// A standalone replica (fsync on, production segment size) against a
+/// one-member etcd, 64 and 1 clients.
+async fn standalone(config: &Config, dir: &TestDir) -> Result<Vec<TargetReport>, String> {
+    let etcd = EtcdCluster::start(1, &dir.join("etcd"))
+        .await
+        .map_err(|e| format!("starting etcd: {e}"))?;
+    etcd.wait_healthy(Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
+    let replica = ReplicaConfig::new(dir, "solo")
+        .program(config.bin_dir.join("replica"))
+        .segment_bytes(64 << 20)
+        .start()
+        .await?;
+    let url = replica.url();
+    let mut rows = Vec::new();
+    for clients in [config.clients, 1] {
+        rows.extend(
+            load(
+                config,
+                &[&url, &etcd.etcd_url()],
+                clients,
+                None,
+                config.value_size,
+            )
+            .await?,
+        );
+    }
+    Ok(rows)
 }
 
 /// One loadgen run over `targets` (each measured on its own).
