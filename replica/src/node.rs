@@ -383,7 +383,7 @@ impl Node {
         if self.inline_writes && !self.log.direct().is_busy() {
             match tokio::task::block_in_place(|| self.log.direct().try_write_inline(req)) {
                 Ok(()) => return rx.await.unwrap_or_else(|_| Err(dropped())),
-                Err(back) => req = back,
+                Err(back) => req = *back,
             }
         }
         self.log

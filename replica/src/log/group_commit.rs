@@ -191,9 +191,9 @@ impl DirectLog {
     /// fsyncs and is answered on its own thread. Under load the log is
     /// almost always busy and writes form batches on the thread as before.
     /// Call it where blocking for an fsync is allowed (`block_in_place`).
-    pub fn try_write_inline(&self, req: LogRequest) -> Result<(), LogRequest> {
+    pub fn try_write_inline(&self, req: LogRequest) -> Result<(), Box<LogRequest>> {
         let Some(mut shared) = self.shared.try_lock() else {
-            return Err(req);
+            return Err(Box::new(req));
         };
         let LogRequest::Write {
             epoch,
@@ -203,7 +203,7 @@ impl DirectLog {
             received,
         } = req
         else {
-            return Err(req);
+            return Err(Box::new(req));
         };
         let Shared { log, write_epoch } = &mut *shared;
         if *write_epoch != Some(epoch) || log.failure().is_some() {
