@@ -200,6 +200,12 @@ impl CommitTracker {
         self.maybe_commit(inner);
     }
 
+    /// Whether a write commits on local durability alone (this node leads
+    /// with an empty sync set: standalone, async, or degraded).
+    pub fn commits_locally(&self) -> bool {
+        matches!(&self.inner.lock().mode, Mode::Leading(sync) if sync.members.is_empty())
+    }
+
     /// The sync-set version the active may report as confirmed.
     pub fn confirmed_sync_version(&self) -> u64 {
         match &self.inner.lock().mode {

@@ -377,10 +377,12 @@ impl Node {
             responder: tx,
             received: Instant::now(),
         };
-        // A lone writer commits on its own thread (no handoff each way);
-        // when a batch is being written it joins the group-commit thread's
-        // next batch instead. Blocking needs a multi-threaded runtime.
-        if self.inline_writes && !self.log.direct().is_busy() {
+        // A lone writer whose commit needs only the local fsync commits on
+        // its own thread (no handoff each way); when a batch is being
+        // written it joins the group-commit thread's next batch instead.
+        // With a sync set the answer waits for a standby anyway, and
+        // blocking a worker would only slow the acks down.
+        if self.inline_writes && !self.log.direct().is_busy() && self.commit.commits_locally() {
             match tokio::task::block_in_place(|| self.log.direct().try_write_inline(req)) {
                 Ok(()) => return rx.await.unwrap_or_else(|_| Err(dropped())),
                 Err(back) => req = *back,
