@@ -50,6 +50,16 @@ pub struct RoleView {
     pub fenced_for: Option<proto_common::NodeId>,
 }
 
+/// Whether a snapshot is being written, and how much log has been written
+/// since the last one (a snapshot starts when that passes
+/// `snapshot_every_bytes`).
+#[derive(Debug, Default)]
+pub struct SnapshotActivity {
+    pub in_progress: std::sync::atomic::AtomicBool,
+    /// `metrics.log_bytes` when the last snapshot was taken (or at start).
+    pub log_bytes_at_last: std::sync::atomic::AtomicU64,
+}
+
 /// A running replica's storage and state machine.
 pub struct Node {
     pub settings: Settings,
@@ -62,6 +72,8 @@ pub struct Node {
     role: RwLock<RoleView>,
     /// Persisted node facts; the mutex serializes writers of the file.
     node_state: Mutex<NodeState>,
+    /// Snapshot activity, for housekeeping and status.
+    pub snapshots: SnapshotActivity,
     /// Whether client writes may commit on the caller's thread: only on a
     /// multi-threaded runtime, where `block_in_place` is allowed.
     inline_writes: bool,
@@ -147,6 +159,7 @@ impl Node {
                 fenced_for: None,
             }),
             node_state: Mutex::new(node_state),
+            snapshots: SnapshotActivity::default(),
             inline_writes: tokio::runtime::Handle::try_current()
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread),
             _dir_lock: dir_lock,

@@ -5,6 +5,7 @@
 //! bind port 0 and stop it when they like.
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,7 +91,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let stop = CancellationToken::new();
-    let housekeeping = tokio::spawn(housekeeping(node.clone()));
+    let housekeeping = tokio::spawn(housekeeping(node.clone(), repl.clone()));
     if let Some(l) = repl_listener {
         tokio::spawn(repl.clone().serve(l, stop.clone()));
     }
@@ -112,17 +113,18 @@ pub async fn run(
 
 /// Once a second: persist the commit hint, and snapshot when enough log
 /// has been written since the last snapshot.
-async fn housekeeping(node: Arc<Node>) {
+async fn housekeeping(node: Arc<Node>, repl: Arc<Replication>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut bytes_at_snapshot = node.metrics.log_bytes.get();
+    let at_last = &node.snapshots.log_bytes_at_last;
+    at_last.store(node.metrics.log_bytes.get(), Ordering::Relaxed);
     loop {
         tick.tick().await;
         save_commit_hint(node.clone()).await;
         let written = node.metrics.log_bytes.get();
-        if written - bytes_at_snapshot >= node.settings.snapshot_every_bytes {
-            match take_snapshot(&node).await {
+        if written - at_last.load(Ordering::Relaxed) >= node.settings.snapshot_every_bytes {
+            match take_snapshot(&node, repl.followers.min_needed()).await {
                 Ok(pos) => {
-                    bytes_at_snapshot = written;
+                    at_last.store(written, Ordering::Relaxed);
                     tracing::info!(position = %pos, "snapshot written; covered log segments deleted");
                 }
                 Err(e) => tracing::error!(error = %e, "snapshot failed; will retry"),
@@ -146,8 +148,22 @@ async fn save_commit_hint(node: Arc<Node>) {
 }
 
 /// Writes a snapshot of the applied state and deletes the log segments it
-/// covers. Returns the snapshot's position.
-pub async fn take_snapshot(node: &Arc<Node>) -> Result<Position, String> {
+/// covers, keeping entries from `keep_from` on (a standby still needs them).
+/// Returns the snapshot's position.
+pub async fn take_snapshot(
+    node: &Arc<Node>,
+    keep_from: Option<proto_common::LogIndex>,
+) -> Result<Position, String> {
+    node.snapshots.in_progress.store(true, Ordering::Relaxed);
+    let result = write_snapshot(node, keep_from).await;
+    node.snapshots.in_progress.store(false, Ordering::Relaxed);
+    result
+}
+
+async fn write_snapshot(
+    node: &Arc<Node>,
+    keep_from: Option<proto_common::LogIndex>,
+) -> Result<Position, String> {
     let (map, pos) = {
         let kv = node.kv.read();
         (kv.map().clone(), kv.applied())
@@ -166,6 +182,7 @@ pub async fn take_snapshot(node: &Arc<Node>) -> Result<Position, String> {
     node.log
         .send(LogRequest::Compact {
             snapshot: pos,
+            keep_from,
             done: tx,
         })
         .map_err(|_| "the group-commit thread stopped".to_string())?;

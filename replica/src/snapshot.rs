@@ -136,15 +136,24 @@ pub fn write(
 
 /// Reads and verifies a snapshot file into a state and its epoch history.
 pub fn read(path: &Path) -> io::Result<(KvState, EpochRuns)> {
+    let file = File::open(path)?;
+    decode(
+        BufReader::with_capacity(1 << 20, file),
+        &path.display().to_string(),
+    )
+}
+
+/// Decodes and verifies a snapshot from any byte stream (a file, or the
+/// chunks arriving from the active); `name` is for error messages.
+pub fn decode(input: impl Read, name: &str) -> io::Result<(KvState, EpochRuns)> {
     let bad = |why: String| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("snapshot {} is invalid: {why}", path.display()),
+            format!("snapshot {name} is invalid: {why}"),
         )
     };
-    let file = File::open(path)?;
     let mut r = Crc {
-        inner: BufReader::with_capacity(1 << 20, file),
+        inner: input,
         crc: 0,
     };
     let mut magic = [0u8; 8];

@@ -222,9 +222,27 @@ fn segments_roll_and_compact() {
             .count()
     };
     assert!(segs() >= 4, "expected several segments, got {}", segs());
-    let removed = log.compact(Position::new(1, 60)).unwrap();
+    // A standby still needs entries from 31 on: they stay.
+    assert!(
+        log.compact(Position::new(1, 60), Some(LogIndex(31)))
+            .unwrap()
+            >= 1
+    );
+    assert!(
+        log.base().index < LogIndex(31),
+        "kept entries were compacted"
+    );
+    assert!(matches!(
+        log.reader().read(LogIndex(31), 1 << 20).unwrap(),
+        ReadOutcome::Entries { .. }
+    ));
+    let removed = log.compact(Position::new(1, 60), None).unwrap();
     assert!(removed >= 1);
-    assert_eq!(log.base(), Position::new(1, 60));
+    assert!(log.base().index <= LogIndex(60) && log.base().index > LogIndex(31));
+    assert!(matches!(
+        log.reader().read(LogIndex(31), 1 << 20).unwrap(),
+        ReadOutcome::Compacted
+    ));
     drop(log);
     let (log, _) = Log::open(dir.path(), opts(), Position::new(1, 60), &[]).unwrap();
     assert_eq!(log.last(), Position::new(1, 100));

@@ -42,7 +42,7 @@ async fn a_standby_far_behind_a_compacted_log_gets_a_snapshot() {
             .await
             .unwrap();
     }
-    let snap = replica::server::take_snapshot(&a.node).await.unwrap();
+    let snap = replica::server::take_snapshot(&a.node, None).await.unwrap();
     assert!(
         a.node.reader.base().index > proto_common::LogIndex(1),
         "log not compacted"

@@ -193,7 +193,7 @@ async fn restart_replays_the_snapshot_and_the_log() {
             .await
             .unwrap();
     }
-    replica::server::take_snapshot(&a.node).await.unwrap();
+    replica::server::take_snapshot(&a.node, None).await.unwrap();
     for i in 150..260 {
         a.put(&format!("k{i:03}"), &format!("second {i}"))
             .await

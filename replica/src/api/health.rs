@@ -8,6 +8,8 @@
 //! - `GET /v1/status`: this replica's own view (role, epoch, positions).
 //! - `GET /metrics`: Prometheus (OpenMetrics) text.
 
+use std::sync::atomic::Ordering;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -43,6 +45,11 @@ pub struct ReplicaStatus {
     pub storage_failure: Option<String>,
     /// Entries this replica moved to `quarantine/` (cut divergent tails).
     pub quarantined_entries: u64,
+    /// A snapshot is being written right now.
+    pub snapshot_in_progress: bool,
+    /// Log bytes written since the last snapshot (one starts at
+    /// `snapshot_every_bytes`).
+    pub log_bytes_since_snapshot: u64,
     /// On the active during a planned switchover: the standby taking over.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handing_over_to: Option<String>,
@@ -68,6 +75,12 @@ pub fn status_of(node: &Node) -> ReplicaStatus {
         not_writable: role.not_writable,
         storage_failure: node.commit.failure(),
         quarantined_entries: node.node_state().quarantined_entries,
+        snapshot_in_progress: node.snapshots.in_progress.load(Ordering::Relaxed),
+        log_bytes_since_snapshot: node
+            .metrics
+            .log_bytes
+            .get()
+            .saturating_sub(node.snapshots.log_bytes_at_last.load(Ordering::Relaxed)),
         handing_over_to: role.fenced_for.map(|t| t.to_string()),
     }
 }

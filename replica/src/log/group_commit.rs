@@ -72,9 +72,11 @@ pub enum LogRequest {
         after: LogIndex,
         done: oneshot::Sender<io::Result<Vec<u8>>>,
     },
-    /// Delete segments covered by a durable snapshot.
+    /// Delete segments covered by a durable snapshot, keeping every entry
+    /// from `keep_from` on (a standby still needs them).
     Compact {
         snapshot: Position,
+        keep_from: Option<LogIndex>,
         done: oneshot::Sender<io::Result<usize>>,
     },
     /// Drop everything; continue right after an installed snapshot whose
@@ -359,8 +361,12 @@ impl Worker {
             LogRequest::Truncate { after, done } => {
                 let _ = done.send(log.truncate_after(after));
             }
-            LogRequest::Compact { snapshot, done } => {
-                let _ = done.send(log.compact(snapshot));
+            LogRequest::Compact {
+                snapshot,
+                keep_from,
+                done,
+            } => {
+                let _ = done.send(log.compact(snapshot, keep_from));
             }
             LogRequest::Reset {
                 base,

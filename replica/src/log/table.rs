@@ -45,6 +45,16 @@ impl SegmentTable {
         Some(Position { epoch, index })
     }
 
+    /// Epoch of the entry at `index` from the epoch history, also for
+    /// entries before `base`.
+    pub fn epoch_at(&self, index: LogIndex) -> Option<Epoch> {
+        if index > self.last.index {
+            return None;
+        }
+        let run = self.epochs.partition_point(|(first, _)| *first <= index);
+        Some(self.epochs.get(run.checked_sub(1)?)?.1)
+    }
+
     /// Records that entries up to `pos` exist, extending the epoch runs.
     pub fn note_appended(&mut self, pos: Position) {
         if self.epochs.last().map(|(_, e)| *e) != Some(pos.epoch) {
@@ -114,11 +124,7 @@ impl LogReader {
         if index == t.base.index {
             return Some(t.base.epoch);
         }
-        if index > t.last.index {
-            return None;
-        }
-        let run = t.epochs.partition_point(|(first, _)| *first <= index);
-        Some(t.epochs.get(run.checked_sub(1)?)?.1)
+        t.epoch_at(index)
     }
 
     /// The log's outline: base, last, and every epoch run (oldest first).

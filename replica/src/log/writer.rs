@@ -218,23 +218,40 @@ impl Log {
         Ok(cut)
     }
 
-    /// Deletes sealed segments whose entries are all at or below `upto`
-    /// (covered by a durable snapshot at `snapshot`). Returns how many went.
-    pub fn compact(&mut self, snapshot: Position) -> io::Result<usize> {
+    /// Deletes sealed segments whose entries are all covered by a durable
+    /// snapshot at `snapshot` and below `keep_from` (entries a standby still
+    /// needs stay). Returns how many segments went.
+    pub fn compact(
+        &mut self,
+        snapshot: Position,
+        keep_from: Option<LogIndex>,
+    ) -> io::Result<usize> {
         self.check_failed()?;
+        let upto = match keep_from {
+            Some(k) => snapshot.index.min(k.prev()),
+            None => snapshot.index,
+        };
         let mut t = self.table.write();
-        if snapshot.index > t.base.index {
-            t.base = snapshot;
-        }
         let mut removed = 0;
         while t.segments.len() > 1 {
             let first = &t.segments[0];
-            if first.is_empty() || first.last_index() > snapshot.index {
+            if first.is_empty() || first.last_index() > upto {
                 break;
             }
             std::fs::remove_file(&first.path)?;
             t.segments.remove(0);
             removed += 1;
+        }
+        if removed > 0 {
+            // Readable entries now start at the first kept segment.
+            let before_first = t.segments[0].base.prev();
+            if before_first > t.base.index {
+                let epoch = t.epoch_at(before_first).unwrap_or(snapshot.epoch);
+                t.base = Position {
+                    epoch,
+                    index: before_first,
+                };
+            }
         }
         // Epoch runs are kept whole: they are tiny and divergence checks
         // need them even for compacted history.

@@ -6,6 +6,7 @@
 //! - [`quarantine`]: where a cut divergent tail is kept.
 //! - [`progress`]: the active's view of each standby (lag, acks).
 //! - [`rewind`]: un-applying a cut tail (async mode only).
+//! - [`snapshot_install`]: a streamed snapshot written and decoded at once.
 //! - [`replication`]: the role switches (promote, follow, deposed) that
 //!   start and stop the tasks above.
 
@@ -16,5 +17,6 @@ pub mod receiver;
 pub mod replication;
 pub mod rewind;
 pub mod sender;
+pub mod snapshot_install;
 
 pub use replication::Replication;

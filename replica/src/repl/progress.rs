@@ -25,6 +25,10 @@ struct Progress {
     acked: Position,
     connected: bool,
     in_flight: VecDeque<Shipped>,
+    /// The first index this standby still needs from our log: compaction
+    /// keeps it, or a standby catching up could be sent snapshot after
+    /// snapshot while the log moves on.
+    needs_from: LogIndex,
 }
 
 /// Progress of every standby that has connected to this active.
@@ -45,11 +49,30 @@ impl Followers {
         }
     }
 
-    pub fn connected(&self, id: &NodeId) {
+    /// A standby connected and will be sent entries from `needs_from`.
+    pub fn connected(&self, id: &NodeId, needs_from: LogIndex) {
         let mut map = self.map.lock();
         let p = map.entry(id.clone()).or_default();
         p.connected = true;
         p.in_flight.clear();
+        p.needs_from = needs_from;
+    }
+
+    /// The standby was sent a snapshot ending at `index - 1`.
+    pub fn needs_from(&self, id: &NodeId, index: LogIndex) {
+        if let Some(p) = self.map.lock().get_mut(id) {
+            p.needs_from = index;
+        }
+    }
+
+    /// The lowest index any connected standby still needs, if any.
+    pub fn min_needed(&self) -> Option<LogIndex> {
+        self.map
+            .lock()
+            .values()
+            .filter(|p| p.connected)
+            .map(|p| p.needs_from)
+            .min()
     }
 
     pub fn disconnected(&self, id: &NodeId) {
@@ -78,6 +101,7 @@ impl Followers {
         let Some(p) = map.get_mut(id) else { return };
         if pos > p.acked {
             p.acked = pos;
+            p.needs_from = p.needs_from.max(pos.index.next());
         }
         while p.in_flight.front().is_some_and(|s| s.last <= pos.index) {
             let s = p.in_flight.pop_front().unwrap();

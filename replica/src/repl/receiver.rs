@@ -22,11 +22,11 @@ use proto_common::record::{self, HEADER_LEN};
 use proto_common::wire::frame::MAX_HELLO_EPOCHS;
 use proto_common::wire::{Envelope, Frame, Hello, ReplCodec};
 use proto_common::{auth, Epoch, LogIndex, Position};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
+use super::snapshot_install::Incoming;
 use super::Replication;
 use crate::command::Command;
 use crate::log::group_commit::{LogRequest, PendingEntry};
@@ -387,10 +387,10 @@ async fn install_snapshot(
         .await
         .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let tmp = dir.join("incoming.tmp");
-    let mut file = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    let incoming =
+        Incoming::start(tmp.clone()).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
     tracing::info!(position = %position, bytes = size, "receiving a snapshot from the active");
+    let started = std::time::Instant::now();
     let mut got = 0u64;
     loop {
         match reader.next().await {
@@ -403,9 +403,7 @@ async fn install_snapshot(
                 if got > size {
                     return Err(format!("snapshot longer than the announced {size} bytes"));
                 }
-                file.write_all(&data)
-                    .await
-                    .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+                incoming.push(data).await?;
             }
             Some(Ok(Envelope {
                 frame: Frame::SnapshotEnd,
@@ -424,17 +422,15 @@ async fn install_snapshot(
     if got != size {
         return Err(format!("snapshot had {got} bytes, {size} announced"));
     }
-    file.sync_all()
+    let received = started.elapsed().as_secs_f64();
+    let (state, history) = incoming
+        .finish()
         .await
-        .map_err(|e| format!("syncing {}: {e}", tmp.display()))?;
-    drop(file);
+        .map_err(|e| format!("receiving the snapshot: {e}"))?;
     let final_path = dir.join(snapshot::file_name(position));
-    let (state, history) = tokio::task::spawn_blocking({
-        let tmp = tmp.clone();
+    tokio::task::spawn_blocking({
         let dir = dir.clone();
-        let final_path = final_path.clone();
-        move || -> std::io::Result<_> {
-            let loaded = snapshot::read(&tmp)?;
+        move || -> std::io::Result<()> {
             std::fs::rename(&tmp, &final_path)?;
             sync_dir(&dir)?;
             for (old, path) in snapshot::list(&dir)? {
@@ -442,7 +438,7 @@ async fn install_snapshot(
                     std::fs::remove_file(path)?;
                 }
             }
-            Ok(loaded)
+            Ok(())
         }
     })
     .await
@@ -471,6 +467,12 @@ async fn install_snapshot(
         .snapshot_transfers
         .get_or_create(&vec![("direction".into(), "received".into())])
         .inc();
-    tracing::info!(position = %position, "snapshot installed");
+    tracing::info!(
+        position = %position,
+        received_s = received,
+        installed_s = started.elapsed().as_secs_f64(),
+        mb_per_s = size as f64 / started.elapsed().as_secs_f64() / 1e6,
+        "snapshot installed"
+    );
     Ok(())
 }

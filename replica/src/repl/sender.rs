@@ -26,7 +26,7 @@ use crate::snapshot;
 use proto_common::clock;
 
 /// Bytes per catch-up read and per snapshot chunk.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 4 << 20;
 /// How long a standby may take to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -182,7 +182,7 @@ async fn session(
     if let Some(after) = plan.truncate {
         send(writer, epoch, Frame::Truncate { after }).await?;
     }
-    repl.followers.connected(&id);
+    repl.followers.connected(&id, plan.from);
     let conn = scope.child_token();
     let acks = tokio::spawn(read_acks(repl.clone(), id.clone(), reader, conn.clone()));
     let live = Live {
@@ -235,6 +235,7 @@ async fn stream(
     if plan.snapshot {
         prev = send_snapshot(repl, writer, epoch, id).await?;
         next = prev.index.next();
+        repl.followers.needs_from(id, next);
     }
     let mut sent_commit = LogIndex::ZERO;
     loop {
@@ -339,6 +340,7 @@ async fn send_snapshot(
         .map_err(|e| format!("reading {}: {e}", path.display()))?
         .len();
     tracing::info!(standby = %id, position = %position, bytes = size, "sending snapshot");
+    let started = std::time::Instant::now();
     feed(writer, epoch, Frame::SnapshotBegin { position, size }).await?;
     let mut left = size;
     while left > 0 {
@@ -350,6 +352,14 @@ async fn send_snapshot(
         feed(writer, epoch, Frame::SnapshotChunk { data: buf.into() }).await?;
     }
     send(writer, epoch, Frame::SnapshotEnd).await?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        standby = %id,
+        position = %position,
+        seconds = secs,
+        mb_per_s = size as f64 / secs / 1e6,
+        "snapshot sent"
+    );
     repl.node
         .metrics
         .snapshot_transfers

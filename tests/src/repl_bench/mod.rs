@@ -13,9 +13,10 @@
 //!    `understudy_replication_ack_latency_seconds` histogram (before/after
 //!    difference; percentiles are bucket upper bounds).
 //! 3. **catch-up** — `--catchup-bytes` of distinct keys (1 KiB values) are
-//!    written, then a third, empty replica (priority 0) joins; the time
-//!    until it has applied the active's position gives the catch-up rate
-//!    (dataset bytes / seconds), whether by log or by snapshot.
+//!    written; once the active has finished its own periodic snapshots, a
+//!    third, empty replica (priority 0) joins; the time from its start until
+//!    it has applied the active's position gives the catch-up rate (dataset
+//!    bytes / seconds), whether by log or by snapshot.
 //!
 //! `--phase standalone` instead runs one standalone replica (no arbiter, no
 //! replication) against a one-member etcd, 64 and 1 clients.

@@ -238,7 +238,27 @@ async fn catchup(
         t.await.map_err(|e| e.to_string())??;
     }
     let target = applied(active_url).await?;
-    eprintln!("dataset written (active at {target}); starting an empty replica");
+    // Measure a standby joining a quiet cluster: let the active finish any
+    // periodic snapshot of its own (that competes for the same disk and
+    // cores) until none is running or due.
+    eprintln!("dataset written (active at {target}); waiting for the active's own snapshots");
+    let threshold = 256u64 << 20;
+    let quiet_deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = status(active_url).await?;
+        let busy = status["snapshot_in_progress"].as_bool().unwrap_or(true);
+        let since = status["log_bytes_since_snapshot"]
+            .as_u64()
+            .unwrap_or(u64::MAX);
+        if !busy && since < threshold {
+            break;
+        }
+        if Instant::now() > quiet_deadline {
+            return Err("the active kept snapshotting for two minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("starting an empty replica");
     let started = Instant::now();
     let config_c = cluster.replica_config(dir, "c").args(["--priority", "0"]);
     let url_c = config_c.url();
@@ -267,13 +287,17 @@ async fn catchup(
     })
 }
 
-async fn applied(url: &str) -> Result<proto_common::Position, String> {
+async fn status(url: &str) -> Result<serde_json::Value, String> {
     let mut client = KvClient::new(url).map_err(|e| e.to_string())?;
     let resp = client
         .request(hyper::Method::GET, "/v1/status", &[], "")
         .await
         .map_err(|e| e.to_string())?;
-    let v: serde_json::Value = resp.json().map_err(|e| e.to_string())?;
+    resp.json().map_err(|e| e.to_string())
+}
+
+async fn applied(url: &str) -> Result<proto_common::Position, String> {
+    let v = status(url).await?;
     v["applied"]
         .as_str()
         .ok_or("no applied position in status")?
