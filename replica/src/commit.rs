@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use proto_common::{LogIndex, NodeId, Position};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::lease::Lease;
 use crate::log::group_commit::{CommitSink, PendingEntry, Responder};
@@ -58,6 +58,12 @@ pub struct WrittenBatch {
     pub last: Position,
     /// `clock::now_nanos()` when written, for lag in milliseconds.
     pub written_at: u64,
+}
+
+/// Takes each batch right after it is written, on the log's writer thread
+/// (so it must not block, and must not touch the log).
+pub trait Shipper: Send + Sync {
+    fn ship(&self, batch: &WrittenBatch);
 }
 
 /// Who decides what is committed.
@@ -101,8 +107,8 @@ pub struct CommitTracker {
     applied_tx: watch::Sender<Position>,
     /// Commit index, for replication senders (frames carry it).
     commit_tx: watch::Sender<LogIndex>,
-    /// Written batches, for replication senders.
-    written_tx: broadcast::Sender<Arc<WrittenBatch>>,
+    /// Replication senders shipping written batches live.
+    shippers: RwLock<Vec<Arc<dyn Shipper>>>,
     /// Local durable position, for a standby's acknowledgements.
     durable_tx: watch::Sender<Position>,
 }
@@ -120,7 +126,6 @@ impl CommitTracker {
         let applied = kv.read().applied();
         let (applied_tx, _) = watch::channel(applied);
         let (commit_tx, _) = watch::channel(applied.index);
-        let (written_tx, _) = broadcast::channel(4096);
         let (durable_tx, _) = watch::channel(durable);
         CommitTracker {
             inner: Mutex::new(Inner {
@@ -137,7 +142,7 @@ impl CommitTracker {
             metrics,
             applied_tx,
             commit_tx,
-            written_tx,
+            shippers: RwLock::new(Vec::new()),
             durable_tx,
         }
     }
@@ -160,8 +165,13 @@ impl CommitTracker {
         *self.commit_tx.borrow()
     }
 
-    pub fn written(&self) -> broadcast::Receiver<Arc<WrittenBatch>> {
-        self.written_tx.subscribe()
+    /// Ships every batch written from now on to `shipper`.
+    pub fn add_shipper(&self, shipper: Arc<dyn Shipper>) {
+        self.shippers.write().push(shipper);
+    }
+
+    pub fn remove_shipper(&self, shipper: &Arc<dyn Shipper>) {
+        self.shippers.write().retain(|s| !Arc::ptr_eq(s, shipper));
     }
 
     pub fn durable(&self) -> Position {
@@ -371,13 +381,17 @@ impl CommitSink for CommitTracker {
 
     fn written(&self, batch: &Bytes, first: Position, last: Position) {
         self.metrics.log_bytes.inc_by(batch.len() as u64);
-        if self.written_tx.receiver_count() > 0 {
-            let _ = self.written_tx.send(Arc::new(WrittenBatch {
+        let shippers = self.shippers.read();
+        if !shippers.is_empty() {
+            let batch = WrittenBatch {
                 bytes: batch.clone(),
                 first,
                 last,
                 written_at: proto_common::clock::now_nanos(),
-            }));
+            };
+            for s in shippers.iter() {
+                s.ship(&batch);
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Log shipping from the active to its standbys (DESIGN.md, "Replication").
 //!
 //! - [`sender`]: the active's side of one standby connection.
+//! - [`outbox`]: its outgoing stream, which the log's writer feeds live.
 //! - [`receiver`]: the standby's side, following the active.
 //! - [`divergence`]: the common prefix of two logs and the plan that follows.
 //! - [`quarantine`]: where a cut divergent tail is kept.
@@ -11,6 +12,7 @@
 //!   start and stop the tasks above.
 
 pub mod divergence;
+pub mod outbox;
 pub mod progress;
 pub mod quarantine;
 pub mod receiver;

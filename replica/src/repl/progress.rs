@@ -29,6 +29,9 @@ struct Progress {
     /// keeps it, or a standby catching up could be sent snapshot after
     /// snapshot while the log moves on.
     needs_from: LogIndex,
+    /// Since when the standby has been catching up (from disk or a
+    /// snapshot) rather than streaming live, ns; `None` while live.
+    behind_since: Option<u64>,
 }
 
 /// Progress of every standby that has connected to this active.
@@ -56,6 +59,19 @@ impl Followers {
         p.connected = true;
         p.in_flight.clear();
         p.needs_from = needs_from;
+        p.behind_since = Some(clock::now_nanos());
+    }
+
+    /// The standby streams live (`true`: it has everything written so far
+    /// or on its way) or fell behind and catches up from disk (`false`).
+    pub fn streaming(&self, id: &NodeId, live: bool) {
+        if let Some(p) = self.map.lock().get_mut(id) {
+            p.behind_since = match (live, p.behind_since) {
+                (true, _) => None,
+                (false, Some(t)) => Some(t),
+                (false, None) => Some(clock::now_nanos()),
+            };
+        }
     }
 
     /// The standby was sent a snapshot ending at `index - 1`.
@@ -120,11 +136,22 @@ impl Followers {
             .map(|(id, p)| {
                 let lag_entries = our_last.0.saturating_sub(p.acked.index.0);
                 let lag_bytes: usize = p.in_flight.iter().map(|s| s.bytes).sum();
-                let lag_ms = p
+                // Live: the age of the oldest unacknowledged batch. Catching
+                // up: at least as long as it has been catching up — the
+                // batches it is sent were written long before they are
+                // sent, and a snapshot in transfer has no batch in flight.
+                let in_flight_ms = p
                     .in_flight
                     .front()
-                    .map(|s| now.saturating_sub(s.at) / 1_000_000)
-                    .unwrap_or(0);
+                    .map_or(0, |s| now.saturating_sub(s.at) / 1_000_000);
+                let behind_ms = p
+                    .behind_since
+                    .map_or(0, |t| now.saturating_sub(t) / 1_000_000);
+                let lag_ms = if lag_entries == 0 {
+                    0
+                } else {
+                    in_flight_ms.max(behind_ms)
+                };
                 let l = labels(id);
                 self.metrics
                     .standby_lag_entries
@@ -149,5 +176,47 @@ impl Followers {
             .collect();
         out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto_common::Epoch;
+    use std::time::{Duration, Instant};
+
+    fn id() -> NodeId {
+        NodeId::new("c").unwrap()
+    }
+
+    /// A standby that is far behind with nothing in flight (a snapshot in
+    /// transfer) must not look caught up: the arbiter would add it to the
+    /// sync set and every write would wait for its whole catch-up.
+    #[test]
+    fn a_standby_catching_up_reports_growing_lag() {
+        let f = Followers::new(Arc::new(Metrics::new()));
+        f.connected(&id(), LogIndex(1));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let lag = loop {
+            let p = &f.report(LogIndex(1_000_000))[0];
+            assert_eq!(p.lag_entries, 1_000_000);
+            if p.lag_ms >= 2 || Instant::now() > deadline {
+                break p.lag_ms;
+            }
+            std::thread::yield_now();
+        };
+        assert!(lag >= 2, "lag stayed at {lag} ms while catching up");
+
+        // Streaming live with nothing unacknowledged: no lag in time.
+        f.streaming(&id(), true);
+        f.acked(
+            &id(),
+            Position {
+                epoch: Epoch(1),
+                index: LogIndex(1_000_000),
+            },
+        );
+        let p = &f.report(LogIndex(1_000_000))[0];
+        assert_eq!((p.lag_entries, p.lag_ms), (0, 0));
     }
 }

@@ -14,16 +14,16 @@ use proto_common::{Epoch, LogIndex, NodeId, Position};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::divergence::{self, LogShape};
+use super::outbox::{shipped_now, Outbox};
 use super::Replication;
+use crate::commit::Shipper;
 use crate::log::ReadOutcome;
 use crate::snapshot;
-use proto_common::clock;
 
 /// Bytes per catch-up read and per snapshot chunk.
 const CHUNK: usize = 4 << 20;
@@ -46,8 +46,8 @@ pub async fn serve_standby(
         let (rd, wr) = stream.into_split();
         let codec = ReplCodec::new(repl.node.settings.max_frame_bytes);
         let reader = FramedRead::new(rd, codec.clone());
-        let mut writer = FramedWrite::new(wr, codec);
-        match session(&repl, reader, &mut writer, &scope).await {
+        let writer = FramedWrite::new(wr, codec);
+        match session(&repl, reader, writer, &scope).await {
             Ok(()) => tracing::info!("standby connection ended"),
             Err(why) => tracing::warn!(reason = %why, "standby connection closed"),
         }
@@ -72,7 +72,7 @@ async fn refuse(writer: &mut Writer, epoch: Epoch, code: RefuseCode, reason: Str
 async fn session(
     repl: &Arc<Replication>,
     mut reader: Reader,
-    writer: &mut Writer,
+    mut writer: Writer,
     scope: &CancellationToken,
 ) -> Result<(), String> {
     let node = &repl.node;
@@ -84,11 +84,11 @@ async fn session(
             .map(|u| format!("; the active is at {u}"))
             .unwrap_or_default();
         let why = format!("{} is not the active{hint}", settings.node_id);
-        return Err(refuse(writer, role.epoch, RefuseCode::NotActive, why).await);
+        return Err(refuse(&mut writer, role.epoch, RefuseCode::NotActive, why).await);
     };
     let nonce = auth::new_nonce();
     send(
-        writer,
+        &mut writer,
         epoch,
         Frame::Challenge(Challenge {
             cluster: settings.cluster.clone(),
@@ -112,13 +112,13 @@ async fn session(
                     h.node_id
                 );
                 repl.deposed(their_epoch, &why).await;
-                return Err(refuse(writer, epoch, RefuseCode::StaleEpoch, why).await);
+                return Err(refuse(&mut writer, epoch, RefuseCode::StaleEpoch, why).await);
             }
             h
         }
         Ok(Some(Ok(other))) => {
             let why = format!("expected hello, got {}", other.frame.name());
-            return Err(refuse(writer, epoch, RefuseCode::Protocol, why).await);
+            return Err(refuse(&mut writer, epoch, RefuseCode::Protocol, why).await);
         }
     };
     tracing::Span::current().record("standby", tracing::field::display(&hello.node_id));
@@ -127,7 +127,7 @@ async fn session(
             "standby {} belongs to cluster {:?}, this is {:?}",
             hello.node_id, hello.cluster, settings.cluster
         );
-        return Err(refuse(writer, epoch, RefuseCode::WrongCluster, why).await);
+        return Err(refuse(&mut writer, epoch, RefuseCode::WrongCluster, why).await);
     }
     let proof = hex::decode(&hello.proof).unwrap_or_default();
     let cluster = &settings.cluster;
@@ -139,18 +139,18 @@ async fn session(
             "standby {} did not prove it holds the cluster token (wrong token?)",
             hello.node_id
         );
-        return Err(refuse(writer, epoch, RefuseCode::BadProof, why).await);
+        return Err(refuse(&mut writer, epoch, RefuseCode::BadProof, why).await);
     }
     if hello.node_id == settings.node_id {
         let why = "a standby uses this active's own node id".to_string();
-        return Err(refuse(writer, epoch, RefuseCode::Protocol, why).await);
+        return Err(refuse(&mut writer, epoch, RefuseCode::Protocol, why).await);
     }
     let their_nonce = hex::decode(&hello.nonce).unwrap_or_default();
     let our_proof = repl
         .token
         .proof("active", &their_nonce, cluster, settings.node_id.as_str());
     send(
-        writer,
+        &mut writer,
         epoch,
         Frame::Welcome(Welcome {
             proof: hex::encode(our_proof),
@@ -159,10 +159,6 @@ async fn session(
     )
     .await?;
 
-    // Subscribe before looking at the log, so no batch falls between the
-    // disk catch-up and the live stream.
-    let mut written = node.commit.written();
-    let mut commit_rx = node.commit.commit_index();
     let (base, last, epochs) = node.reader.shape();
     let ours = LogShape { base, last, epochs };
     let theirs = LogShape {
@@ -179,17 +175,33 @@ async fn session(
         from = %plan.from,
         "standby connected"
     );
+    let prev = node
+        .reader
+        .position_of(plan.from.prev())
+        .unwrap_or(Position::ZERO);
+    let sock = writer.into_inner();
+    let codec = ReplCodec::new(settings.max_frame_bytes);
+    let outbox = Arc::new(Outbox::new(
+        sock,
+        epoch,
+        codec,
+        repl.clone(),
+        id.clone(),
+        prev,
+        plan.from,
+    ));
     if let Some(after) = plan.truncate {
-        send(writer, epoch, Frame::Truncate { after }).await?;
+        let mut st = outbox.lock();
+        outbox.push(&mut st, Frame::Truncate { after })?;
     }
     repl.followers.connected(&id, plan.from);
     let conn = scope.child_token();
     let acks = tokio::spawn(read_acks(repl.clone(), id.clone(), reader, conn.clone()));
-    let live = Live {
-        written: &mut written,
-        commit: &mut commit_rx,
-    };
-    let result = stream(repl, writer, epoch, &id, plan, live, &conn).await;
+    let shipper: Arc<dyn Shipper> = outbox.clone();
+    node.commit.add_shipper(shipper.clone());
+    let result = stream(repl, &outbox, &id, plan.snapshot, &conn).await;
+    outbox.close();
+    node.commit.remove_shipper(&shipper);
     conn.cancel();
     let _ = acks.await;
     repl.followers.disconnected(&id);
@@ -203,127 +215,115 @@ async fn send(writer: &mut Writer, epoch: Epoch, frame: Frame) -> Result<(), Str
         .map_err(|e| format!("send failed: {e}"))
 }
 
-async fn feed(writer: &mut Writer, epoch: Epoch, frame: Frame) -> Result<(), String> {
-    writer
-        .feed(Envelope { epoch, frame })
-        .await
-        .map_err(|e| format!("send failed: {e}"))
-}
-
-/// The live feeds a sender follows.
-struct Live<'a> {
-    written: &'a mut tokio::sync::broadcast::Receiver<Arc<crate::commit::WrittenBatch>>,
-    commit: &'a mut tokio::sync::watch::Receiver<LogIndex>,
-}
-
-/// Ships the log to one standby until the connection or the role ends.
+/// Ships the log to one standby until the connection or the role ends:
+/// from disk while behind, then live, fed by the log's writer (see
+/// [`Outbox`]) while this task only sends commit frames and drains what
+/// the socket did not take at once.
 async fn stream(
     repl: &Arc<Replication>,
-    writer: &mut Writer,
-    epoch: Epoch,
+    outbox: &Outbox,
     id: &NodeId,
-    plan: divergence::Plan,
-    live: Live<'_>,
+    snapshot_first: bool,
     conn: &CancellationToken,
 ) -> Result<(), String> {
     let node = &repl.node;
-    let mut next = plan.from;
-    let mut prev = node
-        .reader
-        .position_of(next.prev())
-        .unwrap_or(Position::ZERO);
-    if plan.snapshot {
-        prev = send_snapshot(repl, writer, epoch, id).await?;
-        next = prev.index.next();
-        repl.followers.needs_from(id, next);
+    let mut commit_rx = node.commit.commit_index();
+    if snapshot_first {
+        let at = send_snapshot(repl, outbox, id).await?;
+        let mut st = outbox.lock();
+        st.prev = at;
+        st.next = at.index.next();
+        drop(st);
+        repl.followers.needs_from(id, at.index.next());
     }
-    let mut sent_commit = LogIndex::ZERO;
     loop {
-        // Catch up from disk while behind what has been written.
-        while next <= node.reader.last().index {
-            if conn.is_cancelled() {
-                return Ok(());
-            }
-            match node
-                .reader
-                .read(next, CHUNK)
-                .map_err(|e| format!("reading the log: {e}"))?
-            {
-                ReadOutcome::Entries {
-                    bytes, first, last, ..
-                } => {
-                    debug_assert_eq!(first.index, next);
-                    let commit = *live.commit.borrow();
-                    let size = bytes.len();
-                    feed(
-                        writer,
-                        epoch,
-                        Frame::Entries {
-                            prev,
-                            commit,
-                            records: bytes,
-                        },
-                    )
-                    .await?;
-                    repl.followers
-                        .shipped(id, last.index, size, clock::now_nanos());
-                    sent_commit = commit;
-                    prev = last;
-                    next = last.index.next();
-                }
-                ReadOutcome::Compacted => {
-                    writer
-                        .flush()
-                        .await
-                        .map_err(|e| format!("send failed: {e}"))?;
-                    prev = send_snapshot(repl, writer, epoch, id).await?;
-                    next = prev.index.next();
-                }
-                ReadOutcome::UpToDate => break,
-            }
+        if conn.is_cancelled() {
+            return Ok(());
         }
-        writer
-            .flush()
-            .await
-            .map_err(|e| format!("send failed: {e}"))?;
+        // Catch up from disk until live. Only this task moves `next` while
+        // not live, so reading outside the lock is safe.
+        let (live, next, pending) = {
+            let mut st = outbox.lock();
+            let live = outbox.go_live_if_caught_up(&mut st, node.reader.last().index);
+            (live, st.next, outbox.check(&st)?)
+        };
+        if !live {
+            catch_up_chunk(repl, outbox, id, next).await?;
+            outbox.drain_to(CHUNK).await?;
+            continue;
+        }
         tokio::select! {
             biased;
             _ = conn.cancelled() => return Ok(()),
-            batch = live.written.recv() => match batch {
-                Ok(b) if b.last.index < next => {}
-                Ok(b) if b.first.index == next => {
-                    let commit = *live.commit.borrow();
-                    let frame = Frame::Entries { prev, commit, records: b.bytes.clone() };
-                    send(writer, epoch, frame).await?;
-                    repl.followers.shipped(id, b.last.index, b.bytes.len(), b.written_at);
-                    sent_commit = commit;
-                    prev = b.last;
-                    next = b.last.index.next();
-                }
-                // A gap (we lagged, or a batch straddles what the disk read
-                // covered): the catch-up loop reads the rest from disk.
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return Err("the log closed".into()),
-            },
-            changed = live.commit.changed() => {
+            r = outbox.drain_to(0), if pending => r?,
+            _ = outbox.woken() => {}
+            changed = commit_rx.changed() => {
                 if changed.is_err() {
                     return Err("the log closed".into());
                 }
-                let commit = *live.commit.borrow_and_update();
-                if commit > sent_commit && commit <= prev.index {
-                    send(writer, epoch, Frame::Commit { commit }).await?;
-                    sent_commit = commit;
+                let commit = *commit_rx.borrow_and_update();
+                let mut st = outbox.lock();
+                if commit > st.sent_commit && commit <= st.prev.index {
+                    outbox.push(&mut st, Frame::Commit { commit })?;
+                    st.sent_commit = commit;
                 }
             }
         }
     }
+}
+
+/// Frames one chunk of the log from `next` on (or the latest snapshot, if
+/// the log was compacted past `next`).
+async fn catch_up_chunk(
+    repl: &Arc<Replication>,
+    outbox: &Outbox,
+    id: &NodeId,
+    next: LogIndex,
+) -> Result<(), String> {
+    let read = repl
+        .node
+        .reader
+        .read(next, CHUNK)
+        .map_err(|e| format!("reading the log: {e}"))?;
+    match read {
+        ReadOutcome::Entries {
+            bytes, first, last, ..
+        } => {
+            debug_assert_eq!(first.index, next);
+            let commit = outbox.commit_now();
+            let mut st = outbox.lock();
+            let prev = st.prev;
+            outbox.push(
+                &mut st,
+                Frame::Entries {
+                    prev,
+                    commit,
+                    records: bytes.clone(),
+                },
+            )?;
+            st.sent_commit = st.sent_commit.max(commit);
+            st.prev = last;
+            st.next = last.index.next();
+            drop(st);
+            shipped_now(repl, id, last.index, &bytes);
+        }
+        ReadOutcome::Compacted => {
+            outbox.drain_to(0).await?;
+            let at = send_snapshot(repl, outbox, id).await?;
+            let mut st = outbox.lock();
+            st.prev = at;
+            st.next = at.index.next();
+        }
+        // Written meanwhile: the next round goes live.
+        ReadOutcome::UpToDate => {}
+    }
+    Ok(())
 }
 
 /// Streams the latest snapshot file; returns its position.
 async fn send_snapshot(
     repl: &Arc<Replication>,
-    writer: &mut Writer,
-    epoch: Epoch,
+    outbox: &Outbox,
     id: &NodeId,
 ) -> Result<Position, String> {
     let dir = repl.node.data_dir().join("snapshots");
@@ -341,7 +341,7 @@ async fn send_snapshot(
         .len();
     tracing::info!(standby = %id, position = %position, bytes = size, "sending snapshot");
     let started = std::time::Instant::now();
-    feed(writer, epoch, Frame::SnapshotBegin { position, size }).await?;
+    outbox.push(&mut outbox.lock(), Frame::SnapshotBegin { position, size })?;
     let mut left = size;
     while left > 0 {
         let mut buf = vec![0u8; (left as usize).min(CHUNK)];
@@ -349,9 +349,14 @@ async fn send_snapshot(
             .await
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
         left -= buf.len() as u64;
-        feed(writer, epoch, Frame::SnapshotChunk { data: buf.into() }).await?;
+        outbox.push(
+            &mut outbox.lock(),
+            Frame::SnapshotChunk { data: buf.into() },
+        )?;
+        outbox.drain_to(CHUNK).await?;
     }
-    send(writer, epoch, Frame::SnapshotEnd).await?;
+    outbox.push(&mut outbox.lock(), Frame::SnapshotEnd)?;
+    outbox.drain_to(0).await?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         standby = %id,
