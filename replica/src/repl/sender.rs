@@ -197,15 +197,41 @@ async fn session(
     repl.followers.connected(&id, plan.from);
     let conn = scope.child_token();
     let acks = tokio::spawn(read_acks(repl.clone(), id.clone(), reader, conn.clone()));
-    let shipper: Arc<dyn Shipper> = outbox.clone();
-    node.commit.add_shipper(shipper.clone());
+    let registered = Registered::new(repl, &outbox);
     let result = stream(repl, &outbox, &id, plan.snapshot, &conn).await;
-    outbox.close();
-    node.commit.remove_shipper(&shipper);
+    drop(registered);
     conn.cancel();
     let _ = acks.await;
     repl.followers.disconnected(&id);
     result
+}
+
+/// An outbox fed by the log's writer until this is dropped — also when the
+/// session's future is dropped mid-way (the outbox holds the replication
+/// state, and the writer must not keep framing for a closed connection).
+struct Registered<'a> {
+    repl: &'a Replication,
+    outbox: &'a Outbox,
+    shipper: Arc<dyn Shipper>,
+}
+
+impl<'a> Registered<'a> {
+    fn new(repl: &'a Replication, outbox: &'a Arc<Outbox>) -> Registered<'a> {
+        let shipper: Arc<dyn Shipper> = outbox.clone();
+        repl.node.commit.add_shipper(shipper.clone());
+        Registered {
+            repl,
+            outbox,
+            shipper,
+        }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.outbox.close();
+        self.repl.node.commit.remove_shipper(&self.shipper);
+    }
 }
 
 async fn send(writer: &mut Writer, epoch: Epoch, frame: Frame) -> Result<(), String> {
