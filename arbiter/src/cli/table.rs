@@ -37,6 +37,19 @@ pub fn render_status(status: &ClusterStatus) -> String {
             ""
         }
     ));
+    if !status.is_leader {
+        // A follower holds the stored state only: heartbeats, lag and the
+        // failover clock live in the leader.
+        out.push_str(&format!(
+            "this arbiter follows; heartbeats, health and failover timing are the \
+             leader's: arbiter status --arbiter {}\n",
+            status.leader.as_deref().unwrap_or("<leader>")
+        ));
+        out.push('\n');
+        out.push_str(&replica_table(status));
+        out.push_str(&decisions_list(status));
+        return out;
+    }
     let f = &status.failover;
     let mut failover = format!(
         "failover: candidate {}",
@@ -58,6 +71,14 @@ pub fn render_status(status: &ClusterStatus) -> String {
     }
 
     out.push('\n');
+    out.push_str(&replica_table(status));
+    out.push_str(&decisions_list(status));
+    out
+}
+
+/// One row per replica, then why any of them is not a candidate.
+fn replica_table(status: &ClusterStatus) -> String {
+    let mut out = String::new();
     let mut rows = vec![[
         "ID",
         "ROLE",
@@ -72,14 +93,24 @@ pub fn render_status(status: &ClusterStatus) -> String {
     .map(String::from)
     .to_vec()];
     let silent_after = 2 * status.params.heartbeat_ms;
-    rows.extend(status.replicas.iter().map(|r| replica_row(r, silent_after)));
+    rows.extend(
+        status
+            .replicas
+            .iter()
+            .map(|r| replica_row(r, silent_after, status.is_leader)),
+    );
     out.push_str(&columns(&rows));
     for r in &status.replicas {
         if let Some(why) = &r.not_eligible {
             out.push_str(&format!("  {} is not a candidate: {why}\n", r.node_id));
         }
     }
+    out
+}
 
+/// The last decisions, oldest first (the stored history on a follower).
+fn decisions_list(status: &ClusterStatus) -> String {
+    let mut out = String::new();
     let (title, decisions) = if status.recent_decisions.is_empty() {
         ("stored history", &status.history)
     } else {
@@ -96,7 +127,7 @@ pub fn render_status(status: &ClusterStatus) -> String {
     out
 }
 
-fn replica_row(r: &ReplicaStatus, silent_after: u64) -> Vec<String> {
+fn replica_row(r: &ReplicaStatus, silent_after: u64, is_leader: bool) -> Vec<String> {
     let role = match r.reported_role {
         Some(reported) if reported != r.role => format!("{} (reports {reported})", r.role),
         _ => r.role.to_string(),
@@ -111,6 +142,7 @@ fn replica_row(r: &ReplicaStatus, silent_after: u64) -> Vec<String> {
         "no"
     };
     let health = match (r.last_heartbeat_age_ms, r.healthy) {
+        (None, _) if !is_leader => "(on the leader)".to_string(),
         (None, _) => "not heard".to_string(),
         (Some(age), _) if age > silent_after => "silent".to_string(),
         (Some(_), true) => "ok".to_string(),
@@ -335,6 +367,29 @@ recent decisions (last 1, oldest first):
             text.contains(": #24\n") && !text.contains(": #14\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_follower_points_to_the_leader_for_what_only_the_leader_knows() {
+        let mut s = fixed_status();
+        s.is_leader = false;
+        for r in &mut s.replicas {
+            r.last_heartbeat_age_ms = None;
+        }
+        let text = render_status(&s);
+        assert!(
+            text.contains(
+                "this arbiter follows; heartbeats, health and failover timing are the \
+                 leader's: arbiter status --arbiter http://127.0.0.1:6000\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("failover: candidate"), "{text}");
+        assert!(
+            text.contains("(on the leader)") && !text.contains("not heard"),
+            "{text}"
+        );
+        assert!(text.contains("epoch 3: failover to a"), "{text}");
     }
 
     #[test]
