@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use replica::config::Options;
 
+/// jemalloc keeps and reuses the memory of large transient buffers (4 MiB
+/// replication and snapshot chunks); the system allocator returned it to
+/// the kernel and faulted in fresh zeroed pages for every chunk.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "replica",
