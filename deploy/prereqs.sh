@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building and testing understudy needs, when it is missing:
 # protoc (etcd-client's build), etcd (comparisons and the etcd-backed
-# arbiter), on Debian via apt-get. Rust itself must already be installed.
+# arbiter), a C compiler and make (jemalloc's build), on Debian via
+# apt-get. Rust itself must already be installed.
 set -euo pipefail
 
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# jemalloc (the replica's allocator) is built from C with make.
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v make >/dev/null 2>&1 || need+=(make)
 
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2
