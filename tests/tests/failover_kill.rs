@@ -23,10 +23,6 @@ const ROUNDS: usize = 3;
 /// Generous: a debug build on two busy cores.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn other(ids: &[String], id: &str) -> String {
-    ids.iter().find(|i| *i != id).expect("two replicas").clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_active_loses_no_acknowledged_write() {
     let _serial = serial().await;
@@ -36,15 +32,12 @@ async fn killing_the_active_loses_no_acknowledged_write() {
         .start(&dir)
         .await
         .unwrap();
-    let ids = cluster.ids();
     let load = BackgroundLoad::start(failover_load_config(&cluster.urls(), CLIENTS, &[])).unwrap();
     load.wait_acks(500, DEADLINE).await.unwrap();
 
     for round in 1..=ROUNDS {
-        let active = cluster.wait_for_active(DEADLINE).await.unwrap();
-        let standby = other(&ids, &active.id);
-        cluster
-            .wait_sync_confirmed(&standby, DEADLINE)
+        let (active, standby) = cluster
+            .wait_active_with_sync_standby(DEADLINE)
             .await
             .unwrap();
         load.wait_acks(300, DEADLINE).await.unwrap();
@@ -108,7 +101,11 @@ async fn killing_the_active_loses_no_acknowledged_write() {
         // whoever is active now with the other.)
         let now_active = cluster.wait_for_active(DEADLINE).await.unwrap();
         cluster
-            .wait_same_data(&now_active.id, &other(&ids, &now_active.id), DEADLINE)
+            .wait_same_data(
+                &now_active.id,
+                &cluster.other_than(&now_active.id),
+                DEADLINE,
+            )
             .await
             .unwrap();
         load.resume();
@@ -116,7 +113,7 @@ async fn killing_the_active_loses_no_acknowledged_write() {
 
     let (report, ledger) = load.stop(DEADLINE).await.unwrap();
     let active = cluster.wait_for_active(DEADLINE).await.unwrap();
-    let standby = other(&ids, &active.id);
+    let standby = cluster.other_than(&active.id);
     let data = cluster
         .wait_same_data(&active.id, &standby, DEADLINE)
         .await

@@ -44,10 +44,8 @@ async fn a_paused_active_acknowledges_nothing_after_its_lease() {
         .unwrap();
     let load = BackgroundLoad::start(failover_load_config(&cluster.urls(), CLIENTS, &[])).unwrap();
 
-    let old = cluster.wait_for_active(DEADLINE).await.unwrap();
-    let standby = cluster.ids().into_iter().find(|id| *id != old.id).unwrap();
-    cluster
-        .wait_sync_confirmed(&standby, DEADLINE)
+    let (old, standby) = cluster
+        .wait_active_with_sync_standby(DEADLINE)
         .await
         .unwrap();
     load.wait_acks(500, DEADLINE).await.unwrap();

@@ -23,10 +23,6 @@ use understudy_tests::loadgen::BackgroundLoad;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn other(ids: &[String], id: &str) -> String {
-    ids.iter().find(|i| *i != id).expect("two replicas").clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_old_active_is_a_caught_up_standby() {
     let _serial = serial().await;
@@ -36,12 +32,9 @@ async fn a_restarted_old_active_is_a_caught_up_standby() {
         .start(&dir)
         .await
         .unwrap();
-    let ids = cluster.ids();
     let load = BackgroundLoad::start(failover_load_config(&cluster.urls(), 64, &[])).unwrap();
-    let old = cluster.wait_for_active(DEADLINE).await.unwrap();
-    let standby = other(&ids, &old.id);
-    cluster
-        .wait_sync_confirmed(&standby, DEADLINE)
+    let (old, standby) = cluster
+        .wait_active_with_sync_standby(DEADLINE)
         .await
         .unwrap();
     load.wait_acks(1000, DEADLINE).await.unwrap();
@@ -115,9 +108,8 @@ async fn async_mode_quarantines_the_writes_nobody_else_has() {
         .start(&dir)
         .await
         .unwrap();
-    let ids = cluster.ids();
     let old = cluster.wait_for_active(DEADLINE).await.unwrap();
-    let standby = other(&ids, &old.id);
+    let standby = cluster.other_than(&old.id);
 
     // Common history, on both.
     let mut to_old = cluster.replica(&old.id).client();

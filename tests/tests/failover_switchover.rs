@@ -32,10 +32,6 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// test; the 100 ms goal is checked by the benchmark.
 const GAP_BOUND_MS: f64 = 1000.0;
 
-fn other(ids: &[String], id: &str) -> String {
-    ids.iter().find(|i| *i != id).expect("two replicas").clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_under_load_keeps_the_write_gap_short() {
     let _serial = serial().await;
@@ -46,12 +42,9 @@ async fn switchover_under_load_keeps_the_write_gap_short() {
         .start(&dir)
         .await
         .unwrap();
-    let ids = cluster.ids();
     let load = BackgroundLoad::start(failover_load_config(&cluster.urls(), CLIENTS, &[])).unwrap();
-    let old = cluster.wait_for_active(DEADLINE).await.unwrap();
-    let target = other(&ids, &old.id);
-    cluster
-        .wait_sync_confirmed(&target, DEADLINE)
+    let (old, target) = cluster
+        .wait_active_with_sync_standby(DEADLINE)
         .await
         .unwrap();
     load.wait_acks(1000, DEADLINE).await.unwrap();
@@ -113,15 +106,12 @@ async fn a_planned_switchover_abandons_no_write() {
         .start(&dir)
         .await
         .unwrap();
-    let ids = cluster.ids();
     let load = BackgroundLoad::start(failover_load_config(&cluster.urls(), CLIENTS, &[])).unwrap();
     load.wait_acks(500, DEADLINE).await.unwrap();
     let mut cuts = Vec::new();
     for _ in 0..SWITCHOVERS {
-        let old = cluster.wait_for_active(DEADLINE).await.unwrap();
-        let target = other(&ids, &old.id);
-        cluster
-            .wait_sync_confirmed(&target, DEADLINE)
+        let (old, target) = cluster
+            .wait_active_with_sync_standby(DEADLINE)
             .await
             .unwrap();
         load.wait_acks(500, DEADLINE).await.unwrap();
@@ -145,7 +135,7 @@ async fn a_planned_switchover_abandons_no_write() {
     load.quiesce(DEADLINE).await.unwrap();
     let active = cluster.wait_for_active(DEADLINE).await.unwrap();
     let data = cluster
-        .wait_same_data(&active.id, &other(&ids, &active.id), DEADLINE)
+        .wait_same_data(&active.id, &cluster.other_than(&active.id), DEADLINE)
         .await
         .unwrap();
     let (report, ledger) = load.stop(DEADLINE).await.unwrap();
@@ -179,12 +169,9 @@ async fn sigterm_on_the_active_switches_over_before_exiting() {
         .start(&dir)
         .await
         .unwrap();
-    let ids = cluster.ids();
     let load = BackgroundLoad::start(failover_load_config(&cluster.urls(), CLIENTS, &[])).unwrap();
-    let old = cluster.wait_for_active(DEADLINE).await.unwrap();
-    let target = other(&ids, &old.id);
-    cluster
-        .wait_sync_confirmed(&target, DEADLINE)
+    let (old, target) = cluster
+        .wait_active_with_sync_standby(DEADLINE)
         .await
         .unwrap();
     load.wait_acks(1000, DEADLINE).await.unwrap();
@@ -275,11 +262,8 @@ async fn maintenance_mode_holds_failover_until_turned_off() {
         .start(&dir)
         .await
         .unwrap();
-    let ids = cluster.ids();
-    let old = cluster.wait_for_active(DEADLINE).await.unwrap();
-    let standby = other(&ids, &old.id);
-    cluster
-        .wait_sync_confirmed(&standby, DEADLINE)
+    let (old, standby) = cluster
+        .wait_active_with_sync_standby(DEADLINE)
         .await
         .unwrap();
     cluster.arbiter.set_maintenance(true).await.unwrap();

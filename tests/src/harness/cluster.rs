@@ -22,7 +22,7 @@ use super::dirs::TestDir;
 use super::ports::free_port;
 use super::process::{describe_exit, ChildGuard};
 use super::replica::{ReplicaConfig, ReplicaProcess};
-use super::replica_status::{describe_difference, dump, replica_status, role_code};
+use super::replica_status::{dump, replica_status, role_code, wait_same_data};
 use super::wait::wait_for;
 
 /// The active as seen by both the arbiter and the replica itself.
@@ -309,6 +309,26 @@ impl Cluster {
         Ok(active)
     }
 
+    /// The other replica of a two-replica cluster.
+    pub fn other_than(&self, id: &str) -> String {
+        self.ids()
+            .into_iter()
+            .find(|i| i != id)
+            .expect("a cluster of two replicas")
+    }
+
+    /// Waits for the active and for the other replica of a two-replica
+    /// cluster to be a confirmed sync-set member; returns both.
+    pub async fn wait_active_with_sync_standby(
+        &self,
+        within: Duration,
+    ) -> Result<(ActiveNode, String), String> {
+        let active = self.wait_for_active(within).await?;
+        let standby = self.other_than(&active.id);
+        self.wait_sync_confirmed(&standby, within).await?;
+        Ok((active, standby))
+    }
+
     /// Every key and value replica `id` serves.
     pub async fn dump(&self, id: &str) -> Result<BTreeMap<String, Bytes>, String> {
         dump(&self.replica(id).url()).await
@@ -324,48 +344,7 @@ impl Cluster {
         within: Duration,
     ) -> Result<BTreeMap<String, Bytes>, String> {
         let (url_a, url_b) = (self.replica(a).url(), self.replica(b).url());
-        let last = RefCell::new(String::new());
-        let outcome = wait_for(
-            within,
-            &format!("{a} and {b} holding the same data"),
-            || {
-                let last = &last;
-                let (url_a, url_b) = (url_a.clone(), url_b.clone());
-                async move {
-                    let (sa, sb) =
-                        match (replica_status(&url_a).await, replica_status(&url_b).await) {
-                            (Ok(sa), Ok(sb)) => (sa, sb),
-                            (Err(e), _) | (_, Err(e)) => {
-                                *last.borrow_mut() = e;
-                                return None;
-                            }
-                        };
-                    if sa.applied != sb.applied || sa.position != sb.position {
-                        *last.borrow_mut() = format!(
-                            "{a} at {} (applied {}), {b} at {} (applied {})",
-                            sa.position, sa.applied, sb.position, sb.applied
-                        );
-                        return None;
-                    }
-                    let (da, db) = match (dump(&url_a).await, dump(&url_b).await) {
-                        (Ok(da), Ok(db)) => (da, db),
-                        (Err(e), _) | (_, Err(e)) => {
-                            *last.borrow_mut() = e;
-                            return None;
-                        }
-                    };
-                    match describe_difference(a, &da, b, &db) {
-                        None => Some(da),
-                        Some(diff) => {
-                            *last.borrow_mut() = format!("both applied {}, but {diff}", sa.applied);
-                            None
-                        }
-                    }
-                }
-            },
-        )
-        .await;
-        outcome.map_err(|timeout| format!("{timeout}; last seen: {}", last.borrow()))
+        wait_same_data((a, &url_a), (b, &url_b), within).await
     }
 
     /// One line per process: running, or how it exited (for messages when

@@ -5,6 +5,7 @@
 //! HTTP only), so its status shape is restated here with the fields tests
 //! look at; unknown fields are ignored so the replica can add more.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use proto_common::heartbeat::Role;
 use proto_common::{Epoch, LogIndex, Position};
 use serde::Deserialize;
 
+use super::wait::wait_for;
 use crate::client::KvClient;
 
 /// Bound on one status request: a paused replica must not hang a test.
@@ -109,6 +111,56 @@ pub async fn dump(url: &str) -> Result<BTreeMap<String, Bytes>, String> {
             _ => return Ok(all),
         }
     }
+}
+
+/// Waits until the replicas `(name, url)` `a` and `b` have applied the same
+/// position and then compares their full data; returns it when identical.
+/// Quiesce writes first: under load the two never stand still together.
+pub async fn wait_same_data(
+    (a, url_a): (&str, &str),
+    (b, url_b): (&str, &str),
+    within: Duration,
+) -> Result<BTreeMap<String, Bytes>, String> {
+    let last = RefCell::new(String::new());
+    let outcome = wait_for(
+        within,
+        &format!("{a} and {b} holding the same data"),
+        || {
+            let last = &last;
+            async move {
+                let (sa, sb) = match (replica_status(url_a).await, replica_status(url_b).await) {
+                    (Ok(sa), Ok(sb)) => (sa, sb),
+                    (Err(e), _) | (_, Err(e)) => {
+                        *last.borrow_mut() = e;
+                        return None;
+                    }
+                };
+                if sa.applied != sb.applied || sa.position != sb.position {
+                    *last.borrow_mut() = format!(
+                        "{a} at {} (applied {}), {b} at {} (applied {})",
+                        sa.position, sa.applied, sb.position, sb.applied
+                    );
+                    return None;
+                }
+                let (da, db) = match (dump(url_a).await, dump(url_b).await) {
+                    (Ok(da), Ok(db)) => (da, db),
+                    (Err(e), _) | (_, Err(e)) => {
+                        *last.borrow_mut() = e;
+                        return None;
+                    }
+                };
+                match describe_difference(a, &da, b, &db) {
+                    None => Some(da),
+                    Some(diff) => {
+                        *last.borrow_mut() = format!("both applied {}, but {diff}", sa.applied);
+                        None
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    outcome.map_err(|timeout| format!("{timeout}; last seen: {}", last.borrow()))
 }
 
 /// A short description of how two dumps differ, for assertion messages.

@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proto_common::heartbeat::Role;
-use understudy_tests::harness::replica_status::describe_difference;
+use understudy_tests::harness::replica_status::wait_same_data as same_data_at;
 use understudy_tests::harness::{
-    dump, free_port, replica_status, role_code, wait_for, EtcdCluster, ReplicaConfig,
-    ReplicaProcess, TestDir,
+    free_port, replica_status, role_code, wait_for, EtcdCluster, ReplicaConfig, ReplicaProcess,
+    TestDir,
 };
 use understudy_tests::loadgen::Ledger;
 
@@ -216,43 +216,7 @@ pub async fn wait_same_data(
     b: &str,
     within: Duration,
 ) -> Result<BTreeMap<String, Bytes>, String> {
-    let last = RefCell::new(String::new());
-    let outcome = wait_for(
-        within,
-        &format!("{a} and {b} holding the same data"),
-        || {
-            let last = &last;
-            async move {
-                let (sa, sb) = match (replica_status(a).await, replica_status(b).await) {
-                    (Ok(sa), Ok(sb)) => (sa, sb),
-                    (Err(e), _) | (_, Err(e)) => {
-                        *last.borrow_mut() = e;
-                        return None;
-                    }
-                };
-                if sa.applied != sb.applied {
-                    *last.borrow_mut() = format!("applied {} vs {}", sa.applied, sb.applied);
-                    return None;
-                }
-                let (da, db) = match (dump(a).await, dump(b).await) {
-                    (Ok(da), Ok(db)) => (da, db),
-                    (Err(e), _) | (_, Err(e)) => {
-                        *last.borrow_mut() = e;
-                        return None;
-                    }
-                };
-                match describe_difference(a, &da, b, &db) {
-                    None => Some(da),
-                    Some(diff) => {
-                        *last.borrow_mut() = diff;
-                        None
-                    }
-                }
-            }
-        },
-    )
-    .await;
-    outcome.map_err(|timeout| format!("{timeout}; last seen: {}", last.borrow()))
+    same_data_at((a, a), (b, b), within).await
 }
 
 /// Writes acknowledged or failed (a final answer that was not a success)
