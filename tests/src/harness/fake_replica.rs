@@ -21,13 +21,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
 use percent_encoding::percent_decode_str;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// How a fake replica answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,7 +72,10 @@ impl FakeReplica {
             index: 0,
             requests: 0,
         }));
-        let server = tokio::spawn(accept_loop(listener, shared.clone()));
+        let server = tokio::spawn({
+            let shared = shared.clone();
+            super::fake_http::serve(listener, move |request| answer(request, shared.clone()))
+        });
         Ok(FakeReplica {
             url,
             shared,
@@ -116,21 +116,6 @@ impl FakeReplica {
 impl Drop for FakeReplica {
     fn drop(&mut self) {
         self.server.abort();
-    }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Mutex<Shared>>) {
-    // Aborting this task drops the set, which aborts every connection.
-    let mut connections = JoinSet::new();
-    while let Ok((stream, _)) = listener.accept().await {
-        let shared = shared.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |request| answer(request, shared.clone()));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-        while connections.try_join_next().is_some() {}
     }
 }
 

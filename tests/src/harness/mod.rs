@@ -39,6 +39,7 @@ pub mod cluster_builder;
 pub mod dirs;
 pub mod etcd;
 pub mod fake_arbiter;
+mod fake_http;
 pub mod fake_replica;
 pub mod log_files;
 pub mod ports;
