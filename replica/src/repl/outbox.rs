@@ -17,7 +17,7 @@
 use std::io;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use parking_lot::{Mutex, MutexGuard};
 use proto_common::wire::{Envelope, Frame, ReplCodec};
 use proto_common::{Epoch, LogIndex, NodeId, Position};
@@ -27,7 +27,6 @@ use tokio_util::codec::Encoder;
 
 use super::Replication;
 use crate::commit::{Shipper, WrittenBatch};
-use proto_common::clock;
 
 /// Buffered bytes beyond which the writer stops shipping live batches.
 const LIVE_LIMIT: usize = 8 << 20;
@@ -235,10 +234,4 @@ impl Shipper for Outbox {
             batch.written_at,
         );
     }
-}
-
-/// Bytes of one catch-up frame, for the shipping bookkeeping.
-pub fn shipped_now(repl: &Replication, id: &NodeId, last: LogIndex, records: &Bytes) {
-    repl.followers
-        .shipped(id, last, records.len(), clock::now_nanos());
 }

@@ -19,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::divergence::{self, LogShape};
-use super::outbox::{shipped_now, Outbox};
+use super::outbox::Outbox;
 use super::Replication;
 use crate::commit::Shipper;
 use crate::log::ReadOutcome;
 use crate::snapshot;
+use proto_common::clock;
 
 /// Bytes per catch-up read and per snapshot chunk.
 const CHUNK: usize = 4 << 20;
@@ -256,10 +257,6 @@ async fn stream(
     let mut commit_rx = node.commit.commit_index();
     if snapshot_first {
         let at = send_snapshot(repl, outbox, id).await?;
-        let mut st = outbox.lock();
-        st.prev = at;
-        st.next = at.index.next();
-        drop(st);
         repl.followers.needs_from(id, at.index.next());
     }
     loop {
@@ -331,14 +328,12 @@ async fn catch_up_chunk(
             st.prev = last;
             st.next = last.index.next();
             drop(st);
-            shipped_now(repl, id, last.index, &bytes);
+            repl.followers
+                .shipped(id, last.index, bytes.len(), clock::now_nanos());
         }
         ReadOutcome::Compacted => {
             outbox.drain_to(0).await?;
-            let at = send_snapshot(repl, outbox, id).await?;
-            let mut st = outbox.lock();
-            st.prev = at;
-            st.next = at.index.next();
+            send_snapshot(repl, outbox, id).await?;
         }
         // Written meanwhile: the next round goes live.
         ReadOutcome::UpToDate => {}
@@ -346,7 +341,8 @@ async fn catch_up_chunk(
     Ok(())
 }
 
-/// Streams the latest snapshot file; returns its position.
+/// Streams the latest snapshot file; the stream continues right after it.
+/// Returns its position.
 async fn send_snapshot(
     repl: &Arc<Replication>,
     outbox: &Outbox,
@@ -381,7 +377,12 @@ async fn send_snapshot(
         )?;
         outbox.drain_to(CHUNK).await?;
     }
-    outbox.push(&mut outbox.lock(), Frame::SnapshotEnd)?;
+    {
+        let mut st = outbox.lock();
+        outbox.push(&mut st, Frame::SnapshotEnd)?;
+        st.prev = position;
+        st.next = position.index.next();
+    }
     outbox.drain_to(0).await?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
