@@ -17,7 +17,7 @@
 //! after the entries themselves are compacted away.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -75,33 +75,25 @@ impl<W: Write> Write for Crc<W> {
     }
 }
 
-impl<R: Read> Read for Crc<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
-        Ok(n)
-    }
-}
-
 /// Epoch runs of the log up to a snapshot: `(first index, epoch)`.
 pub type EpochRuns = Vec<(LogIndex, Epoch)>;
 
-/// Writes a snapshot of `map` at `pos` into `dir` and returns its path.
-/// Older snapshots are removed once the new one is durable.
-pub fn write(
-    dir: &Path,
+/// Bytes of the encoded snapshot of `state` with `runs` epoch runs, known
+/// before encoding (the active announces it before streaming).
+pub fn encoded_len(state: &KvState, runs: usize) -> u64 {
+    let header = 8 + 8 + 8 + 4 + 16 * runs as u64 + 8;
+    let per_entry = 4 + 4 + 8 + 8;
+    header + per_entry * state.len() as u64 + state.data_bytes() + 4
+}
+
+/// Encodes the snapshot of `map` at `pos` into `out`, checksum included.
+pub fn encode(
+    out: impl Write,
     pos: Position,
     epochs: &[(LogIndex, Epoch)],
     map: &OrdMap<Bytes, KvEntry>,
-) -> io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let final_path = dir.join(file_name(pos));
-    let tmp = dir.join(format!("{}.tmp", file_name(pos)));
-    let file = File::create(&tmp)?;
-    let mut w = Crc {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        crc: 0,
-    };
+) -> io::Result<()> {
+    let mut w = Crc { inner: out, crc: 0 };
     w.write_all(&MAGIC)?;
     w.write_all(&pos.epoch.0.to_le_bytes())?;
     w.write_all(&pos.index.0.to_le_bytes())?;
@@ -120,9 +112,24 @@ pub fn write(
         w.write_all(&e.version.index.0.to_le_bytes())?;
     }
     let crc = w.crc;
-    let mut buf = w.inner;
-    buf.write_all(&crc.to_le_bytes())?;
-    let file = buf.into_inner().map_err(|e| e.into_error())?;
+    w.inner.write_all(&crc.to_le_bytes())?;
+    w.inner.flush()
+}
+
+/// Writes a snapshot of `map` at `pos` into `dir` and returns its path.
+/// Older snapshots are removed once the new one is durable.
+pub fn write(
+    dir: &Path,
+    pos: Position,
+    epochs: &[(LogIndex, Epoch)],
+    map: &OrdMap<Bytes, KvEntry>,
+) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let final_path = dir.join(file_name(pos));
+    let tmp = dir.join(format!("{}.tmp", file_name(pos)));
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    encode(&mut out, pos, epochs, map)?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     std::fs::rename(&tmp, &final_path)?;
     sync_dir(dir)?;
@@ -137,49 +144,87 @@ pub fn write(
 /// Reads and verifies a snapshot file into a state and its epoch history.
 pub fn read(path: &Path) -> io::Result<(KvState, EpochRuns)> {
     let file = File::open(path)?;
-    decode(
-        BufReader::with_capacity(1 << 20, file),
-        &path.display().to_string(),
-    )
+    decode(FileChunks { file }, &path.display().to_string())
 }
 
-/// Decodes and verifies a snapshot from any byte stream (a file, or the
-/// chunks arriving from the active); `name` is for error messages.
-pub fn decode(input: impl Read, name: &str) -> io::Result<(KvState, EpochRuns)> {
+/// Where a snapshot's bytes come from, a chunk at a time: a file, or the
+/// frames arriving from the active. Keys and values are decoded as slices
+/// of the chunks, not copied: building a large state is then mostly the
+/// map's own work.
+pub trait Chunks {
+    /// The next chunk; `None` at the end.
+    fn next_chunk(&mut self) -> io::Result<Option<Bytes>>;
+}
+
+/// A snapshot file read in 4 MiB chunks.
+struct FileChunks {
+    file: File,
+}
+
+impl Chunks for FileChunks {
+    fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        const CHUNK: usize = 4 << 20;
+        let mut buf = vec![0u8; CHUNK];
+        let mut n = 0;
+        while n < CHUNK {
+            match self.file.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(n);
+        Ok((n > 0).then(|| Bytes::from(buf)))
+    }
+}
+
+/// Decodes and verifies a snapshot from its chunks; `name` is for error
+/// messages.
+pub fn decode(chunks: impl Chunks, name: &str) -> io::Result<(KvState, EpochRuns)> {
+    decode_chunks(chunks, name).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot {name} is invalid: it ends early"),
+        ),
+        _ => e,
+    })
+}
+
+fn decode_chunks(chunks: impl Chunks, name: &str) -> io::Result<(KvState, EpochRuns)> {
     let bad = |why: String| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("snapshot {name} is invalid: {why}"),
         )
     };
-    let mut r = Crc {
-        inner: input,
-        crc: 0,
+    let mut r = Source {
+        chunks,
+        chunk: Bytes::new(),
+        pos: 0,
+        crc_from: 0,
+        crc: Some(0),
     };
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic)?;
-    if magic != MAGIC {
+    if r.take(8)? != MAGIC[..] {
         return Err(bad("bad magic".into()));
     }
-    let epoch = read_u64(&mut r)?;
-    let index = read_u64(&mut r)?;
-    let mut runs = [0u8; 4];
-    r.read_exact(&mut runs)?;
-    let n_runs = u32::from_le_bytes(runs) as usize;
+    let epoch = r.u64()?;
+    let index = r.u64()?;
+    let n_runs = r.u32()? as usize;
     if n_runs > 1 << 20 {
         return Err(bad(format!("{n_runs} epoch runs is impossible")));
     }
     let mut epochs = Vec::with_capacity(n_runs);
     for _ in 0..n_runs {
-        epochs.push((LogIndex(read_u64(&mut r)?), Epoch(read_u64(&mut r)?)));
+        epochs.push((LogIndex(r.u64()?), Epoch(r.u64()?)));
     }
-    let count = read_u64(&mut r)?;
+    let count = r.u64()?;
     let mut map = OrdMap::new();
     for i in 0..count {
-        let key = read_field(&mut r).map_err(|e| bad(format!("entry {i}: {e}")))?;
-        let value = read_field(&mut r).map_err(|e| bad(format!("entry {i}: {e}")))?;
-        let ve = read_u64(&mut r)?;
-        let vi = read_u64(&mut r)?;
+        let key = r.field().map_err(|e| bad(format!("entry {i}: {e}")))?;
+        let value = r.field().map_err(|e| bad(format!("entry {i}: {e}")))?;
+        let ve = r.u64()?;
+        let vi = r.u64()?;
         map.insert(
             key,
             KvEntry {
@@ -188,16 +233,13 @@ pub fn decode(input: impl Read, name: &str) -> io::Result<(KvState, EpochRuns)> 
             },
         );
     }
-    let computed = r.crc;
-    let mut stored = [0u8; 4];
-    r.inner.read_exact(&mut stored)?;
-    if u32::from_le_bytes(stored) != computed {
+    let computed = r.finish_crc();
+    if r.u32()? != computed {
         return Err(bad("checksum mismatch".into()));
     }
-    let mut rest = Vec::new();
-    r.inner.read_to_end(&mut rest)?;
-    if !rest.is_empty() {
-        return Err(bad(format!("{} bytes after the checksum", rest.len())));
+    let rest = r.remaining()?;
+    if rest > 0 {
+        return Err(bad(format!("{rest} bytes after the checksum")));
     }
     Ok((
         KvState::from_parts(map, Position::new(epoch, index)),
@@ -205,25 +247,97 @@ pub fn decode(input: impl Read, name: &str) -> io::Result<(KvState, EpochRuns)> 
     ))
 }
 
-fn read_u64(r: &mut impl Read) -> io::Result<u64> {
-    let mut b = [0u8; 8];
-    r.read_exact(&mut b)?;
-    Ok(u64::from_le_bytes(b))
+/// The decoder's view of the chunks: takes bytes in order, as slices of the
+/// chunk holding them where it can, and checksums them a chunk at a time.
+struct Source<C> {
+    chunks: C,
+    chunk: Bytes,
+    /// Bytes of `chunk` taken.
+    pos: usize,
+    /// Bytes of `chunk` before this are in `crc`.
+    crc_from: usize,
+    /// The running checksum; `None` once finished.
+    crc: Option<u32>,
 }
 
-fn read_field(r: &mut impl Read) -> io::Result<Bytes> {
-    let mut b = [0u8; 4];
-    r.read_exact(&mut b)?;
-    let len = u32::from_le_bytes(b) as usize;
-    if len > proto_common::record::MAX_PAYLOAD_LEN {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("field length {len} is impossible"),
-        ));
+impl<C: Chunks> Source<C> {
+    /// Moves to the next chunk; false at the end.
+    fn advance(&mut self) -> io::Result<bool> {
+        self.finish_crc_of_chunk();
+        match self.chunks.next_chunk()? {
+            Some(c) => {
+                self.chunk = c;
+                self.pos = 0;
+                self.crc_from = 0;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
-    let mut v = vec![0u8; len];
-    r.read_exact(&mut v)?;
-    Ok(Bytes::from(v))
+
+    fn finish_crc_of_chunk(&mut self) {
+        if let Some(crc) = &mut self.crc {
+            *crc = crc32c::crc32c_append(*crc, &self.chunk[self.crc_from..self.pos]);
+        }
+        self.crc_from = self.pos;
+    }
+
+    /// The checksum of everything taken so far; nothing after counts.
+    fn finish_crc(&mut self) -> u32 {
+        self.finish_crc_of_chunk();
+        self.crc.take().unwrap_or_default()
+    }
+
+    /// The next `n` bytes.
+    fn take(&mut self, n: usize) -> io::Result<Bytes> {
+        if self.chunk.len() - self.pos >= n {
+            let b = self.chunk.slice(self.pos..self.pos + n);
+            self.pos += n;
+            return Ok(b);
+        }
+        // Spans chunks: the one copy.
+        let mut out = bytes::BytesMut::with_capacity(n);
+        while out.len() < n {
+            if self.pos == self.chunk.len() && !self.advance()? {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let k = (n - out.len()).min(self.chunk.len() - self.pos);
+            out.extend_from_slice(&self.chunk[self.pos..self.pos + k]);
+            self.pos += k;
+        }
+        Ok(out.freeze())
+    }
+
+    fn u32(&mut self) -> io::Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?[..].try_into().unwrap()))
+    }
+
+    fn u64(&mut self) -> io::Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?[..].try_into().unwrap()))
+    }
+
+    /// A length-prefixed field.
+    fn field(&mut self) -> io::Result<Bytes> {
+        let len = self.u32()? as usize;
+        if len > proto_common::record::MAX_PAYLOAD_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("field length {len} is impossible"),
+            ));
+        }
+        self.take(len)
+    }
+
+    /// Bytes left after what was taken.
+    fn remaining(&mut self) -> io::Result<u64> {
+        let mut n = (self.chunk.len() - self.pos) as u64;
+        self.pos = self.chunk.len();
+        while self.advance()? {
+            n += self.chunk.len() as u64;
+            self.pos = self.chunk.len();
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +358,11 @@ mod tests {
         }
         let runs = vec![(LogIndex(1), Epoch(1))];
         let path = write(dir.path(), s.applied(), &runs, s.map()).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            encoded_len(&s, runs.len()),
+            "the announced size is the encoded size"
+        );
         let (back, back_runs) = read(&path).unwrap();
         assert_eq!(back_runs, runs);
         assert_eq!(back.applied(), s.applied());
@@ -255,6 +374,61 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let err = read(&path).unwrap_err().to_string();
         assert!(err.contains("snapshot") && err.contains(".snap"), "{err}");
+    }
+
+    /// Chunks of a fixed size cut from one buffer.
+    struct Cut(Bytes, usize);
+
+    impl Chunks for Cut {
+        fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+            if self.0.is_empty() {
+                return Ok(None);
+            }
+            let n = self.1.min(self.0.len());
+            Ok(Some(self.0.split_to(n)))
+        }
+    }
+
+    #[test]
+    fn decoding_does_not_depend_on_where_chunks_end() {
+        let mut s = KvState::default();
+        for i in 0..40u64 {
+            let cmd = Command::Put {
+                key: Bytes::from(format!("key-{i}")),
+                value: Bytes::from(vec![b'a' + (i % 26) as u8; (i * 37 % 300) as usize]),
+            };
+            s.apply(Position::new(2, i + 7), &cmd);
+        }
+        let runs = vec![(LogIndex(1), Epoch(1)), (LogIndex(5), Epoch(2))];
+        let mut encoded = Vec::new();
+        encode(&mut encoded, s.applied(), &runs, s.map()).unwrap();
+        assert_eq!(encoded.len() as u64, encoded_len(&s, runs.len()));
+        let encoded = Bytes::from(encoded);
+        for size in [1, 2, 3, 5, 8, 13, 100, 4096, encoded.len()] {
+            let (back, back_runs) = decode(Cut(encoded.clone(), size), "test").unwrap();
+            assert_eq!(back.map(), s.map(), "chunks of {size}");
+            assert_eq!(back.applied(), s.applied());
+            assert_eq!(back_runs, runs);
+        }
+        let short = encoded.slice(..encoded.len() - 1);
+        let err = decode(Cut(short, 7), "test").unwrap_err().to_string();
+        assert!(
+            err.contains("snapshot test is invalid: it ends early"),
+            "{err}"
+        );
+        let mut long = encoded.to_vec();
+        long.push(0);
+        let err = decode(Cut(Bytes::from(long), 7), "test")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1 bytes after the checksum"), "{err}");
+        let mut flipped = encoded.to_vec();
+        let last_value_byte = encoded.len() - 4 - 16 - 1;
+        flipped[last_value_byte] ^= 1;
+        let err = decode(Cut(Bytes::from(flipped), 9), "test")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
     }
 
     #[test]

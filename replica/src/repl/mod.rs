@@ -7,6 +7,7 @@
 //! - [`quarantine`]: where a cut divergent tail is kept.
 //! - [`progress`]: the active's view of each standby (lag, acks).
 //! - [`rewind`]: un-applying a cut tail (async mode only).
+//! - [`snapshot_send`]: the active's state encoded straight onto the wire.
 //! - [`snapshot_install`]: a streamed snapshot written and decoded at once.
 //! - [`replication`]: the role switches (promote, follow, deposed) that
 //!   start and stop the tasks above.
@@ -20,5 +21,6 @@ pub mod replication;
 pub mod rewind;
 pub mod sender;
 pub mod snapshot_install;
+pub mod snapshot_send;
 
 pub use replication::Replication;

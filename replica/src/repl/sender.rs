@@ -11,7 +11,6 @@ use futures::{SinkExt, StreamExt};
 use proto_common::auth;
 use proto_common::wire::{Challenge, Envelope, Frame, Refusal, RefuseCode, ReplCodec, Welcome};
 use proto_common::{Epoch, LogIndex, NodeId, Position};
-use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -20,13 +19,13 @@ use tracing::Instrument;
 
 use super::divergence::{self, LogShape};
 use super::outbox::Outbox;
+use super::snapshot_send::Outgoing;
 use super::Replication;
 use crate::commit::Shipper;
 use crate::log::ReadOutcome;
-use crate::snapshot;
 use proto_common::clock;
 
-/// Bytes per catch-up read and per snapshot chunk.
+/// Bytes per catch-up read.
 const CHUNK: usize = 4 << 20;
 /// How long a standby may take to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -256,8 +255,7 @@ async fn stream(
     let node = &repl.node;
     let mut commit_rx = node.commit.commit_index();
     if snapshot_first {
-        let at = send_snapshot(repl, outbox, id).await?;
-        repl.followers.needs_from(id, at.index.next());
+        send_snapshot(repl, outbox, id).await?;
     }
     loop {
         if conn.is_cancelled() {
@@ -295,7 +293,7 @@ async fn stream(
     }
 }
 
-/// Frames one chunk of the log from `next` on (or the latest snapshot, if
+/// Frames one chunk of the log from `next` on (or a snapshot, if
 /// the log was compacted past `next`).
 async fn catch_up_chunk(
     repl: &Arc<Replication>,
@@ -341,41 +339,34 @@ async fn catch_up_chunk(
     Ok(())
 }
 
-/// Streams the latest snapshot file; the stream continues right after it.
-/// Returns its position.
+/// Streams a snapshot of the applied state (see [`Outgoing`]); the stream
+/// continues right after it.
 async fn send_snapshot(
     repl: &Arc<Replication>,
     outbox: &Outbox,
     id: &NodeId,
-) -> Result<Position, String> {
-    let dir = repl.node.data_dir().join("snapshots");
-    let snaps = snapshot::list(&dir).map_err(|e| format!("listing snapshots: {e}"))?;
-    let Some((position, path)) = snaps.last().cloned() else {
-        return Err("the log is compacted but no snapshot exists".into());
-    };
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| format!("opening {}: {e}", path.display()))?;
-    let size = file
-        .metadata()
-        .await
-        .map_err(|e| format!("reading {}: {e}", path.display()))?
-        .len();
+) -> Result<(), String> {
+    // Keep the log after the snapshot from compaction: the snapshot holds at
+    // least what is applied now.
+    repl.followers
+        .needs_from(id, repl.node.applied().index.next());
+    let mut outgoing =
+        Outgoing::start(&repl.node).map_err(|e| format!("starting a snapshot: {e}"))?;
+    let (position, size) = (outgoing.position, outgoing.size);
     tracing::info!(standby = %id, position = %position, bytes = size, "sending snapshot");
     let started = std::time::Instant::now();
     outbox.push(&mut outbox.lock(), Frame::SnapshotBegin { position, size })?;
-    let mut left = size;
-    while left > 0 {
-        let mut buf = vec![0u8; (left as usize).min(CHUNK)];
-        file.read_exact(&mut buf)
-            .await
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        left -= buf.len() as u64;
-        outbox.push(
-            &mut outbox.lock(),
-            Frame::SnapshotChunk { data: buf.into() },
-        )?;
+    let mut sent = 0u64;
+    while let Some(chunk) = outgoing.next().await {
+        let data = chunk.map_err(|e| format!("encoding the snapshot: {e}"))?;
+        sent += data.len() as u64;
+        outbox.push(&mut outbox.lock(), Frame::SnapshotChunk { data })?;
         outbox.drain_to(CHUNK).await?;
+    }
+    if sent != size {
+        return Err(format!(
+            "the snapshot encoded to {sent} bytes, not the {size} announced"
+        ));
     }
     {
         let mut st = outbox.lock();
@@ -383,6 +374,7 @@ async fn send_snapshot(
         st.prev = position;
         st.next = position.index.next();
     }
+    repl.followers.needs_from(id, position.index.next());
     outbox.drain_to(0).await?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -397,7 +389,7 @@ async fn send_snapshot(
         .snapshot_transfers
         .get_or_create(&vec![("direction".into(), "sent".into())])
         .inc();
-    Ok(position)
+    Ok(())
 }
 
 /// Reads acknowledgements until the connection ends. An ack counts only if

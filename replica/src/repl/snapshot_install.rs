@@ -2,7 +2,8 @@
 //!
 //! A snapshot arrives in chunks. One thread takes them in order, writes each
 //! to the temporary file and decodes the same bytes into the state machine
-//! as they come. The file is written with `O_DIRECT` in aligned 4 MiB
+//! as they come; keys and values stay slices of the chunks (no copy, no
+//! second allocation of the dataset). The file is written with `O_DIRECT` in aligned 4 MiB
 //! blocks: the bytes go to the disk without first being copied into the
 //! page cache, which on a VM can cost more than the disk itself (here
 //! buffered writes ran at ~360 MB/s, direct ones at ~1.4 GB/s), and the
@@ -14,15 +15,15 @@
 //! installed from a snapshot that fails it.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::snapshot::{self, EpochRuns};
+use crate::snapshot::{self, Chunks, EpochRuns};
 use crate::state::KvState;
 
 /// Start writing back dirty pages after this many bytes (buffered writes).
@@ -76,11 +77,7 @@ fn receive(
     rx: mpsc::Receiver<Bytes>,
     name: &str,
 ) -> io::Result<(KvState, EpochRuns)> {
-    let mut reader = ChunkReader {
-        rx,
-        current: Bytes::new(),
-        file,
-    };
+    let mut reader = ChunkReader { rx, file };
     let decoded = snapshot::decode(&mut reader, name)?;
     reader.file.finish()?;
     Ok(decoded)
@@ -190,35 +187,20 @@ impl SnapshotFile {
     }
 }
 
-/// Reads the chunks in order, writing each to the file as it is taken.
+/// Hands the chunks to the decoder in order, writing each to the file as
+/// it is taken.
 struct ChunkReader {
     rx: mpsc::Receiver<Bytes>,
-    current: Bytes,
     file: SnapshotFile,
 }
 
-impl ChunkReader {
-    fn next_chunk(&mut self) -> io::Result<bool> {
+impl Chunks for &mut ChunkReader {
+    fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
         let Some(chunk) = self.rx.blocking_recv() else {
-            return Ok(false);
+            return Ok(None);
         };
         self.file.write(&chunk)?;
-        self.current = chunk;
-        Ok(true)
-    }
-}
-
-impl Read for &mut ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            if !self.next_chunk()? {
-                return Ok(0);
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current.advance(n);
-        Ok(n)
+        Ok(Some(chunk))
     }
 }
 
