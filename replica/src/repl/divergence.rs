@@ -62,7 +62,7 @@ pub struct Plan {
     /// Cut the standby's log after this position first (its divergent tail).
     pub truncate: Option<Position>,
     /// The active's log no longer holds the entries the standby needs:
-    /// send the latest snapshot, then entries after it.
+    /// send a snapshot of the applied state, then entries after it.
     pub snapshot: bool,
     /// The first index to stream (when no snapshot is needed).
     pub from: LogIndex,
