@@ -150,7 +150,14 @@ pub fn read(path: &Path) -> io::Result<(KvState, EpochRuns)> {
 /// Where a snapshot's bytes come from, a chunk at a time: a file, or the
 /// frames arriving from the active. Keys and values are decoded as slices
 /// of the chunks, not copied: building a large state is then mostly the
-/// map's own work.
+/// map's own work (copying each value made a 1 GiB catch-up 20-45 %
+/// slower here: 196-266 against 273-619 MB/s).
+///
+/// The cost: a chunk's memory is freed only when every key and value in it
+/// has been overwritten or deleted, as for log entries applied from
+/// received frames. A chunk holds a contiguous key range, so keys that are
+/// written together are freed together; the worst case, one survivor per
+/// chunk, keeps up to the snapshot's size alive next to the current data.
 pub trait Chunks {
     /// The next chunk; `None` at the end.
     fn next_chunk(&mut self) -> io::Result<Option<Bytes>>;
