@@ -163,26 +163,19 @@ pub trait Chunks {
     fn next_chunk(&mut self) -> io::Result<Option<Bytes>>;
 }
 
-/// A snapshot file read in 4 MiB chunks.
+/// Bytes per chunk of a snapshot read from its file or sent to a standby.
+pub const CHUNK: usize = 4 << 20;
+
+/// A snapshot file read in [`CHUNK`]s.
 struct FileChunks {
     file: File,
 }
 
 impl Chunks for FileChunks {
     fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
-        const CHUNK: usize = 4 << 20;
-        let mut buf = vec![0u8; CHUNK];
-        let mut n = 0;
-        while n < CHUNK {
-            match self.file.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        buf.truncate(n);
-        Ok((n > 0).then(|| Bytes::from(buf)))
+        let mut buf = Vec::with_capacity(CHUNK);
+        (&mut self.file).take(CHUNK as u64).read_to_end(&mut buf)?;
+        Ok((!buf.is_empty()).then(|| Bytes::from(buf)))
     }
 }
 
@@ -212,7 +205,7 @@ fn decode_chunks(chunks: impl Chunks, name: &str) -> io::Result<(KvState, EpochR
         crc_from: 0,
         crc: Some(0),
     };
-    if r.take(8)? != MAGIC[..] {
+    if r.array::<8>()? != MAGIC {
         return Err(bad("bad magic".into()));
     }
     let epoch = r.u64()?;
@@ -315,12 +308,25 @@ impl<C: Chunks> Source<C> {
         Ok(out.freeze())
     }
 
+    /// The next `N` bytes, copied out (no slice of the chunk to count).
+    fn array<const N: usize>(&mut self) -> io::Result<[u8; N]> {
+        let mut out = [0u8; N];
+        match self.chunk.get(self.pos..self.pos + N) {
+            Some(b) => {
+                out.copy_from_slice(b);
+                self.pos += N;
+            }
+            None => out.copy_from_slice(&self.take(N)?),
+        }
+        Ok(out)
+    }
+
     fn u32(&mut self) -> io::Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?[..].try_into().unwrap()))
+        Ok(u32::from_le_bytes(self.array()?))
     }
 
     fn u64(&mut self) -> io::Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?[..].try_into().unwrap()))
+        Ok(u64::from_le_bytes(self.array()?))
     }
 
     /// A length-prefixed field.

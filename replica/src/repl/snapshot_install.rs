@@ -3,16 +3,16 @@
 //! A snapshot arrives in chunks. One thread takes them in order, writes each
 //! to the temporary file and decodes the same bytes into the state machine
 //! as they come; keys and values stay slices of the chunks (no copy, no
-//! second allocation of the dataset). The file is written with `O_DIRECT` in aligned 4 MiB
-//! blocks: the bytes go to the disk without first being copied into the
-//! page cache, which on a VM can cost more than the disk itself (here
-//! buffered writes ran at ~360 MB/s, direct ones at ~1.4 GB/s), and the
-//! final fsync has nothing left to flush. Where the filesystem refuses
-//! `O_DIRECT` (tmpfs) the file is written through the page cache, with
-//! writeback started every few megabytes. Network, disk and decoding overlap; when
-//! the last chunk is in, the state is built and the file is nearly durable.
-//! The snapshot's checksum is verified at the end as always; nothing is
-//! installed from a snapshot that fails it.
+//! second allocation of the dataset). The file is written with `O_DIRECT`
+//! in aligned 4 MiB blocks: the bytes go to the disk without first being
+//! copied into the page cache, which on a VM can cost more than the disk
+//! itself (here buffered writes ran at ~360 MB/s, direct ones at
+//! ~1.4 GB/s), and the final fsync has nothing left to flush. Where the
+//! filesystem refuses `O_DIRECT` (tmpfs) the file is written through the
+//! page cache, with writeback started every few megabytes. Network, disk
+//! and decoding overlap; when the last chunk is in, the state is built and
+//! the file is nearly durable. The snapshot's checksum is verified at the
+//! end as always; nothing is installed from a snapshot that fails it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

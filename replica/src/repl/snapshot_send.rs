@@ -15,10 +15,7 @@ use proto_common::Position;
 use tokio::sync::mpsc;
 
 use crate::node::Node;
-use crate::snapshot;
-
-/// Bytes per snapshot chunk (one frame each).
-pub const CHUNK: usize = 4 << 20;
+use crate::snapshot::{self, CHUNK};
 
 /// A snapshot being encoded for one standby.
 pub struct Outgoing {
