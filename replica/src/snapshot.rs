@@ -125,13 +125,20 @@ pub fn write(
     map: &OrdMap<Bytes, KvEntry>,
 ) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let final_path = dir.join(file_name(pos));
     let tmp = dir.join(format!("{}.tmp", file_name(pos)));
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
     encode(&mut out, pos, epochs, map)?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
-    std::fs::rename(&tmp, &final_path)?;
+    publish(dir, &tmp, pos)
+}
+
+/// Makes the durable snapshot file `tmp` (of the state at `pos`) the
+/// current one in `dir`: renamed into place, the directory synced, older
+/// snapshots removed. Returns its path.
+pub fn publish(dir: &Path, tmp: &Path, pos: Position) -> io::Result<PathBuf> {
+    let final_path = dir.join(file_name(pos));
+    std::fs::rename(tmp, &final_path)?;
     sync_dir(dir)?;
     for (old, path) in list(dir)? {
         if old < pos {

@@ -30,7 +30,6 @@ use super::snapshot_install::Incoming;
 use super::Replication;
 use crate::command::Command;
 use crate::log::group_commit::{LogRequest, PendingEntry};
-use crate::log::writer::sync_dir;
 use crate::snapshot;
 
 /// Follows `active` until `scope` is cancelled, reconnecting with backoff.
@@ -427,23 +426,10 @@ async fn install_snapshot(
         .finish()
         .await
         .map_err(|e| format!("receiving the snapshot: {e}"))?;
-    let final_path = dir.join(snapshot::file_name(position));
-    tokio::task::spawn_blocking({
-        let dir = dir.clone();
-        move || -> std::io::Result<()> {
-            std::fs::rename(&tmp, &final_path)?;
-            sync_dir(&dir)?;
-            for (old, path) in snapshot::list(&dir)? {
-                if old < position {
-                    std::fs::remove_file(path)?;
-                }
-            }
-            Ok(())
-        }
-    })
-    .await
-    .map_err(|e| format!("snapshot task failed: {e}"))?
-    .map_err(|e| format!("installing the snapshot: {e}"))?;
+    tokio::task::spawn_blocking(move || snapshot::publish(&dir, &tmp, position))
+        .await
+        .map_err(|e| format!("snapshot task failed: {e}"))?
+        .map_err(|e| format!("installing the snapshot: {e}"))?;
     if state.applied() != position {
         return Err(format!(
             "snapshot announced {position} but holds {}",
@@ -467,11 +453,12 @@ async fn install_snapshot(
         .snapshot_transfers
         .get_or_create(&vec![("direction".into(), "received".into())])
         .inc();
+    let installed = started.elapsed().as_secs_f64();
     tracing::info!(
         position = %position,
         received_s = received,
-        installed_s = started.elapsed().as_secs_f64(),
-        mb_per_s = size as f64 / started.elapsed().as_secs_f64() / 1e6,
+        installed_s = installed,
+        mb_per_s = size as f64 / installed / 1e6,
         "snapshot installed"
     );
     Ok(())
