@@ -426,16 +426,19 @@ async fn install_snapshot(
         .finish()
         .await
         .map_err(|e| format!("receiving the snapshot: {e}"))?;
-    tokio::task::spawn_blocking(move || snapshot::publish(&dir, &tmp, position))
-        .await
-        .map_err(|e| format!("snapshot task failed: {e}"))?
-        .map_err(|e| format!("installing the snapshot: {e}"))?;
+    // Checked before the file is published under the announced position's
+    // name: a restart would otherwise load a state that is not what the
+    // name says.
     if state.applied() != position {
         return Err(format!(
             "snapshot announced {position} but holds {}",
             state.applied()
         ));
     }
+    tokio::task::spawn_blocking(move || snapshot::publish(&dir, &tmp, position))
+        .await
+        .map_err(|e| format!("snapshot task failed: {e}"))?
+        .map_err(|e| format!("installing the snapshot: {e}"))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     node.log
         .send(LogRequest::Reset {
