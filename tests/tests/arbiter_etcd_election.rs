@@ -287,6 +287,56 @@ async fn a_deposed_arbiters_writes_are_refused() {
     assert_eq!(store_a.load().await.unwrap().map(|s| s.version), Some(2));
 }
 
+/// A dead member in the endpoint list (killed, or restarting) fails no
+/// call: etcd-client's balanced channel keeps handing it requests, which
+/// fail with a refused connection before they are sent, and each such
+/// call is made again on another member. Campaigns, state writes and
+/// reads all go through that path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_member_in_the_endpoint_list_fails_no_call() {
+    let dir = TestDir::new("arbiter-etcd-dead-member").expect("test dir");
+    let etcd = EtcdCluster::start(1, dir.path())
+        .await
+        .expect("etcd starts");
+    // Bind then drop: a loopback port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut with_dead = vec![dead.to_string()];
+    with_dead.extend(endpoints(&etcd));
+    let mut a = InProcess::new(&with_dead, "c1", "http://arb-a.test:6000", TTL_S).await;
+    let (term, store) = a.lead(Duration::from_secs(10)).await;
+    let mut state = ClusterState::new("c1", ClusterParams::default());
+    state.version = 1;
+    assert_eq!(
+        store.compare_and_swap(None, &state).await.unwrap(),
+        CasOutcome::Written
+    );
+    const CALLS: u64 = 100;
+    let mut failed = Vec::new();
+    for _ in 0..CALLS {
+        let mut next = state.clone();
+        next.version += 1;
+        match store.compare_and_swap(Some(state.version), &next).await {
+            Ok(CasOutcome::Written) => state = next,
+            other => failed.push(format!("write {}: {other:?}", next.version)),
+        }
+        match store.load().await {
+            Ok(Some(loaded)) if loaded == state => {}
+            other => failed.push(format!("load at {}: {other:?}", state.version)),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} calls failed with one dead endpoint of two: {:#?}",
+        failed.len(),
+        2 * CALLS,
+        &failed[..failed.len().min(5)]
+    );
+    assert!(term.holds(), "the term survived");
+}
+
 fn v2_of(v1: &ClusterState) -> ClusterState {
     let mut v2 = v1.clone();
     v2.version = 2;

@@ -4,9 +4,8 @@
 //! 1. `kill -9` of one etcd member — first a follower, then the etcd
 //!    leader — each restarted on its data dir afterwards: clients notice
 //!    nothing. No write fails, the longest stretch without an acknowledged
-//!    write stays below the active's lease (1 s: the arbiter never stopped
-//!    renewing it; a handover of the arbiter would show as a pause of about
-//!    its 2 s lease TTL), and no replica changes role or epoch.
+//!    write stays below the active's lease (1 s: an arbiter renewed it all
+//!    along), and no replica changes role or epoch.
 //! 2. All of etcd stopped (`kill -9` of every member): the active keeps
 //!    serving until its lease lapses (no arbiter can renew it), then
 //!    refuses writes with a 503 `not_writable` that says its lease lapsed
@@ -22,12 +21,20 @@
 //! acknowledges a keep-alive within `ttl·(1 − drift)` of sending the last
 //! acknowledged one; keep-alives go every `ttl / 4`. So etcd must elect a new
 //! leader within about `0.9·ttl − ttl/4` (1.3 s for the default 2 s TTL),
-//! or the arbiter steps down and writes pause until another one leads
-//! (about a TTL). etcd's default election timeout (1 s, randomized up to
-//! 2 s, plus detection) does not fit in that with the default TTL; the
-//! etcd members here run `--heartbeat-interval=50 --election-timeout=500`
-//! (elections in well under a second), the arbiters the default TTL.
-//! With etcd's defaults, pick `--leader-ttl-s 5`.
+//! or the arbiter's term ends. etcd's default election timeout (1 s,
+//! randomized up to 2 s, plus detection) does not fit in that with the
+//! default TTL; the etcd members here run `--heartbeat-interval=50
+//! --election-timeout=500`, the arbiters the default TTL. With etcd's
+//! defaults, pick `--leader-ttl-s 5`.
+//!
+//! Even so, a split vote (seen in CI: a member restarted 0.3 s before the
+//! leader was killed voted for itself) can make one election take 1.1 s
+//! and end the term. The arbiter then revokes its key and campaigns
+//! again; the next term must take office before the active's lease
+//! lapses. It did not once: its state read went to the killed member,
+//! failed with a refused connection, and the term gave up office. Such
+//! calls are now made again (`a_dead_member_in_the_endpoint_list_fails_no_call`
+//! in `arbiter_etcd_election.rs`).
 
 mod arbiter_etcd_support;
 mod etcd_support;

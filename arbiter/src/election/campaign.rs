@@ -152,12 +152,11 @@ impl Elector {
     async fn round(&mut self) -> Result<Round, StoreError> {
         let leader_key = self.keys.leader();
         let sent = self.clock.now();
-        let mut lease = self.client.lease_client();
-        let grant = call(
-            &self.described,
-            "grant a lease",
-            lease.grant(self.candidate.ttl_s as i64, None),
-        )
+        let requested_s = self.candidate.ttl_s as i64;
+        let grant = call(&self.described, "grant a lease", || {
+            let mut lease = self.client.lease_client();
+            async move { lease.grant(requested_s, None).await }
+        })
         .await?;
         let lease_id = grant.id();
         if grant.ttl() > self.candidate.ttl_s as i64 {
@@ -187,8 +186,11 @@ impl Elector {
                 Some(PutOptions::new().with_lease(lease_id)),
             )])
             .or_else([TxnOp::get(leader_key.clone(), None)]);
-        let mut kv = self.client.kv_client();
-        let resp = match call(&self.described, "campaign", kv.txn(txn)).await {
+        let attempt = || {
+            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        };
+        let resp = match call(&self.described, "campaign", attempt).await {
             Ok(resp) => resp,
             Err(e) => {
                 // The put may have landed: revoking the lease removes it.
@@ -334,8 +336,11 @@ impl Elector {
 
     /// Best effort: an unreachable etcd lets the lease expire by itself.
     async fn revoke(&self, lease_id: i64) {
-        let mut lease = self.client.lease_client();
-        if let Err(e) = call(&self.described, "revoke a lease", lease.revoke(lease_id)).await {
+        let attempt = || {
+            let mut lease = self.client.lease_client();
+            async move { lease.revoke(lease_id).await }
+        };
+        if let Err(e) = call(&self.described, "revoke a lease", attempt).await {
             tracing::debug!(lease = lease_id, error = %e, "lease not revoked; it will expire");
         }
     }

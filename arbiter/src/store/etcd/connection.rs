@@ -56,20 +56,67 @@ pub async fn connect(endpoints: &[String]) -> Result<Client, StoreError> {
 
 /// Runs one etcd call under [`CALL_TIMEOUT`]; `what` names it in errors
 /// ("load the state", "campaign"), `store` names the etcd cluster.
-pub async fn call<T>(
-    store: &str,
-    what: &str,
-    fut: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(unavailable(store, what, &e.to_string())),
-        Err(_) => Err(unavailable(
-            store,
-            what,
-            &format!("no answer within {CALL_TIMEOUT:?}"),
-        )),
+///
+/// `attempt` makes the call. It is made again, up to [`NOT_SENT_RETRIES`]
+/// times, when the request never left this host: the balanced channel
+/// keeps every endpoint, including a member that is dead or restarting,
+/// and hands it about one call in three, which then fails with a refused
+/// connection. Another attempt most likely goes to a live member, and
+/// since nothing reached etcd, repeating even a transaction is safe. Any
+/// other failure is returned at once: the request may have been applied.
+pub async fn call<T, F, Fut>(store: &str, what: &str, mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+    let mut retries = 0;
+    loop {
+        let error = match tokio::time::timeout_at(deadline, attempt()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => e,
+            Err(_) => {
+                return Err(unavailable(
+                    store,
+                    what,
+                    &format!("no answer within {CALL_TIMEOUT:?}"),
+                ))
+            }
+        };
+        let retry_at = tokio::time::Instant::now() + NOT_SENT_PAUSE;
+        if retries == NOT_SENT_RETRIES || retry_at >= deadline || !never_sent(&error) {
+            return Err(unavailable(store, what, &error.to_string()));
+        }
+        retries += 1;
+        tracing::debug!(what, retries, error = %error, "etcd call refused before it was sent; trying again");
+        tokio::time::sleep_until(retry_at).await;
     }
+}
+
+/// How many times [`call`] repeats a call that never left this host.
+/// With one dead member of three, every attempt going to it is about 1 in
+/// 3²¹; with all of etcd down, the caller hears so after about 0.4 s.
+const NOT_SENT_RETRIES: u32 = 20;
+
+/// Pause before such a repeat.
+const NOT_SENT_PAUSE: Duration = Duration::from_millis(20);
+
+/// Whether `error` says the request was never sent: the TCP connection to
+/// the member it was given to was refused.
+fn never_sent(error: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return false;
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// `etcd://h1:2379,h2:2379`, for logs and messages.
@@ -89,10 +136,12 @@ pub fn unavailable(store: &str, what: &str, detail: &str) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
     use super::*;
 
-    #[tokio::test]
-    async fn an_unreachable_etcd_is_named_with_the_fix() {
+    /// A client whose only endpoint is a closed loopback port.
+    async fn refusing() -> (Client, String, u16) {
         // Bind then drop: the port is (very likely) closed.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -101,11 +150,20 @@ mod tests {
             .port();
         let endpoints = vec![format!("127.0.0.1:{port}")];
         let client = connect(&endpoints).await.expect("connecting is lazy");
-        let store = describe(&endpoints);
-        let mut kv = client.kv_client();
-        let err = call(&store, "load the state", kv.get("/x", None))
-            .await
-            .unwrap_err();
+        (client, describe(&endpoints), port)
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_etcd_is_named_with_the_fix() {
+        let (client, store, port) = refusing().await;
+        let attempts = AtomicU32::new(0);
+        let err = call(&store, "load the state", || {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            let mut kv = client.kv_client();
+            async move { kv.get("/x", None).await }
+        })
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), "store_unavailable");
         let msg = err.to_string();
         assert!(
@@ -114,5 +172,42 @@ mod tests {
                 && msg.contains("endpoint health"),
             "{msg}"
         );
+        // A refused connection is recognised as a request never sent.
+        assert_eq!(attempts.into_inner(), NOT_SENT_RETRIES + 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_refused_before_it_was_sent_is_made_again() {
+        let (client, store, _) = refusing().await;
+        let attempts = AtomicU32::new(0);
+        let result = call(&store, "read", || {
+            let attempt = attempts.fetch_add(1, Ordering::Relaxed);
+            let mut kv = client.kv_client();
+            async move {
+                if attempt < 2 {
+                    kv.get("/x", None).await.map(|_| "refused?")
+                } else {
+                    Ok("answered")
+                }
+            }
+        })
+        .await;
+        assert_eq!(result.unwrap(), "answered");
+        assert_eq!(attempts.into_inner(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_may_have_reached_etcd_is_not_made_again() {
+        let attempts = AtomicU32::new(0);
+        let err = call("etcd://x", "write", || {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            // Any failure but a refused connection: the request may
+            // have been applied.
+            async { Err::<(), _>(etcd_client::Error::Internal("stream reset".into())) }
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("write failed"), "{err}");
+        assert_eq!(attempts.into_inner(), 1);
     }
 }

@@ -130,12 +130,10 @@ impl EtcdStore {
 
     /// Who holds the leader key now, if anyone (a linearizable read).
     pub async fn leader(&self) -> Result<Option<LeaderRecord>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let resp = call(
-            &self.described,
-            "read the leader key",
-            kv.get(self.keys.leader(), None),
-        )
+        let resp = call(&self.described, "read the leader key", || {
+            let (mut kv, key) = (self.client.kv_client(), self.keys.leader());
+            async move { kv.get(key, None).await }
+        })
         .await?;
         Ok(resp
             .kvs()
@@ -144,12 +142,10 @@ impl EtcdStore {
     }
 
     async fn load_state(&self) -> Result<Option<ClusterState>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let resp = call(
-            &self.described,
-            "load the cluster state",
-            kv.get(self.keys.state(), None),
-        )
+        let resp = call(&self.described, "load the cluster state", || {
+            let (mut kv, key) = (self.client.kv_client(), self.keys.state());
+            async move { kv.get(key, None).await }
+        })
         .await?;
         self.adopt(resp.kvs().first())
     }
@@ -253,8 +249,11 @@ impl EtcdStore {
             ])
             .and_then([TxnOp::put(state_key.clone(), bytes, None::<PutOptions>)])
             .or_else([TxnOp::get(state_key, None), TxnOp::get(leader_key, None)]);
-        let mut kv = self.client.kv_client();
-        let resp = call(&self.described, "write the cluster state", kv.txn(txn)).await?;
+        let resp = call(&self.described, "write the cluster state", || {
+            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await?;
         if resp.succeeded() {
             let revision = resp.header().map_or(0, |h| h.revision());
             *self.seen() = Some(Seen {
