@@ -15,6 +15,11 @@
 //!    itself — an arbiter leads again, writes succeed, the data is the
 //!    same, exactly one active.
 //!
+//! A second test ends the leading arbiter's term five times in a row
+//! (its lease revoked) while one etcd member is dead: each time an
+//! arbiter is back in office before the active's lease lapses, and no
+//! write fails.
+//!
 //! Every phase's duration is printed.
 //!
 //! **Timing rule.** The leading arbiter keeps its term only while etcd
@@ -41,16 +46,17 @@ mod etcd_support;
 
 use std::time::{Duration, Instant};
 
+use arbiter::store::etcd::{ClusterKeys, LeaderRecord};
 use arbiter_etcd_support::{single_leader, EtcdArbiter, TTL_S};
 use etcd_support::{
-    etcd_leader, outcomes_between, start_replicas, wait_active, wait_same_data, RoleWatch,
-    ARBITER_FLAGS, CLIENTS, DEADLINE,
+    etcd_leader, outcomes_between, start_replicas, wait_active, wait_same_data, Active, RoleLog,
+    RoleWatch, ARBITER_FLAGS, CLIENTS, DEADLINE,
 };
 use proto_common::heartbeat::Role;
 use proto_common::ErrorCode;
 use understudy_tests::client::KvClient;
 use understudy_tests::harness::{
-    replica_status, serial, wait_for, wait_until, EtcdCluster, TestDir,
+    replica_status, serial, wait_for, wait_until, EtcdCluster, ReplicaProcess, TestDir,
 };
 use understudy_tests::loadgen::background::failover_load_config;
 use understudy_tests::loadgen::BackgroundLoad;
@@ -73,41 +79,22 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 async fn etcd_member_failures_and_a_full_etcd_outage() {
     let _serial = serial().await;
     let test_started = Instant::now();
-    let dir = TestDir::new("etcd-three-members").expect("test dir");
-    let mut etcd = EtcdCluster::start_with_args(3, dir.path(), ETCD_TIMING)
-        .await
-        .expect("etcd starts");
-    let arbiters = [
-        EtcdArbiter::spawn(&dir, "arb-a", "c1", &etcd.etcd_url(), ARBITER_FLAGS),
-        EtcdArbiter::spawn(&dir, "arb-b", "c1", &etcd.etcd_url(), ARBITER_FLAGS),
-    ];
+    let Setup {
+        dir: _dir,
+        mut etcd,
+        arbiters,
+        replicas,
+        pairs,
+        formed,
+        load,
+    } = Setup::start("etcd-three-members").await;
     let arbiter_refs: Vec<&EtcdArbiter> = arbiters.iter().collect();
-    single_leader(&arbiter_refs, DEADLINE).await;
-    let urls = format!("{},{}", arbiters[0].url, arbiters[1].url);
-    let replicas = start_replicas(&dir, "c1", &["r1", "r2"], &urls).await;
     let replica_refs: Vec<_> = replicas.iter().collect();
-    let pairs: Vec<(String, String)> = replicas
-        .iter()
-        .map(|r| (r.config().node_id.clone(), r.url()))
-        .collect();
-    let client_urls: Vec<String> = pairs.iter().map(|(_, url)| url.clone()).collect();
-    let formed = wait_active(&arbiter_refs, &replica_refs, 0, true, DEADLINE)
-        .await
-        .unwrap();
     let standby_url = pairs
         .iter()
         .find(|(id, _)| *id != formed.id)
         .map(|(_, url)| url.clone())
         .expect("two replicas");
-    println!(
-        "formed in {} ms: {} active in epoch {}, arbiter {} leads",
-        test_started.elapsed().as_millis(),
-        formed.id,
-        formed.epoch,
-        formed.leader
-    );
-    let load = BackgroundLoad::start(failover_load_config(&client_urls, CLIENTS, &[])).unwrap();
-    load.wait_acks(300, DEADLINE).await.unwrap();
 
     // 1. One member at a time: a follower, then the leader.
     for round in ["a follower", "the leader"] {
@@ -153,13 +140,7 @@ async fn etcd_member_failures_and_a_full_etcd_outage() {
         load.wait_acks(300, DEADLINE).await.unwrap();
         let roles = watch.stop().await;
         let end_ns = load.now_ns();
-        let (gap_ns, (acked, failed)) = {
-            let ledger = load.ledger();
-            (
-                ledger.timeline().longest_gap_between(killed_ns, end_ns),
-                outcomes_between(&ledger, killed_ns, end_ns),
-            )
-        };
+        let (gap_ns, (acked, failed)) = writes_between(&load, killed_ns, end_ns);
         let now_leading = formed_leader(&arbiter_refs).await;
         println!(
             "etcd member {} ({round}) killed: etcd leader now member {new_leader}; {acked} writes \
@@ -172,19 +153,7 @@ async fn etcd_member_failures_and_a_full_etcd_outage() {
             rejoined.as_millis(),
             roles.summary()
         );
-        assert!(
-            failed.is_empty(),
-            "{round}: writes failed: {:#?}",
-            &failed[..failed.len().min(10)]
-        );
-        assert!(
-            gap_ns < REPLICA_LEASE.as_nanos() as u64,
-            "{round}: writes stopped for {:.1} ms",
-            gap_ns as f64 / 1e6
-        );
-        let changes = roles.changes();
-        assert!(changes.is_empty(), "{round}: {changes:#?}");
-        assert!(roles.both_active().is_empty(), "{:#?}", roles.both_active());
+        assert_unnoticed(round, &failed, gap_ns, &roles);
     }
 
     // 2. All of etcd down. The load pauses so that the probes below are
@@ -355,6 +324,179 @@ async fn etcd_member_failures_and_a_full_etcd_outage() {
         test_started.elapsed().as_millis()
     );
     assert!(verification.is_ok(), "{}", verification.summary());
+}
+
+/// How many terms [`terms_lost_while_an_etcd_member_is_dead_are_retaken_in_time`]
+/// ends.
+const RETAKE_ROUNDS: usize = 5;
+
+/// A term lost while one etcd member is dead: a split-vote election can
+/// outlast the term (see the module docs); here the term is ended on
+/// purpose, by revoking its lease, five times. Each time an arbiter must
+/// take office again before the active's 1 s lease lapses, although its
+/// campaign and its state read go through a client that hands the dead
+/// member about a third of its calls: no write fails, no write gap
+/// reaches the lease, no replica changes role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terms_lost_while_an_etcd_member_is_dead_are_retaken_in_time() {
+    let _serial = serial().await;
+    let Setup {
+        dir: _dir,
+        mut etcd,
+        arbiters,
+        replicas: _replicas,
+        pairs,
+        formed: _,
+        load,
+    } = Setup::start("etcd-retake-dead-member").await;
+    let arbiter_refs: Vec<&EtcdArbiter> = arbiters.iter().collect();
+    let leader = wait_for(DEADLINE, "an etcd leader all members agree on", || {
+        etcd_leader(&etcd)
+    })
+    .await
+    .unwrap();
+    // A follower: etcd keeps its quorum and needs no election.
+    let dead = (leader + 1) % etcd.members.len();
+    etcd.members[dead]
+        .process
+        .kill()
+        .expect("kill -9 an etcd member");
+    let live: Vec<String> = (0..etcd.members.len())
+        .filter(|&i| i != dead)
+        .map(|i| etcd.members[i].client_url())
+        .collect();
+    let raw = etcd_client::Client::connect(live, None).await.unwrap();
+    let leader_key = ClusterKeys::new("c1").leader();
+    let watch = RoleWatch::start(&pairs, POLL);
+    let from_ns = load.now_ns();
+    let mut retakes = Vec::new();
+    for _ in 0..RETAKE_ROUNDS {
+        let held = raw.clone().get(leader_key.as_str(), None).await.unwrap();
+        let lease = held.kvs().first().expect("a leader key").lease();
+        let revoked_at = Instant::now();
+        raw.clone().lease_revoke(lease).await.unwrap();
+        let (refs, key) = (&arbiter_refs, &leader_key);
+        let in_office = wait_for(DEADLINE, "an arbiter in office in a new term", || {
+            let mut raw = raw.clone();
+            async move {
+                let resp = raw.get(key.as_str(), None).await.ok()?;
+                let kv = resp.kvs().first().filter(|kv| kv.lease() != lease)?;
+                let record = LeaderRecord::parse(kv.value())?;
+                let i = refs.iter().position(|a| a.url == record.url)?;
+                refs[i].is_leader().await.then_some(i)
+            }
+        })
+        .await
+        .unwrap();
+        retakes.push((in_office, revoked_at.elapsed().as_millis()));
+        load.wait_acks(200, DEADLINE).await.unwrap();
+    }
+    let roles = watch.stop().await;
+    let end_ns = load.now_ns();
+    let (gap_ns, (acked, failed)) = writes_between(&load, from_ns, end_ns);
+    let (report, _) = load.stop(DEADLINE).await.unwrap();
+    println!(
+        "etcd member {} dead; {RETAKE_ROUNDS} terms revoked; (arbiter in office, ms after the \
+         revoke): {retakes:?}; {acked} writes acknowledged, {} failed (errors {:?}); longest \
+         write gap {:.1} ms (bound {REPLICA_LEASE:?}); role watch: {}",
+        etcd.members[dead].name,
+        failed.len(),
+        report.errors_by_kind,
+        gap_ns as f64 / 1e6,
+        roles.summary()
+    );
+    assert_unnoticed("terms revoked", &failed, gap_ns, &roles);
+}
+
+/// Of the writes that ended in `[from_ns, to_ns]`: the longest stretch
+/// without an acknowledgement, and `(acknowledged, failed)`.
+fn writes_between(load: &BackgroundLoad, from_ns: u64, to_ns: u64) -> (u64, (u64, Vec<String>)) {
+    let ledger = load.ledger();
+    (
+        ledger.timeline().longest_gap_between(from_ns, to_ns),
+        outcomes_between(&ledger, from_ns, to_ns),
+    )
+}
+
+/// Clients noticed nothing of a fault (`what`): no write failed, the
+/// longest write gap stayed below the active's lease, no replica changed
+/// role or epoch, and never were two active at once.
+fn assert_unnoticed(what: &str, failed: &[String], gap_ns: u64, roles: &RoleLog) {
+    assert!(
+        failed.is_empty(),
+        "{what}: writes failed: {:#?}",
+        &failed[..failed.len().min(10)]
+    );
+    assert!(
+        gap_ns < REPLICA_LEASE.as_nanos() as u64,
+        "{what}: writes stopped for {:.1} ms",
+        gap_ns as f64 / 1e6
+    );
+    let changes = roles.changes();
+    assert!(changes.is_empty(), "{what}: {changes:#?}");
+    assert!(roles.both_active().is_empty(), "{:#?}", roles.both_active());
+}
+
+/// Three etcd members (fast elections), two arbiters on them, replicas r1
+/// and r2 with an active and a confirmed sync set, and a write load
+/// running.
+struct Setup {
+    /// Owns every process's data dir and log.
+    dir: TestDir,
+    etcd: EtcdCluster,
+    arbiters: [EtcdArbiter; 2],
+    replicas: Vec<ReplicaProcess>,
+    /// `(node id, client URL)` of each replica.
+    pairs: Vec<(String, String)>,
+    /// The active the cluster formed with.
+    formed: Active,
+    /// Writes to both replicas (the standby forwards), 300 acknowledged.
+    load: BackgroundLoad,
+}
+
+impl Setup {
+    async fn start(name: &str) -> Setup {
+        let started = Instant::now();
+        let dir = TestDir::new(name).expect("test dir");
+        let etcd = EtcdCluster::start_with_args(3, dir.path(), ETCD_TIMING)
+            .await
+            .expect("etcd starts");
+        let arbiters = [
+            EtcdArbiter::spawn(&dir, "arb-a", "c1", &etcd.etcd_url(), ARBITER_FLAGS),
+            EtcdArbiter::spawn(&dir, "arb-b", "c1", &etcd.etcd_url(), ARBITER_FLAGS),
+        ];
+        let arbiter_refs: Vec<&EtcdArbiter> = arbiters.iter().collect();
+        single_leader(&arbiter_refs, DEADLINE).await;
+        let urls = format!("{},{}", arbiters[0].url, arbiters[1].url);
+        let replicas = start_replicas(&dir, "c1", &["r1", "r2"], &urls).await;
+        let replica_refs: Vec<_> = replicas.iter().collect();
+        let pairs: Vec<(String, String)> = replicas
+            .iter()
+            .map(|r| (r.config().node_id.clone(), r.url()))
+            .collect();
+        let client_urls: Vec<String> = pairs.iter().map(|(_, url)| url.clone()).collect();
+        let formed = wait_active(&arbiter_refs, &replica_refs, 0, true, DEADLINE)
+            .await
+            .unwrap();
+        println!(
+            "formed in {} ms: {} active in epoch {}, arbiter {} leads",
+            started.elapsed().as_millis(),
+            formed.id,
+            formed.epoch,
+            formed.leader
+        );
+        let load = BackgroundLoad::start(failover_load_config(&client_urls, CLIENTS, &[])).unwrap();
+        load.wait_acks(300, DEADLINE).await.unwrap();
+        Setup {
+            dir,
+            etcd,
+            arbiters,
+            replicas,
+            pairs,
+            formed,
+            load,
+        }
+    }
 }
 
 /// Index of the arbiter that says it leads, if one does.

@@ -37,6 +37,8 @@ use crate::arbiter_etcd_support::EtcdArbiter;
 
 #[allow(unused_imports)] // each test file uses a different part
 pub use ack_epochs::check_single_epoch_acks;
+#[allow(unused_imports)] // each test file uses a different part
+pub use role_watch::RoleLog;
 pub use role_watch::RoleWatch;
 
 /// Generous bound on any one wait: a debug build on two busy cores.
