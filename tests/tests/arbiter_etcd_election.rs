@@ -20,13 +20,13 @@ mod arbiter_etcd_support;
 
 use std::time::{Duration, Instant};
 
-use arbiter::store::{CasOutcome, ClusterState, StateStore};
+use arbiter::store::{CasOutcome, ClusterState, EtcdStore, StateStore};
 use arbiter_etcd_support::{endpoints, single_leader, EtcdArbiter, InProcess, TTL_S};
 use etcd_client::GetOptions;
 use proto_common::heartbeat::{Heartbeat, HeartbeatReply, Role};
 use proto_common::params::ClusterParams;
 use proto_common::{Epoch, LogIndex, NodeId, Position};
-use understudy_tests::harness::{wait_until, EtcdCluster, TestDir};
+use understudy_tests::harness::{free_port, wait_until, EtcdCluster, TestDir};
 
 /// How long a first election may take (processes starting, etcd warm-up).
 const ELECT_WITHIN: Duration = Duration::from_secs(20);
@@ -225,12 +225,7 @@ async fn a_deposed_arbiters_writes_are_refused() {
     let mut b = InProcess::new(&endpoints, "c1", "http://arb-b.test:6000", TTL_S).await;
 
     let (term_a, store_a) = a.lead(Duration::from_secs(10)).await;
-    let mut v1 = ClusterState::new("c1", ClusterParams::default());
-    v1.version = 1;
-    assert_eq!(
-        store_a.compare_and_swap(None, &v1).await.unwrap(),
-        CasOutcome::Written
-    );
+    let v1 = create_v1(&store_a).await;
     let unfenced = b
         .store
         .compare_and_swap(Some(1), &v2_of(&v1))
@@ -298,21 +293,12 @@ async fn a_dead_member_in_the_endpoint_list_fails_no_call() {
     let etcd = EtcdCluster::start(1, dir.path())
         .await
         .expect("etcd starts");
-    // Bind then drop: a loopback port nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let mut with_dead = vec![dead.to_string()];
+    // A free loopback port: nothing listens on it.
+    let mut with_dead = vec![format!("127.0.0.1:{}", free_port())];
     with_dead.extend(endpoints(&etcd));
     let mut a = InProcess::new(&with_dead, "c1", "http://arb-a.test:6000", TTL_S).await;
     let (term, store) = a.lead(Duration::from_secs(10)).await;
-    let mut state = ClusterState::new("c1", ClusterParams::default());
-    state.version = 1;
-    assert_eq!(
-        store.compare_and_swap(None, &state).await.unwrap(),
-        CasOutcome::Written
-    );
+    let mut state = create_v1(&store).await;
     const CALLS: u64 = 100;
     let mut failed = Vec::new();
     for _ in 0..CALLS {
@@ -335,6 +321,18 @@ async fn a_dead_member_in_the_endpoint_list_fails_no_call() {
         &failed[..failed.len().min(5)]
     );
     assert!(term.holds(), "the term survived");
+}
+
+/// Creates version 1 of cluster c1's state through `store` (which must
+/// hold a term) and returns it.
+async fn create_v1(store: &EtcdStore) -> ClusterState {
+    let mut v1 = ClusterState::new("c1", ClusterParams::default());
+    v1.version = 1;
+    assert_eq!(
+        store.compare_and_swap(None, &v1).await.unwrap(),
+        CasOutcome::Written
+    );
+    v1
 }
 
 fn v2_of(v1: &ClusterState) -> ClusterState {
