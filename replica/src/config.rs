@@ -97,6 +97,11 @@ pub struct Options {
     /// promoted; 0 means never promote this replica [default: 100].
     #[arg(long, env = "UNDERSTUDY_PRIORITY")]
     pub priority: Option<u32>,
+    /// After a write, keep one CPU awake this long (µs) under SCHED_IDLE so
+    /// the next wake-up on a write's path does not wait for a halted CPU;
+    /// 0 switches it off (see README, "Idle polling") [default: 200].
+    #[arg(long, env = "UNDERSTUDY_IDLE_POLL_US")]
+    pub idle_poll_us: Option<u64>,
 }
 
 /// How a standby handles a write it receives.
@@ -140,6 +145,8 @@ pub struct Settings {
     /// Arbiter base URLs; empty = standalone.
     pub arbiters: Vec<String>,
     pub priority: u32,
+    /// How long the idle poller spins after the last write; zero = off.
+    pub idle_poll: std::time::Duration,
 }
 
 macro_rules! overlay {
@@ -161,7 +168,7 @@ impl Options {
         overlay!(self, lower; node_id, data_dir, listen, advertise_url, fsync, segment_bytes,
             snapshot_every_bytes, max_key_bytes, max_value_bytes, max_body_bytes, max_txn_ops,
             max_list_limit, cluster, token_file, token, repl_listen, advertise_repl,
-            max_frame_bytes, forward, min_version_wait_ms, arbiter, priority)
+            max_frame_bytes, forward, min_version_wait_ms, arbiter, priority, idle_poll_us)
     }
 
     /// Applies defaults and checks every rule.
@@ -286,6 +293,9 @@ impl Options {
         };
         let wait = self.min_version_wait_ms.unwrap_or(1000);
         check_range("min_version_wait_ms", wait, 0, 60_000)?;
+        let idle_poll_us = self.idle_poll_us.unwrap_or(DEFAULT_IDLE_POLL_US);
+        let max_idle_poll_us = crate::idle_poll::MAX_TAIL.as_micros() as u64;
+        check_range("idle_poll_us", idle_poll_us, 0, max_idle_poll_us)?;
         let arbiters: Vec<String> = self
             .arbiter
             .as_deref()
@@ -326,9 +336,13 @@ impl Options {
             min_version_wait: std::time::Duration::from_millis(wait),
             arbiters,
             priority: self.priority.unwrap_or(100),
+            idle_poll: std::time::Duration::from_micros(idle_poll_us),
         })
     }
 }
+
+/// Default of `idle_poll_us`.
+pub const DEFAULT_IDLE_POLL_US: u64 = 200;
 
 pub use proto_common::ids::check_cluster_name;
 
@@ -357,6 +371,23 @@ mod tests {
         assert_eq!(s.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(s.advertise_url, "http://127.0.0.1:7000");
         assert!(s.fsync);
+        assert_eq!(s.idle_poll, std::time::Duration::from_micros(200));
+    }
+
+    #[test]
+    fn idle_poll_is_bounded_and_can_be_switched_off() {
+        let off = Options {
+            idle_poll_us: Some(0),
+            ..base()
+        };
+        assert!(off.resolve().unwrap().idle_poll.is_zero());
+        let err = Options {
+            idle_poll_us: Some(10_001),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(err, "idle_poll_us=10001 must be between 0 and 10000");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod commit;
 pub mod config;
 pub mod handover;
 pub mod heartbeat;
+pub mod idle_poll;
 pub mod lease;
 pub mod log;
 pub mod metrics;

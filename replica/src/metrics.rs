@@ -1,5 +1,7 @@
 //! Prometheus metrics of a replica (`GET /metrics`, OpenMetrics text).
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -43,6 +45,8 @@ pub struct Metrics {
     pub snapshot_transfers: Family<Labels, Counter>,
     /// Snapshots written locally.
     pub snapshots_written: Counter,
+    /// CPU time the idle poller spent spinning (see `idle_poll`).
+    pub idle_poll_seconds: Counter<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -69,6 +73,7 @@ impl Metrics {
             ]),
             snapshot_transfers: Family::default(),
             snapshots_written: Counter::default(),
+            idle_poll_seconds: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -137,6 +142,11 @@ impl Metrics {
             "snapshots_written",
             "Local snapshots written",
             m.snapshots_written.clone(),
+        );
+        registry.register(
+            "idle_poll_seconds",
+            "CPU time spent keeping a CPU awake around writes (SCHED_IDLE)",
+            m.idle_poll_seconds.clone(),
         );
         Metrics { registry, ..m }
     }

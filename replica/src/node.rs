@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use crate::command::Command;
 use crate::commit::{CommitTracker, WriteAck, WriteError};
 use crate::config::Settings;
+use crate::idle_poll::IdlePoll;
 use crate::lease::Lease;
 use crate::log::group_commit::{GroupCommit, LogRequest, PendingEntry};
 use crate::log::{Log, LogOptions, LogReader, ReadOutcome};
@@ -77,6 +78,8 @@ pub struct Node {
     /// Whether client writes may commit on the caller's thread: only on a
     /// multi-threaded runtime, where `block_in_place` is allowed.
     inline_writes: bool,
+    /// Keeps a CPU awake while writes are in flight (`idle_poll_us`).
+    pub idle_poll: IdlePoll,
     /// Held for the node's lifetime: the flock on `LOCK`.
     _dir_lock: File,
 }
@@ -142,6 +145,8 @@ impl Node {
         metrics
             .quarantined_entries
             .set(node_state.quarantined_entries as i64);
+        let idle_poll = IdlePoll::start(settings.idle_poll, metrics.idle_poll_seconds.clone())
+            .map_err(|e| format!("cannot start the idle-poll thread: {e}"))?;
         Ok(Arc::new(Node {
             settings,
             kv,
@@ -162,6 +167,7 @@ impl Node {
             snapshots: SnapshotActivity::default(),
             inline_writes: tokio::runtime::Handle::try_current()
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread),
+            idle_poll,
             _dir_lock: dir_lock,
         }))
     }
@@ -381,6 +387,7 @@ impl Node {
         if let Some(why) = self.commit.failure() {
             return Err(WriteError::Storage(why));
         }
+        let _in_flight = self.idle_poll.busy();
         let payload = command.encode();
         let (tx, rx) = oneshot::channel();
         let mut req = LogRequest::Write {

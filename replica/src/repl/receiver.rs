@@ -275,6 +275,7 @@ async fn flush(
 ) -> Result<(), String> {
     let staged = std::mem::take(staged);
     if !staged.entries.is_empty() {
+        let _in_flight = repl.node.idle_poll.busy_for(staged.pending.len());
         let bytes = match staged.chunks.len() {
             1 => staged.chunks.into_iter().next().unwrap(),
             _ => {
