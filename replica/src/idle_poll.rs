@@ -14,11 +14,13 @@
 //! [`Busy`] guard is alive) and for `tail` after the last one ended, then
 //! parks. It runs under `SCHED_IDLE`: the kernel gives it a CPU only when
 //! nothing else wants it and preempts it the moment anything else becomes
-//! runnable, so it fills idle time and never delays work. The cost is CPU
-//! time that would otherwise be idle (it shows as busy in `top`, and on a
-//! cloud machine it is billed like any other), which is why the spin ends
-//! [`STALL_LIMIT`] after the last event even when a write is stuck, and why
-//! `idle_poll_us = 0` switches it off.
+//! runnable, so it fills idle time instead of taking time from work. It
+//! stays off under load ([`MAX_IN_FLIGHT`], [`LOAD_HOLD`]), where it only
+//! cost latency. The cost is CPU time that would otherwise be idle (it
+//! shows as busy in `top`, and on a cloud machine it is billed like any
+//! other), which is why the spin ends [`STALL_LIMIT`] after the last event
+//! even when a write is stuck, and why `idle_poll_us = 0` switches it off.
+//! BENCHMARKS.md has the measurements.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,9 +35,9 @@ use prometheus_client::metrics::counter::Counter;
 pub const STALL_LIMIT: Duration = Duration::from_millis(5);
 
 /// No spinning while more writes than this are in flight. Under load the
-/// CPUs do not idle between the steps of a write anyway, and a spinning
-/// thread would cost throughput: a CPU that runs it is not idle, so the
-/// kernel does not pull waiting threads over to it.
+/// CPUs do not idle between the steps of a write anyway, and a CPU that
+/// runs the spinner does not count as idle when the kernel looks for one
+/// to take over threads that wait.
 pub const MAX_IN_FLIGHT: u32 = 4;
 
 /// After more than [`MAX_IN_FLIGHT`] writes were in flight, no spinning
