@@ -354,9 +354,8 @@ mod tests {
         let (poll, _) = started();
         wait_for("the spinner parks after starting", || parked(&poll));
         // Other tests' spinners may be starting; each sets its policy first.
-        let mut seen = Vec::new();
         wait_for("every idle-poll thread runs under SCHED_IDLE", || {
-            seen = idle_poll_policies();
+            let seen = idle_poll_policies();
             !seen.is_empty() && seen.iter().all(|&p| p == libc::SCHED_IDLE)
         });
         drop(poll); // joins the thread; a spinner that ignored stop would hang here
