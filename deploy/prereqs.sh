@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing understudy needs, when it is missing:
-# protoc (etcd-client's build), etcd (comparisons and the etcd-backed
-# arbiter), a C compiler and make (jemalloc's build), on Debian via
-# apt-get. Rust itself must already be installed.
+# protoc and protobuf's well-known .proto files (etcd-client's build imports
+# google/protobuf/descriptor.proto, which Debian ships in libprotobuf-dev,
+# not in protobuf-compiler), etcd (comparisons and the etcd-backed arbiter),
+# a C compiler and make (jemalloc's build), on Debian via apt-get. Rust
+# itself must already be installed.
 set -euo pipefail
 
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # jemalloc (the replica's allocator) is built from C with make.
