@@ -41,7 +41,10 @@ impl Lease {
     /// Extends the lease after a grant for a heartbeat sent at `t_send`.
     /// Never shortens it: an older reply arriving late changes nothing.
     pub fn grant(&self, t_send: u64, duration: std::time::Duration) {
-        let until = t_send.saturating_add(duration.as_nanos() as u64);
+        // Capped below `u64::MAX`, which means "unlimited".
+        let until = t_send
+            .saturating_add(duration.as_nanos() as u64)
+            .min(u64::MAX - 1);
         self.until.fetch_max(until, Ordering::SeqCst);
     }
 
@@ -52,44 +55,80 @@ impl Lease {
 
     /// Whether writes may be acknowledged now.
     pub fn is_valid(&self) -> bool {
+        self.is_valid_at(clock::now_nanos())
+    }
+
+    /// Whether writes may be acknowledged at `now` (a `clock::now_nanos()`
+    /// reading).
+    pub fn is_valid_at(&self, now: u64) -> bool {
         let until = self.until.load(Ordering::SeqCst);
-        until == u64::MAX || clock::now_nanos() < until
+        until == u64::MAX || now < until
     }
 
     /// Nanoseconds left (0 when lapsed); `None` when unlimited.
     pub fn remaining_nanos(&self) -> Option<u64> {
+        self.remaining_nanos_at(clock::now_nanos())
+    }
+
+    /// Nanoseconds left at `now` (0 when lapsed); `None` when unlimited.
+    pub fn remaining_nanos_at(&self, now: u64) -> Option<u64> {
         let until = self.until.load(Ordering::SeqCst);
         if until == u64::MAX {
             return None;
         }
-        Some(until.saturating_sub(clock::now_nanos()))
+        Some(until.saturating_sub(now))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    //! Times here are made up, not read from the clock: the lease's
+    //! arithmetic must not depend on how long the machine has been up.
+
     use super::*;
     use std::time::Duration;
 
+    const SEC: u64 = 1_000_000_000;
+
     #[test]
     fn grant_extends_and_never_shortens() {
-        let lease = Lease::default();
-        assert!(!lease.is_valid());
-        let now = clock::now_nanos();
-        lease.grant(now, Duration::from_secs(60));
-        assert!(lease.is_valid());
-        lease.grant(now - 1_000_000_000_000, Duration::from_millis(1));
-        assert!(lease.is_valid(), "a stale grant shortened the lease");
-        lease.revoke();
-        assert!(!lease.is_valid());
+        for now in [5 * SEC, 10 * 365 * 86_400 * SEC] {
+            let lease = Lease::default();
+            assert!(!lease.is_valid_at(now));
+            lease.grant(now, Duration::from_secs(60));
+            assert!(lease.is_valid_at(now + 59 * SEC));
+            lease.grant(now - 4 * SEC, Duration::from_millis(1));
+            assert!(
+                lease.is_valid_at(now + 59 * SEC),
+                "a stale grant shortened the lease"
+            );
+            assert!(!lease.is_valid_at(now + 60 * SEC));
+            lease.revoke();
+            assert!(!lease.is_valid_at(now));
+        }
     }
 
     #[test]
     fn lapsed_grant_is_invalid() {
         let lease = Lease::default();
-        lease.grant(clock::now_nanos() - 2_000_000_000, Duration::from_secs(1));
-        assert!(!lease.is_valid());
-        assert_eq!(lease.remaining_nanos(), Some(0));
-        assert!(Lease::unlimited().is_valid());
+        lease.grant(3 * SEC, Duration::from_secs(1));
+        assert!(lease.is_valid_at(3 * SEC));
+        assert_eq!(lease.remaining_nanos_at(3 * SEC + 1), Some(SEC - 1));
+        assert!(!lease.is_valid_at(4 * SEC));
+        assert_eq!(lease.remaining_nanos_at(5 * SEC), Some(0));
+        assert!(Lease::unlimited().is_valid_at(u64::MAX - 1));
+        assert_eq!(Lease::unlimited().remaining_nanos_at(0), None);
+    }
+
+    #[test]
+    fn a_grant_near_the_end_of_the_clock_saturates() {
+        let lease = Lease::default();
+        lease.grant(u64::MAX - SEC, Duration::from_secs(60));
+        assert!(lease.is_valid_at(u64::MAX - 2));
+        assert_eq!(
+            lease.remaining_nanos_at(u64::MAX - 2),
+            Some(1),
+            "not unlimited"
+        );
     }
 }
