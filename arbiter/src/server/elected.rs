@@ -143,11 +143,14 @@ async fn hold_elections(
         // A term that served campaigns again at once, however short it
         // was: pausing here too once left a cluster without a leader for
         // 0.85 s, both arbiters waiting, after two terms ended quickly.
-        if !took_office && started.elapsed() < RETAKE_PAUSE {
+        // A deadline, not `RETAKE_PAUSE - started.elapsed()`: time passes
+        // between a check and a subtraction, and an underflow here would
+        // panic the loop and leave this arbiter never campaigning again.
+        if !took_office {
             tokio::select! {
                 biased;
                 _ = stopped(&mut stop) => break,
-                _ = tokio::time::sleep(RETAKE_PAUSE - started.elapsed()) => {}
+                _ = tokio::time::sleep_until((started + RETAKE_PAUSE).into()) => {}
             }
         }
     }
