@@ -114,6 +114,9 @@ async fn with_a_sync_standby_nothing_is_acknowledged_until_it_has_it() {
     let a = TestNode::start("a", |_| {}).await;
     let b = TestNode::start("b", |_| {}).await;
     a.make_active(1, &[&b]).await;
+    // Read before the write is sent: it may be durable before the spawned
+    // task is even polled.
+    let opened = a.node.commit.durable().index;
     // No standby connected: the write must wait.
     let pending = {
         let a_node = a.node.clone();
@@ -126,7 +129,6 @@ async fn with_a_sync_standby_nothing_is_acknowledged_until_it_has_it() {
                 .await
         })
     };
-    let opened = a.node.commit.durable().index;
     eventually(WAIT, "the write to be durable on a", || {
         a.node.commit.durable().index > opened
     })
