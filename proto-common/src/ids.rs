@@ -102,8 +102,54 @@ pub struct Epoch(pub u64);
 impl Epoch {
     pub const ZERO: Epoch = Epoch(0);
 
-    pub fn next(self) -> Epoch {
-        Epoch(self.0 + 1)
+    /// How far past an epoch it knows a process believes a peer's epoch.
+    ///
+    /// Epochs grow by one per new active, so no real history puts two
+    /// processes of one cluster 2³² epochs apart (that would take a failover
+    /// a second for 136 years). A larger leap is a forged or corrupted
+    /// number: believing it would depose an active for nothing and bring
+    /// the epoch within reach of overflowing. It is refused and logged.
+    pub const MAX_LEAP: u64 = 1 << 32;
+
+    /// The epoch after this one; `None` at `u64::MAX`, which is never
+    /// wrapped around to 0.
+    pub fn checked_next(self) -> Option<Epoch> {
+        self.0.checked_add(1).map(Epoch)
+    }
+
+    /// Checks a peer's epoch against the highest this process knows:
+    /// `Err` names both when the peer's is absurdly far ahead (see
+    /// [`Epoch::MAX_LEAP`]).
+    pub fn check_plausible(self, known: Epoch) -> Result<Epoch, String> {
+        if self.0 > known.0.saturating_add(Self::MAX_LEAP) {
+            return Err(format!(
+                "epoch {self} is implausible: more than 2^32 ahead of the highest known epoch \
+                 {known} (forged or corrupted); it is ignored"
+            ));
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod epoch_tests {
+    use super::Epoch;
+
+    #[test]
+    fn the_next_epoch_never_wraps() {
+        assert_eq!(Epoch(7).checked_next(), Some(Epoch(8)));
+        assert_eq!(Epoch(u64::MAX).checked_next(), None);
+    }
+
+    #[test]
+    fn an_epoch_far_ahead_of_the_known_one_is_implausible() {
+        assert!(Epoch(5 + Epoch::MAX_LEAP).check_plausible(Epoch(5)).is_ok());
+        let err = Epoch(6 + Epoch::MAX_LEAP)
+            .check_plausible(Epoch(5))
+            .unwrap_err();
+        assert!(err.contains("4294967302") && err.contains(" 5 "), "{err}");
+        assert!(Epoch(u64::MAX).check_plausible(Epoch(3)).is_err());
+        assert!(Epoch(u64::MAX).check_plausible(Epoch(u64::MAX)).is_ok());
     }
 }
 

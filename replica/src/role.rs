@@ -111,6 +111,10 @@ impl RoleMachine {
         }
         self.applied_seq = seq;
         let epoch = reply.epoch;
+        if let Err(why) = epoch.check_plausible(self.seen) {
+            out.push(Action::Warn(format!("ignoring the arbiter's reply: {why}")));
+            return out;
+        }
         if epoch > self.seen {
             self.seen = epoch;
             out.push(Action::NoteEpoch(epoch));
@@ -313,6 +317,16 @@ mod tests {
         r.switchover_to = None;
         assert_eq!(kinds(&m.on_reply(3, 3, &r)), ["renew", "unfence"]);
         assert_eq!(m.local(), &Local::Active { epoch: Epoch(1) });
+    }
+
+    #[test]
+    fn a_reply_with_an_implausible_epoch_changes_nothing() {
+        let mut m = RoleMachine::new(id("a"), Epoch(3), Epoch(0));
+        let out = m.on_reply(1, 1, &reply(Role::Active, u64::MAX, Some("a")));
+        assert_eq!(kinds(&out), ["warn"]);
+        assert_eq!(m.local(), &Local::Standby);
+        let out = m.on_reply(2, 2, &reply(Role::Active, 4, Some("a")));
+        assert_eq!(kinds(&out), ["note_epoch", "promote", "renew"]);
     }
 
     #[test]
