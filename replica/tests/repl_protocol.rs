@@ -164,7 +164,7 @@ async fn a_standby_that_saw_a_newer_epoch_deposes_the_active() {
     let (epoch, c) = challenge(&mut raw).await;
     let h = hello(&c, "sb-newer", &Token::loopback_only(), "understudy");
     raw.send(Envelope {
-        epoch: epoch.next(),
+        epoch: Epoch(epoch.0 + 1),
         frame: Frame::Hello(h),
     })
     .await
@@ -176,6 +176,51 @@ async fn a_standby_that_saw_a_newer_epoch_deposes_the_active() {
     );
     let err = a.put("after", "deposed").await.unwrap_err();
     assert!(err.to_string().contains("sb-newer"), "{err}");
+}
+
+/// A hello claiming the largest epoch there is: refused with `code`, and
+/// the active stays active in its epoch and keeps taking writes.
+async fn hello_with_the_largest_epoch_changes_nothing(name: &str, token: &Token, code: RefuseCode) {
+    capture_logs();
+    let a = active_with_data(name).await;
+    let before = a.node.role().epoch;
+    let mut raw = connect(&a).await;
+    let (_, c) = challenge(&mut raw).await;
+    raw.send(Envelope {
+        epoch: Epoch(u64::MAX),
+        frame: Frame::Hello(hello(&c, "intruder", token, "understudy")),
+    })
+    .await
+    .unwrap();
+    expect_refusal_then_close(&mut raw, code).await;
+    let role = a.node.role();
+    assert_eq!(role.write_epoch, Some(before), "the active was deposed");
+    assert_eq!(role.epoch, before, "the forged epoch was believed");
+    assert_eq!(
+        a.node.node_state().seen_epoch,
+        before,
+        "the forged epoch was saved"
+    );
+    a.put("after", "the forged hello").await.unwrap();
+}
+
+#[tokio::test]
+async fn unauthenticated_hello_cannot_depose_the_active() {
+    let garbage = Token::new("not-the-cluster-token-at-all").unwrap();
+    hello_with_the_largest_epoch_changes_nothing("act-forged", &garbage, RefuseCode::BadProof)
+        .await;
+    logged(&["intruder", "did not prove it holds the cluster token"]).await;
+}
+
+#[tokio::test]
+async fn an_authenticated_hello_with_an_implausible_epoch_cannot_depose_the_active() {
+    hello_with_the_largest_epoch_changes_nothing(
+        "act-implausible",
+        &Token::loopback_only(),
+        RefuseCode::Protocol,
+    )
+    .await;
+    logged(&["intruder", "epoch 18446744073709551615 is implausible"]).await;
 }
 
 #[tokio::test]
@@ -420,4 +465,81 @@ async fn a_standby_closes_on_an_oversize_frame() {
     assert!(tokio::time::timeout(WAIT, fake).await.unwrap().unwrap());
     logged(&["fa-big", "exceeds the limit"]).await;
     assert_eq!(b.node.reader.last(), Position::ZERO);
+}
+
+#[tokio::test]
+async fn an_unauthenticated_challenge_cannot_raise_the_standbys_epoch() {
+    let wrong = Token::new("a-token-the-standby-does-not-know").unwrap();
+    let (b, closed) = standby_against("fa-forged", 2, 1 << 40, wrong, |_| vec![]).await;
+    assert!(closed);
+    logged(&["fa-forged", "did not prove it holds the cluster token"]).await;
+    assert_eq!(
+        b.node.role().epoch,
+        Epoch(2),
+        "the forged epoch was believed"
+    );
+    assert_eq!(
+        b.node.node_state().seen_epoch,
+        Epoch(2),
+        "the forged epoch was saved"
+    );
+}
+
+#[tokio::test]
+async fn a_standby_refuses_an_implausible_epoch_even_from_a_proven_active() {
+    let (b, closed) = standby_against("fa-huge", 2, u64::MAX, Token::loopback_only(), |last| {
+        vec![Envelope {
+            epoch: Epoch(u64::MAX),
+            frame: Frame::Entries {
+                prev: last,
+                commit: LogIndex(1),
+                records: records(1, 1, 2),
+            },
+        }]
+    })
+    .await;
+    assert!(closed);
+    logged(&["fa-huge", "is implausible"]).await;
+    assert_eq!(b.node.role().epoch, Epoch(2));
+    assert_eq!(b.node.reader.last(), Position::ZERO);
+}
+
+#[tokio::test]
+async fn a_standby_gives_up_on_an_active_that_never_welcomes_it() {
+    capture_logs();
+    let b = TestNode::start("sb-fa-mute", |_| {}).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let info = proto_common::heartbeat::ActiveInfo {
+        node_id: NodeId::new("fa-mute").unwrap(),
+        client_url: "http://127.0.0.1:1".into(),
+        repl_addr: listener.local_addr().unwrap().to_string(),
+    };
+    // Challenges, reads the hello, then says nothing more.
+    let mute = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut raw = Framed::new(stream, ReplCodec::default());
+        let c = Challenge {
+            cluster: "understudy".into(),
+            node_id: NodeId::new("fa-mute").unwrap(),
+            nonce: hex::encode(auth::new_nonce()),
+        };
+        raw.send(Envelope {
+            epoch: Epoch(1),
+            frame: Frame::Challenge(c),
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            raw.next().await,
+            Some(Ok(Envelope {
+                frame: Frame::Hello(_),
+                ..
+            }))
+        ));
+        // The standby must hang up on its own.
+        while let Some(Ok(_)) = raw.next().await {}
+    });
+    b.repl.follow(info, Epoch(1)).await.unwrap();
+    tokio::time::timeout(WAIT, mute).await.unwrap().unwrap();
+    logged(&["fa-mute", "no welcome within"]).await;
 }

@@ -73,9 +73,9 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
     let mut reader = FramedRead::new(rd, codec.clone());
     let mut writer = FramedWrite::new(wr, codec);
 
-    let first = tokio::time::timeout(Duration::from_secs(5), reader.next())
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
         .await
-        .map_err(|_| "no challenge within 5 s".to_string())?;
+        .map_err(|_| format!("no challenge within {HANDSHAKE_TIMEOUT:?}"))?;
     let (epoch, challenge) = match first {
         Some(Ok(Envelope {
             epoch,
@@ -89,7 +89,12 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
         Some(Err(e)) => return Err(format!("unreadable frame: {e}")),
         None => return Err("closed before the challenge".into()),
     };
-    let seen = check_epoch(repl, epoch)?;
+    // Refusing a stale epoch changes nothing; a newer one is believed only
+    // once the active has proved it holds the token (below).
+    let seen = node.role().epoch;
+    if epoch < seen {
+        return Err(stale(epoch, seen));
+    }
     if challenge.cluster != settings.cluster {
         return Err(format!(
             "{} belongs to cluster {:?}, we are {:?}",
@@ -127,7 +132,10 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
         })
         .await
         .map_err(|e| format!("send failed: {e}"))?;
-    let welcome = match reader.next().await {
+    let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
+        .await
+        .map_err(|_| format!("no welcome within {HANDSHAKE_TIMEOUT:?}"))?;
+    let welcome = match answer {
         Some(Ok(Envelope {
             frame: Frame::Welcome(w),
             ..
@@ -153,6 +161,7 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
             active.node_id
         ));
     }
+    check_epoch(repl, epoch)?;
     node.set_standby_view(
         Some(welcome.client_url.clone()),
         format!(
@@ -214,6 +223,9 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
         flush(repl, &mut writer, &mut staged).await?;
     }
 }
+
+/// How long the active may take with each handshake frame.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Stage up to this many bytes of entries before one fsync.
 const FLUSH_BYTES: usize = 8 << 20;
@@ -317,16 +329,25 @@ async fn send_ack(
         .map_err(|e| format!("sending an ack failed: {e}"))
 }
 
-/// Drops frames from an epoch older than one we have seen; learns newer ones.
+/// Drops frames from an epoch older than one we have seen; learns newer
+/// ones, unless implausibly far ahead (`Epoch::check_plausible`). Only for
+/// frames from an active that proved it holds the token.
 fn check_epoch(repl: &Replication, epoch: Epoch) -> Result<Epoch, String> {
     let seen = repl.node.role().epoch;
     if epoch < seen {
-        return Err(format!(
-            "frame from epoch {epoch}, but epoch {seen} has been seen: the sender was deposed; \
-             nothing from it is applied"
-        ));
+        return Err(stale(epoch, seen));
     }
+    epoch
+        .check_plausible(seen)
+        .map_err(|why| format!("the active sent {why}; closing"))?;
     repl.node.note_epoch(epoch)
+}
+
+fn stale(epoch: Epoch, seen: Epoch) -> String {
+    format!(
+        "frame from epoch {epoch}, but epoch {seen} has been seen: the sender was deposed; \
+         nothing from it is applied"
+    )
 }
 
 async fn truncate(repl: &Replication, active: &ActiveInfo, after: Position) -> Result<(), String> {

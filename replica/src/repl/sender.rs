@@ -97,25 +97,17 @@ async fn session(
         }),
     )
     .await?;
-    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+    // Nothing in the hello is believed, its epoch least of all, before the
+    // cluster, the proof and the node id are checked: an epoch from anyone
+    // who can reach this port would otherwise depose the active.
+    let (their_epoch, hello) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
         Err(_) => return Err("no hello within 5 s".into()),
         Ok(None) => return Err("closed before hello".into()),
         Ok(Some(Err(e))) => return Err(format!("unreadable hello: {e}")),
         Ok(Some(Ok(Envelope {
             epoch: their_epoch,
             frame: Frame::Hello(h),
-        }))) => {
-            if their_epoch > epoch {
-                let why = format!(
-                    "standby {} has seen epoch {their_epoch}, newer than ours ({epoch}): \
-                     another replica is active; stepping down",
-                    h.node_id
-                );
-                repl.deposed(their_epoch, &why).await;
-                return Err(refuse(&mut writer, epoch, RefuseCode::StaleEpoch, why).await);
-            }
-            h
-        }
+        }))) => (their_epoch, h),
         Ok(Some(Ok(other))) => {
             let why = format!("expected hello, got {}", other.frame.name());
             return Err(refuse(&mut writer, epoch, RefuseCode::Protocol, why).await);
@@ -144,6 +136,21 @@ async fn session(
     if hello.node_id == settings.node_id {
         let why = "a standby uses this active's own node id".to_string();
         return Err(refuse(&mut writer, epoch, RefuseCode::Protocol, why).await);
+    }
+    if their_epoch > epoch {
+        // Authenticated, but an epoch absurdly far ahead is still a
+        // corrupted or forged number, not news of another active.
+        if let Err(why) = their_epoch.check_plausible(node.role().epoch) {
+            let why = format!("standby {} sent {why}", hello.node_id);
+            return Err(refuse(&mut writer, epoch, RefuseCode::Protocol, why).await);
+        }
+        let why = format!(
+            "standby {} has seen epoch {their_epoch}, newer than ours ({epoch}): another \
+             replica is active; stepping down",
+            hello.node_id
+        );
+        repl.deposed(their_epoch, &why).await;
+        return Err(refuse(&mut writer, epoch, RefuseCode::StaleEpoch, why).await);
     }
     let their_nonce = hex::decode(&hello.nonce).unwrap_or_default();
     let our_proof = repl
