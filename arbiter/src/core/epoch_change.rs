@@ -52,6 +52,20 @@ pub enum EpochPlan {
 impl Core {
     /// Decides whether a new active should be named now.
     pub(super) fn plan_epoch_change(&self, now: Millis) -> EpochPlan {
+        if self.next_epoch().is_none() {
+            let reason = format!(
+                "epoch {} is the largest there can be, so no new active can be named; the \
+                 store was edited or corrupted: restore it from a backup",
+                self.state.epoch.max(self.detector.highest_epoch_seen())
+            );
+            return EpochPlan::Blocked {
+                topic: "failover",
+                key: "epoch_overflow".into(),
+                record: self
+                    .stamp(now)
+                    .not_taken(DecisionKind::Anomaly, None, reason),
+            };
+        }
         let Some(active) = self.state.active_id().cloned() else {
             return self.plan_formation(now);
         };
@@ -154,14 +168,32 @@ impl Core {
             })
     }
 
-    /// The recorded active lost its role for good: it takes no writes, so no
-    /// lease wait applies; name a new active (possibly itself, in a new epoch).
+    /// The recorded active says it lost its role for good: name a new
+    /// active (possibly itself, in a new epoch) once the lease of the last
+    /// grant has ended. The report alone is not proof that nobody holds
+    /// the lease (DESIGN.md, "Arbiter's wait"): a second process started
+    /// with the active's node id, or an active that believed a forged
+    /// epoch, can say "standby" while the process holding the grant still
+    /// takes writes.
     fn plan_after_lost_role(&self, active: &NodeId, now: Millis) -> Option<EpochPlan> {
         if !self.lost_role(active, now) {
             return None;
         }
         let stamp = self.stamp(now);
         let epoch = self.state.epoch;
+        let wait = arbiter_wait_ms(&self.state.params);
+        let lease_end = self.detector.lease_end(wait);
+        if now < lease_end {
+            let reason = format!(
+                "active {active} reports it lost its role in epoch {epoch} (restarted or stepped down); a report does not end a lease, so waiting {} ms more for the last grant's lease (lease·(1+drift) = {wait} ms) to end",
+                now.until(lease_end)
+            );
+            return Some(EpochPlan::Blocked {
+                topic: "failover",
+                key: "lost_role_lease_wait".into(),
+                record: stamp.not_taken(DecisionKind::Failover, Some(active), reason),
+            });
+        }
         if self.state.maintenance {
             let reason = format!(
                 "active {active} lost its role in epoch {epoch} (restarted or stepped down); maintenance mode is on, so no new active is named"
@@ -185,7 +217,7 @@ impl Core {
             });
         };
         let mut reason = format!(
-            "active {active} reports it lost its role in epoch {epoch} (restarted or stepped down) and takes no writes, so no lease wait is needed; naming {} at position {}",
+            "active {active} reports it lost its role in epoch {epoch} (restarted or stepped down) and the lease of its last grant has ended; naming {} at position {}",
             best.node, best.position
         );
         if best.node == *active {
@@ -278,6 +310,15 @@ impl Core {
         }
     }
 
+    /// The epoch a new active would get: one above both the store's and
+    /// every epoch a replica reported; `None` if that would overflow.
+    fn next_epoch(&self) -> Option<proto_common::Epoch> {
+        self.state
+            .epoch
+            .max(self.detector.highest_epoch_seen())
+            .checked_next()
+    }
+
     /// Builds and registers the write naming `node` the active.
     pub(super) fn propose_epoch_change(
         &mut self,
@@ -290,10 +331,8 @@ impl Core {
         let mut draft = Draft::new(&self.state);
         membership::refresh(&mut draft, &self.detector, now, &stamp);
         let epoch = self
-            .state
-            .epoch
-            .max(self.detector.highest_epoch_seen())
-            .next();
+            .next_epoch()
+            .expect("plan_epoch_change names no active when the epoch cannot grow");
         if let (false, Some(obs)) = (
             draft.state.members.contains_key(node),
             self.detector.observation(node),

@@ -52,6 +52,26 @@ impl Core {
         now: Millis,
     ) -> Result<HeartbeatOutcome, ArbiterError> {
         self.check_heartbeat(hb)?;
+        if let Err(detail) = self.check_epochs(hb) {
+            // Recorded (once per value) and refused before anything of the
+            // heartbeat is believed: the detector's highest epoch feeds the
+            // next epoch bump.
+            let node = &hb.node_id;
+            let record = self.stamp(now).not_taken(
+                DecisionKind::Anomaly,
+                Some(node),
+                format!("heartbeat from {node} refused: {detail}"),
+            );
+            self.decisions.not_taken(
+                &format!("implausible:{node}"),
+                &hb.epoch.to_string(),
+                record,
+            );
+            return Err(ArbiterError::BadHeartbeat {
+                node: node.clone(),
+                detail,
+            });
+        }
         self.detector.observe(hb, now);
         let node = &hb.node_id;
         if hb.epoch > self.state.epoch {
@@ -235,6 +255,23 @@ impl Core {
         } else {
             left + 1
         })
+    }
+
+    /// The epochs a heartbeat reports must be consistent with each other
+    /// and plausible against the store's (`Epoch::MAX_LEAP`): one replica
+    /// reporting 2^64−1 must not make the next epoch wrap, nor depose
+    /// anyone.
+    fn check_epochs(&self, hb: &Heartbeat) -> Result<(), String> {
+        hb.epoch
+            .check_plausible(self.state.epoch.max(self.detector.highest_epoch_seen()))?;
+        if hb.active_epoch > hb.epoch || hb.position.epoch > hb.epoch {
+            return Err(format!(
+                "it reports epoch {} but was active in epoch {} and holds position {}: a \
+                 replica's epoch is never below either",
+                hb.epoch, hb.active_epoch, hb.position
+            ));
+        }
+        Ok(())
     }
 
     fn check_heartbeat(&self, hb: &Heartbeat) -> Result<(), ArbiterError> {

@@ -39,15 +39,18 @@ fn promotion_happens_exactly_when_the_lease_wait_ends() {
         "not promoted at t_grant + 1100"
     );
     let s = sim.stored().clone();
-    assert_eq!(s.epoch, epoch.next());
+    assert_eq!(s.epoch, epoch.checked_next().unwrap());
     assert!(s.sync_set.is_empty() && s.confirmed_sync.is_empty());
     assert!(s.degraded);
     sim.assert_decision(&["promoting b at position", "confirmed member of sync set"]);
     // b comes back (it was told to, see the hint test) and gets the grant.
     sim.run_for(150);
     assert_eq!(sim.replicas[&id("b")].role, Role::Active);
-    assert_eq!(sim.replicas[&id("b")].epoch, epoch.next());
-    assert_eq!(s.history.back().unwrap().epoch, epoch.next());
+    assert_eq!(sim.replicas[&id("b")].epoch, epoch.checked_next().unwrap());
+    assert_eq!(
+        s.history.back().unwrap().epoch,
+        epoch.checked_next().unwrap()
+    );
 }
 
 #[test]

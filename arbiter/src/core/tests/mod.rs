@@ -6,6 +6,7 @@
 mod failover;
 mod formation;
 mod harness;
+mod implausible;
 mod operations;
 mod restart;
 mod store_outcomes;

@@ -35,7 +35,7 @@ fn after_adopting_another_writers_promotion_no_grant_overlaps_ours() {
     // Behind our back, c is recorded active at a higher epoch.
     let mut theirs = sim.store.clone().unwrap();
     theirs.version += 1;
-    theirs.epoch = theirs.epoch.next();
+    theirs.epoch = theirs.epoch.checked_next().unwrap();
     theirs.active = Some(ActiveInfo {
         node_id: id("c"),
         client_url: "http://c:7000".into(),

@@ -29,7 +29,7 @@ fn happy_path_hands_over_without_waiting_for_a_lease() {
     // It drains and reports; the arbiter writes epoch + 1 with b active.
     sim.run_until_cond(50, |s| s.active().as_deref() == Some("b"));
     let s = sim.stored().clone();
-    assert_eq!(s.epoch, epoch.next());
+    assert_eq!(s.epoch, epoch.checked_next().unwrap());
     assert!(s.sync_set.is_empty());
     sim.assert_decision(&[
         "switchover from a to b complete: a drained at 1.8 and b acknowledged it",
@@ -40,7 +40,7 @@ fn happy_path_hands_over_without_waiting_for_a_lease() {
         Role::Standby,
         "the old active must be told to stand by"
     );
-    assert_eq!(a_reply.epoch, epoch.next());
+    assert_eq!(a_reply.epoch, epoch.checked_next().unwrap());
 
     // b is granted at its next heartbeat, far sooner than a lease.
     sim.run_until_cond(50, |s| s.replicas[&id("b")].role == Role::Active);
@@ -49,7 +49,7 @@ fn happy_path_hands_over_without_waiting_for_a_lease() {
         "switchover took {} ms",
         sim.now.0 - started
     );
-    assert_eq!(sim.replicas[&id("b")].epoch, epoch.next());
+    assert_eq!(sim.replicas[&id("b")].epoch, epoch.checked_next().unwrap());
     // The old active is caught up and joins the sync set again.
     sim.run_for(300);
     assert_eq!(sim.stored().sync_set, vec![id("a")]);
