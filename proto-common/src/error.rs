@@ -32,9 +32,13 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// A transaction's comparison did not hold; nothing was written.
     CompareFailed,
-    /// This node does not take writes now (standby, lease lapsed, no sync
-    /// standby in strict mode). Retry, possibly at the `active` address.
+    /// This node does not take writes now (standby, lease lapsed, a
+    /// switchover under way). Retry, possibly at the `active` address.
     NotWritable,
+    /// Strict mode: the active has fewer sync standbys than
+    /// `sync_standbys`, so it refuses writes (nothing was written). Retry
+    /// once a standby has caught up and joined the sync set.
+    NoSyncStandby,
     /// A standby has not yet applied the `X-Min-Version` the client asked for.
     VersionNotReached,
     /// The `X-Min-Version` names a write that was cut from the log (it was
@@ -73,7 +77,8 @@ impl ErrorCode {
             KeyTooLarge | ValueTooLarge | BodyTooLarge => 413,
             Internal | Storage => 500,
             ForwardFailed => 502,
-            NotWritable | VersionNotReached | NotLeader | ShuttingDown | OutcomeUnknown => 503,
+            NotWritable | NoSyncStandby | VersionNotReached | NotLeader | ShuttingDown
+            | OutcomeUnknown => 503,
         }
     }
 
@@ -82,7 +87,12 @@ impl ErrorCode {
         use ErrorCode::*;
         matches!(
             self,
-            NotWritable | VersionNotReached | ForwardFailed | NotLeader | ShuttingDown
+            NotWritable
+                | NoSyncStandby
+                | VersionNotReached
+                | ForwardFailed
+                | NotLeader
+                | ShuttingDown
         )
     }
 
@@ -100,6 +110,7 @@ impl ErrorCode {
             MethodNotAllowed => "method_not_allowed",
             CompareFailed => "compare_failed",
             NotWritable => "not_writable",
+            NoSyncStandby => "no_sync_standby",
             VersionNotReached => "version_not_reached",
             VersionCut => "version_cut",
             Unauthorized => "unauthorized",

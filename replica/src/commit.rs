@@ -24,6 +24,7 @@ use crate::lease::Lease;
 use crate::log::group_commit::{CommitSink, PendingEntry, Responder};
 use crate::metrics::Metrics;
 use crate::state::{KvState, Outcome};
+use crate::sync_set::SyncSet;
 
 /// What a client write ends with.
 pub type WriteResult = Result<WriteAck, WriteError>;
@@ -48,6 +49,10 @@ pub enum WriteError {
     /// The disk failed.
     #[error("{0}")]
     Storage(String),
+    /// Strict mode and too few sync standbys: refused before it was
+    /// written; retryable once the arbiter has added a standby.
+    #[error("{0}")]
+    NoSyncStandby(String),
 }
 
 /// A batch the active wrote, for the replication senders.
@@ -78,9 +83,8 @@ enum Mode {
 /// The active's view of the sync set.
 #[derive(Debug, Default)]
 struct SyncState {
-    members: Vec<NodeId>,
-    version: u64,
-    /// Commit index when `version` was adopted.
+    set: SyncSet,
+    /// Commit index when `set.version` was adopted.
     adopted_at: LogIndex,
     /// Highest version known to be confirmed (members hold every write
     /// committed before adoption).
@@ -183,37 +187,74 @@ impl CommitTracker {
     }
 
     /// Becomes the committer: from now on the sync set decides.
-    pub fn lead(&self, members: Vec<NodeId>, version: u64) {
+    pub fn lead(&self, set: SyncSet) {
         let mut inner = self.inner.lock();
         let adopted_at = inner.commit;
         inner.mode = Mode::Leading(SyncState {
-            members,
-            version,
+            set,
             adopted_at,
             confirmed: 0,
             acks: HashMap::new(),
         });
+        let abandoned = Self::take_blocked(&mut inner);
         self.maybe_commit(inner);
+        answer_blocked(abandoned);
     }
 
-    /// Adopts a new sync set from the arbiter (active only).
-    pub fn set_sync_set(&self, members: Vec<NodeId>, version: u64) {
+    /// Adopts the sync set and rule from the arbiter's latest reply (active
+    /// only). A newer version replaces the members; `sync_standbys` and
+    /// `strict` apply at once, whatever the version (they are parameters,
+    /// changed without a new set).
+    pub fn set_sync_set(&self, set: SyncSet) {
         let mut inner = self.inner.lock();
         let commit = inner.commit;
         if let Mode::Leading(sync) = &mut inner.mode {
-            if version > sync.version {
-                sync.members = members;
-                sync.version = version;
+            if set.version > sync.set.version {
+                sync.set.members = set.members;
+                sync.set.version = set.version;
                 sync.adopted_at = commit;
             }
+            sync.set.required = set.required;
+            sync.set.strict = set.strict;
         }
+        let abandoned = Self::take_blocked(&mut inner);
         self.maybe_commit(inner);
+        answer_blocked(abandoned);
+    }
+
+    /// While strict mode blocks commits, the clients still waiting are told
+    /// that their write's fate is unknown: it is durable here and may be on
+    /// standbys, and it commits when enough standbys are back — unless this
+    /// replica's disk is lost first.
+    fn take_blocked(inner: &mut Inner) -> Vec<(Responder, String)> {
+        let Mode::Leading(sync) = &inner.mode else {
+            return Vec::new();
+        };
+        if !sync.set.blocks() {
+            return Vec::new();
+        }
+        let why = sync.set.blocked_reason();
+        inner
+            .pending
+            .iter_mut()
+            .filter_map(|p| p.responder.take().map(|r| (r, why.clone())))
+            .collect()
+    }
+
+    /// Why new writes are refused at intake right now (strict mode short
+    /// of sync standbys), if they are.
+    pub fn refuses_writes(&self) -> Option<String> {
+        match &self.inner.lock().mode {
+            Mode::Leading(sync) if sync.set.blocks() => Some(sync.set.blocked_reason()),
+            _ => None,
+        }
     }
 
     /// Whether a write commits on local durability alone (this node leads
     /// with an empty sync set: standalone, async, or degraded).
     pub fn commits_locally(&self) -> bool {
-        matches!(&self.inner.lock().mode, Mode::Leading(sync) if sync.members.is_empty())
+        matches!(&self.inner.lock().mode,
+            Mode::Leading(sync) if sync.set.members.is_empty() && !sync.set.blocks())
     }
 
     /// The sync-set version the active may report as confirmed.
@@ -316,13 +357,17 @@ impl CommitTracker {
             Mode::Following { leader_commit } => (*leader_commit).min(durable),
             Mode::Leading(sync) => {
                 let acked = sync
+                    .set
                     .members
                     .iter()
                     .map(|m| sync.acks.get(m).map(|p| p.index).unwrap_or_default())
                     .min()
                     .unwrap_or(durable);
-                if sync.confirmed < sync.version && acked >= sync.adopted_at {
-                    sync.confirmed = sync.version;
+                if sync.confirmed < sync.set.version && acked >= sync.adopted_at {
+                    sync.confirmed = sync.set.version;
+                }
+                if sync.set.blocks() {
+                    return;
                 }
                 acked.min(durable)
             }
@@ -374,9 +419,23 @@ impl CommitTracker {
     }
 }
 
+fn answer_blocked(abandoned: Vec<(Responder, String)>) {
+    for (r, why) in abandoned {
+        let _ = r.send(Err(WriteError::Indeterminate(format!(
+            "{why}. This write is durable on the active but on too few standbys: it commits \
+             when they are back, unless the active's disk is lost first — read it back later"
+        ))));
+    }
+}
+
 impl CommitSink for CommitTracker {
     fn registered(&self, entries: Vec<PendingEntry>) {
-        self.inner.lock().pending.extend(entries);
+        let mut inner = self.inner.lock();
+        inner.pending.extend(entries);
+        // Accepted just before strict mode started blocking.
+        let abandoned = Self::take_blocked(&mut inner);
+        drop(inner);
+        answer_blocked(abandoned);
     }
 
     fn written(&self, batch: &Bytes, first: Position, last: Position) {

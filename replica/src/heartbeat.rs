@@ -282,11 +282,7 @@ impl HeartbeatLoop {
                         tracing::error!(error = %why, "cannot record the epoch");
                     }
                 }
-                Action::Promote {
-                    epoch,
-                    sync_set,
-                    sync_version,
-                } => match self.repl.promote(epoch, sync_set, sync_version).await {
+                Action::Promote { epoch, sync } => match self.repl.promote(epoch, sync).await {
                     Ok(_) => self.detail = None,
                     Err(why) => {
                         tracing::error!(epoch = %epoch, error = %why, "promotion failed");
@@ -299,7 +295,7 @@ impl HeartbeatLoop {
                     t_send,
                     lease_nanos,
                 } => node.lease.grant(t_send, Duration::from_nanos(lease_nanos)),
-                Action::SetSyncSet { members, version } => self.repl.set_sync_set(members, version),
+                Action::SetSyncSet(sync) => self.repl.set_sync_set(sync),
                 Action::Demote { why } => self.repl.demote(&why).await,
                 Action::Follow { active, epoch } => {
                     if let Err(why) = self.repl.follow(active, epoch).await {

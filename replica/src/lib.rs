@@ -5,7 +5,8 @@
 //! - [`config`]: flags / environment / TOML, validated into `Settings`.
 //! - [`log`]: the segmented, checksummed write log and group commit.
 //! - [`command`], [`state`]: log entry payloads and the key-value state machine.
-//! - [`commit`]: the commit rule, visibility, answering clients.
+//! - [`commit`]: the commit rule, visibility, answering clients;
+//!   [`sync_set`]: the standbys it waits for, and strict mode.
 //! - [`snapshot`], [`node_state`]: what else persists across restarts.
 //! - [`lease`]: the active's lease on a suspend-proof clock.
 //! - [`repl`]: log shipping (sender, receiver, divergence, quarantine).
@@ -32,3 +33,4 @@ pub mod role;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod sync_set;

@@ -33,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::node_state::NodeState;
 use crate::snapshot;
 use crate::state::KvState;
+use crate::sync_set::SyncSet;
 
 /// What the node currently is, as the API needs to know it.
 #[derive(Debug, Clone)]
@@ -190,7 +191,7 @@ impl Node {
         self.lease.make_unlimited();
         let epoch = self.reader.last().epoch.max(Epoch(1));
         self.open_epoch(epoch).await?;
-        self.commit.lead(Vec::new(), 0);
+        self.commit.lead(SyncSet::local());
         Ok(())
     }
 
@@ -386,6 +387,9 @@ impl Node {
             };
         if let Some(why) = self.commit.failure() {
             return Err(WriteError::Storage(why));
+        }
+        if let Some(why) = self.commit.refuses_writes() {
+            return Err(WriteError::NoSyncStandby(why));
         }
         let _in_flight = self.idle_poll.busy();
         let payload = command.encode();

@@ -20,6 +20,8 @@
 use proto_common::heartbeat::{ActiveInfo, HeartbeatReply, Role};
 use proto_common::{Epoch, NodeId};
 
+use crate::sync_set::SyncSet;
+
 /// What the replica is, as far as this machine knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Local {
@@ -40,15 +42,11 @@ pub enum Action {
     /// Remember a newer epoch.
     NoteEpoch(Epoch),
     /// Become the active in `epoch` with this sync set.
-    Promote {
-        epoch: Epoch,
-        sync_set: Vec<NodeId>,
-        sync_version: u64,
-    },
+    Promote { epoch: Epoch, sync: SyncSet },
     /// Extend the lease: writes allowed until `t_send + lease`.
     Renew { t_send: u64, lease_nanos: u64 },
-    /// Adopt a new sync set (active only).
-    SetSyncSet { members: Vec<NodeId>, version: u64 },
+    /// Adopt a new sync set or rule (active only).
+    SetSyncSet(SyncSet),
     /// Stop taking writes now.
     Demote { why: String },
     /// Follow this active.
@@ -72,8 +70,8 @@ pub struct RoleMachine {
     active_epoch: Epoch,
     /// Highest heartbeat sequence number whose reply was applied.
     applied_seq: u64,
-    /// Sync-set version last adopted.
-    sync_version: u64,
+    /// Sync set and rule last adopted.
+    sync: SyncSet,
 }
 
 impl RoleMachine {
@@ -84,7 +82,7 @@ impl RoleMachine {
             seen,
             active_epoch,
             applied_seq: 0,
-            sync_version: 0,
+            sync: SyncSet::default(),
         }
     }
 
@@ -149,19 +147,18 @@ impl RoleMachine {
                 return;
             }
             self.active_epoch = epoch;
-            self.sync_version = reply.sync_version;
+            self.sync = SyncSet::from_reply(reply);
             self.local = Local::Active { epoch };
             out.push(Action::Promote {
                 epoch,
-                sync_set: reply.sync_set.clone(),
-                sync_version: reply.sync_version,
+                sync: self.sync.clone(),
             });
-        } else if reply.sync_version != self.sync_version {
-            self.sync_version = reply.sync_version;
-            out.push(Action::SetSyncSet {
-                members: reply.sync_set.clone(),
-                version: reply.sync_version,
-            });
+        } else {
+            let sync = SyncSet::from_reply(reply);
+            if sync != self.sync {
+                self.sync = sync.clone();
+                out.push(Action::SetSyncSet(sync));
+            }
         }
         out.push(Action::Renew {
             t_send,
@@ -247,7 +244,7 @@ mod tests {
                 Action::NoteEpoch(_) => "note_epoch",
                 Action::Promote { .. } => "promote",
                 Action::Renew { .. } => "renew",
-                Action::SetSyncSet { .. } => "set_sync_set",
+                Action::SetSyncSet(_) => "set_sync_set",
                 Action::Demote { .. } => "demote",
                 Action::Follow { .. } => "follow",
                 Action::Fence { .. } => "fence",
@@ -285,14 +282,19 @@ mod tests {
         r.sync_set = vec![id("b")];
         r.sync_version = 2;
         assert_eq!(kinds(&m.on_reply(4, 40, &r)), ["set_sync_set", "renew"]);
+        // strict mode switched on: the rule changes without a new version.
+        r.params.strict = true;
+        let out = m.on_reply(5, 45, &r);
+        assert_eq!(kinds(&out), ["set_sync_set", "renew"]);
+        assert!(matches!(&out[0], Action::SetSyncSet(s) if s.strict && s.version == 2));
         // Switchover ordered, then completed: fence, then demote and follow.
         r.switchover_to = Some(id("b"));
-        assert_eq!(kinds(&m.on_reply(5, 50, &r)), ["renew", "fence"]);
-        let out = m.on_reply(6, 60, &reply(Role::Standby, 3, Some("b")));
+        assert_eq!(kinds(&m.on_reply(6, 50, &r)), ["renew", "fence"]);
+        let out = m.on_reply(7, 60, &reply(Role::Standby, 3, Some("b")));
         assert_eq!(kinds(&out), ["note_epoch", "demote", "follow"]);
         assert_eq!(m.local(), &Local::Standby);
         // Never active again in epoch 2.
-        let out = m.on_reply(7, 70, &reply(Role::Active, 2, Some("a")));
+        let out = m.on_reply(8, 70, &reply(Role::Active, 2, Some("a")));
         assert_eq!(kinds(&out), ["warn"]);
         assert_eq!(m.local(), &Local::Standby);
     }

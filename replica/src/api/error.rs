@@ -37,6 +37,7 @@ impl From<WriteError> for ApiError {
             WriteError::NotWritable(m) => ApiError::new(ErrorCode::NotWritable, m),
             WriteError::Indeterminate(m) => ApiError::new(ErrorCode::OutcomeUnknown, m),
             WriteError::Storage(m) => ApiError::new(ErrorCode::Storage, m),
+            WriteError::NoSyncStandby(m) => ApiError::new(ErrorCode::NoSyncStandby, m),
         }
     }
 }

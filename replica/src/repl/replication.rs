@@ -11,13 +11,14 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use proto_common::auth::Token;
 use proto_common::heartbeat::{ActiveInfo, Following};
-use proto_common::{Epoch, NodeId, Position};
+use proto_common::{Epoch, Position};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::Followers;
 use super::{receiver, sender};
 use crate::node::Node;
+use crate::sync_set::SyncSet;
 
 /// Whom a standby follows and whether the stream is up.
 #[derive(Debug, Clone, Default)]
@@ -84,32 +85,29 @@ impl Replication {
         scope.clone()
     }
 
-    /// Becomes the active in `epoch` with the given sync set. Stops following
-    /// first; then opens the epoch (a `Noop` entry) and starts committing
-    /// under the sync-set rule. The entries it already holds are committed
-    /// once the sync set has the `Noop` (DESIGN.md, "Visibility follows commit").
-    pub async fn promote(
-        &self,
-        epoch: Epoch,
-        sync_set: Vec<NodeId>,
-        sync_version: u64,
-    ) -> Result<Position, String> {
+    /// Becomes the active in `epoch` with the given sync set. Stops
+    /// following first; then opens the epoch (a `Noop` entry) and only then
+    /// starts committing under the sync-set rule, so a promotion that fails
+    /// (the epoch refused, the disk failed) has committed and applied
+    /// nothing. The entries it already holds are committed once the sync
+    /// set has the `Noop` (DESIGN.md, "Visibility follows commit").
+    pub async fn promote(&self, epoch: Epoch, sync: SyncSet) -> Result<Position, String> {
         if self.node.role().write_epoch == Some(epoch) {
-            self.node.commit.set_sync_set(sync_set, sync_version);
+            self.node.commit.set_sync_set(sync);
             return Ok(self.node.commit.durable());
         }
         self.new_scope();
         *self.follow.lock() = FollowState::default();
         self.followers.clear();
-        self.node.commit.lead(sync_set, sync_version);
         let pos = self.node.become_active(epoch).await?;
+        self.node.commit.lead(sync);
         tracing::info!(epoch = %epoch, position = %pos, "promoted to active");
         Ok(pos)
     }
 
-    /// Adopts a new sync set (active only).
-    pub fn set_sync_set(&self, members: Vec<NodeId>, version: u64) {
-        self.node.commit.set_sync_set(members, version);
+    /// Adopts a new sync set or rule (active only).
+    pub fn set_sync_set(&self, sync: SyncSet) {
+        self.node.commit.set_sync_set(sync);
     }
 
     /// Follows `active` in `epoch`. Demotes this replica first if it was the

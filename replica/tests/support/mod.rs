@@ -15,6 +15,7 @@ use replica::commit::WriteResult;
 use replica::config::Options;
 use replica::node::Node;
 use replica::repl::Replication;
+use replica::sync_set::SyncSet;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -94,8 +95,14 @@ impl TestNode {
 
     /// Makes this node the active in `epoch` with a never-ending lease.
     pub async fn make_active(&self, epoch: u64, sync: &[&TestNode]) -> Position {
-        let sync: Vec<NodeId> = sync.iter().map(|n| n.id.clone()).collect();
-        let pos = self.repl.promote(Epoch(epoch), sync, 1).await.unwrap();
+        let members: Vec<NodeId> = sync.iter().map(|n| n.id.clone()).collect();
+        let sync = SyncSet {
+            required: members.len(),
+            members,
+            version: 1,
+            strict: false,
+        };
+        let pos = self.repl.promote(Epoch(epoch), sync).await.unwrap();
         self.node.lease.make_unlimited();
         pos
     }
