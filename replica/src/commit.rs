@@ -115,6 +115,8 @@ pub struct CommitTracker {
     shippers: RwLock<Vec<Arc<dyn Shipper>>>,
     /// Local durable position, for a standby's acknowledgements.
     durable_tx: watch::Sender<Position>,
+    /// The cluster's `sync_standbys` is 0 (see `set_async_mode`).
+    async_mode: std::sync::atomic::AtomicBool,
 }
 
 impl CommitTracker {
@@ -148,6 +150,7 @@ impl CommitTracker {
             commit_tx,
             shippers: RwLock::new(Vec::new()),
             durable_tx,
+            async_mode: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -309,14 +312,17 @@ impl CommitTracker {
     }
 
     /// Entries after `new_last` were cut from the log (divergent tail).
-    pub fn truncated(&self, new_last: Position) {
+    /// Committed entries are never dropped here (`cut.rs` rewinds the state
+    /// machine for those, in async mode only).
+    pub fn truncated(&self, new_last: Position) -> Result<(), String> {
         let mut inner = self.inner.lock();
-        assert!(
-            new_last.index >= inner.commit,
-            "truncating committed entries ({} < commit {})",
-            new_last.index,
-            inner.commit
-        );
+        if new_last.index < inner.commit {
+            return Err(format!(
+                "the log was cut after {new_last}, below the commit index {}: the state \
+                 machine must be rewound, not trimmed",
+                inner.commit
+            ));
+        }
         while inner
             .pending
             .back()
@@ -333,6 +339,19 @@ impl CommitTracker {
             inner.durable = new_last;
             self.durable_tx.send_replace(new_last);
         }
+        Ok(())
+    }
+
+    /// Records whether the cluster runs in async mode (`sync_standbys = 0`)
+    /// per the arbiter's latest reply: only then may committed entries be
+    /// cut by a new active (`repl::cut`). Unknown counts as sync.
+    pub fn set_async_mode(&self, on: bool) {
+        self.async_mode
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn async_mode(&self) -> bool {
+        self.async_mode.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A snapshot from the active replaced the state and the log.

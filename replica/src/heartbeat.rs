@@ -84,6 +84,10 @@ impl HeartbeatLoop {
             let mut delay = Duration::from_millis(self.params.heartbeat_ms);
             if let Some(reply) = reply {
                 self.params = reply.params.clone();
+                self.repl
+                    .node
+                    .commit
+                    .set_async_mode(reply.params.sync_standbys == 0);
                 delay = Duration::from_millis(
                     reply.next_heartbeat_ms.unwrap_or(reply.params.heartbeat_ms),
                 );
@@ -289,6 +293,10 @@ impl HeartbeatLoop {
                         self.detail = Some(why);
                         self.machine.deposed(epoch);
                         self.repl.demote("promotion failed").await;
+                        // The rest of this reply's actions (the lease
+                        // renewal, a fence) were for the active it did not
+                        // become.
+                        return;
                     }
                 },
                 Action::Renew {

@@ -81,6 +81,7 @@ async fn a_divergent_tail_is_quarantined_and_the_states_become_identical() {
     // Async mode: a commits alone, so its unshipped tail is applied on a.
     let a = TestNode::start("a", |_| {}).await;
     let b = TestNode::start("b", |_| {}).await;
+    a.node.commit.set_async_mode(true); // as the arbiter's replies say
     a.make_active(1, &[]).await;
     b.follow(&a, 1).await;
     for i in 0..50 {
@@ -183,4 +184,84 @@ async fn with_a_sync_standby_nothing_is_acknowledged_until_it_has_it() {
     assert_eq!(a.dump(), b.dump());
     assert!(a.node.kv.read().get(b"never").is_none());
     assert!(target > Position::new(2, 0));
+}
+
+/// a and b share `shared` entries; then b is promoted in epoch 2 while a,
+/// cut off, goes on committing `lost` entries of `value_bytes` alone in
+/// epoch 1. Returns the position they share.
+async fn diverge(a: &TestNode, b: &TestNode, lost: usize, value_bytes: usize) -> Position {
+    a.make_active(1, &[]).await;
+    b.follow(a, 1).await;
+    for i in 0..20 {
+        a.put(&format!("k{i}"), "first").await.unwrap();
+    }
+    let shared = a.applied();
+    eventually(WAIT, "b to catch up", || b.applied() == shared).await;
+    b.make_active(2, &[]).await;
+    let value = "x".repeat(value_bytes);
+    for i in 0..lost {
+        a.put(&format!("lost{i}"), &value).await.unwrap();
+    }
+    shared
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_replica_refuses_to_cut_its_committed_entries() {
+    // Not async mode: the entries a committed are acknowledged writes, and
+    // no correct active can lack them. Cutting them is refused, not done.
+    let a = TestNode::start("a", |_| {}).await;
+    let b = TestNode::start("b", |_| {}).await;
+    let shared = diverge(&a, &b, 7, 1).await;
+    let before = (a.node.reader.last(), a.dump());
+    let err = replica::repl::cut::cut_after(&a.node, &b.info(), shared)
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("could lose acknowledged writes") && err.contains("refuses"),
+        "{err}"
+    );
+    assert_eq!(
+        (a.node.reader.last(), a.dump()),
+        before,
+        "something was cut"
+    );
+    assert!(!a.dir.path().join("quarantine").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_holding_cut_entries_is_set_aside_whole_before_a_full_resync() {
+    let small = |o: &mut replica::config::Options| o.segment_bytes = Some(64 << 10);
+    let a = TestNode::start("a", small).await;
+    let b = TestNode::start("b", small).await;
+    a.node.commit.set_async_mode(true);
+    let shared = diverge(&a, &b, 200, 2000).await;
+    // a's snapshot now holds entries b never had, and the log before them
+    // is compacted away.
+    let snap = replica::server::take_snapshot(&a.node, None).await.unwrap();
+    assert!(
+        a.node.reader.base().index > shared.index,
+        "nothing was compacted"
+    );
+    b.put("after", "failover").await.unwrap();
+    a.follow(&b, 2).await;
+    let target = b.applied();
+    eventually(WAIT, "a to converge", || a.applied() == target).await;
+    assert_eq!(a.dump(), b.dump());
+    let index = std::fs::read_to_string(a.dir.path().join("quarantine/index.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = index
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let snapshot_line = lines
+        .iter()
+        .find(|l| l.get("snapshot").is_some())
+        .unwrap_or_else(|| panic!("no snapshot line in {index}"));
+    assert_eq!(snapshot_line["snapshot"], snap.to_string());
+    assert_eq!(snapshot_line["cut_after"], shared.to_string());
+    let kept = a
+        .dir
+        .path()
+        .join("quarantine")
+        .join(snapshot_line["file"].as_str().unwrap());
+    assert!(kept.metadata().unwrap().len() > 0, "{}", kept.display());
 }

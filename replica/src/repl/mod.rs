@@ -4,6 +4,7 @@
 //! - [`outbox`]: its outgoing stream, which the log's writer feeds live.
 //! - [`receiver`]: the standby's side, following the active.
 //! - [`divergence`]: the common prefix of two logs and the plan that follows.
+//! - [`cut`]: a standby cutting its divergent tail when the active says so.
 //! - [`quarantine`]: where a cut divergent tail is kept.
 //! - [`progress`]: the active's view of each standby (lag, acks).
 //! - [`rewind`]: un-applying a cut tail (async mode only).
@@ -12,6 +13,7 @@
 //! - [`replication`]: the role switches (promote, follow, deposed) that
 //!   start and stop the tasks above.
 
+pub mod cut;
 pub mod divergence;
 pub mod outbox;
 pub mod progress;

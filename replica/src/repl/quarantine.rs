@@ -1,11 +1,17 @@
 //! Where a divergent tail goes: `quarantine/` in the data directory.
 //!
-//! Entries cut from a standby's log were never committed (no client was
-//! told they succeeded), but they are someone's writes, so they are never
-//! silently deleted. Each cut becomes one file of raw log records (the same
-//! format as a segment's records, decodable with the same code) plus one
-//! line in `quarantine/index.jsonl` that a person can read: when, why, the
-//! positions, and which keys each entry touched.
+//! Entries cut from a standby's log were never committed in sync mode (no
+//! client was told they succeeded; in async mode they may have been), but
+//! they are someone's writes, so they are never silently deleted. Each cut
+//! becomes one file of raw log records (the same format as a segment's
+//! records, decodable with the same code) plus one line in
+//! `quarantine/index.jsonl` that a person can read: when, why, the
+//! positions, and which keys each entry touched. A snapshot that holds cut
+//! entries is moved here whole, with its own line.
+//!
+//! They are stored (and fsynced) *before* they are cut from the log: a
+//! crash in between leaves them in both places, and the next handshake
+//! cuts and stores them again (a duplicate in `quarantine/`, never a loss).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -42,6 +48,66 @@ struct EntrySummary {
     keys: Vec<String>,
 }
 
+/// One line of `index.jsonl` for a snapshot set aside whole: it held
+/// entries after a cut, which cannot be taken out of it one by one.
+#[derive(Serialize)]
+struct SnapshotLine<'a> {
+    cut_at_unix_ms: u128,
+    file: String,
+    snapshot: Position,
+    cut_after: Position,
+    reason: &'a str,
+}
+
+/// Moves a snapshot file that holds cut entries into `quarantine/` (a
+/// rename, so it is never lost half-way) and records why.
+pub fn store_snapshot(
+    data_dir: &Path,
+    snapshot: &Path,
+    at: Position,
+    cut_after: Position,
+    reason: &str,
+) -> io::Result<()> {
+    let dir = data_dir.join("quarantine");
+    fs::create_dir_all(&dir)?;
+    let now = unix_ms();
+    let name = format!("{now}-snapshot-{at}.snap");
+    fs::rename(snapshot, dir.join(&name))?;
+    sync_dir(&dir)?;
+    if let Some(from) = snapshot.parent() {
+        sync_dir(from)?;
+    }
+    append_line(
+        &dir,
+        &SnapshotLine {
+            cut_at_unix_ms: now,
+            file: name,
+            snapshot: at,
+            cut_after,
+            reason,
+        },
+    )
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
+fn append_line(dir: &Path, line: &impl Serialize) -> io::Result<()> {
+    let mut index = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("index.jsonl"))?;
+    let mut text = serde_json::to_vec(line).expect("serializable");
+    text.push(b'\n');
+    index.write_all(&text)?;
+    index.sync_all()?;
+    sync_dir(dir)
+}
+
 /// Stores cut records; returns how many entries they held.
 pub fn store(data_dir: &Path, cut: &[u8], reason: &str) -> io::Result<u64> {
     let mut summaries = Vec::new();
@@ -67,10 +133,7 @@ pub fn store(data_dir: &Path, cut: &[u8], reason: &str) -> io::Result<u64> {
     let Some(first) = first else { return Ok(0) };
     let dir = data_dir.join("quarantine");
     fs::create_dir_all(&dir)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
+    let now = unix_ms();
     let name = format!("{now}-{first}-{last}.records");
     let mut f = fs::File::create(dir.join(&name))?;
     f.write_all(cut)?;
@@ -84,15 +147,7 @@ pub fn store(data_dir: &Path, cut: &[u8], reason: &str) -> io::Result<u64> {
         reason,
         entries: summaries,
     };
-    let mut index = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("index.jsonl"))?;
-    let mut text = serde_json::to_vec(&line).expect("serializable");
-    text.push(b'\n');
-    index.write_all(&text)?;
-    index.sync_all()?;
-    sync_dir(&dir)?;
+    append_line(&dir, &line)?;
     Ok(count)
 }
 

@@ -197,7 +197,7 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
                 Frame::Commit { commit } => staged.commit = staged.commit.max(commit),
                 Frame::Truncate { after } => {
                     flush(repl, &mut writer, &mut staged).await?;
-                    truncate(repl, active, after).await?;
+                    super::cut::cut_after(&repl.node, active, after).await?;
                     expected_prev = after;
                 }
                 Frame::SnapshotBegin { position, size } => {
@@ -348,52 +348,6 @@ fn stale(epoch: Epoch, seen: Epoch) -> String {
         "frame from epoch {epoch}, but epoch {seen} has been seen: the sender was deposed; \
          nothing from it is applied"
     )
-}
-
-async fn truncate(repl: &Replication, active: &ActiveInfo, after: Position) -> Result<(), String> {
-    let node = &repl.node;
-    let ours = node.reader.position_of(after.index);
-    if ours != Some(after) && after.index > node.reader.base().index {
-        return Err(format!(
-            "asked to truncate after {after} but our log has {ours:?} there"
-        ));
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    node.log
-        .send(LogRequest::Truncate {
-            after: after.index,
-            done: tx,
-        })
-        .map_err(|_| "the group-commit thread stopped".to_string())?;
-    let cut = rx
-        .await
-        .map_err(|_| "the group-commit thread stopped".to_string())?
-        .map_err(|e| format!("truncating the log: {e}"))?;
-    if after.index < node.applied().index {
-        // Only in async mode (k = 0) can a replica have applied entries that
-        // no one else has: the old active committed them alone.
-        super::rewind::rewind(node, after).await?;
-    } else {
-        node.commit.truncated(after);
-    }
-    let reason = format!(
-        "divergent tail after {after}: the active {} (epoch {}) does not have these entries",
-        active.node_id,
-        node.role().epoch
-    );
-    let dir = node.data_dir().to_path_buf();
-    let count = tokio::task::spawn_blocking(move || super::quarantine::store(&dir, &cut, &reason))
-        .await
-        .map_err(|e| format!("quarantine task failed: {e}"))?
-        .map_err(|e| format!("writing quarantine: {e}"))?;
-    if count > 0 {
-        node.update_node_state(|s| s.quarantined_entries += count)?;
-        node.metrics
-            .quarantined_entries
-            .set(node.node_state().quarantined_entries as i64);
-        tracing::warn!(count, after = %after, "cut a divergent tail into quarantine/");
-    }
-    Ok(())
 }
 
 async fn install_snapshot(

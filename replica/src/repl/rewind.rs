@@ -1,16 +1,18 @@
 //! Un-applying a cut tail. In async mode (`sync_standbys = 0`) an active
 //! commits on its own fsync, so a resurrected old active may have applied
 //! entries that the new active never had. Once they are cut from its log
-//! (and quarantined), its state machine must forget them too: it is rebuilt
-//! from the local snapshot plus the log up to the cut, or — when the
-//! snapshot itself already contains cut entries — from scratch, by a full
-//! resync from the active.
+//! (and quarantined, see `cut.rs`), its state machine must forget them too:
+//! it is rebuilt from the local snapshot plus the log up to the cut
+//! ([`rewind`]), or — when the snapshot itself already contains cut
+//! entries — from scratch, by a full resync from the active
+//! ([`discard_for_resync`]; the snapshot goes to `quarantine/` whole).
 
 use std::sync::Arc;
 
 use proto_common::record::{self, Decoded};
 use proto_common::Position;
 
+use super::quarantine;
 use crate::command::Command;
 use crate::log::group_commit::LogRequest;
 use crate::log::ReadOutcome;
@@ -19,70 +21,81 @@ use crate::snapshot;
 use crate::state::KvState;
 
 /// Rebuilds the applied state so that it ends at `after` (the log has
-/// already been truncated there).
+/// already been truncated there, and the newest snapshot is not past it).
 pub async fn rewind(node: &Arc<Node>, after: Position) -> Result<(), String> {
     let dir = node.data_dir().join("snapshots");
     let snaps = snapshot::list(&dir).map_err(|e| format!("listing snapshots: {e}"))?;
-    node.update_node_state(|s| s.commit_hint = s.commit_hint.min(after.index))?;
-    match snaps.last() {
+    let mut state = match snaps.last() {
         Some((pos, _)) if pos.index > after.index => {
-            tracing::warn!(
-                snapshot = %pos,
-                cut_after = %after,
-                "the local snapshot holds cut entries; discarding local state for a full resync"
-            );
-            for (_, path) in &snaps {
-                std::fs::remove_file(path)
-                    .map_err(|e| format!("removing {}: {e}", path.display()))?;
-            }
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            node.log
-                .send(LogRequest::Reset {
-                    base: Position::ZERO,
-                    history: Vec::new(),
-                    done: tx,
-                })
-                .map_err(|_| "the group-commit thread stopped".to_string())?;
-            rx.await
-                .map_err(|_| "the group-commit thread stopped".to_string())?
-                .map_err(|e| format!("resetting the log: {e}"))?;
-            node.commit.reset(KvState::default());
-            // The stream continues from our old position; make the active
-            // start over from our (now empty) log.
-            Err("local state discarded for a full resync; reconnecting".into())
+            return Err(format!(
+                "rewinding to {after}: the snapshot at {pos} holds cut entries (a full resync \
+                 was due instead)"
+            ))
         }
-        found => {
-            let mut state = match found {
-                Some((_, path)) => snapshot::read(path).map_err(|e| e.to_string())?.0,
-                None => KvState::default(),
+        Some((_, path)) => snapshot::read(path).map_err(|e| e.to_string())?.0,
+        None => KvState::default(),
+    };
+    let mut next = state.applied().index.next();
+    while next <= after.index {
+        let bytes = match node.reader.read(next, 8 << 20) {
+            Ok(ReadOutcome::Entries { bytes, .. }) => bytes,
+            Ok(other) => return Err(format!("rewinding: log read at {next} gave {other:?}")),
+            Err(e) => return Err(format!("rewinding: {e}")),
+        };
+        let mut off = 0;
+        while off < bytes.len() {
+            let Decoded::Record(r) = record::decode(&bytes[off..]) else {
+                return Err(format!("rewinding: bad record near {next}"));
             };
-            let mut next = state.applied().index.next();
-            while next <= after.index {
-                let bytes = match node.reader.read(next, 8 << 20) {
-                    Ok(ReadOutcome::Entries { bytes, .. }) => bytes,
-                    Ok(other) => {
-                        return Err(format!("rewinding: log read at {next} gave {other:?}"))
-                    }
-                    Err(e) => return Err(format!("rewinding: {e}")),
-                };
-                let mut off = 0;
-                while off < bytes.len() {
-                    let Decoded::Record(r) = record::decode(&bytes[off..]) else {
-                        return Err(format!("rewinding: bad record near {next}"));
-                    };
-                    if r.position.index > after.index {
-                        break;
-                    }
-                    let payload = bytes.slice(off + record::HEADER_LEN..off + r.encoded_len());
-                    let cmd = Command::decode(&payload).map_err(|e| format!("rewinding: {e}"))?;
-                    state.apply(r.position, &cmd);
-                    next = r.position.index.next();
-                    off += r.encoded_len();
-                }
+            if r.position.index > after.index {
+                break;
             }
-            tracing::warn!(to = %after, "rewound the state machine past a cut tail");
-            node.commit.reset(state);
-            Ok(())
+            let payload = bytes.slice(off + record::HEADER_LEN..off + r.encoded_len());
+            let cmd = Command::decode(&payload).map_err(|e| format!("rewinding: {e}"))?;
+            state.apply(r.position, &cmd);
+            next = r.position.index.next();
+            off += r.encoded_len();
         }
     }
+    tracing::warn!(to = %after, "rewound the state machine past a cut tail");
+    node.commit.reset(state);
+    Ok(())
+}
+
+/// The newest snapshot holds entries after `after`: moves every such
+/// snapshot into `quarantine/`, drops the rest of the local state and log,
+/// and returns the error that ends the connection, so the next handshake
+/// asks the active for everything.
+pub async fn discard_for_resync(
+    node: &Arc<Node>,
+    after: Position,
+    reason: &str,
+) -> Result<(), String> {
+    let dir = node.data_dir().join("snapshots");
+    let snaps = snapshot::list(&dir).map_err(|e| format!("listing snapshots: {e}"))?;
+    node.update_node_state(|s| s.commit_hint = s.commit_hint.min(after.index))?;
+    for (pos, path) in &snaps {
+        if pos.index > after.index {
+            tracing::warn!(snapshot = %pos, cut_after = %after,
+                "the local snapshot holds cut entries; moving it to quarantine/ for a full resync");
+            quarantine::store_snapshot(node.data_dir(), path, *pos, after, reason)
+                .map_err(|e| format!("moving {} to quarantine/: {e}", path.display()))?;
+        } else {
+            // Holds only entries the active has too.
+            std::fs::remove_file(path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+        }
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.log
+        .send(LogRequest::Reset {
+            base: Position::ZERO,
+            history: Vec::new(),
+            done: tx,
+        })
+        .map_err(|_| "the group-commit thread stopped".to_string())?;
+    rx.await
+        .map_err(|_| "the group-commit thread stopped".to_string())?
+        .map_err(|e| format!("resetting the log: {e}"))?;
+    node.commit.reset(KvState::default());
+    Err("local state discarded for a full resync; reconnecting".into())
 }
