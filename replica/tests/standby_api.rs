@@ -60,6 +60,9 @@ async fn pair(tweak_b: impl FnOnce(&mut replica::config::Options)) -> (TestNode,
         tweak_b(o)
     })
     .await;
+    // Async mode (no sync set), as the arbiter's replies would say.
+    a.node.commit.set_async_mode(true);
+    b.node.commit.set_async_mode(true);
     a.make_active(1, &[]).await;
     b.follow(&a, 1).await;
     (a, b)
@@ -213,4 +216,48 @@ async fn restart_replays_the_snapshot_and_the_log() {
         a.applied() > applied,
         "the new epoch opens after the old log"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_active_serves_no_linearizable_reads() {
+    let (a, b) = pair(|_| {}).await;
+    a.put("k", "v").await.unwrap();
+    let url = format!("{}/v1/kv/k?consistency=linearizable", a.client_url);
+    assert_eq!(call("GET", &url, &[], "").await.status, 200);
+    // A switchover to b fences a: the arbiter may name b any moment now,
+    // while a's own lease still runs.
+    a.node.fence(&b.id).await;
+    let got = call("GET", &url, &[], "").await;
+    assert_eq!(got.status, 503, "{}", String::from_utf8_lossy(&got.body));
+    let e = got.json();
+    assert_eq!(e["error"], "not_writable");
+    assert!(e["message"].as_str().unwrap().contains("switchover"), "{e}");
+    // Local reads are still served.
+    let local = format!("{}/v1/kv/k", a.client_url);
+    assert_eq!(call("GET", &local, &[], "").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_active_serves_linearizable_reads_only_once_its_epoch_is_committed() {
+    let a = TestNode::start("a", |_| {}).await;
+    let b = TestNode::start("b", |_| {}).await;
+    // Its sync standby is not connected: the epoch's opening entry waits.
+    a.make_active(1, &[&b]).await;
+    let url = format!("{}/v1/kv/k?consistency=linearizable", a.client_url);
+    let got = call("GET", &url, &[], "").await;
+    assert_eq!(got.status, 503, "{}", String::from_utf8_lossy(&got.body));
+    assert!(
+        got.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("has not yet committed its first entry"),
+        "{}",
+        got.json()
+    );
+    b.follow(&a, 1).await;
+    eventually(WAIT, "the epoch's first entry to commit", || {
+        a.applied().epoch.0 == 1
+    })
+    .await;
+    assert_eq!(call("GET", &url, &[], "").await.status, 404);
 }

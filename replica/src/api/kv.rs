@@ -48,12 +48,7 @@ pub async fn get_key(
                 let relay = Relay::new(&method, &uri, &headers, Bytes::new());
                 return api.forwarder.relay(node, relay).await;
             }
-            if !node.lease.is_valid() {
-                return Err(ApiError::new(
-                    ErrorCode::NotWritable,
-                    "this active's lease has lapsed, so it cannot promise the latest data; retry",
-                ));
-            }
+            check_linearizable(node)?;
         }
         Some(other) => {
             return Err(ApiError::new(
@@ -84,6 +79,39 @@ pub async fn get_key(
             format!("no key {:?}", String::from_utf8_lossy(&key)),
         )),
     }
+}
+
+/// Whether this active may promise that a read sees every acknowledged
+/// write: it holds the lease, is not handing over (a fenced active's grant
+/// ends early, when the arbiter names the switchover's target), and has
+/// committed its own epoch's first entry — until then, writes an earlier
+/// active acknowledged may still wait here to be applied.
+fn check_linearizable(node: &Node) -> Result<(), ApiError> {
+    let role = node.role();
+    let refuse = |why: String| Err(ApiError::new(ErrorCode::NotWritable, why));
+    let Some(epoch) = role.write_epoch else {
+        return refuse("this replica is not the active; retry".into());
+    };
+    if let Some(target) = role.fenced_for {
+        return refuse(format!(
+            "a planned switchover to {target} is under way, so this replica cannot promise the \
+             latest data; retry in a moment"
+        ));
+    }
+    if !node.lease.is_valid() {
+        return refuse(
+            "this active's lease has lapsed, so it cannot promise the latest data; retry".into(),
+        );
+    }
+    let applied = node.applied();
+    if applied.epoch < epoch {
+        return refuse(format!(
+            "this replica became the active in epoch {epoch} and has not yet committed its \
+             first entry (applied {applied}), so writes acknowledged before may not be visible \
+             yet; retry in a moment"
+        ));
+    }
+    Ok(())
 }
 
 /// `PUT /v1/kv/{key}`: the body is the value.
