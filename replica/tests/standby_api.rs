@@ -261,3 +261,57 @@ async fn a_new_active_serves_linearizable_reads_only_once_its_epoch_is_committed
     .await;
     assert_eq!(call("GET", &url, &[], "").await.status, 404);
 }
+
+/// A standby whose idea of the active's URL is `url`.
+async fn standby_forwarding_to(url: &str) -> TestNode {
+    let b = TestNode::start("b", |_| {}).await;
+    b.node
+        .set_standby_view(Some(url.to_string()), "a standby".into());
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_could_not_reach_the_active_is_safe_to_retry() {
+    // A port nobody listens on: the connection is refused.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let b = standby_forwarding_to(&url).await;
+    let got = call("PUT", &format!("{}/v1/kv/k", b.client_url), &[], "v").await;
+    assert_eq!(got.status, 502, "{}", String::from_utf8_lossy(&got.body));
+    let e = got.json();
+    assert_eq!(e["error"], "forward_failed");
+    assert_eq!(e["retryable"], true);
+    assert!(e["message"].as_str().unwrap().contains("not sent"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_write_that_got_no_answer_has_an_unknown_outcome() {
+    // An "active" that reads the request and hangs up without answering:
+    // the write may have been carried out.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mute = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::io::AsyncReadExt::read(&mut stream, &mut buf)
+                .await
+                .unwrap();
+            assert!(n > 0, "the standby hung up first");
+            got.extend_from_slice(&buf[..n]);
+        }
+    });
+    let b = standby_forwarding_to(&url).await;
+    let got = call("PUT", &format!("{}/v1/kv/k", b.client_url), &[], "v").await;
+    mute.await.unwrap();
+    assert_eq!(got.status, 503, "{}", String::from_utf8_lossy(&got.body));
+    let e = got.json();
+    assert_eq!(e["error"], "outcome_unknown", "{e}");
+    assert_eq!(e["retryable"], false);
+    assert!(
+        e["message"].as_str().unwrap().contains("read it back"),
+        "{e}"
+    );
+}

@@ -25,6 +25,9 @@ use crate::node::Node;
 pub const FORWARDED_BY: &str = "x-forwarded-by";
 /// Longest a proxied request may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest connecting to the active may take; shorter than
+/// `FORWARD_TIMEOUT`, so a timeout of the whole means the request was sent.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest answer relayed back (answers to writes are small JSON).
 const MAX_ANSWER: usize = 1 << 20;
 
@@ -57,7 +60,7 @@ impl Default for Forwarder {
     fn default() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         Forwarder {
             client: Client::builder(TokioExecutor::new()).build(connector),
         }
@@ -104,10 +107,30 @@ impl Forwarder {
                 format!("cannot build the forwarded request: {e}"),
             )
         })?;
-        let failed = |what: String| {
+        // A request that never left (no connection to the active) failed
+        // for sure, and retrying it is safe. One that was sent and then got
+        // no answer may have been carried out: for a write that is
+        // "outcome unknown", never "failed, retry". The connect timeout is
+        // shorter than FORWARD_TIMEOUT, so running out of the latter means
+        // the connection was made and the request went out.
+        let is_read = *req.method == Method::GET || *req.method == Method::HEAD;
+        let failed = |sent: bool, what: String| {
+            let (code, tail) = if !sent {
+                (
+                    ErrorCode::ForwardFailed,
+                    "it was not sent; retrying is safe",
+                )
+            } else if is_read {
+                (ErrorCode::ForwardFailed, "retry")
+            } else {
+                (
+                    ErrorCode::OutcomeUnknown,
+                    "it was sent and may have been carried out: read it back before retrying",
+                )
+            };
             ApiError::new(
-                ErrorCode::ForwardFailed,
-                format!("forwarding to the active at {active} failed: {what}; retry"),
+                code,
+                format!("forwarding to the active at {active} failed: {what}; {tail}"),
             )
             .with_active(Some(active.clone()))
         };
@@ -116,18 +139,18 @@ impl Forwarder {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| (!e.is_connect(), e.to_string()))?;
             let (parts, body) = resp.into_parts();
             let body = http_body_util::Limited::new(body, MAX_ANSWER)
                 .collect()
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| (true, e.to_string()))?
                 .to_bytes();
-            Ok::<_, String>((parts, body))
+            Ok::<_, (bool, String)>((parts, body))
         })
         .await
-        .map_err(|_| failed(format!("no answer within {FORWARD_TIMEOUT:?}")))?
-        .map_err(failed)?;
+        .map_err(|_| failed(true, format!("no answer within {FORWARD_TIMEOUT:?}")))?
+        .map_err(|(sent, what)| failed(sent, what))?;
         let (parts, body) = answer;
         let mut resp = (parts.status, body).into_response();
         for name in [
