@@ -491,9 +491,15 @@ impl CommitSink for CommitTracker {
             .filter_map(|p| p.responder.take())
             .collect();
         drop(inner);
+        // Every waiting write was handed to the log, and may be durable
+        // here (a failed fsync says nothing about what reached the disk)
+        // and on standbys (batches ship before the fsync): its outcome is
+        // unknown, never "failed".
         for r in waiting {
-            let _ = r.send(Err(WriteError::Storage(format!(
-                "the write log failed: {why}; this replica takes no more writes"
+            let _ = r.send(Err(WriteError::Indeterminate(format!(
+                "the write log failed ({why}) before this write was known durable; it may be \
+                 on a standby and survive a failover, or not — read it back from the active \
+                 before retrying. This replica takes no more writes"
             ))));
         }
     }

@@ -71,6 +71,7 @@ impl HeartbeatLoop {
     /// Runs until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
+            self.step_down_on_storage_failure().await;
             self.sync_with_node();
             self.seq += 1;
             let hb = self.build();
@@ -117,6 +118,25 @@ impl HeartbeatLoop {
                 }
             }
         }
+    }
+
+    /// An active whose write log failed takes no more writes; it steps
+    /// down (and reports itself unhealthy), so the arbiter names a healthy
+    /// replica once the lease of its last grant has ended.
+    async fn step_down_on_storage_failure(&mut self) {
+        let node = &self.repl.node;
+        if node.role().write_epoch.is_none() {
+            return;
+        }
+        let Some(why) = node.commit.failure() else {
+            return;
+        };
+        self.repl
+            .demote(&format!(
+                "the write log failed ({why}); stepped down so that a healthy replica can take \
+                 over. Fix the disk and restart this replica"
+            ))
+            .await;
     }
 
     /// A sender may have demoted the node (a standby showed a newer epoch):

@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`config`]: flags / environment / TOML, validated into `Settings`.
+//! - [`failpoint`]: `UNDERSTUDY_FAILPOINT`, a fault-injection hook for tests.
 //! - [`log`]: the segmented, checksummed write log and group commit.
 //! - [`command`], [`state`]: log entry payloads and the key-value state machine.
 //! - [`commit`]: the commit rule, visibility, answering clients;
@@ -20,6 +21,7 @@ pub mod api;
 pub mod command;
 pub mod commit;
 pub mod config;
+pub mod failpoint;
 pub mod handover;
 pub mod heartbeat;
 pub mod idle_poll;

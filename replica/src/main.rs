@@ -49,6 +49,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let Command::Run(args) = cli.command;
+    if let Err(e) = replica::failpoint::arm_from_env() {
+        return fail(&format!("invalid configuration: {e}"));
+    }
     let file = match args.config.as_deref().map(Options::from_file).transpose() {
         Ok(f) => f.unwrap_or_default(),
         Err(e) => return fail(&e),

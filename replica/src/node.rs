@@ -386,7 +386,12 @@ impl Node {
                 }
             };
         if let Some(why) = self.commit.failure() {
-            return Err(WriteError::Storage(why));
+            // Refused before it was written: retrying elsewhere is safe,
+            // and another replica takes over once this one stepped down.
+            return Err(WriteError::NotWritable(format!(
+                "this replica's write log failed ({why}); it takes no more writes and steps \
+                 down so that another replica can take over; retry"
+            )));
         }
         if let Some(why) = self.commit.refuses_writes() {
             return Err(WriteError::NoSyncStandby(why));
@@ -419,8 +424,14 @@ impl Node {
     }
 }
 
+/// The log thread dropped a write it had taken without answering: it may
+/// have been written.
 fn dropped() -> WriteError {
-    WriteError::Storage("the write was dropped".into())
+    WriteError::Indeterminate(
+        "the write log stopped before answering this write; it may or may not have been \
+         written — read it back before retrying"
+            .into(),
+    )
 }
 
 /// Applies log entries after the snapshot up to `commit_hint`; returns the

@@ -125,6 +125,10 @@ impl Log {
     pub fn sync(&mut self) -> io::Result<()> {
         self.check_failed()?;
         if self.dirty && self.opts.fsync {
+            let data_dir = self.dir.parent().unwrap_or(&self.dir);
+            if let Some(e) = crate::failpoint::fsync_error(data_dir) {
+                return self.fail("fdatasync", e);
+            }
             if let Err(e) = self.tail.sync_data() {
                 return self.fail("fdatasync", e);
             }

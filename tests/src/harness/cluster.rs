@@ -49,6 +49,7 @@ pub struct Cluster {
     pub(super) token_file: Option<PathBuf>,
     /// Extra flags every replica was started with.
     pub(super) replica_args: Vec<String>,
+    pub(super) replica_env: Vec<(String, String)>,
     /// The `replica` executable, when not the workspace's.
     pub(super) replica_program: Option<PathBuf>,
     /// `--segment-bytes` of every replica, when not the harness's.
@@ -108,6 +109,9 @@ impl Cluster {
                 self.name.clone(),
             ])
             .args(self.replica_args.iter().cloned());
+        for (k, v) in &self.replica_env {
+            config = config.env(k, v);
+        }
         if let Some(path) = token_file {
             config = config.args(["--token-file".to_string(), path.display().to_string()]);
         }

@@ -52,6 +52,8 @@ pub struct ClusterBuilder {
     arbiter_args: Vec<String>,
     /// Extra flags for every replica.
     replica_args: Vec<String>,
+    /// Extra environment variables for every replica.
+    replica_env: Vec<(String, String)>,
     /// Whether `start` waits for the first active and its sync set.
     wait_formed: bool,
     /// Where `arbiter` and `replica` are; `None`: the workspace's.
@@ -79,6 +81,7 @@ impl Default for ClusterBuilder {
             token: false,
             arbiter_args: Vec::new(),
             replica_args: Vec::new(),
+            replica_env: Vec::new(),
             wait_formed: true,
             bin_dir: None,
             segment_bytes: None,
@@ -164,6 +167,12 @@ impl ClusterBuilder {
     }
 
     /// Extra flags for every replica.
+    /// An environment variable for every replica (e.g. a failpoint).
+    pub fn replica_env(mut self, key: &str, value: &str) -> ClusterBuilder {
+        self.replica_env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     pub fn replica_args<I, S>(mut self, args: I) -> ClusterBuilder
     where
         I: IntoIterator<Item = S>,
@@ -226,6 +235,7 @@ impl ClusterBuilder {
             replicas: Vec::new(),
             token_file,
             replica_args: self.replica_args.clone(),
+            replica_env: self.replica_env.clone(),
             replica_program: self.bin_dir.as_ref().map(|d| d.join("replica")),
             segment_bytes: self.segment_bytes,
         };

@@ -45,6 +45,8 @@ pub struct ReplicaConfig {
     pub port: u16,
     /// Flags after the standard ones, e.g. `--max-key-bytes 64`.
     pub extra_args: Vec<String>,
+    /// Extra environment variables, e.g. a failpoint.
+    pub env: Vec<(String, String)>,
     /// `--segment-bytes`; [`TEST_SEGMENT_BYTES`] unless set.
     pub segment_bytes: u64,
     /// The executable; `None`: the workspace's (see `binaries`).
@@ -63,6 +65,7 @@ impl ReplicaConfig {
             data_dir: dir.join(format!("{node_id}.data")),
             port: free_port(),
             extra_args: Vec::new(),
+            env: Vec::new(),
             segment_bytes: TEST_SEGMENT_BYTES,
             program: None,
             log_dir: dir.path().to_path_buf(),
@@ -93,6 +96,12 @@ impl ReplicaConfig {
         self
     }
 
+    /// Sets an environment variable of the process.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> ReplicaConfig {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     /// Runs this executable instead of the workspace's `replica`.
     pub fn program(mut self, path: impl Into<PathBuf>) -> ReplicaConfig {
         self.program = Some(path.into());
@@ -113,7 +122,7 @@ impl ReplicaConfig {
     /// The command line: `replica run` with this node's flags.
     pub fn spec(&self) -> ProcessSpec {
         let program = self.program.clone().unwrap_or_else(replica_binary);
-        ProcessSpec::new(&self.log_name, program, &self.log_dir)
+        let spec = ProcessSpec::new(&self.log_name, program, &self.log_dir)
             .arg("run")
             .args(["--node-id", &self.node_id])
             .arg("--data-dir")
@@ -123,7 +132,10 @@ impl ReplicaConfig {
             .args(self.extra_args.iter())
             // Logs are read by tests; keep them plain and complete.
             .env("UNDERSTUDY_LOG", "info")
-            .env("NO_COLOR", "1")
+            .env("NO_COLOR", "1");
+        self.env
+            .iter()
+            .fold(spec, |spec, (k, v)| spec.env(k.as_str(), v.as_str()))
     }
 
     /// Starts the process without waiting for it to serve (for tests of a
