@@ -39,6 +39,9 @@ pub enum ErrorCode {
     /// `sync_standbys`, so it refuses writes (nothing was written). Retry
     /// once a standby has caught up and joined the sync set.
     NoSyncStandby,
+    /// Too many requests or writes in progress (`max_requests`,
+    /// `max_pending_writes`); nothing was done. Retry after a pause.
+    Overloaded,
     /// A standby has not yet applied the `X-Min-Version` the client asked for.
     VersionNotReached,
     /// The `X-Min-Version` names a write that was cut from the log (it was
@@ -77,8 +80,8 @@ impl ErrorCode {
             KeyTooLarge | ValueTooLarge | BodyTooLarge => 413,
             Internal | Storage => 500,
             ForwardFailed => 502,
-            NotWritable | NoSyncStandby | VersionNotReached | NotLeader | ShuttingDown
-            | OutcomeUnknown => 503,
+            NotWritable | NoSyncStandby | Overloaded | VersionNotReached | NotLeader
+            | ShuttingDown | OutcomeUnknown => 503,
         }
     }
 
@@ -89,6 +92,7 @@ impl ErrorCode {
             self,
             NotWritable
                 | NoSyncStandby
+                | Overloaded
                 | VersionNotReached
                 | ForwardFailed
                 | NotLeader
@@ -111,6 +115,7 @@ impl ErrorCode {
             CompareFailed => "compare_failed",
             NotWritable => "not_writable",
             NoSyncStandby => "no_sync_standby",
+            Overloaded => "overloaded",
             VersionNotReached => "version_not_reached",
             VersionCut => "version_cut",
             Unauthorized => "unauthorized",

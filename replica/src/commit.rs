@@ -53,6 +53,10 @@ pub enum WriteError {
     /// written; retryable once the arbiter has added a standby.
     #[error("{0}")]
     NoSyncStandby(String),
+    /// `max_pending_writes` writes are waiting already: refused before it
+    /// was written; retryable.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// A batch the active wrote, for the replication senders.

@@ -57,6 +57,14 @@ pub struct Options {
     /// Largest `limit` of one range read [default: 1000].
     #[arg(long, env = "UNDERSTUDY_MAX_LIST_LIMIT")]
     pub max_list_limit: Option<usize>,
+    /// Most client API requests served at once; more are answered 503
+    /// `overloaded` at once (health endpoints are exempt) [default: 1024].
+    #[arg(long, env = "UNDERSTUDY_MAX_REQUESTS")]
+    pub max_requests: Option<usize>,
+    /// Most writes accepted and not yet answered; more are answered 503
+    /// `overloaded` before they are written [default: 4096].
+    #[arg(long, env = "UNDERSTUDY_MAX_PENDING_WRITES")]
+    pub max_pending_writes: Option<usize>,
     /// Cluster name; replicas and arbiters of one cluster share it
     /// [default: understudy].
     #[arg(long, env = "UNDERSTUDY_CLUSTER")]
@@ -121,6 +129,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_txn_ops: usize,
     pub max_list_limit: usize,
+    /// Client API requests served at once.
+    pub max_requests: usize,
+    /// Writes accepted and not yet answered.
+    pub max_pending_writes: usize,
 }
 
 /// Validated configuration.
@@ -167,7 +179,7 @@ impl Options {
     pub fn over(self, lower: Options) -> Options {
         overlay!(self, lower; node_id, data_dir, listen, advertise_url, fsync, segment_bytes,
             snapshot_every_bytes, max_key_bytes, max_value_bytes, max_body_bytes, max_txn_ops,
-            max_list_limit, cluster, token_file, token, repl_listen, advertise_repl,
+            max_list_limit, max_requests, max_pending_writes, cluster, token_file, token, repl_listen, advertise_repl,
             max_frame_bytes, forward, min_version_wait_ms, arbiter, priority, idle_poll_us)
     }
 
@@ -216,6 +228,8 @@ impl Options {
             max_body_bytes: self.max_body_bytes.unwrap_or(4 << 20),
             max_txn_ops: self.max_txn_ops.unwrap_or(128),
             max_list_limit: self.max_list_limit.unwrap_or(1000),
+            max_requests: self.max_requests.unwrap_or(1024),
+            max_pending_writes: self.max_pending_writes.unwrap_or(4096),
         };
         check_range("max_key_bytes", limits.max_key_bytes as u64, 1, 65536)?;
         check_range(
@@ -238,6 +252,13 @@ impl Options {
         }
         check_range("max_txn_ops", limits.max_txn_ops as u64, 1, 10_000)?;
         check_range("max_list_limit", limits.max_list_limit as u64, 1, 100_000)?;
+        check_range("max_requests", limits.max_requests as u64, 1, 1_000_000)?;
+        check_range(
+            "max_pending_writes",
+            limits.max_pending_writes as u64,
+            1,
+            1_000_000,
+        )?;
         let cluster = self.cluster.unwrap_or_else(|| "understudy".into());
         check_cluster_name(&cluster)?;
         let token = match (self.token, self.token_file) {

@@ -76,11 +76,15 @@ pub struct Node {
     node_state: Mutex<NodeState>,
     /// Snapshot activity, for housekeeping and status.
     pub snapshots: SnapshotActivity,
-    /// Whether client writes may commit on the caller's thread: only on a
-    /// multi-threaded runtime, where `block_in_place` is allowed.
-    inline_writes: bool,
+    /// Whether the node runs on a multi-threaded runtime, where
+    /// `block_in_place` is allowed: client writes may then commit on the
+    /// caller's thread, and fsyncs on async paths hand the worker's other
+    /// tasks to another thread first (`run_blocking`).
+    multi_thread: bool,
     /// Keeps a CPU awake while writes are in flight (`idle_poll_us`).
     pub idle_poll: IdlePoll,
+    /// One per write accepted and not yet answered (`max_pending_writes`).
+    write_permits: tokio::sync::Semaphore,
     /// Held for the node's lifetime: the flock on `LOCK`.
     _dir_lock: File,
 }
@@ -148,6 +152,7 @@ impl Node {
             .set(node_state.quarantined_entries as i64);
         let idle_poll = IdlePoll::start(settings.idle_poll, metrics.idle_poll_seconds.clone())
             .map_err(|e| format!("cannot start the idle-poll thread: {e}"))?;
+        let write_permits = settings.limits.max_pending_writes;
         Ok(Arc::new(Node {
             settings,
             kv,
@@ -166,9 +171,10 @@ impl Node {
             }),
             node_state: Mutex::new(node_state),
             snapshots: SnapshotActivity::default(),
-            inline_writes: tokio::runtime::Handle::try_current()
+            multi_thread: tokio::runtime::Handle::try_current()
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread),
             idle_poll,
+            write_permits: tokio::sync::Semaphore::new(write_permits),
             _dir_lock: dir_lock,
         }))
     }
@@ -335,8 +341,25 @@ impl Node {
         }
     }
 
-    /// Applies a change to the persisted node state and writes it durably.
+    /// Runs `f`, which blocks (an fsync), from async code: on a
+    /// multi-threaded runtime the worker's other tasks move to another
+    /// thread first, so a slow disk stalls only this task.
+    pub fn run_blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        let on_worker = tokio::runtime::Handle::try_current().is_ok();
+        if self.multi_thread && on_worker {
+            tokio::task::block_in_place(f)
+        } else {
+            f()
+        }
+    }
+
+    /// Applies a change to the persisted node state and writes it durably
+    /// (see `run_blocking`).
     pub fn update_node_state(&self, f: impl FnOnce(&mut NodeState)) -> Result<(), String> {
+        self.run_blocking(|| self.update_node_state_now(f))
+    }
+
+    fn update_node_state_now(&self, f: impl FnOnce(&mut NodeState)) -> Result<(), String> {
         let mut s = self.node_state.lock();
         let mut next = s.clone();
         f(&mut next);
@@ -396,6 +419,15 @@ impl Node {
         if let Some(why) = self.commit.refuses_writes() {
             return Err(WriteError::NoSyncStandby(why));
         }
+        // Held until the write is answered: bounds what waits in the log's
+        // queue and for the commit rule.
+        let Ok(_permit) = self.write_permits.try_acquire() else {
+            return Err(WriteError::Overloaded(format!(
+                "{} writes are already waiting to be committed (max_pending_writes); nothing \
+                 was written — retry after a pause",
+                self.settings.limits.max_pending_writes
+            )));
+        };
         let _in_flight = self.idle_poll.busy();
         let payload = command.encode();
         let (tx, rx) = oneshot::channel();
@@ -411,7 +443,7 @@ impl Node {
         // written it joins the group-commit thread's next batch instead.
         // With a sync set the answer waits for a standby anyway, and
         // blocking a worker would only slow the acks down.
-        if self.inline_writes && !self.log.direct().is_busy() && self.commit.commits_locally() {
+        if self.multi_thread && !self.log.direct().is_busy() && self.commit.commits_locally() {
             match tokio::task::block_in_place(|| self.log.direct().try_write_inline(req)) {
                 Ok(()) => return rx.await.unwrap_or_else(|_| Err(dropped())),
                 Err(back) => req = *back,

@@ -38,6 +38,7 @@ impl From<WriteError> for ApiError {
             WriteError::Indeterminate(m) => ApiError::new(ErrorCode::OutcomeUnknown, m),
             WriteError::Storage(m) => ApiError::new(ErrorCode::Storage, m),
             WriteError::NoSyncStandby(m) => ApiError::new(ErrorCode::NoSyncStandby, m),
+            WriteError::Overloaded(m) => ApiError::new(ErrorCode::Overloaded, m),
         }
     }
 }

@@ -142,6 +142,8 @@ mod tests {
             max_body_bytes: 1024,
             max_txn_ops: 4,
             max_list_limit: 10,
+            max_requests: 8,
+            max_pending_writes: 8,
         }
     }
 

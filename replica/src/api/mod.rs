@@ -7,7 +7,8 @@
 //! - [`forward`]: writes reaching a standby (proxy or redirect to the active).
 //! - [`versions`]: `X-Min-Version` (read-your-writes on standbys).
 //! - [`gate`]: no write acknowledgement leaves after the lease ended.
-//! - [`router`]: routes, the `X-Data-Version` layer, unknown routes.
+//! - [`router`]: routes, the request limit and `X-Data-Version` layers,
+//!   unknown routes.
 
 pub mod error;
 pub mod forward;
@@ -30,6 +31,8 @@ pub struct ApiState {
     pub node: Arc<Node>,
     /// Relays requests to the active when this replica is not it.
     pub forwarder: forward::Forwarder,
+    /// One per client request being served (`max_requests`).
+    pub requests: tokio::sync::Semaphore,
 }
 
 /// Handler state.

@@ -1,11 +1,12 @@
-//! Routes of the client API and the layer that stamps `X-Data-Version` on
-//! every answer, errors and unknown routes included.
+//! Routes of the client API, the layer that bounds requests in progress,
+//! and the layer that stamps `X-Data-Version` on every answer, errors and
+//! unknown routes included.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use proto_common::ErrorCode;
@@ -18,9 +19,11 @@ use crate::node::Node;
 
 /// The client API router for `node`.
 pub fn router(node: Arc<Node>) -> Router {
+    let max_requests = node.settings.limits.max_requests;
     let state: Shared = Arc::new(ApiState {
         node,
         forwarder: Forwarder::default(),
+        requests: tokio::sync::Semaphore::new(max_requests),
     });
     Router::new()
         .route("/v1/kv", get(kv::list))
@@ -40,8 +43,30 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), limit_requests))
         .layer(middleware::from_fn_with_state(state.clone(), stamp_version))
         .with_state(state)
+}
+
+/// Endpoints a load balancer or monitor calls: never refused for load, so
+/// an overloaded active is not mistaken for a dead one.
+const UNLIMITED: [&str; 5] = ["/healthz", "/readyz", "/v1/role", "/v1/status", "/metrics"];
+
+/// At most `max_requests` requests are served at once; the next one is
+/// answered 503 `overloaded` at once instead of queueing without bound.
+async fn limit_requests(State(api): State<Shared>, req: Request, next: Next) -> Response {
+    if UNLIMITED.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let Ok(_permit) = api.requests.try_acquire() else {
+        let max = api.node.settings.limits.max_requests;
+        return ApiError::new(
+            ErrorCode::Overloaded,
+            format!("{max} requests are in progress (max_requests); nothing was done — retry after a pause"),
+        )
+        .into_response();
+    };
+    next.run(req).await
 }
 
 async fn stamp_version(State(api): State<Shared>, req: Request, next: Next) -> Response {

@@ -172,6 +172,8 @@ mod tests {
             max_body_bytes: 4096,
             max_txn_ops: 5,
             max_list_limit: 10,
+            max_requests: 8,
+            max_pending_writes: 8,
         }
     }
 

@@ -298,12 +298,12 @@ async fn flush(
                 all.freeze()
             }
         };
-        // Blocks this worker for the fsync: the standby's one job, and no
-        // thread switch on the path every synchronous write waits for.
+        // Appends and fsyncs on this task: no handoff to the log's thread
+        // on the path every synchronous write waits for. The worker's other
+        // tasks (heartbeats, client reads) move to another thread first.
+        let direct = repl.node.log.direct();
         repl.node
-            .log
-            .direct()
-            .append(&bytes, &staged.entries, staged.pending)
+            .run_blocking(|| direct.append(&bytes, &staged.entries, staged.pending))
             .map_err(|e| format!("writing entries: {e}"))?;
         send_ack(repl, writer).await?;
     }
