@@ -109,7 +109,10 @@ impl RoleMachine {
         }
         self.applied_seq = seq;
         let epoch = reply.epoch;
-        if let Err(why) = epoch.check_plausible(self.seen) {
+        if let Err(why) = epoch
+            .check_plausible(self.seen)
+            .and_then(|_| reply.params.validate())
+        {
             out.push(Action::Warn(format!("ignoring the arbiter's reply: {why}")));
             return out;
         }
@@ -322,12 +325,15 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_with_an_implausible_epoch_changes_nothing() {
+    fn a_reply_with_an_implausible_epoch_or_parameters_changes_nothing() {
         let mut m = RoleMachine::new(id("a"), Epoch(3), Epoch(0));
         let out = m.on_reply(1, 1, &reply(Role::Active, u64::MAX, Some("a")));
         assert_eq!(kinds(&out), ["warn"]);
         assert_eq!(m.local(), &Local::Standby);
-        let out = m.on_reply(2, 2, &reply(Role::Active, 4, Some("a")));
+        let mut bad = reply(Role::Active, 4, Some("a"));
+        bad.params.lease_ms = 1;
+        assert_eq!(kinds(&m.on_reply(2, 2, &bad)), ["warn"]);
+        let out = m.on_reply(3, 3, &reply(Role::Active, 4, Some("a")));
         assert_eq!(kinds(&out), ["note_epoch", "promote", "renew"]);
     }
 

@@ -543,3 +543,22 @@ async fn a_standby_gives_up_on_an_active_that_never_welcomes_it() {
     tokio::time::timeout(WAIT, mute).await.unwrap().unwrap();
     logged(&["fa-mute", "no welcome within"]).await;
 }
+
+#[tokio::test]
+async fn a_hello_describing_an_impossible_log_is_refused() {
+    capture_logs();
+    let a = active_with_data("act-impossible").await;
+    let mut raw = connect(&a).await;
+    let (epoch, c) = challenge(&mut raw).await;
+    let mut h = hello(&c, "sb-impossible", &Token::loopback_only(), "understudy");
+    h.position = Position::new(epoch.0 + 5, 3); // an entry from an epoch it never saw
+    raw.send(Envelope {
+        epoch,
+        frame: Frame::Hello(h),
+    })
+    .await
+    .unwrap();
+    expect_refusal_then_close(&mut raw, RefuseCode::Protocol).await;
+    logged(&["sb-impossible", "describes an impossible log"]).await;
+    assert_eq!(a.node.role().write_epoch, Some(epoch));
+}

@@ -316,59 +316,62 @@ async fn a_forwarded_write_that_got_no_answer_has_an_unknown_outcome() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_and_writes_past_their_bounds_are_refused_at_once() {
-    // A sync standby that is not connected: every write waits.
-    let a = TestNode::start("a", |o| {
-        o.max_requests = Some(2);
-        o.max_pending_writes = Some(1);
-    })
-    .await;
+/// An active whose sync standby `b` is not connected, so every write
+/// waits; and one write, sent, waiting.
+async fn active_with_a_waiting_write(
+    tweak: impl FnOnce(&mut replica::config::Options),
+) -> (TestNode, TestNode, tokio::task::JoinHandle<Answer>) {
+    let a = TestNode::start("a", tweak).await;
     let b = TestNode::start("b", |_| {}).await;
     a.make_active(1, &[&b]).await;
-    let put = |key: &'static str| {
-        let url = format!("{}/v1/kv/{key}", a.client_url);
-        tokio::spawn(async move { call("PUT", &url, &[], "v").await })
-    };
-    let first = put("first");
+    let url = format!("{}/v1/kv/first", a.client_url);
+    let first = tokio::spawn(async move { call("PUT", &url, &[], "v").await });
     eventually(WAIT, "the first write to be waiting", || {
         a.node.commit.durable().index.0 >= 2
     })
     .await;
-    // A second write while one waits: over max_pending_writes.
+    (a, b, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_past_max_pending_writes_are_refused_at_once() {
+    let (a, b, first) = active_with_a_waiting_write(|o| o.max_pending_writes = Some(1)).await;
     let second = call("PUT", &format!("{}/v1/kv/second", a.client_url), &[], "v").await;
-    assert_eq!(second.status, 503, "{}", String::from_utf8_lossy(&second.body));
+    assert_eq!(
+        second.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&second.body)
+    );
     assert_eq!(second.json()["error"], "overloaded");
+    assert_eq!(second.json()["retryable"], true);
     assert!(second.json()["message"]
         .as_str()
         .unwrap()
         .contains("max_pending_writes"));
-    // Two requests in progress (a write, and a read waiting for a version
-    // nobody has): a third is refused, health checks are not.
-    let url = format!("{}/v1/kv/x", a.client_url);
-    let waiting_read = tokio::spawn(async move {
-        call("GET", &url, &[("x-min-version", "1.999")], "").await
-    });
-    let third = tokio::time::timeout(WAIT, async {
-        loop {
-            let r = call("GET", &format!("{}/v1/kv/third", a.client_url), &[], "").await;
-            if r.status == 503 {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("a third request was never refused");
-    assert_eq!(third.json()["error"], "overloaded");
-    assert!(third.json()["message"]
-        .as_str()
-        .unwrap()
-        .contains("max_requests"));
-    let health = call("GET", &format!("{}/healthz", a.client_url), &[], "").await;
-    assert_eq!(health.status, 200);
     // The standby arrives: the waiting write commits and is answered.
     b.follow(&a, 1).await;
     assert_eq!(first.await.unwrap().status, 200);
-    waiting_read.await.unwrap();
+    let third = call("PUT", &format!("{}/v1/kv/third", a.client_url), &[], "v").await;
+    assert_eq!(third.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_max_requests_are_refused_at_once_but_health_checks_are_not() {
+    let (a, b, first) = active_with_a_waiting_write(|o| o.max_requests = Some(1)).await;
+    let read = call("GET", &format!("{}/v1/kv/other", a.client_url), &[], "").await;
+    assert_eq!(read.status, 503, "{}", String::from_utf8_lossy(&read.body));
+    assert_eq!(read.json()["error"], "overloaded");
+    assert!(read.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_requests"));
+    for path in ["/healthz", "/v1/role", "/metrics"] {
+        let got = call("GET", &format!("{}{path}", a.client_url), &[], "").await;
+        assert_eq!(got.status, 200, "{path}");
+    }
+    b.follow(&a, 1).await;
+    assert_eq!(first.await.unwrap().status, 200);
+    let read = call("GET", &format!("{}/v1/kv/first", a.client_url), &[], "").await;
+    assert_eq!(read.status, 200);
 }

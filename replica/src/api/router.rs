@@ -43,7 +43,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), limit_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_requests,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), stamp_version))
         .with_state(state)
 }

@@ -137,6 +137,13 @@ async fn session(
         let why = "a standby uses this active's own node id".to_string();
         return Err(refuse(&mut writer, epoch, RefuseCode::Protocol, why).await);
     }
+    if hello.position.epoch > their_epoch || hello.base > hello.position {
+        let why = format!(
+            "standby {} describes an impossible log (epoch {their_epoch}, base {}, last {})",
+            hello.node_id, hello.base, hello.position
+        );
+        return Err(refuse(&mut writer, epoch, RefuseCode::Protocol, why).await);
+    }
     if their_epoch > epoch {
         // Authenticated, but an epoch absurdly far ahead is still a
         // corrupted or forged number, not news of another active.
