@@ -341,12 +341,14 @@ impl Node {
         }
     }
 
-    /// Runs `f`, which blocks (an fsync), from async code: on a
-    /// multi-threaded runtime the worker's other tasks move to another
-    /// thread first, so a slow disk stalls only this task.
+    /// Runs `f`, which blocks (an fsync), from async code: on a worker of
+    /// a multi-threaded runtime the worker's other tasks move to another
+    /// thread first, so a slow disk stalls only this task. Elsewhere (the
+    /// standby's receiver thread, a blocking thread) it simply runs.
     pub fn run_blocking<R>(&self, f: impl FnOnce() -> R) -> R {
-        let on_worker = tokio::runtime::Handle::try_current().is_ok();
-        if self.multi_thread && on_worker {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
             tokio::task::block_in_place(f)
         } else {
             f()

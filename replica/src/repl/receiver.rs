@@ -298,12 +298,14 @@ async fn flush(
                 all.freeze()
             }
         };
-        // Appends and fsyncs on this task: no handoff to the log's thread
-        // on the path every synchronous write waits for. The worker's other
-        // tasks (heartbeats, client reads) move to another thread first.
-        let direct = repl.node.log.direct();
+        // Appends and fsyncs right here, on the receiver's own thread
+        // (`Replication::spawn_receiver`): no handoff to the log's thread on
+        // the path every synchronous write waits for, and nothing else
+        // waits behind the fsync.
         repl.node
-            .run_blocking(|| direct.append(&bytes, &staged.entries, staged.pending))
+            .log
+            .direct()
+            .append(&bytes, &staged.entries, staged.pending)
             .map_err(|e| format!("writing entries: {e}"))?;
         send_ack(repl, writer).await?;
     }

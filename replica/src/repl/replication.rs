@@ -138,7 +138,29 @@ impl Replication {
                 active.node_id
             ),
         );
-        tokio::spawn(receiver::follow(self.clone(), active, scope));
+        self.spawn_receiver(active, scope)
+    }
+
+    /// Runs the standby's side on a thread of its own, with its own
+    /// single-threaded runtime: it reads a frame, appends and fsyncs, and
+    /// acknowledges, all on that thread (no handoff on the path every
+    /// synchronous write waits for), and a slow fsync there blocks none of
+    /// the tasks that serve clients and heartbeats. It ends when `scope`
+    /// is cancelled (the role changed).
+    fn spawn_receiver(
+        self: &Arc<Self>,
+        active: ActiveInfo,
+        scope: CancellationToken,
+    ) -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the replication runtime: {e}"))?;
+        let repl = self.clone();
+        std::thread::Builder::new()
+            .name("standby-receiver".into())
+            .spawn(move || runtime.block_on(receiver::follow(repl, active, scope)))
+            .map_err(|e| format!("cannot start the replication thread: {e}"))?;
         Ok(())
     }
 
