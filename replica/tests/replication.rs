@@ -265,3 +265,47 @@ async fn a_snapshot_holding_cut_entries_is_set_aside_whole_before_a_full_resync(
         .join(snapshot_line["file"].as_str().unwrap());
     assert!(kept.metadata().unwrap().len() > 0, "{}", kept.display());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_promotion_commits_and_applies_nothing() {
+    // a waits for b and c; only b is connected, so nothing a writes
+    // commits, but b holds it all, uncommitted.
+    let a = TestNode::start("a", |_| {}).await;
+    let b = TestNode::start("b", |_| {}).await;
+    let c = TestNode::start("c", |_| {}).await;
+    a.make_active(1, &[&b, &c]).await;
+    b.follow(&a, 1).await;
+    let writes: Vec<_> = (0..3)
+        .map(|i| {
+            let node = a.node.clone();
+            tokio::spawn(async move {
+                node.write(replica::command::Command::Put {
+                    key: format!("pending{i}").into(),
+                    value: "v".into(),
+                })
+                .await
+            })
+        })
+        .collect();
+    eventually(WAIT, "b to hold a's entries", || {
+        b.node.commit.durable().index.0 >= 4
+    })
+    .await;
+    let applied = b.applied();
+    // b is told to lead in an epoch it may not take (it took writes in it
+    // before): the promotion fails, and must leave nothing visible.
+    b.node
+        .update_node_state(|s| s.active_epoch = proto_common::Epoch(5))
+        .unwrap();
+    let err = b
+        .repl
+        .promote(proto_common::Epoch(5), replica::sync_set::SyncSet::local())
+        .await
+        .unwrap_err();
+    assert!(err.contains("refusing to become active in epoch 5"), "{err}");
+    assert_eq!(b.applied(), applied, "a failed promotion applied entries");
+    assert!(b.dump().iter().all(|(k, _, _)| !k.starts_with(b"pending")));
+    for w in writes {
+        w.abort();
+    }
+}
