@@ -302,7 +302,10 @@ async fn a_failed_promotion_commits_and_applies_nothing() {
         .promote(proto_common::Epoch(5), replica::sync_set::SyncSet::local())
         .await
         .unwrap_err();
-    assert!(err.contains("refusing to become active in epoch 5"), "{err}");
+    assert!(
+        err.contains("refusing to become active in epoch 5"),
+        "{err}"
+    );
     assert_eq!(b.applied(), applied, "a failed promotion applied entries");
     assert!(b.dump().iter().all(|(k, _, _)| !k.starts_with(b"pending")));
     for w in writes {
