@@ -20,10 +20,10 @@ use parking_lot::{Mutex, RwLock};
 use proto_common::{LogIndex, NodeId, Position};
 use tokio::sync::watch;
 
-use crate::lease::Lease;
 use crate::log::group_commit::{CommitSink, PendingEntry, Responder};
 use crate::metrics::Metrics;
-use crate::state::{KvState, Outcome};
+use crate::state::Outcome;
+use crate::state_machine::StateMachine;
 use crate::sync_set::SyncSet;
 
 /// What a client write ends with.
@@ -108,11 +108,9 @@ struct Inner {
 /// answers the clients waiting for them. Implements [`CommitSink`].
 pub struct CommitTracker {
     inner: Mutex<Inner>,
-    kv: Arc<RwLock<KvState>>,
-    lease: Arc<Lease>,
+    /// What committed entries are applied to.
+    sm: Arc<dyn StateMachine>,
     metrics: Arc<Metrics>,
-    /// Last applied position, for `X-Min-Version` waiters.
-    applied_tx: watch::Sender<Position>,
     /// Commit index, for replication senders (frames carry it).
     commit_tx: watch::Sender<LogIndex>,
     /// Replication senders shipping written batches live.
@@ -127,14 +125,12 @@ impl CommitTracker {
     /// `durable` and `commit` come from recovery: everything in the log is
     /// durable; `commit` is the highest index known committed.
     pub fn new(
-        kv: Arc<RwLock<KvState>>,
-        lease: Arc<Lease>,
+        sm: Arc<dyn StateMachine>,
         metrics: Arc<Metrics>,
         durable: Position,
         pending: Vec<PendingEntry>,
     ) -> CommitTracker {
-        let applied = kv.read().applied();
-        let (applied_tx, _) = watch::channel(applied);
+        let applied = sm.applied();
         let (commit_tx, _) = watch::channel(applied.index);
         let (durable_tx, _) = watch::channel(durable);
         CommitTracker {
@@ -147,10 +143,8 @@ impl CommitTracker {
                 },
                 failed: None,
             }),
-            kv,
-            lease,
+            sm,
             metrics,
-            applied_tx,
             commit_tx,
             shippers: RwLock::new(Vec::new()),
             durable_tx,
@@ -163,7 +157,7 @@ impl CommitTracker {
     }
 
     pub fn applied(&self) -> watch::Receiver<Position> {
-        self.applied_tx.subscribe()
+        self.sm.watch_applied()
     }
 
     pub fn commit_index(&self) -> watch::Receiver<LogIndex> {
@@ -358,17 +352,17 @@ impl CommitTracker {
         self.async_mode.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A snapshot from the active replaced the state and the log.
-    pub fn reset(&self, state: KvState) {
-        let applied = state.applied();
+    /// The state and the log were replaced from outside the log (a
+    /// snapshot install, a rewind, a full resync): both now end at
+    /// `applied`, which is committed.
+    pub fn reset(&self, applied: Position) {
         let mut inner = self.inner.lock();
         inner.pending.clear();
         inner.durable = applied;
         inner.commit = applied.index;
-        *self.kv.write() = state;
+        self.sm.reset(applied);
         drop(inner);
         self.durable_tx.send_replace(applied);
-        self.applied_tx.send_replace(applied);
         self.commit_tx.send_replace(applied.index);
     }
 
@@ -400,45 +394,18 @@ impl CommitTracker {
         }
         inner.commit = target;
         let leading = matches!(inner.mode, Mode::Leading(_));
-        let mut answers = Vec::new();
-        let applied = {
-            let mut kv = self.kv.write();
-            while inner
-                .pending
-                .front()
-                .is_some_and(|p| p.position.index <= target)
-            {
-                let p = inner.pending.pop_front().unwrap();
-                let outcome = kv.apply(p.position, &p.command);
-                if let Some(r) = p.responder {
-                    answers.push((r, p.position, outcome, p.received));
-                }
-            }
-            kv.applied()
-        };
+        let split = inner
+            .pending
+            .iter()
+            .position(|p| p.position.index > target)
+            .unwrap_or(inner.pending.len());
+        let committed: Vec<PendingEntry> = inner.pending.drain(..split).collect();
+        // Handed over under the lock, so batches reach the state machine in
+        // log order; it applies them and answers their clients (with the
+        // lease checked right before, see `state_machine::answer`).
+        self.sm.apply(committed, leading);
         drop(inner);
-        self.metrics.applied_index.set(applied.index.0 as i64);
-        self.applied_tx.send_replace(applied);
         self.commit_tx.send_replace(target);
-        // The lease is checked again here, right before answering: a process
-        // that was paused past its lease acknowledges nothing (lease.rs).
-        let lease_ok = !leading || self.lease.is_valid();
-        for (r, position, outcome, received) in answers {
-            if let Some(t) = received {
-                self.metrics
-                    .write_latency
-                    .observe(t.elapsed().as_secs_f64());
-            }
-            let answer = if lease_ok {
-                Ok(WriteAck { position, outcome })
-            } else {
-                Err(WriteError::Indeterminate(format!(
-                    "the lease ended before write {position} could be acknowledged; it is \
-                     committed here but a failover may be under way — read it back"
-                )))
-            };
-            let _ = r.send(answer);
-        }
     }
 }
 

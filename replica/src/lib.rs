@@ -6,6 +6,7 @@
 //! - [`failpoint`]: `UNDERSTUDY_FAILPOINT`, a fault-injection hook for tests.
 //! - [`log`]: the segmented, checksummed write log and group commit.
 //! - [`command`], [`state`]: log entry payloads and the key-value state machine.
+//! - [`state_machine`]: the seam between the log and what it is applied to.
 //! - [`commit`]: the commit rule, visibility, answering clients;
 //!   [`sync_set`]: the standbys it waits for, and strict mode.
 //! - [`snapshot`], [`node_state`]: what else persists across restarts.
@@ -35,4 +36,5 @@ pub mod role;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod state_machine;
 pub mod sync_set;

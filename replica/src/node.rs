@@ -33,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::node_state::NodeState;
 use crate::snapshot;
 use crate::state::KvState;
+use crate::state_machine::{Answerer, KvMachine, StateMachine};
 use crate::sync_set::SyncSet;
 
 mod write;
@@ -138,13 +139,10 @@ impl Node {
         );
 
         let lease = Arc::new(Lease::default());
-        let commit = Arc::new(CommitTracker::new(
-            kv.clone(),
-            lease.clone(),
-            metrics.clone(),
-            last,
-            pending,
-        ));
+        let answerer = Answerer::new(lease.clone(), metrics.clone());
+        let sm: Arc<dyn StateMachine> =
+            Arc::new(KvMachine::new(kv.clone(), answerer, metrics.clone()));
+        let commit = Arc::new(CommitTracker::new(sm, metrics.clone(), last, pending));
         let log = GroupCommit::start(log, commit.clone())
             .map_err(|e| format!("cannot start the group-commit thread: {e}"))?;
         let epoch = node_state.seen_epoch.max(last.epoch);
@@ -187,6 +185,14 @@ impl Node {
 
     pub fn role(&self) -> RoleView {
         self.role.read().clone()
+    }
+
+    /// Replaces the embedded store's whole state (a snapshot install, a
+    /// rewind); the log must already end where `state` does.
+    pub fn replace_state(&self, state: KvState) {
+        let applied = state.applied();
+        *self.kv.write() = state;
+        self.commit.reset(applied);
     }
 
     pub fn applied(&self) -> Position {

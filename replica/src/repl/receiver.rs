@@ -428,7 +428,7 @@ async fn install_snapshot(
     rx.await
         .map_err(|_| "the group-commit thread stopped".to_string())?
         .map_err(|e| format!("resetting the log: {e}"))?;
-    node.commit.reset(state);
+    node.replace_state(state);
     node.update_node_state(|s| s.commit_hint = s.commit_hint.max(position.index))?;
     node.metrics
         .snapshot_transfers

@@ -58,7 +58,7 @@ pub async fn rewind(node: &Arc<Node>, after: Position) -> Result<(), String> {
         }
     }
     tracing::warn!(to = %after, "rewound the state machine past a cut tail");
-    node.commit.reset(state);
+    node.replace_state(state);
     Ok(())
 }
 
@@ -96,6 +96,6 @@ pub async fn discard_for_resync(
     rx.await
         .map_err(|_| "the group-commit thread stopped".to_string())?
         .map_err(|e| format!("resetting the log: {e}"))?;
-    node.commit.reset(KvState::default());
+    node.replace_state(KvState::default());
     Err("local state discarded for a full resync; reconnecting".into())
 }

@@ -1,0 +1,57 @@
+//! The seam between the log and what its entries mean (DESIGN.md,
+//! "Fronting a standalone service"): a [`StateMachine`] takes committed
+//! entries in log order and makes them visible to readers, then answers
+//! the clients waiting for them. The log, replication, the commit rule, the
+//! lease and the arbiter are the same whatever sits behind it.
+//!
+//! Two implementations:
+//! - [`kv::KvMachine`]: the embedded key-value store (the default), applied
+//!   in memory on the committing thread.
+//! - `proxy::apply::UpstreamMachine`: a standalone Redis-compatible server,
+//!   applied by an apply loop in transactions that also record the applied
+//!   position in the upstream.
+//!
+//! [`answer`] is the one place a waiting client is answered (with the
+//! lease checked right before); [`conformance`] is the suite every
+//! implementation passes.
+
+pub mod answer;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod kv;
+
+use proto_common::Position;
+use tokio::sync::watch;
+
+use crate::log::group_commit::PendingEntry;
+
+pub use answer::Answerer;
+pub use kv::KvMachine;
+
+/// What a log's committed entries are applied to.
+///
+/// Guarantees an implementation must give:
+/// - entries are applied exactly once, in the order given, and `apply` is
+///   called in log order (under the commit tracker's lock), each call
+///   continuing right after the previous one;
+/// - `apply` does not block on I/O: an implementation that talks to a
+///   server queues the entries and applies them on a task of its own;
+/// - a waiting client is answered only after its entry's effect is visible
+///   to readers, and `applied()` has reached the entry by then;
+/// - `applied()` never goes backwards except through `reset`.
+pub trait StateMachine: Send + Sync {
+    /// Applies committed entries. `leading`: this replica is the active,
+    /// so answers are checked against its lease (`Answerer`).
+    fn apply(&self, entries: Vec<PendingEntry>, leading: bool);
+
+    /// The position of the last entry readers see.
+    fn applied(&self) -> Position;
+
+    /// Follows `applied()` (for `X-Min-Version` waits).
+    fn watch_applied(&self) -> watch::Receiver<Position>;
+
+    /// The state was replaced from outside the log (a snapshot install, a
+    /// rewind, a full resync): it now holds exactly the entries up to
+    /// `applied`.
+    fn reset(&self, applied: Position);
+}
