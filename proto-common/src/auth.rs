@@ -9,6 +9,12 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+/// Whether two secrets are equal, in time that does not depend on where
+/// they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Shortest token accepted: short tokens can be guessed.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -61,13 +67,22 @@ impl Token {
         format!("Bearer {}", self.0)
     }
 
+    /// The token itself, as a Redis client sends it with `AUTH`.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time check of a password a client sent.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        constant_time_eq(given, self.0.as_bytes())
+    }
+
     /// Constant-time check of an `Authorization` header value.
     pub fn check_bearer(&self, header: Option<&str>) -> bool {
         let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
             return false;
         };
-        let (a, b) = (given.trim().as_bytes(), self.0.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        constant_time_eq(given.trim().as_bytes(), self.0.as_bytes())
     }
 
     /// HMAC-SHA256 proof that the sender, acting as `role`, knows the token,

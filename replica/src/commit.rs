@@ -128,18 +128,18 @@ impl CommitTracker {
         sm: Arc<dyn StateMachine>,
         metrics: Arc<Metrics>,
         durable: Position,
+        committed: LogIndex,
         pending: Vec<PendingEntry>,
     ) -> CommitTracker {
-        let applied = sm.applied();
-        let (commit_tx, _) = watch::channel(applied.index);
+        let (commit_tx, _) = watch::channel(committed);
         let (durable_tx, _) = watch::channel(durable);
         CommitTracker {
             inner: Mutex::new(Inner {
                 pending: pending.into(),
                 durable,
-                commit: applied.index,
+                commit: committed,
                 mode: Mode::Following {
-                    leader_commit: applied.index,
+                    leader_commit: committed,
                 },
                 failed: None,
             }),
@@ -158,6 +158,16 @@ impl CommitTracker {
 
     pub fn applied(&self) -> watch::Receiver<Position> {
         self.sm.watch_applied()
+    }
+
+    /// The last position the state machine applied.
+    pub fn applied_position(&self) -> Position {
+        self.sm.applied()
+    }
+
+    /// Why the state machine cannot apply entries now, if it cannot.
+    pub fn state_problem(&self) -> Option<String> {
+        self.sm.problem()
     }
 
     pub fn commit_index(&self) -> watch::Receiver<LogIndex> {

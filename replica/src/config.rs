@@ -110,6 +110,47 @@ pub struct Options {
     /// 0 switches it off (see README, "Idle polling") [default: 200].
     #[arg(long, env = "UNDERSTUDY_IDLE_POLL_US")]
     pub idle_poll_us: Option<u64>,
+    /// Proxy mode: front this standalone Redis-compatible server instead of
+    /// the embedded store, `redis://HOST:PORT` (see README, "Proxy mode").
+    #[arg(long, env = "UNDERSTUDY_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// File holding the upstream's password (`requirepass`); every
+    /// replica's upstream must use the same one (full resyncs use it).
+    #[arg(long, env = "UNDERSTUDY_UPSTREAM_PASSWORD_FILE")]
+    pub upstream_password_file: Option<PathBuf>,
+    /// Proxy mode: where Redis clients connect (RESP2) [default: 127.0.0.1:6380].
+    #[arg(long, env = "UNDERSTUDY_RESP_LISTEN")]
+    pub resp_listen: Option<String>,
+    /// RESP address other replicas forward commands to [default: <resp-listen>].
+    #[arg(long, env = "UNDERSTUDY_ADVERTISE_RESP")]
+    pub advertise_resp: Option<String>,
+    /// The upstream's address as other replicas' upstreams reach it for a
+    /// full resync (REPLICAOF) [default: the --upstream host:port].
+    #[arg(long, env = "UNDERSTUDY_ADVERTISE_UPSTREAM")]
+    pub advertise_upstream: Option<String>,
+    /// Reads on a standby: `forward` them to the active (default; never
+    /// stale) or serve them from the standby's own upstream (`local`:
+    /// possibly stale).
+    #[arg(long, env = "UNDERSTUDY_STANDBY_READS")]
+    pub standby_reads: Option<String>,
+    /// File holding a password Redis clients may AUTH with (besides the
+    /// cluster token).
+    #[arg(long, env = "UNDERSTUDY_CLIENT_PASSWORD_FILE")]
+    pub client_password_file: Option<PathBuf>,
+    /// Take the data already in the upstream as the cluster's first state
+    /// (a new cluster only; see README).
+    #[arg(
+        long,
+        env = "UNDERSTUDY_ADOPT_UPSTREAM_DATA",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub adopt_upstream_data: Option<bool>,
+    /// The upstream database holding the applied marker, reserved for
+    /// understudy [default: 15].
+    #[arg(long, env = "UNDERSTUDY_MARKER_DB")]
+    pub marker_db: Option<u8>,
 }
 
 /// How a standby handles a write it receives.
@@ -159,6 +200,8 @@ pub struct Settings {
     pub priority: u32,
     /// How long the idle poller spins after the last write; zero = off.
     pub idle_poll: std::time::Duration,
+    /// Proxy mode's settings; `None`: the embedded store.
+    pub proxy: Option<crate::proxy::ProxySettings>,
 }
 
 macro_rules! overlay {
@@ -180,7 +223,9 @@ impl Options {
         overlay!(self, lower; node_id, data_dir, listen, advertise_url, fsync, segment_bytes,
             snapshot_every_bytes, max_key_bytes, max_value_bytes, max_body_bytes, max_txn_ops,
             max_list_limit, max_requests, max_pending_writes, cluster, token_file, token, repl_listen, advertise_repl,
-            max_frame_bytes, forward, min_version_wait_ms, arbiter, priority, idle_poll_us)
+            max_frame_bytes, forward, min_version_wait_ms, arbiter, priority, idle_poll_us,
+            upstream, upstream_password_file, resp_listen, advertise_resp, advertise_upstream,
+            standby_reads, client_password_file, adopt_upstream_data, marker_db)
     }
 
     /// Applies defaults and checks every rule.
@@ -339,6 +384,20 @@ impl Options {
                     .into(),
             );
         }
+        let proxy = crate::proxy::config::resolve(
+            crate::proxy::config::ProxyOptions {
+                upstream: self.upstream,
+                upstream_password_file: self.upstream_password_file,
+                resp_listen: self.resp_listen,
+                advertise_resp: self.advertise_resp,
+                advertise_upstream: self.advertise_upstream,
+                standby_reads: self.standby_reads,
+                client_password_file: self.client_password_file,
+                adopt_upstream_data: self.adopt_upstream_data,
+                marker_db: self.marker_db,
+            },
+            token.is_some(),
+        )?;
         Ok(Settings {
             node_id,
             data_dir,
@@ -358,6 +417,7 @@ impl Options {
             arbiters,
             priority: self.priority.unwrap_or(100),
             idle_poll: std::time::Duration::from_micros(idle_poll_us),
+            proxy,
         })
     }
 }

@@ -128,15 +128,21 @@ impl HeartbeatLoop {
         if node.role().write_epoch.is_none() {
             return;
         }
-        let Some(why) = node.commit.failure() else {
-            return;
-        };
-        self.repl
-            .demote(&format!(
+        let why = match (
+            node.commit.failure(),
+            node.proxy.as_ref().and_then(|p| p.needs_resync()),
+        ) {
+            (Some(why), _) => format!(
                 "the write log failed ({why}); stepped down so that a healthy replica can take \
                  over. Fix the disk and restart this replica"
-            ))
-            .await;
+            ),
+            (None, Some(why)) => format!(
+                "the upstream cannot be served ({why}); stepped down so that a healthy replica \
+                 can take over; it is resynced once it follows the new active"
+            ),
+            (None, None) => return,
+        };
+        self.repl.demote(&why).await;
     }
 
     /// A sender may have demoted the node (a standby showed a newer epoch):
@@ -155,7 +161,7 @@ impl HeartbeatLoop {
         let state = node.node_state();
         let durable = node.commit.durable();
         let active = role.write_epoch.is_some();
-        let failure = node.commit.failure();
+        let failure = node.health_problem();
         Heartbeat {
             cluster: settings.cluster.clone(),
             node_id: settings.node_id.clone(),

@@ -16,6 +16,7 @@
 //!   that feeds it from the arbiter, and the switchover on SIGTERM.
 //! - [`node`]: opening a data directory, replay, the write path.
 //! - [`api`]: the client HTTP API; [`metrics`]: Prometheus metrics.
+//! - [`proxy`]: proxy mode, fronting a standalone Redis server.
 //! - [`server`]: `serve` / `run(listener, node, shutdown)`.
 
 pub mod api;
@@ -31,6 +32,7 @@ pub mod log;
 pub mod metrics;
 pub mod node;
 pub mod node_state;
+pub mod proxy;
 pub mod repl;
 pub mod role;
 pub mod server;

@@ -88,6 +88,8 @@ pub struct Node {
     pub idle_poll: IdlePoll,
     /// One per write accepted and not yet answered (`max_pending_writes`).
     write_permits: tokio::sync::Semaphore,
+    /// Proxy mode's parts; `None` with the embedded store.
+    pub proxy: Option<Arc<crate::proxy::ProxyCore>>,
     /// Held for the node's lifetime: the flock on `LOCK`.
     _dir_lock: File,
 }
@@ -102,16 +104,30 @@ impl Node {
         let dir_lock = lock_dir(&dir)?;
         let metrics = Arc::new(Metrics::new());
 
+        let node_state = NodeState::load(&dir).map_err(|e| e.to_string())?;
         let snap_dir = dir.join("snapshots");
         let snaps = snapshot::list(&snap_dir)
             .map_err(|e| format!("cannot list snapshots in {}: {e}", snap_dir.display()))?;
+        if settings.proxy.is_some() && !snaps.is_empty() {
+            return Err(format!(
+                "data_dir {} holds snapshots of the embedded store, but this replica runs in \
+                 proxy mode (--upstream): a data directory serves one kind of service; use a \
+                 new one",
+                dir.display()
+            ));
+        }
         let (state, history) = match snaps.last() {
             Some((_, path)) => snapshot::read(path).map_err(|e| {
                 format!("{e}; refusing to start (the log before it may be deleted)")
             })?,
             None => (KvState::default(), Vec::new()),
         };
-        let snap_pos = state.applied();
+        // Proxy mode keeps no snapshots; after a full resync its log starts
+        // where the copied upstream's marker was.
+        let snap_pos = match settings.proxy {
+            Some(_) => node_state.log_base,
+            None => state.applied(),
+        };
 
         let opts = LogOptions {
             segment_bytes: settings.segment_bytes,
@@ -122,27 +138,44 @@ impl Node {
         if let Some(t) = &torn {
             tracing::warn!(file = %t.path.display(), offset = t.offset, "recovered from a torn log tail");
         }
-        let node_state = NodeState::load(&dir).map_err(|e| e.to_string())?;
         let reader = log.reader();
         let last = log.last();
+        let hint = node_state.commit_hint.min(last.index);
 
-        // Replay: entries up to the commit hint are applied now; the rest wait
-        // until something (our own lead, or the active) says they are committed.
         let kv = Arc::new(RwLock::new(state));
-        let pending = replay(&reader, &kv, node_state.commit_hint.min(last.index))?;
+        let lease = Arc::new(Lease::default());
+        let answerer = Answerer::new(lease.clone(), metrics.clone());
+        let (sm, proxy, pending, committed): (Arc<dyn StateMachine>, _, _, _) =
+            match settings.proxy.clone() {
+                None => {
+                    // Replay: entries up to the commit hint are applied now;
+                    // the rest wait until something (our own lead, or the
+                    // active) says they are committed.
+                    let pending = replay(&reader, &kv, hint)?;
+                    let committed = kv.read().applied().index;
+                    let sm = Arc::new(KvMachine::new(kv.clone(), answerer, metrics.clone()));
+                    (sm, None, pending, committed)
+                }
+                Some(p) => {
+                    let (core, pending, committed) =
+                        open_upstream(p, &reader, snap_pos, hint, answerer)?;
+                    (core.machine.clone(), Some(core), pending, committed)
+                }
+            };
         tracing::info!(
             snapshot = %snap_pos,
             last = %last,
-            applied = %kv.read().applied(),
+            applied = %sm.applied(),
             pending = pending.len(),
             "replica storage recovered"
         );
-
-        let lease = Arc::new(Lease::default());
-        let answerer = Answerer::new(lease.clone(), metrics.clone());
-        let sm: Arc<dyn StateMachine> =
-            Arc::new(KvMachine::new(kv.clone(), answerer, metrics.clone()));
-        let commit = Arc::new(CommitTracker::new(sm, metrics.clone(), last, pending));
+        let commit = Arc::new(CommitTracker::new(
+            sm,
+            metrics.clone(),
+            last,
+            committed,
+            pending,
+        ));
         let log = GroupCommit::start(log, commit.clone())
             .map_err(|e| format!("cannot start the group-commit thread: {e}"))?;
         let epoch = node_state.seen_epoch.max(last.epoch);
@@ -175,8 +208,18 @@ impl Node {
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread),
             idle_poll,
             write_permits: tokio::sync::Semaphore::new(write_permits),
+            proxy,
             _dir_lock: dir_lock,
         }))
+    }
+
+    /// Why this replica cannot serve now (a failed log, an upstream that
+    /// cannot be used), for its health.
+    pub fn health_problem(&self) -> Option<String> {
+        self.commit
+            .failure()
+            .or_else(|| self.commit.state_problem())
+            .or_else(|| self.proxy.as_ref().and_then(|p| p.needs_resync()))
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -196,7 +239,7 @@ impl Node {
     }
 
     pub fn applied(&self) -> Position {
-        self.kv.read().applied()
+        self.commit.applied_position()
     }
 
     /// Runs as its own active with no arbiter: keeps the log's epoch (1 for
@@ -252,6 +295,15 @@ impl Node {
                  epoch {persisted} before it restarted or stepped down, and may have shipped entries \
                  it no longer has; the arbiter must open a new epoch"
             ));
+        }
+        if let Some(core) = &self.proxy {
+            if let Some(why) = core.needs_resync() {
+                return Err(format!(
+                    "refusing to become active in epoch {epoch}: this replica's upstream must \
+                     first be filled from the active's ({why})"
+                ));
+            }
+            core.not_fresh();
         }
         let last = self.reader.last();
         if epoch < last.epoch {
@@ -387,6 +439,83 @@ impl Node {
 
     pub fn node_state(&self) -> NodeState {
         self.node_state.lock().clone()
+    }
+}
+
+/// Proxy mode: checks the upstream against the log, starts its apply loop
+/// (replaying what it lacks of the committed log), and returns the core,
+/// the entries not yet known committed, and the commit index.
+fn open_upstream(
+    settings: crate::proxy::ProxySettings,
+    reader: &LogReader,
+    base: Position,
+    hint: proto_common::LogIndex,
+    answerer: Answerer,
+) -> Result<
+    (
+        Arc<crate::proxy::ProxyCore>,
+        Vec<PendingEntry>,
+        proto_common::LogIndex,
+    ),
+    String,
+> {
+    use crate::proxy::machine::{UpstreamAddr, UpstreamMachine};
+    let start = tokio::runtime::Handle::current()
+        .block_on(crate::proxy::start::check(&settings, reader, base))?;
+    let addr = UpstreamAddr {
+        addr: settings.upstream.clone(),
+        password: settings.upstream_password.clone(),
+        marker_db: settings.marker_db,
+    };
+    let machine = Arc::new(UpstreamMachine::start(addr, start.applied, answerer));
+    let committed = start.applied.index.max(hint);
+    if start.resync.is_none() && start.applied.index < hint {
+        machine.replay(reader.clone(), start.applied, hint);
+    }
+    let pending = pending_after(reader, committed)?;
+    let core = Arc::new(crate::proxy::ProxyCore::new(
+        settings,
+        machine,
+        start.table,
+        start.resync,
+        start.fresh,
+    ));
+    Ok((core, pending, committed))
+}
+
+/// The log's entries after `index`, as pending entries.
+fn pending_after(
+    reader: &LogReader,
+    index: proto_common::LogIndex,
+) -> Result<Vec<PendingEntry>, String> {
+    let mut pending = Vec::new();
+    let mut next = index.next().max(reader.base().index.next());
+    loop {
+        let bytes = match reader.read(next, 8 << 20) {
+            Ok(ReadOutcome::Entries { bytes, .. }) => bytes,
+            Ok(ReadOutcome::UpToDate) => return Ok(pending),
+            Ok(ReadOutcome::Compacted) => {
+                return Err(format!("log entry {next} is missing after the log's start"))
+            }
+            Err(e) => return Err(format!("reading the log: {e}")),
+        };
+        let mut off = 0;
+        while off < bytes.len() {
+            let Decoded::Record(r) = record::decode(&bytes[off..]) else {
+                return Err(format!("log entry {next} cannot be decoded"));
+            };
+            let payload = bytes.slice(off + record::HEADER_LEN..off + r.encoded_len());
+            let command = Command::decode(&payload)
+                .map_err(|e| format!("log entry {} holds an unknown command: {e}", r.position))?;
+            pending.push(PendingEntry {
+                position: r.position,
+                command,
+                responder: None,
+                received: None,
+            });
+            off += r.encoded_len();
+            next = r.position.index.next();
+        }
     }
 }
 

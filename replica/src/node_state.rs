@@ -35,6 +35,12 @@ pub struct NodeState {
     /// Entries this replica moved to `quarantine/` over its life.
     #[serde(default)]
     pub quarantined_entries: u64,
+    /// Proxy mode: where the log starts after a full resync (the upstream
+    /// came from another replica's, holding everything up to this
+    /// position); zero otherwise. The embedded store keeps this in its
+    /// snapshot instead.
+    #[serde(default)]
+    pub log_base: proto_common::Position,
 }
 
 impl NodeState {
@@ -88,6 +94,7 @@ mod tests {
             seen_epoch: Epoch(4),
             commit_hint: LogIndex(77),
             quarantined_entries: 2,
+            log_base: proto_common::Position::new(2, 9),
         };
         s.store(dir.path()).unwrap();
         assert_eq!(NodeState::load(dir.path()).unwrap(), s);

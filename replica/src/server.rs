@@ -53,6 +53,13 @@ pub async fn serve(
         ),
         None => None,
     };
+    let resp_listener =
+        match &node.settings.proxy {
+            Some(p) => Some(TcpListener::bind(p.resp_listen).await.map_err(|e| {
+                format!("cannot listen for Redis clients on {}: {e}", p.resp_listen)
+            })?),
+            None => None,
+        };
     let repl = Replication::new(node.clone());
     if node.settings.arbiters.is_empty() {
         node.start_standalone().await?;
@@ -77,7 +84,7 @@ pub async fn serve(
         shutdown.await;
         handover::hand_over(handover_node).await;
     };
-    run(listener, repl_listener, node, repl, shutdown).await
+    run(listener, repl_listener, resp_listener, node, repl, shutdown).await
 }
 
 /// Serves the client API (and, if given, the replication listener) for
@@ -86,6 +93,7 @@ pub async fn serve(
 pub async fn run(
     listener: TcpListener,
     repl_listener: Option<TcpListener>,
+    resp_listener: Option<TcpListener>,
     node: Arc<Node>,
     repl: Arc<Replication>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -97,6 +105,22 @@ pub async fn run(
     }
     if !node.settings.arbiters.is_empty() {
         tokio::spawn(HeartbeatLoop::new(repl.clone()).run(stop.clone()));
+    }
+    if let (Some(core), Some(l)) = (node.proxy.clone(), resp_listener) {
+        tracing::info!(resp_listen = %core.settings.resp_listen, upstream = %core.settings.upstream,
+            "proxy mode: serving Redis clients");
+        tokio::spawn(crate::proxy::server::serve(
+            core.clone(),
+            node.clone(),
+            repl.clone(),
+            l,
+            stop.clone(),
+        ));
+        tokio::spawn(crate::proxy::server::expire_loop(
+            core,
+            node.clone(),
+            stop.clone(),
+        ));
     }
     let listener = GatedListener::new(listener, node.lease.clone());
     let app = api::router(node.clone()).into_make_service_with_connect_info::<ConnGate>();
@@ -120,6 +144,11 @@ async fn housekeeping(node: Arc<Node>, repl: Arc<Replication>) {
     loop {
         tick.tick().await;
         save_commit_hint(node.clone()).await;
+        if node.proxy.is_some() {
+            // The log is the only durable copy of an upstream run without
+            // persistence: nothing is compacted.
+            continue;
+        }
         let written = node.metrics.log_bytes.get();
         if written - at_last.load(Ordering::Relaxed) >= node.settings.snapshot_every_bytes {
             match take_snapshot(&node, repl.followers.min_needed()).await {

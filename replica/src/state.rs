@@ -31,6 +31,11 @@ pub enum Outcome {
     NotFound,
     /// A transaction's compare did not hold; nothing changed. The text names it.
     CompareFailed(String),
+    /// Proxy mode: the upstream's reply, RESP2-encoded.
+    Reply(bytes::Bytes),
+    /// The entry belongs to the other kind of state machine (a cluster that
+    /// mixes proxy-mode and embedded replicas); nothing changed.
+    Mismatch(String),
 }
 
 /// The replicated key-value map.
@@ -144,6 +149,12 @@ impl KvState {
                 Outcome::Written
             }
             Command::Noop => Outcome::Written,
+            Command::Resp(_) => Outcome::Mismatch(
+                "the log holds a proxy-mode (Redis) entry, but this replica runs the embedded \
+                 store: every replica of a cluster must be started alike (all with --upstream, \
+                 or none)"
+                    .into(),
+            ),
         }
     }
 

@@ -296,6 +296,8 @@ async fn fake_active(
     let w = Welcome {
         proof: hex::encode(proof),
         client_url: "http://127.0.0.1:1".into(),
+        upstream: None,
+        resp: None,
     };
     if raw
         .send(Envelope {

@@ -49,6 +49,12 @@ pub struct Welcome {
     pub proof: String,
     /// The active's client API URL, for forwarding writes.
     pub client_url: String,
+    /// Proxy mode: the active's upstream (`host:port`), for a full resync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Proxy mode: the active's RESP address, for forwarding commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp: Option<String>,
 }
 
 /// Why a connection is refused (sent before closing).
@@ -63,6 +69,9 @@ pub enum RefuseCode {
     NotActive,
     /// Something in the stream broke the protocol.
     Protocol,
+    /// Proxy mode: the active's log no longer holds what the standby
+    /// needs; the standby must fill its upstream from the active's.
+    NeedsResync,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

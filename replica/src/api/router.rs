@@ -61,6 +61,17 @@ async fn limit_requests(State(api): State<Shared>, req: Request, next: Next) -> 
     if UNLIMITED.contains(&req.uri().path()) {
         return next.run(req).await;
     }
+    if let Some(p) = &api.node.settings.proxy {
+        return ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "this replica fronts a Redis server (proxy mode): its data is served on the RESP \
+                 port {}, not by the key-value API",
+                p.advertise_resp
+            ),
+        )
+        .into_response();
+    }
     let Ok(_permit) = api.requests.try_acquire() else {
         let max = api.node.settings.limits.max_requests;
         return ApiError::new(

@@ -75,6 +75,16 @@ pub async fn cut_after(
             .set(node.node_state().quarantined_entries as i64);
         tracing::warn!(count, after = %after, "set a divergent tail aside in quarantine/");
     }
+    if let (Some(core), true) = (&node.proxy, after.index < node.applied().index) {
+        // The upstream applied entries that are cut: it cannot un-apply
+        // them, so it is filled again from the active's.
+        core.require_resync(format!(
+            "the upstream applied entries after {after} that the active {} does not have \
+             (async mode); they are in quarantine/",
+            active.node_id
+        ));
+        return Err("the upstream holds cut entries; resyncing it from the active's".into());
+    }
     if after.index < base.index {
         return rewind::discard_for_resync(node, after, &reason).await;
     }
@@ -100,7 +110,7 @@ pub async fn cut_after(
 }
 
 /// The raw records of the log from `from` to its end.
-fn read_from(node: &Node, from: LogIndex) -> Result<Vec<u8>, String> {
+pub fn read_from(node: &Node, from: LogIndex) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut next = from;
     loop {

@@ -165,6 +165,14 @@ fn summarize(position: Position, payload: &[u8]) -> EntrySummary {
                 .collect(),
         ),
         Ok(Command::Noop) => ("noop", vec![]),
+        Ok(Command::Resp(e)) => (
+            "redis",
+            e.cmds
+                .iter()
+                .flat_map(|c| c.keys.iter().map(key))
+                .chain(e.expire.iter().map(|x| key(&x.key)))
+                .collect(),
+        ),
         Err(_) => ("unknown", vec![]),
     };
     EntrySummary { position, op, keys }

@@ -162,6 +162,20 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
         ));
     }
     check_epoch(repl, epoch)?;
+    if let Some(core) = &node.proxy {
+        core.set_active_resp(welcome.resp.clone());
+        if core.needs_resync().is_some() || core.is_fresh() {
+            let Some(upstream) = welcome.upstream.as_deref() else {
+                return Err(format!(
+                    "this replica's upstream must be filled from the active's, but {} did not \
+                     advertise an upstream (is it in proxy mode?)",
+                    active.node_id
+                ));
+            };
+            crate::proxy::resync::full_resync(node, core, upstream).await?;
+            return Err("full resync done; reconnecting to follow the log".into());
+        }
+    }
     node.set_standby_view(
         Some(welcome.client_url.clone()),
         format!(
@@ -204,6 +218,12 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
                     flush(repl, &mut writer, &mut staged).await?;
                     install_snapshot(repl, &mut reader, position, size).await?;
                     expected_prev = position;
+                }
+                Frame::Refuse(r) if r.code == proto_common::wire::RefuseCode::NeedsResync => {
+                    if let Some(core) = &node.proxy {
+                        core.require_resync(r.reason.clone());
+                    }
+                    return Err(format!("refused: {}", r.reason));
                 }
                 other => return Err(format!("unexpected {} frame from the active", other.name())),
             }

@@ -169,6 +169,11 @@ async fn session(
         Frame::Welcome(Welcome {
             proof: hex::encode(our_proof),
             client_url: settings.advertise_url.clone(),
+            upstream: settings
+                .proxy
+                .as_ref()
+                .map(|p| p.advertise_upstream.clone()),
+            resp: settings.proxy.as_ref().map(|p| p.advertise_resp.clone()),
         }),
     )
     .await?;
@@ -182,6 +187,16 @@ async fn session(
     };
     let plan = divergence::plan(&ours, &theirs);
     let id = hello.node_id.clone();
+    if plan.snapshot && settings.proxy.is_some() {
+        // Proxy mode sends no snapshots: the standby copies our upstream.
+        let why = format!(
+            "standby {id} needs entries from {} but this active's log starts after {}: it must \
+             fill its upstream from ours (full resync)",
+            plan.from,
+            node.reader.base()
+        );
+        return Err(refuse(&mut writer, epoch, RefuseCode::NeedsResync, why).await);
+    }
     tracing::info!(
         position = %hello.position,
         truncate = ?plan.truncate.map(|p| p.to_string()),

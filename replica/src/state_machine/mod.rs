@@ -54,4 +54,10 @@ pub trait StateMachine: Send + Sync {
     /// rewind, a full resync): it now holds exactly the entries up to
     /// `applied`.
     fn reset(&self, applied: Position);
+
+    /// Why entries cannot be applied now (the replica reports itself
+    /// unhealthy), if they cannot.
+    fn problem(&self) -> Option<String> {
+        None
+    }
 }

@@ -67,6 +67,7 @@ impl TestNode {
         let task = tokio::spawn(replica::server::run(
             listener,
             Some(repl_listener),
+            None,
             node.clone(),
             repl.clone(),
             async move {

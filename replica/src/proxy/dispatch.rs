@@ -1,0 +1,550 @@
+//! What happens to a client's command (DESIGN.md, "Fronting a standalone
+//! service"):
+//!
+//! - **refused** with `-ERR` naming the command, why, and what to do
+//!   instead: scripts and functions, `WATCH`, blocking commands, pub/sub,
+//!   administrative commands, random writes, commands that move keys
+//!   between databases or servers;
+//! - **written** (the upstream's table says `write`): on the active, made
+//!   deterministic, logged with any expiry now due on its keys, committed,
+//!   applied everywhere, and answered with the upstream's own reply; on a
+//!   standby, forwarded to the active;
+//! - **read**: on the active, from the local upstream (which holds
+//!   committed data only) under the lease, after committing any expiry due
+//!   on its keys; on a standby, forwarded to the active, or served by the
+//!   standby's own upstream with `standby_reads = local`.
+//!
+//! A client's `MULTI … EXEC` is logged as one entry when it writes, and
+//! run as one upstream transaction when it only reads.
+
+use bytes::Bytes;
+use redis_protocol::resp2::types::BytesFrame;
+
+use super::config::StandbyReads;
+use super::core::ProxyCore;
+use super::expiry::{now_ms, unshift_reply};
+use super::resp::{error, Reply};
+use super::rewrite;
+use super::session::Session;
+use super::table::{CommandTable, Lookup};
+use super::upstream::{error_text, Conn};
+use crate::command::{Command, Expire, RespCmd, RespEntry};
+use crate::commit::WriteError;
+use crate::state::Outcome;
+
+/// Most due expiries committed in one entry.
+const MAX_EXPIRE_BATCH: usize = 1000;
+
+/// How a command is handled.
+#[derive(Debug)]
+pub enum Kind {
+    /// Answered by the session itself (lowercase name).
+    Local(String),
+    Read,
+    Write,
+    /// Not allowed inside `MULTI` (its `no_multi` flag).
+    NoMulti,
+    Refused(String),
+}
+
+/// Commands the session answers itself.
+const LOCAL: [&str; 13] = [
+    "auth", "hello", "ping", "select", "quit", "reset", "multi", "exec", "discard", "info", "role",
+    "watch", "unwatch",
+];
+
+/// Classifies `argv` (see the module docs).
+pub fn classify(core: &ProxyCore, argv: &[Bytes]) -> Kind {
+    let name = String::from_utf8_lossy(&argv[0]).to_lowercase();
+    if LOCAL.contains(&name.as_str()) {
+        if name == "watch" || name == "unwatch" {
+            return Kind::Refused(
+                "ERR WATCH is not supported by understudy: optimistic locking would need every \
+                 replica to see the same interleaving of reads; group the writes in MULTI/EXEC, \
+                 which is applied atomically everywhere"
+                    .into(),
+            );
+        }
+        return Kind::Local(name);
+    }
+    let info = match core.table.lookup(argv) {
+        Lookup::Found(info) => info,
+        Lookup::Invalid(e) => return Kind::Refused(e),
+    };
+    let upper = name.to_uppercase();
+    let refused =
+        |why: &str| Kind::Refused(format!("ERR {upper} is not supported by understudy: {why}"));
+    match name.as_str() {
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "script" | "fcall" | "fcall_ro"
+        | "function" => {
+            return refused(
+                "a script's writes are known only once it runs, so they cannot be logged and \
+                 replicated deterministically; send the commands themselves, grouped in \
+                 MULTI/EXEC",
+            )
+        }
+        "move" | "swapdb" | "migrate" => {
+            return refused(
+                "it moves keys between databases or servers, which the replicas' expiry \
+                 tracking does not follow; copy the value with DUMP and RESTORE in the target \
+                 database instead",
+            )
+        }
+        "copy" if argv.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"DB")) => {
+            return refused("COPY with DB copies between databases; copy within one database, or use DUMP and RESTORE")
+        }
+        "wait" | "waitaof" => {
+            return refused(
+                "understudy acknowledges a write only once its sync standbys hold it durably, so \
+                 there is nothing to wait for",
+            )
+        }
+        _ => {}
+    }
+    if info.flags.blocking {
+        return refused(
+            "it blocks the connection waiting for data; poll with the non-blocking form instead \
+             (e.g. LPOP for BLPOP)",
+        );
+    }
+    if info.flags.pubsub {
+        return refused(
+            "publish/subscribe messages are not replicated; use the upstream server directly for \
+             pub/sub",
+        );
+    }
+    if info.flags.admin {
+        return refused(
+            "administrative commands would change or bypass the upstream that understudy \
+             controls; run it on the upstream server itself (never one that writes data)",
+        );
+    }
+    if info.flags.no_multi {
+        return Kind::NoMulti;
+    }
+    if info.flags.write {
+        Kind::Write
+    } else {
+        Kind::Read
+    }
+}
+
+/// A database number a client may use: not the marker's.
+pub fn database(arg: &Bytes, marker_db: u8) -> Result<u8, String> {
+    let n: i64 = std::str::from_utf8(arg)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or("ERR value is not an integer or out of range")?;
+    if !(0..=15).contains(&n) {
+        return Err("ERR DB index is out of range".into());
+    }
+    if n == marker_db as i64 {
+        return Err(format!(
+            "ERR database {n} is reserved by understudy for its applied marker (marker_db); use \
+             another database"
+        ));
+    }
+    Ok(n as u8)
+}
+
+/// One command outside `MULTI`.
+pub async fn command(s: &mut Session, argv: Vec<Bytes>) -> Reply {
+    let kind = classify(&s.core, &argv);
+    match kind {
+        Kind::Refused(why) => error(why).into(),
+        Kind::Local(_) => error("ERR this command cannot be sent here").into(),
+        Kind::NoMulti | Kind::Read => read(s, vec![argv], false).await,
+        Kind::Write => write(s, vec![argv], false).await,
+    }
+}
+
+/// `EXEC` of a queued block.
+pub async fn exec(s: &mut Session, queued: Vec<Vec<Bytes>>) -> Reply {
+    if queued.is_empty() {
+        return BytesFrame::Array(vec![]).into();
+    }
+    let writes = queued
+        .iter()
+        .any(|argv| matches!(classify(&s.core, argv), Kind::Write));
+    if writes {
+        write(s, queued, true).await
+    } else {
+        read(s, queued, true).await
+    }
+}
+
+/// Why reads and writes cannot be served by this active right now, if
+/// they cannot (the same rules as the key-value API's linearizable reads).
+fn active_refuses(s: &Session) -> Option<String> {
+    let role = s.node.role();
+    let epoch = role.write_epoch?;
+    if let Some(target) = role.fenced_for {
+        return Some(format!(
+            "TRYAGAIN a planned switchover to {target} is under way; retry in a moment"
+        ));
+    }
+    if !s.node.lease.is_valid() {
+        return Some(
+            "TRYAGAIN this active's lease has lapsed (it cannot reach the arbiter); retry".into(),
+        );
+    }
+    if s.node.applied().epoch < epoch {
+        return Some(format!(
+            "TRYAGAIN this replica became the active in epoch {epoch} and has not yet applied \
+             its first entry; retry in a moment"
+        ));
+    }
+    s.core
+        .machine
+        .problem()
+        .map(|p| format!("TRYAGAIN this replica's upstream cannot be used: {p}"))
+}
+
+async fn read(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
+    let active = s.node.role().write_epoch.is_some();
+    if !active {
+        return match s.core.settings.standby_reads {
+            StandbyReads::Local => local(s, cmds, multi).await,
+            StandbyReads::Forward => forward(s, cmds, multi, false).await,
+        };
+    }
+    if let Some(why) = active_refuses(s) {
+        return error(why).into();
+    }
+    // Expiries due on the keys read are committed first: a reader never
+    // sees a key its deadline has passed.
+    let mut due = Vec::new();
+    let mut db = s.db;
+    for argv in &cmds {
+        if argv[0].eq_ignore_ascii_case(b"SELECT") {
+            if let Some(n) = argv
+                .get(1)
+                .and_then(|a| database(a, s.core.settings.marker_db).ok())
+            {
+                db = n;
+            }
+            continue;
+        }
+        let keyspace = ["keys", "scan", "dbsize", "randomkey"]
+            .contains(&String::from_utf8_lossy(&argv[0]).to_lowercase().as_str());
+        if keyspace {
+            due.extend(all_due(s));
+        } else {
+            match keys_of(s, argv).await {
+                Ok(keys) => due.extend(due_among(s, db, &keys)),
+                Err(e) => return error(e).into(),
+            }
+        }
+    }
+    if !due.is_empty() {
+        if let Err(e) = commit_expiries(s, due).await {
+            return e;
+        }
+    }
+    local(s, cmds, multi).await
+}
+
+/// Runs reads on the local upstream.
+async fn local(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
+    let db = s.db;
+    let marker_db = s.core.settings.marker_db;
+    // SELECTs inside a block move the client's database with it.
+    let final_db = cmds
+        .iter()
+        .rev()
+        .filter(|a| a[0].eq_ignore_ascii_case(b"SELECT"))
+        .find_map(|a| a.get(1).and_then(|n| database(n, marker_db).ok()))
+        .unwrap_or(db);
+    let names: Vec<String> = cmds
+        .iter()
+        .map(|a| String::from_utf8_lossy(&a[0]).to_lowercase())
+        .collect();
+    let conn = match local_conn(s, db).await {
+        Ok(c) => c,
+        Err(e) => {
+            return error(format!(
+                "TRYAGAIN the local upstream cannot be reached: {e}"
+            ))
+            .into()
+        }
+    };
+    let mut frames = Vec::new();
+    if multi {
+        frames.push(super::resp::command(["MULTI"]));
+    }
+    frames.extend(cmds.into_iter().map(super::resp::command));
+    if multi {
+        frames.push(super::resp::command(["EXEC"]));
+    }
+    let replies = match conn.pipeline(frames).await {
+        Ok(r) => r,
+        Err(e) => {
+            s.local = None;
+            return error(format!("TRYAGAIN the local upstream failed: {e}")).into();
+        }
+    };
+    if !multi {
+        let reply = replies.into_iter().next().unwrap_or(BytesFrame::Null);
+        return unshift_reply(&names[0], reply).into();
+    }
+    if let Some((_, selected)) = s.local.as_mut() {
+        *selected = final_db;
+    }
+    s.db = final_db;
+    match replies.into_iter().last().unwrap_or(BytesFrame::Null) {
+        BytesFrame::Array(items) => BytesFrame::Array(
+            items
+                .into_iter()
+                .zip(&names)
+                .map(|(r, n)| unshift_reply(n, r))
+                .collect(),
+        )
+        .into(),
+        other => other.into(),
+    }
+}
+
+async fn local_conn(s: &mut Session, db: u8) -> Result<&mut Conn, String> {
+    if s.local.is_none() {
+        let conn = s.core.upstream().connect().await?;
+        s.local = Some((conn, 0));
+    }
+    let (conn, selected) = s.local.as_mut().expect("connected");
+    if *selected != db {
+        let r = conn
+            .call([b"SELECT".to_vec(), db.to_string().into_bytes()])
+            .await?;
+        if let Some(e) = error_text(&r) {
+            return Err(e.to_string());
+        }
+        *selected = db;
+    }
+    Ok(conn)
+}
+
+/// The keys `argv` touches: the table's fixed positions, or the upstream's
+/// `COMMAND GETKEYS` for commands whose keys move.
+async fn keys_of(s: &mut Session, argv: &[Bytes]) -> Result<Vec<Bytes>, String> {
+    let info = match s.core.table.lookup(argv) {
+        Lookup::Found(i) => i,
+        Lookup::Invalid(e) => return Err(e),
+    };
+    if !info.flags.movablekeys {
+        return Ok(CommandTable::fixed_keys(info, argv));
+    }
+    let db = s.db;
+    let conn = local_conn(s, db)
+        .await
+        .map_err(|e| format!("TRYAGAIN {e}"))?;
+    let mut args = vec![
+        Bytes::from_static(b"COMMAND"),
+        Bytes::from_static(b"GETKEYS"),
+    ];
+    args.extend(argv.iter().cloned());
+    match conn.call(args).await.map_err(|e| format!("TRYAGAIN {e}"))? {
+        BytesFrame::Array(keys) => Ok(keys
+            .into_iter()
+            .filter_map(|k| match k {
+                BytesFrame::BulkString(b) => Some(b),
+                _ => None,
+            })
+            .collect()),
+        // "The command has no key arguments" and the like.
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn due_among(s: &Session, db: u8, keys: &[Bytes]) -> Vec<Expire> {
+    let now = now_ms();
+    let index = s.core.machine.shared.index.lock();
+    keys.iter()
+        .filter_map(|k| {
+            index.get(db, k).filter(|d| *d <= now).map(|d| Expire {
+                db,
+                key: k.clone(),
+                deadline_ms: d,
+            })
+        })
+        .collect()
+}
+
+fn all_due(s: &Session) -> Vec<Expire> {
+    let index = s.core.machine.shared.index.lock();
+    index
+        .due(now_ms(), MAX_EXPIRE_BATCH)
+        .into_iter()
+        .map(|(db, key, deadline_ms)| Expire {
+            db,
+            key,
+            deadline_ms,
+        })
+        .collect()
+}
+
+/// Logs and waits for an entry of expiries only.
+async fn commit_expiries(s: &Session, expire: Vec<Expire>) -> Result<(), Reply> {
+    let entry = RespEntry {
+        multi: false,
+        expire,
+        cmds: Vec::new(),
+    };
+    match s.node.write(Command::Resp(entry)).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(write_error(e)),
+    }
+}
+
+async fn write(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
+    if s.node.role().write_epoch.is_none() {
+        return forward(s, cmds, multi, true).await;
+    }
+    if let Some(why) = active_refuses(s) {
+        return error(why).into();
+    }
+    let now = now_ms();
+    let mut entry = RespEntry {
+        multi,
+        expire: Vec::new(),
+        cmds: Vec::with_capacity(cmds.len()),
+    };
+    let mut db = s.db;
+    for argv in cmds {
+        if argv[0].eq_ignore_ascii_case(b"SELECT") {
+            if let Some(n) = argv
+                .get(1)
+                .and_then(|a| database(a, s.core.settings.marker_db).ok())
+            {
+                db = n;
+            }
+            entry.cmds.push(RespCmd {
+                db,
+                argv,
+                keys: Vec::new(),
+            });
+            continue;
+        }
+        let argv = match rewrite::deterministic(&argv, now) {
+            Ok(Some(new)) => new,
+            Ok(None) => argv,
+            Err(why) => return error(why).into(),
+        };
+        let keys = match keys_of(s, &argv).await {
+            Ok(k) => k,
+            Err(e) => return error(e).into(),
+        };
+        let keyspace = ["keys", "scan", "dbsize", "randomkey", "flushdb", "flushall"]
+            .contains(&String::from_utf8_lossy(&argv[0]).to_lowercase().as_str());
+        if keyspace {
+            entry.expire.extend(all_due(s));
+        } else {
+            entry.expire.extend(due_among(s, db, &keys));
+        }
+        entry.cmds.push(RespCmd { db, argv, keys });
+    }
+    if multi {
+        s.db = db;
+    }
+    match s.node.write(Command::Resp(entry)).await {
+        Ok(ack) => match ack.outcome {
+            Outcome::Reply(bytes) => Reply::Encoded(bytes),
+            Outcome::Mismatch(why) => error(format!("ERR {why}")).into(),
+            other => error(format!("ERR unexpected outcome {other:?}")).into(),
+        },
+        Err(e) => write_error(e),
+    }
+}
+
+/// A write that was not acknowledged, as a Redis error. Refused before it
+/// was written: `TRYAGAIN` (safe to retry); possibly written: `UNKNOWN`
+/// (read it back before retrying).
+fn write_error(e: WriteError) -> Reply {
+    match e {
+        WriteError::NotWritable(m) | WriteError::NoSyncStandby(m) | WriteError::Overloaded(m) => {
+            error(format!("TRYAGAIN {m}")).into()
+        }
+        WriteError::Indeterminate(m) => error(format!("UNKNOWN outcome unknown: {m}")).into(),
+        WriteError::Storage(m) => error(format!("ERR {m}")).into(),
+    }
+}
+
+/// Sends commands to the active (a standby), keeping the client's database.
+async fn forward(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool, writes: bool) -> Reply {
+    let Some(addr) = s.core.active_resp() else {
+        let why = s
+            .node
+            .role()
+            .not_writable
+            .unwrap_or_else(|| "this replica is not the active".into());
+        return error(format!(
+            "TRYAGAIN {why}; no active is known right now — retry shortly"
+        ))
+        .into();
+    };
+    if s.forward.as_ref().is_some_and(|(a, _, _)| *a != addr) {
+        s.forward = None;
+    }
+    if s.forward.is_none() {
+        let password = s
+            .node
+            .settings
+            .token
+            .as_ref()
+            .map(|t| t.secret().to_string())
+            .or_else(|| s.core.settings.client_password.clone());
+        match Conn::connect(&addr, password.as_deref()).await {
+            Ok(c) => s.forward = Some((addr.clone(), c, 0)),
+            Err(e) => {
+                return error(format!(
+                    "TRYAGAIN the active at {addr} cannot be reached ({e}); the command was not \
+                     sent — retry"
+                ))
+                .into()
+            }
+        }
+    }
+    let db = s.db;
+    let (_, conn, selected) = s.forward.as_mut().expect("connected");
+    let mut frames = Vec::new();
+    if *selected != db {
+        frames.push(super::resp::command([
+            b"SELECT".to_vec(),
+            db.to_string().into_bytes(),
+        ]));
+    }
+    let skip = frames.len();
+    if multi {
+        frames.push(super::resp::command(["MULTI"]));
+    }
+    let n = cmds.len();
+    frames.extend(cmds.into_iter().map(super::resp::command));
+    if multi {
+        frames.push(super::resp::command(["EXEC"]));
+    }
+    match conn.pipeline(frames).await {
+        Ok(replies) => {
+            *selected = db;
+            let reply = if multi {
+                replies.last().cloned()
+            } else {
+                replies.get(skip).cloned()
+            };
+            let _ = n;
+            reply.unwrap_or(BytesFrame::Null).into()
+        }
+        Err(e) => {
+            s.forward = None;
+            if writes {
+                error(format!(
+                    "UNKNOWN outcome unknown: forwarding to the active at {addr} failed after \
+                     the command was sent ({e}); read it back before retrying"
+                ))
+                .into()
+            } else {
+                error(format!(
+                    "TRYAGAIN forwarding to the active at {addr} failed ({e}); retry"
+                ))
+                .into()
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The RESP listener, and the active's expiry task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::core::ProxyCore;
+use super::expiry::now_ms;
+use super::session::Session;
+use crate::command::{Command, Expire, RespEntry};
+use crate::node::Node;
+use crate::repl::Replication;
+
+/// How often the active looks for deadlines that passed.
+const EXPIRE_EVERY: Duration = Duration::from_millis(100);
+/// Most expiries committed in one entry.
+const EXPIRE_BATCH: usize = 1000;
+
+/// Accepts Redis clients until `stop`.
+pub async fn serve(
+    core: Arc<ProxyCore>,
+    node: Arc<Node>,
+    repl: Arc<Replication>,
+    listener: TcpListener,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                let session = Session::new(core.clone(), node.clone(), repl.clone());
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = session.run(stream) => {}
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "accepting a Redis client failed"),
+        }
+    }
+}
+
+/// On the active: commits an expiry for every key whose deadline passed
+/// (DESIGN.md, "Expiry is decided by the active"). Standbys only apply
+/// what the active logged.
+pub async fn expire_loop(core: Arc<ProxyCore>, node: Arc<Node>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let role = node.role();
+        let Some(epoch) = role.write_epoch else {
+            continue;
+        };
+        if role.fenced_for.is_some()
+            || !node.lease.is_valid()
+            || node.applied().epoch < epoch
+            || core.machine.problem().is_some()
+        {
+            continue;
+        }
+        let due: Vec<Expire> = core
+            .machine
+            .shared
+            .index
+            .lock()
+            .due(now_ms(), EXPIRE_BATCH)
+            .into_iter()
+            .map(|(db, key, deadline_ms)| Expire {
+                db,
+                key,
+                deadline_ms,
+            })
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        let n = due.len();
+        let entry = RespEntry {
+            multi: false,
+            expire: due,
+            cmds: Vec::new(),
+        };
+        if let Err(e) = node.write(Command::Resp(entry)).await {
+            tracing::debug!(error = %e, keys = n, "committing expiries failed; next round retries");
+        }
+    }
+}

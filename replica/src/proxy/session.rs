@@ -1,0 +1,297 @@
+//! One Redis client connection: its state (authenticated? which database?
+//! inside `MULTI`?) and the commands the replica answers itself — `AUTH`,
+//! `HELLO 2`, `PING`, `SELECT`, `QUIT`, `RESET`, `MULTI`/`EXEC`/`DISCARD`,
+//! `INFO`, `ROLE`. Everything else goes to [`super::dispatch`]: read,
+//! logged, forwarded or refused.
+//!
+//! Requests are handled one at a time, in order, so a pipelining client
+//! gets its replies in order and each command sees the effects of the ones
+//! before it; replies are flushed once no request is left in the buffer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use proto_common::auth::constant_time_eq;
+use redis_protocol::resp2::types::BytesFrame;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use super::core::ProxyCore;
+use super::dispatch::{self, Kind};
+use super::info;
+use super::resp::{error, ok, Reply, Request, RespCodec};
+use super::upstream::Conn;
+use crate::node::Node;
+use crate::repl::Replication;
+
+/// A client's `MULTI` block being queued.
+#[derive(Debug, Default)]
+pub struct Multi {
+    pub queued: Vec<Vec<Bytes>>,
+    /// A command refused while queueing: `EXEC` then aborts.
+    pub refused: bool,
+}
+
+/// One client connection.
+pub struct Session {
+    pub core: Arc<ProxyCore>,
+    pub node: Arc<Node>,
+    pub repl: Arc<Replication>,
+    pub authed: bool,
+    /// The database the client selected.
+    pub db: u8,
+    pub multi: Option<Multi>,
+    /// To the local upstream, for reads, and the database selected on it.
+    pub local: Option<(Conn, u8)>,
+    /// To the active's RESP port (a standby forwarding), its address and
+    /// the database selected on it.
+    pub forward: Option<(String, Conn, u8)>,
+}
+
+/// What the connection does after a reply.
+enum Next {
+    Continue,
+    Close,
+}
+
+impl Session {
+    pub fn new(core: Arc<ProxyCore>, node: Arc<Node>, repl: Arc<Replication>) -> Session {
+        let authed = node.settings.token.is_none() && core.settings.client_password.is_none();
+        Session {
+            core,
+            node,
+            repl,
+            authed,
+            db: 0,
+            multi: None,
+            local: None,
+            forward: None,
+        }
+    }
+
+    /// Serves the connection until the client leaves or sends garbage.
+    pub async fn run(mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let limits = &self.node.settings.limits;
+        let codec = RespCodec::new(1 << 20, limits.max_value_bytes);
+        let mut framed = Framed::new(stream, codec);
+        loop {
+            let request = match framed.next().await {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
+                    // Garbage: one error, then the connection closes.
+                    let _ = framed.send(Reply::Frame(error(format!("ERR {e}")))).await;
+                    return;
+                }
+                None => return,
+            };
+            let (reply, next) = match request {
+                Request::TooLarge(why) => (Reply::Frame(error(why)), Next::Continue),
+                Request::Command(argv) => self.handle(argv).await,
+            };
+            if framed.feed(reply).await.is_err() {
+                return;
+            }
+            if matches!(next, Next::Close) {
+                let _ = framed.flush().await;
+                return;
+            }
+            if framed.read_buffer().is_empty() && framed.flush().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn handle(&mut self, argv: Vec<Bytes>) -> (Reply, Next) {
+        let name = String::from_utf8_lossy(&argv[0]).to_lowercase();
+        if name == "quit" {
+            return (ok().into(), Next::Close);
+        }
+        if !self.authed && name != "auth" && name != "hello" {
+            return (
+                error("NOAUTH Authentication required.").into(),
+                Next::Continue,
+            );
+        }
+        if self.multi.is_some() && !matches!(name.as_str(), "exec" | "discard" | "multi" | "reset")
+        {
+            return (self.queue(argv).into(), Next::Continue);
+        }
+        let reply = match name.as_str() {
+            "auth" => self.auth(&argv).into(),
+            "hello" => self.hello(&argv).into(),
+            "ping" => match argv.len() {
+                1 => BytesFrame::SimpleString(Bytes::from_static(b"PONG")).into(),
+                2 => BytesFrame::BulkString(argv[1].clone()).into(),
+                _ => error("ERR wrong number of arguments for 'ping' command").into(),
+            },
+            "select" => self.select(&argv).into(),
+            "reset" => {
+                self.db = 0;
+                self.multi = None;
+                BytesFrame::SimpleString(Bytes::from_static(b"RESET")).into()
+            }
+            "multi" => {
+                if self.multi.is_some() {
+                    error("ERR MULTI calls can not be nested").into()
+                } else {
+                    self.multi = Some(Multi::default());
+                    ok().into()
+                }
+            }
+            "discard" => match self.multi.take() {
+                Some(_) => ok().into(),
+                None => error("ERR DISCARD without MULTI").into(),
+            },
+            "exec" => match self.multi.take() {
+                None => error("ERR EXEC without MULTI").into(),
+                Some(m) if m.refused => {
+                    error("EXECABORT Transaction discarded because of previous errors.").into()
+                }
+                Some(m) => dispatch::exec(self, m.queued).await,
+            },
+            "info" => info::info(self, &argv).await,
+            "role" => info::role(self).into(),
+            _ => dispatch::command(self, argv).await,
+        };
+        (reply, Next::Continue)
+    }
+
+    /// `AUTH [user] password`: the cluster token or the client password.
+    fn auth(&mut self, argv: &[Bytes]) -> BytesFrame {
+        let password = match argv.len() {
+            2 => &argv[1],
+            3 if argv[1].as_ref() == b"default" => &argv[2],
+            3 => return error("WRONGPASS invalid username-password pair or user is disabled."),
+            _ => return error("ERR wrong number of arguments for 'auth' command"),
+        };
+        if self.password_ok(password) {
+            self.authed = true;
+            ok()
+        } else if self.node.settings.token.is_none() && self.core.settings.client_password.is_none()
+        {
+            error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+        } else {
+            tracing::warn!("a Redis client sent a wrong password");
+            error("WRONGPASS invalid username-password pair or user is disabled.")
+        }
+    }
+
+    fn password_ok(&self, given: &[u8]) -> bool {
+        let token = self
+            .node
+            .settings
+            .token
+            .as_ref()
+            .is_some_and(|t| t.matches(given));
+        let client = self
+            .core
+            .settings
+            .client_password
+            .as_ref()
+            .is_some_and(|p| constant_time_eq(given, p.as_bytes()));
+        token || client
+    }
+
+    /// `HELLO [2 [AUTH user pass] [SETNAME name]]`: RESP2 only.
+    fn hello(&mut self, argv: &[Bytes]) -> BytesFrame {
+        if let Some(v) = argv.get(1) {
+            if v.as_ref() != b"2" {
+                return error("NOPROTO sorry, this protocol version is not supported.");
+            }
+        }
+        let mut i = 2;
+        while i < argv.len() {
+            let opt = String::from_utf8_lossy(&argv[i]).to_uppercase();
+            match opt.as_str() {
+                "AUTH" if i + 2 < argv.len() => {
+                    if !self.password_ok(&argv[i + 2]) {
+                        return error(
+                            "WRONGPASS invalid username-password pair or user is disabled.",
+                        );
+                    }
+                    self.authed = true;
+                    i += 3;
+                }
+                "SETNAME" if i + 1 < argv.len() => i += 2,
+                _ => return error(format!("ERR Syntax error in HELLO option '{opt}'")),
+            }
+        }
+        if !self.authed {
+            return error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        }
+        let role = if self.node.role().write_epoch.is_some() {
+            "master"
+        } else {
+            "replica"
+        };
+        let s = |t: &str| BytesFrame::BulkString(Bytes::copy_from_slice(t.as_bytes()));
+        BytesFrame::Array(vec![
+            s("server"),
+            s("understudy"),
+            s("version"),
+            s(env!("CARGO_PKG_VERSION")),
+            s("proto"),
+            BytesFrame::Integer(2),
+            s("mode"),
+            s("standalone"),
+            s("role"),
+            s(role),
+            s("modules"),
+            BytesFrame::Array(vec![]),
+        ])
+    }
+
+    fn select(&mut self, argv: &[Bytes]) -> BytesFrame {
+        if argv.len() != 2 {
+            return error("ERR wrong number of arguments for 'select' command");
+        }
+        match dispatch::database(&argv[1], self.core.settings.marker_db) {
+            Ok(db) => {
+                self.db = db;
+                ok()
+            }
+            Err(e) => error(e),
+        }
+    }
+
+    /// Queues a command inside `MULTI`, refusing now what would fail later.
+    fn queue(&mut self, argv: Vec<Bytes>) -> BytesFrame {
+        let refusal = match dispatch::classify(&self.core, &argv) {
+            Kind::Refused(why) => Some(why),
+            Kind::Local(name) if name == "select" => argv
+                .get(1)
+                .filter(|_| argv.len() == 2)
+                .map(|a| dispatch::database(a, self.core.settings.marker_db).err())
+                .unwrap_or(Some(
+                    "ERR wrong number of arguments for 'select' command".into(),
+                )),
+            Kind::Local(name) if name == "watch" || name == "unwatch" => Some(format!(
+                "ERR {} inside MULTI is not allowed",
+                name.to_uppercase()
+            )),
+            Kind::Local(name) if !matches!(name.as_str(), "ping" | "info" | "role") => {
+                Some("ERR Command not allowed inside a transaction".into())
+            }
+            Kind::Local(_) => Some(
+                "ERR this command is answered by understudy itself and cannot be queued in a \
+                 transaction; send it outside MULTI"
+                    .into(),
+            ),
+            Kind::NoMulti => Some("ERR Command not allowed inside a transaction".into()),
+            Kind::Read | Kind::Write => None,
+        };
+        let multi = self.multi.as_mut().expect("in MULTI");
+        match refusal {
+            Some(why) => {
+                multi.refused = true;
+                error(why)
+            }
+            None => {
+                multi.queued.push(argv);
+                BytesFrame::SimpleString(Bytes::from_static(b"QUEUED"))
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! A connection to a Redis-compatible server: the local upstream (the
+//! apply loop's, and one per client connection for reads), or the active's
+//! RESP port (a standby forwarding). Requests and replies are RESP2 frames
+//! from the `redis-protocol` codec; every call has a deadline.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use redis_protocol::codec::Resp2;
+use redis_protocol::resp2::types::BytesFrame;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use super::resp;
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one call (or pipeline) may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One connection.
+pub struct Conn {
+    framed: Framed<TcpStream, Resp2>,
+    /// `host:port`, for messages.
+    addr: String,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Conn({})", self.addr)
+    }
+}
+
+impl Conn {
+    /// Connects to `addr` and authenticates with `password`, if given.
+    pub async fn connect(addr: &str, password: Option<&str>) -> Result<Conn, String> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("connecting to {addr} timed out after {CONNECT_TIMEOUT:?}"))?
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = Conn {
+            framed: Framed::new(stream, Resp2::default()),
+            addr: addr.to_string(),
+        };
+        if let Some(pw) = password {
+            let reply = conn
+                .call([b"AUTH".to_vec(), pw.as_bytes().to_vec()])
+                .await?;
+            if let BytesFrame::Error(e) = reply {
+                return Err(format!("{addr} refused the password: {e}"));
+            }
+        }
+        Ok(conn)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends one command and reads its reply.
+    pub async fn call<I, B>(&mut self, args: I) -> Result<BytesFrame, String>
+    where
+        I: IntoIterator<Item = B>,
+        B: Into<Bytes>,
+    {
+        let mut replies = self.pipeline(vec![resp::command(args)]).await?;
+        Ok(replies.pop().expect("one reply per command"))
+    }
+
+    /// Sends the commands at once and reads one reply each, in order.
+    pub async fn pipeline(&mut self, commands: Vec<BytesFrame>) -> Result<Vec<BytesFrame>, String> {
+        let n = commands.len();
+        let addr = self.addr.clone();
+        tokio::time::timeout(CALL_TIMEOUT, async {
+            for c in commands {
+                self.framed
+                    .feed(c)
+                    .await
+                    .map_err(|e| format!("sending to {addr}: {e}"))?;
+            }
+            SinkExt::<BytesFrame>::flush(&mut self.framed)
+                .await
+                .map_err(|e| format!("sending to {addr}: {e}"))?;
+            let mut replies = Vec::with_capacity(n);
+            for _ in 0..n {
+                match self.framed.next().await {
+                    Some(Ok(f)) => replies.push(f),
+                    Some(Err(e)) => return Err(format!("reading from {addr}: {e}")),
+                    None => return Err(format!("{addr} closed the connection")),
+                }
+            }
+            Ok(replies)
+        })
+        .await
+        .map_err(|_| format!("{addr} did not answer within {CALL_TIMEOUT:?}"))?
+    }
+}
+
+/// A bulk or simple string reply as text; `None` for anything else.
+pub fn text(frame: &BytesFrame) -> Option<String> {
+    match frame {
+        BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => {
+            Some(String::from_utf8_lossy(b).into_owned())
+        }
+        _ => None,
+    }
+}
+
+/// An error reply's text, if the frame is one.
+pub fn error_text(frame: &BytesFrame) -> Option<&str> {
+    match frame {
+        BytesFrame::Error(e) => Some(e),
+        _ => None,
+    }
+}
+
+/// The value of `field` in an `INFO` reply (`field:value` lines).
+pub fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines().find_map(|l| {
+        l.strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_fields_are_found_by_name() {
+        let info =
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_link_status:up\r\n";
+        assert_eq!(info_field(info, "role").as_deref(), Some("master"));
+        assert_eq!(info_field(info, "connected_slaves").as_deref(), Some("0"));
+        assert_eq!(info_field(info, "master"), None);
+    }
+}
