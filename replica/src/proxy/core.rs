@@ -9,12 +9,15 @@ use parking_lot::Mutex;
 
 use super::config::ProxySettings;
 use super::machine::{UpstreamAddr, UpstreamMachine};
+use super::mux::Mux;
 use super::table::CommandTable;
 
 /// A proxy-mode replica's shared parts.
 pub struct ProxyCore {
     pub settings: ProxySettings,
     pub machine: Arc<UpstreamMachine>,
+    /// The shared, pipelined connection for reads.
+    pub reads: Mux,
     /// Read from the upstream at start.
     pub table: CommandTable,
     /// Why the upstream must be filled from the active's (a full resync),
@@ -35,7 +38,13 @@ impl ProxyCore {
         resync: Option<String>,
         fresh: bool,
     ) -> ProxyCore {
+        let reads = Mux::start(UpstreamAddr {
+            addr: settings.upstream.clone(),
+            password: settings.upstream_password.clone(),
+            marker_db: settings.marker_db,
+        });
         ProxyCore {
+            reads,
             settings,
             machine,
             table,

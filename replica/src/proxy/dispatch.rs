@@ -27,7 +27,7 @@ use super::resp::{error, Reply};
 use super::rewrite;
 use super::session::Session;
 use super::table::{CommandTable, Lookup};
-use super::upstream::{error_text, Conn};
+use super::upstream::Conn;
 use crate::command::{Command, Expire, RespCmd, RespEntry};
 use crate::commit::WriteError;
 use crate::state::Outcome;
@@ -244,7 +244,7 @@ async fn read(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
     local(s, cmds, multi).await
 }
 
-/// Runs reads on the local upstream.
+/// Runs reads on the local upstream (through the shared connection).
 async fn local(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
     let db = s.db;
     let marker_db = s.core.settings.marker_db;
@@ -259,16 +259,7 @@ async fn local(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
         .iter()
         .map(|a| String::from_utf8_lossy(&a[0]).to_lowercase())
         .collect();
-    let conn = match local_conn(s, db).await {
-        Ok(c) => c,
-        Err(e) => {
-            return error(format!(
-                "TRYAGAIN the local upstream cannot be reached: {e}"
-            ))
-            .into()
-        }
-    };
-    let mut frames = Vec::new();
+    let mut frames = Vec::with_capacity(cmds.len() + 2);
     if multi {
         frames.push(super::resp::command(["MULTI"]));
     }
@@ -276,19 +267,13 @@ async fn local(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
     if multi {
         frames.push(super::resp::command(["EXEC"]));
     }
-    let replies = match conn.pipeline(frames).await {
+    let replies = match s.core.reads.call(db, frames).await {
         Ok(r) => r,
-        Err(e) => {
-            s.local = None;
-            return error(format!("TRYAGAIN the local upstream failed: {e}")).into();
-        }
+        Err(e) => return error(format!("TRYAGAIN the local upstream failed: {e}")).into(),
     };
     if !multi {
         let reply = replies.into_iter().next().unwrap_or(BytesFrame::Null);
         return unshift_reply(&names[0], reply).into();
-    }
-    if let Some((_, selected)) = s.local.as_mut() {
-        *selected = final_db;
     }
     s.db = final_db;
     match replies.into_iter().last().unwrap_or(BytesFrame::Null) {
@@ -304,24 +289,6 @@ async fn local(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
     }
 }
 
-async fn local_conn(s: &mut Session, db: u8) -> Result<&mut Conn, String> {
-    if s.local.is_none() {
-        let conn = s.core.upstream().connect().await?;
-        s.local = Some((conn, 0));
-    }
-    let (conn, selected) = s.local.as_mut().expect("connected");
-    if *selected != db {
-        let r = conn
-            .call([b"SELECT".to_vec(), db.to_string().into_bytes()])
-            .await?;
-        if let Some(e) = error_text(&r) {
-            return Err(e.to_string());
-        }
-        *selected = db;
-    }
-    Ok(conn)
-}
-
 /// The keys `argv` touches: the table's fixed positions, or the upstream's
 /// `COMMAND GETKEYS` for commands whose keys move.
 async fn keys_of(s: &mut Session, argv: &[Bytes]) -> Result<Vec<Bytes>, String> {
@@ -332,16 +299,18 @@ async fn keys_of(s: &mut Session, argv: &[Bytes]) -> Result<Vec<Bytes>, String> 
     if !info.flags.movablekeys {
         return Ok(CommandTable::fixed_keys(info, argv));
     }
-    let db = s.db;
-    let conn = local_conn(s, db)
-        .await
-        .map_err(|e| format!("TRYAGAIN {e}"))?;
     let mut args = vec![
         Bytes::from_static(b"COMMAND"),
         Bytes::from_static(b"GETKEYS"),
     ];
     args.extend(argv.iter().cloned());
-    match conn.call(args).await.map_err(|e| format!("TRYAGAIN {e}"))? {
+    let reply = s
+        .core
+        .reads
+        .call(s.db, vec![super::resp::command(args)])
+        .await
+        .map_err(|e| format!("TRYAGAIN {e}"))?;
+    match reply.into_iter().next().unwrap_or(BytesFrame::Null) {
         BytesFrame::Array(keys) => Ok(keys
             .into_iter()
             .filter_map(|k| match k {

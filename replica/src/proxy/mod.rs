@@ -16,6 +16,7 @@
 //! - [`start`]: the checks at start and the recovery decision.
 //! - [`resync`]: a full resync through `REPLICAOF`.
 //! - [`core`]: what a proxy-mode replica shares.
+//! - [`mux`]: the one pipelined upstream connection all sessions read on.
 //! - [`session`], [`dispatch`], [`info`]: one client connection; what
 //!   happens to each command; `INFO` and `ROLE`.
 //! - [`server`]: the RESP listener and the active's expiry task.
@@ -31,6 +32,7 @@ pub mod dispatch;
 pub mod expiry;
 pub mod info;
 pub mod machine;
+pub mod mux;
 pub mod resp;
 pub mod resync;
 pub mod rewrite;

@@ -42,8 +42,6 @@ pub struct Session {
     /// The database the client selected.
     pub db: u8,
     pub multi: Option<Multi>,
-    /// To the local upstream, for reads, and the database selected on it.
-    pub local: Option<(Conn, u8)>,
     /// To the active's RESP port (a standby forwarding), its address and
     /// the database selected on it.
     pub forward: Option<(String, Conn, u8)>,
@@ -65,7 +63,6 @@ impl Session {
             authed,
             db: 0,
             multi: None,
-            local: None,
             forward: None,
         }
     }

@@ -59,6 +59,11 @@ impl Conn {
         &self.addr
     }
 
+    /// The framed stream, for a task that pipelines on its own.
+    pub fn into_framed(self) -> Framed<TcpStream, Resp2> {
+        self.framed
+    }
+
     /// Sends one command and reads its reply.
     pub async fn call<I, B>(&mut self, args: I) -> Result<BytesFrame, String>
     where
