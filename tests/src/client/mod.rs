@@ -23,9 +23,11 @@
 //! Layout: `kv_client.rs` (the connection and the API calls), `paths.rs`
 //! (percent-encoding keys and queries), `error.rs` (transport failures),
 //! `response.rs` (answers and the API's JSON shapes), `raw.rs` (requests
-//! written byte for byte: chunked bodies, lying headers).
+//! written byte for byte: chunked bodies, lying headers), `resp.rs` (a
+//! minimal Redis client for proxy mode).
 
 mod error;
+pub mod resp;
 mod kv_client;
 mod paths;
 mod raw;

@@ -27,6 +27,8 @@ struct NodeSpec {
     id: String,
     /// `--priority`, when set.
     priority: Option<u32>,
+    /// Flags for this replica only (e.g. its own `--upstream`).
+    args: Vec<String>,
 }
 
 /// How to start a cluster.
@@ -71,6 +73,7 @@ impl Default for ClusterBuilder {
                 .map(|id| NodeSpec {
                     id: id.to_string(),
                     priority: None,
+                    args: Vec::new(),
                 })
                 .collect(),
             heartbeat_ms: Some(50),
@@ -101,8 +104,24 @@ impl ClusterBuilder {
             .map(|id| NodeSpec {
                 id: id.into(),
                 priority: None,
+                args: Vec::new(),
             })
             .collect();
+        self
+    }
+
+    /// Flags for replica `id` only.
+    pub fn node_args<I, S>(mut self, id: &str, args: I) -> ClusterBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no replica {id:?} in the cluster"));
+        node.args.extend(args.into_iter().map(Into::into));
         self
     }
 
@@ -241,7 +260,7 @@ impl ClusterBuilder {
         };
         let mut spawned = Vec::new();
         for node in &self.nodes {
-            let mut config = cluster.replica_config(dir, &node.id);
+            let mut config = cluster.replica_config(dir, &node.id).args(node.args.clone());
             if let Some(priority) = node.priority {
                 config = config.args(["--priority".to_string(), priority.to_string()]);
             }

@@ -31,6 +31,8 @@
 //!   tests do not starve each other of CPU.
 //! - [`log_files`]: a stopped replica's log segments and records, to
 //!   damage them on purpose.
+//! - [`redis`], [`proxy_cluster`]: real redis-servers, and a cluster of
+//!   replicas fronting them (proxy mode).
 
 pub mod arbiter;
 pub mod binaries;
@@ -43,6 +45,8 @@ mod fake_http;
 pub mod fake_replica;
 pub mod log_files;
 pub mod ports;
+pub mod proxy_cluster;
+pub mod redis;
 pub mod process;
 pub mod replica;
 pub mod replica_status;
@@ -58,6 +62,8 @@ pub use etcd::{etcd_binary, EtcdCluster, EtcdMember};
 pub use fake_arbiter::FakeArbiter;
 pub use fake_replica::{FakeReplica, FakeRole};
 pub use ports::{free_port, free_ports};
+pub use proxy_cluster::ProxyCluster;
+pub use redis::RedisServer;
 pub use process::{describe_exit, ChildGuard, ProcessSpec};
 pub use replica::{ReplicaConfig, ReplicaProcess};
 pub use replica_status::{dump, replica_status, role_code, ReplicaSelfStatus};

@@ -1,0 +1,157 @@
+//! A cluster in proxy mode: a redis-server per replica, and the replicas
+//! fronting them (`--upstream`, `--resp-listen`), with the usual arbiter.
+//! Data is compared on the upstreams themselves, read directly.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::cluster::Cluster;
+use super::cluster_builder::ClusterBuilder;
+use super::dirs::TestDir;
+use super::ports::free_port;
+use super::redis::RedisServer;
+use super::wait::wait_for;
+use crate::client::resp::{show, Frame, RespClient};
+
+/// Replicas fronting their own redis-servers.
+pub struct ProxyCluster {
+    pub cluster: Cluster,
+    /// Each replica's upstream, by node id.
+    pub redis: BTreeMap<String, RedisServer>,
+    /// Each replica's RESP port, by node id.
+    pub resp: BTreeMap<String, u16>,
+}
+
+impl ProxyCluster {
+    /// Starts a redis-server per id, then the cluster as `build` shapes it
+    /// (`Cluster::builder()` with these replicas), each replica fronting
+    /// its own.
+    pub async fn start(
+        dir: &TestDir,
+        ids: &[&str],
+        build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
+    ) -> Result<ProxyCluster, String> {
+        let mut redis = BTreeMap::new();
+        let mut resp = BTreeMap::new();
+        let mut builder = build(Cluster::builder().replicas(ids.iter().copied()));
+        for id in ids {
+            let server = RedisServer::start(dir, &format!("{id}-redis")).await?;
+            let port = free_port();
+            builder = builder.node_args(
+                id,
+                [
+                    "--upstream".to_string(),
+                    server.url(),
+                    "--resp-listen".to_string(),
+                    format!("127.0.0.1:{port}"),
+                ],
+            );
+            redis.insert(id.to_string(), server);
+            resp.insert(id.to_string(), port);
+        }
+        let cluster = builder.start(dir).await?;
+        Ok(ProxyCluster {
+            cluster,
+            redis,
+            resp,
+        })
+    }
+
+    /// `127.0.0.1:port` of replica `id`'s RESP listener.
+    pub fn resp_addr(&self, id: &str) -> String {
+        format!("127.0.0.1:{}", self.resp[id])
+    }
+
+    /// A Redis client of replica `id`.
+    pub async fn client(&self, id: &str) -> Result<RespClient, String> {
+        RespClient::connect(&self.resp_addr(id)).await
+    }
+
+    /// Every key of database 0 of `id`'s upstream with its type and value
+    /// in a form that compares across servers (members sorted).
+    pub async fn upstream_dump(&self, id: &str) -> Result<BTreeMap<String, String>, String> {
+        dump(&self.redis[id].addr()).await
+    }
+
+    /// Waits until the upstreams of `a` and `b` hold the same data.
+    pub async fn wait_same_upstream_data(
+        &self,
+        a: &str,
+        b: &str,
+        within: Duration,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let (aa, ba) = (self.redis[a].addr(), self.redis[b].addr());
+        let last = std::sync::Arc::new(parking_lot::Mutex::new((BTreeMap::new(), BTreeMap::new())));
+        let result = wait_for(within, &format!("{a} and {b} to hold the same data"), || {
+            let (aa, ba, last) = (aa.clone(), ba.clone(), last.clone());
+            async move {
+                let x = dump(&aa).await.ok()?;
+                let y = dump(&ba).await.ok()?;
+                if x == y {
+                    return Some(x);
+                }
+                *last.lock() = (x, y);
+                None
+            }
+        })
+        .await;
+        result.map_err(|e| {
+            let last = last.lock();
+            let only_a: Vec<_> = last.0.keys().filter(|k| !last.1.contains_key(*k)).take(5).collect();
+            let only_b: Vec<_> = last.1.keys().filter(|k| !last.0.contains_key(*k)).take(5).collect();
+            let differ: Vec<_> = last
+                .0
+                .iter()
+                .filter(|(k, v)| last.1.get(*k).is_some_and(|w| w != *v))
+                .take(5)
+                .collect();
+            format!(
+                "{e}: {a} has {} keys, {b} has {}; only on {a}: {only_a:?}; only on {b}: {only_b:?}; different: {differ:?}",
+                last.0.len(),
+                last.1.len()
+            )
+        })
+    }
+}
+
+/// Database 0 of the server at `addr`, read directly (see
+/// [`ProxyCluster::upstream_dump`]).
+pub async fn dump(addr: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut c = RespClient::connect(addr).await?;
+    c.call(&["SELECT", "0"]).await?;
+    let keys = match c.call(&["KEYS", "*"]).await? {
+        Frame::Array(k) => k,
+        other => return Err(format!("KEYS gave {}", show(&other))),
+    };
+    let mut out = BTreeMap::new();
+    for k in keys {
+        let Frame::BulkString(key) = k else { continue };
+        let t = c.call(&[&b"TYPE"[..], &key]).await?;
+        let t = show(&t);
+        let value = match t.as_str() {
+            "string" => c.call(&[&b"GET"[..], &key]).await?,
+            "list" => c.call(&[&b"LRANGE"[..], &key, b"0", b"-1"]).await?,
+            "hash" => c.call(&[&b"HGETALL"[..], &key]).await?,
+            "set" => c.call(&[&b"SMEMBERS"[..], &key]).await?,
+            "zset" => c.call(&[&b"ZRANGE"[..], &key, b"0", b"-1", b"WITHSCORES"]).await?,
+            _ => Frame::Null,
+        };
+        let mut text = show(&value);
+        if matches!(t.as_str(), "set" | "hash") {
+            if let Frame::Array(items) = &value {
+                let mut parts: Vec<String> = if t == "hash" {
+                    items
+                        .chunks(2)
+                        .map(|p| format!("{}={}", show(&p[0]), p.get(1).map(show).unwrap_or_default()))
+                        .collect()
+                } else {
+                    items.iter().map(show).collect()
+                };
+                parts.sort();
+                text = parts.join(",");
+            }
+        }
+        out.insert(String::from_utf8_lossy(&key).into_owned(), format!("{t}:{text}"));
+    }
+    Ok(out)
+}
