@@ -3,8 +3,9 @@
 # protoc and protobuf's well-known .proto files (etcd-client's build imports
 # google/protobuf/descriptor.proto, which Debian ships in libprotobuf-dev,
 # not in protobuf-compiler), etcd (comparisons and the etcd-backed arbiter),
-# a C compiler and make (jemalloc's build), on Debian via apt-get. Rust
-# itself must already be installed.
+# a C compiler and make (jemalloc's build), redis-server and redis-tools
+# (proxy mode's tests, its local cluster and redis-benchmark), on Debian via
+# apt-get. Rust itself must already be installed.
 set -euo pipefail
 
 need=()
@@ -15,6 +16,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # jemalloc (the replica's allocator) is built from C with make.
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v make >/dev/null 2>&1 || need+=(make)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2
@@ -23,10 +26,12 @@ if ((${#need[@]})); then
     apt-get update >/dev/null
     apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
   fi
-  # Debian's etcd-server package may start a system etcd on 2379; ours pick
-  # their own ports, so it is harmless, but stop it to keep the machine quiet.
+  # Debian's etcd-server and redis-server packages may start system services
+  # on 2379 and 6379; ours pick their own ports, so they are harmless, but
+  # stop them to keep the machine quiet.
   if command -v systemctl >/dev/null 2>&1; then
     systemctl stop etcd >/dev/null 2>&1 || true
+    systemctl stop redis-server >/dev/null 2>&1 || true
   fi
 fi
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proto_common::Position;
+use redis_protocol::resp2::types::BytesFrame;
 use replica::command::{Command, RespCmd, RespEntry};
 use replica::lease::Lease;
 use replica::metrics::Metrics;
@@ -15,7 +16,6 @@ use replica::proxy::machine::{UpstreamAddr, UpstreamMachine};
 use replica::proxy::upstream::Conn;
 use replica::state_machine::conformance::{self, Subject};
 use replica::state_machine::Answerer;
-use redis_protocol::resp2::types::BytesFrame;
 
 /// A redis-server of our own, killed on drop.
 struct Redis {
@@ -43,7 +43,16 @@ async fn redis() -> Redis {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = Process::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .arg("--dir")
         .arg(dir.path())
         .stdout(Stdio::null())
@@ -56,7 +65,11 @@ async fn redis() -> Redis {
         assert!(Instant::now() < deadline, "redis-server did not start");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Redis { child, addr, _dir: dir }
+    Redis {
+        child,
+        addr,
+        _dir: dir,
+    }
 }
 
 fn set(k: &str, v: &str) -> Command {

@@ -196,21 +196,36 @@ EXEC
 const UNORDERED: [&str; 6] = ["smembers", "sunion", "sinter", "sdiff", "keys", "hkeys"];
 /// Commands whose integer replies are times, and how far two servers
 /// running them milliseconds apart may differ.
-const TIMES: [(&str, i64); 4] = [("ttl", 1), ("pttl", 1500), ("expiretime", 2), ("pexpiretime", 2000)];
+const TIMES: [(&str, i64); 4] = [
+    ("ttl", 1),
+    ("pttl", 1500),
+    ("expiretime", 2),
+    ("pexpiretime", 2000),
+];
 
 fn commands(script: &str, prefix: &str) -> Vec<Vec<String>> {
     script
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| l.replace("{p}", prefix).split(' ').map(str::to_string).collect())
+        .map(|l| {
+            l.replace("{p}", prefix)
+                .split(' ')
+                .map(str::to_string)
+                .collect()
+        })
         .collect()
 }
 
 async fn run(client: &mut RespClient, cmds: &[Vec<String>]) -> Vec<Frame> {
     let mut out = Vec::new();
     for c in cmds {
-        out.push(client.call(c).await.unwrap_or_else(|e| panic!("{c:?}: {e}")));
+        out.push(
+            client
+                .call(c)
+                .await
+                .unwrap_or_else(|e| panic!("{c:?}: {e}")),
+        );
     }
     out
 }
@@ -263,7 +278,12 @@ fn compare(family: &str, via: &str, cmds: &[Vec<String>], ours: &[Frame], theirs
             in_exec_names.push(name.clone());
         }
         if !same(&tolerant, a, b) {
-            diffs.push(format!("  {}: understudy {} / redis {}", c.join(" "), show(a), show(b)));
+            diffs.push(format!(
+                "  {}: understudy {} / redis {}",
+                c.join(" "),
+                show(a),
+                show(b)
+            ));
         }
     }
     assert!(
@@ -353,14 +373,31 @@ async fn refused_commands_name_themselves_and_bad_input_closes_only_its_request(
     // An oversize argument is answered, and the connection goes on.
     let big = "x".repeat(2 << 20);
     let reply = c.call(&["SET", "big", &big]).await.unwrap();
-    assert!(matches!(&reply, Frame::Error(e) if e.contains("more than the")), "{}", show(&reply));
+    assert!(
+        matches!(&reply, Frame::Error(e) if e.contains("more than the")),
+        "{}",
+        show(&reply)
+    );
     assert_eq!(show(&c.call(&["PING"]).await.unwrap()), "PONG");
     // Garbage: one error, then that connection closes; others go on.
     let mut bad = cluster.client(&active.id).await.unwrap();
     bad.write_raw(b"*1\r\n:5\r\n").await.unwrap();
     let reply = bad.read().await.unwrap();
-    assert!(matches!(&reply, Frame::Error(e) if e.contains("Protocol error")), "{}", show(&reply));
-    assert!(bad.read().await.is_err(), "the connection stayed open after garbage");
-    assert_eq!(show(&c.call(&["SET", "after", "garbage"]).await.unwrap()), "OK");
-    assert_eq!(show(&c.call(&["GET", "after"]).await.unwrap()), "\"garbage\"");
+    assert!(
+        matches!(&reply, Frame::Error(e) if e.contains("Protocol error")),
+        "{}",
+        show(&reply)
+    );
+    assert!(
+        bad.read().await.is_err(),
+        "the connection stayed open after garbage"
+    );
+    assert_eq!(
+        show(&c.call(&["SET", "after", "garbage"]).await.unwrap()),
+        "OK"
+    );
+    assert_eq!(
+        show(&c.call(&["GET", "after"]).await.unwrap()),
+        "\"garbage\""
+    );
 }

@@ -48,6 +48,9 @@ pub const MARKER_KEY: &str = "understudy:applied";
 const MAX_BATCH: usize = 1024;
 /// Pause between attempts while the upstream cannot be used.
 const RETRY: Duration = Duration::from_millis(200);
+/// How often an idle apply loop checks that the upstream still holds what
+/// it applied (it may have been flushed, or restarted empty).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// How to reach the upstream.
 #[derive(Clone, Debug)]
@@ -220,12 +223,20 @@ struct Group {
 impl ApplyLoop {
     async fn run(mut self) {
         let mut backlog: VecDeque<Work> = VecDeque::new();
+        let mut idle_check = tokio::time::interval(IDLE_CHECK);
+        idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let work = match backlog.pop_front() {
                 Some(w) => w,
-                None => match self.rx.recv().await {
-                    Some(w) => w,
-                    None => return,
+                None => tokio::select! {
+                    w = self.rx.recv() => match w {
+                        Some(w) => w,
+                        None => return,
+                    },
+                    _ = idle_check.tick() => {
+                        self.check_idle_upstream().await;
+                        continue;
+                    }
                 },
             };
             match work {
@@ -348,6 +359,40 @@ impl ApplyLoop {
                 leading,
             })
             .await;
+        }
+    }
+
+    /// Between entries: is the upstream still where we left it? A marker
+    /// that moved means it lost its data or was written by someone else.
+    async fn check_idle_upstream(&mut self) {
+        self.catch_up_with_reset().await;
+        if self.shared.diverged.lock().is_some() {
+            return;
+        }
+        let applied = *self.shared.applied.borrow();
+        let upstream = self.upstream.clone();
+        let checked = match self.conn().await {
+            Ok(conn) => upstream.read_marker(conn).await.map_err(Failure::Transient),
+            Err(f) => Err(f),
+        };
+        match checked {
+            Ok(marker) if marker == (applied != Position::ZERO).then_some(applied) => {
+                self.shared.set_problem(None);
+            }
+            Ok(marker) => {
+                let why = lost(&upstream.addr, applied, marker);
+                *self.shared.diverged.lock() = Some(why.clone());
+                self.shared.set_problem(Some(why));
+            }
+            Err(Failure::Diverged(why)) => {
+                *self.shared.diverged.lock() = Some(why.clone());
+                self.shared.set_problem(Some(why));
+            }
+            Err(Failure::Transient(why)) => {
+                self.conn = None;
+                self.shared.set_problem(Some(why));
+            }
+            Err(Failure::AlreadyApplied) => {}
         }
     }
 

@@ -189,8 +189,20 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
     let mut expected_prev = last;
     send_ack(repl, &mut writer).await?;
     let mut staged = Staged::default();
+    let mut upstream_check = tokio::time::interval(UPSTREAM_CHECK);
     loop {
-        let mut next = match reader.next().await {
+        let received = tokio::select! {
+            r = reader.next() => r,
+            _ = upstream_check.tick() => {
+                // Proxy mode: an upstream that lost its data is refilled
+                // from the active's at the next handshake.
+                if let Some(why) = node.proxy.as_ref().and_then(|p| p.needs_resync()) {
+                    return Err(format!("the upstream must be resynced ({why})"));
+                }
+                continue;
+            }
+        };
+        let mut next = match received {
             Some(Ok(env)) => Some(env),
             Some(Err(e)) => return Err(format!("unreadable frame, closing: {e}")),
             None => return Err("the active closed the connection".into()),
@@ -243,6 +255,10 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
         flush(repl, &mut writer, &mut staged).await?;
     }
 }
+
+/// How often a following proxy-mode standby checks whether its upstream
+/// must be resynced.
+const UPSTREAM_CHECK: Duration = Duration::from_millis(500);
 
 /// How long the active may take with each handshake frame.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -27,10 +27,10 @@
 //! minimal Redis client for proxy mode).
 
 mod error;
-pub mod resp;
 mod kv_client;
 mod paths;
 mod raw;
+pub mod resp;
 mod response;
 
 pub use error::ClientError;

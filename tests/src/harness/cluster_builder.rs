@@ -260,7 +260,9 @@ impl ClusterBuilder {
         };
         let mut spawned = Vec::new();
         for node in &self.nodes {
-            let mut config = cluster.replica_config(dir, &node.id).args(node.args.clone());
+            let mut config = cluster
+                .replica_config(dir, &node.id)
+                .args(node.args.clone());
             if let Some(priority) = node.priority {
                 config = config.args(["--priority".to_string(), priority.to_string()]);
             }

@@ -82,18 +82,22 @@ impl ProxyCluster {
     ) -> Result<BTreeMap<String, String>, String> {
         let (aa, ba) = (self.redis[a].addr(), self.redis[b].addr());
         let last = std::sync::Arc::new(parking_lot::Mutex::new((BTreeMap::new(), BTreeMap::new())));
-        let result = wait_for(within, &format!("{a} and {b} to hold the same data"), || {
-            let (aa, ba, last) = (aa.clone(), ba.clone(), last.clone());
-            async move {
-                let x = dump(&aa).await.ok()?;
-                let y = dump(&ba).await.ok()?;
-                if x == y {
-                    return Some(x);
+        let result = wait_for(
+            within,
+            &format!("{a} and {b} to hold the same data"),
+            || {
+                let (aa, ba, last) = (aa.clone(), ba.clone(), last.clone());
+                async move {
+                    let x = dump(&aa).await.ok()?;
+                    let y = dump(&ba).await.ok()?;
+                    if x == y {
+                        return Some(x);
+                    }
+                    *last.lock() = (x, y);
+                    None
                 }
-                *last.lock() = (x, y);
-                None
-            }
-        })
+            },
+        )
         .await;
         result.map_err(|e| {
             let last = last.lock();
@@ -133,7 +137,10 @@ pub async fn dump(addr: &str) -> Result<BTreeMap<String, String>, String> {
             "list" => c.call(&[&b"LRANGE"[..], &key, b"0", b"-1"]).await?,
             "hash" => c.call(&[&b"HGETALL"[..], &key]).await?,
             "set" => c.call(&[&b"SMEMBERS"[..], &key]).await?,
-            "zset" => c.call(&[&b"ZRANGE"[..], &key, b"0", b"-1", b"WITHSCORES"]).await?,
+            "zset" => {
+                c.call(&[&b"ZRANGE"[..], &key, b"0", b"-1", b"WITHSCORES"])
+                    .await?
+            }
             _ => Frame::Null,
         };
         let mut text = show(&value);
@@ -142,7 +149,9 @@ pub async fn dump(addr: &str) -> Result<BTreeMap<String, String>, String> {
                 let mut parts: Vec<String> = if t == "hash" {
                     items
                         .chunks(2)
-                        .map(|p| format!("{}={}", show(&p[0]), p.get(1).map(show).unwrap_or_default()))
+                        .map(|p| {
+                            format!("{}={}", show(&p[0]), p.get(1).map(show).unwrap_or_default())
+                        })
                         .collect()
                 } else {
                     items.iter().map(show).collect()
@@ -151,7 +160,10 @@ pub async fn dump(addr: &str) -> Result<BTreeMap<String, String>, String> {
                 text = parts.join(",");
             }
         }
-        out.insert(String::from_utf8_lossy(&key).into_owned(), format!("{t}:{text}"));
+        out.insert(
+            String::from_utf8_lossy(&key).into_owned(),
+            format!("{t}:{text}"),
+        );
     }
     Ok(out)
 }

@@ -49,13 +49,17 @@ impl RedisServer {
 
     async fn wait_ready(&self) -> Result<(), String> {
         let addr = self.addr();
-        wait_for(START_TIMEOUT, &format!("redis-server {} to answer", self.name), || {
-            let addr = addr.clone();
-            async move {
-                let mut c = RespClient::connect(&addr).await.ok()?;
-                c.call(&["PING"]).await.ok()
-            }
-        })
+        wait_for(
+            START_TIMEOUT,
+            &format!("redis-server {} to answer", self.name),
+            || {
+                let addr = addr.clone();
+                async move {
+                    let mut c = RespClient::connect(&addr).await.ok()?;
+                    c.call(&["PING"]).await.ok()
+                }
+            },
+        )
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
