@@ -131,7 +131,7 @@ async fn killing_the_active_loses_no_acknowledged_set_and_the_old_active_rejoins
     }
 
     // Every acknowledged SET is on the new active, read through it.
-    let ledger = ledger.lock();
+    let ledger = std::mem::take(&mut *ledger.lock());
     let mut c = cluster.client(&promoted.id).await.unwrap();
     let mut missing = Vec::new();
     for (k, v) in &ledger.acked {
@@ -160,7 +160,6 @@ async fn killing_the_active_loses_no_acknowledged_set_and_the_old_active_rejoins
         ledger.errors
     );
     assert!(missing.is_empty(), "acknowledged SETs lost: {missing:?}");
-    drop(ledger);
 
     // The old active comes back on its upstream, as a standby, with the
     // new active's data.
