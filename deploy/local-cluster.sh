@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # A local understudy cluster: one arbiter and two replicas on loopback, or
-# with --etcd a local etcd and two arbiters electing a leader there.
+# with --etcd a local etcd and two arbiters electing a leader there, or with
+# --redis two redis-servers fronted by the replicas (proxy mode).
 # Installs prerequisites, builds release binaries, starts everything, prints
 # the URLs, and stops it all on Ctrl-C.
 #
 #   deploy/local-cluster.sh            # arbiter :6000, replicas a :7000, b :7001
 #   deploy/local-cluster.sh --etcd     # + etcd :2379, arbiters :6000 and :6001
+#   deploy/local-cluster.sh --redis    # + redis-servers :6391, :6392; Redis clients on :6381, :6382
 #
 # State lives in $UNDERSTUDY_LOCAL_DIR (default: /tmp/understudy-local); it
 # survives restarts of this script, so a killed replica comes back with its data.
@@ -13,20 +15,34 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_etcd=false
+with_redis=false
 for arg in "$@"; do
   case "$arg" in
     --etcd) with_etcd=true ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --redis) with_redis=true ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
 
 deploy/prereqs.sh
 cargo build --release --bins -q
-bin=target/release
+bin=$PWD/target/release
 dir=${UNDERSTUDY_LOCAL_DIR:-/tmp/understudy-local}
 mkdir -p "$dir"
 pids=()
+
+# Refuse to start a second copy: its processes would fail to bind and die
+# at once while this script reported success.
+ports=(6000 7000 7001 7100 7101)
+$with_redis && ports+=(6381 6382 6391 6392)
+for port in "${ports[@]}"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is already in use: is a local cluster already running?" \
+      "Stop it (Ctrl-C in its terminal) first." >&2
+    exit 1
+  fi
+done
 
 cleanup() {
   trap - EXIT INT TERM
@@ -40,9 +56,13 @@ trap cleanup EXIT INT TERM
 start() { # name, log, command...
   local name=$1 log=$2
   shift 2
+  # The exact command, to start it again by hand after killing it:
+  #   sh "$dir/<name>.cmd" &
+  printf '%q ' "$@" >"$dir/${name// /-}.cmd"
+  printf '>>%q 2>&1\n' "$log" >>"$dir/${name// /-}.cmd"
   "$@" >>"$log" 2>&1 &
   pids+=($!)
-  echo "started $name (pid $!, log $log)"
+  echo "started $name (pid $!, log $log, command $dir/${name// /-}.cmd)"
 }
 
 arbiters=http://127.0.0.1:6000
@@ -64,27 +84,54 @@ fi
 
 i=0
 for node in a b; do
+  proxy=()
+  if $with_redis; then
+    # The upstream: no persistence (the replicas' log is the durable copy).
+    mkdir -p "$dir/redis-$node"
+    start "redis-server $node" "$dir/redis-$node.log" redis-server --port $((6391 + i)) \
+      --bind 127.0.0.1 --save "" --appendonly no --dir "$dir/redis-$node"
+    for _ in $(seq 100); do
+      redis-cli -p $((6391 + i)) ping >/dev/null 2>&1 && break
+      sleep 0.05
+    done
+    proxy=(--upstream "redis://127.0.0.1:$((6391 + i))" --resp-listen "127.0.0.1:$((6381 + i))")
+  fi
   start "replica $node" "$dir/replica-$node.log" "$bin/replica" run --cluster local \
     --node-id $node --data-dir "$dir/$node" \
     --listen 127.0.0.1:$((7000 + i)) --repl-listen 127.0.0.1:$((7100 + i)) \
-    --arbiter "$arbiters"
+    --arbiter "$arbiters" "${proxy[@]}"
   i=$((i + 1))
 done
 
 echo "waiting for the first active..."
-for _ in $(seq 100); do
+for _ in $(seq 200); do
   if curl -sf http://127.0.0.1:7000/v1/role >/dev/null || curl -sf http://127.0.0.1:7001/v1/role >/dev/null; then
     break
   fi
   sleep 0.1
 done
 
-cat <<EOF
+if $with_redis; then
+  cat <<EOF
+
+understudy is running in proxy mode (cluster "local", state in $dir):
+  arbiter   $arbiters   (dashboard: http://127.0.0.1:6000/)
+  replica a (pid ${pids[-3]}): Redis clients on 127.0.0.1:6381, in front of redis-server :6391
+  replica b (pid ${pids[-1]}): Redis clients on 127.0.0.1:6382, in front of redis-server :6392
+
+  redis-cli -p 6381 set greeting hello
+  redis-cli -p 6382 get greeting
+  $bin/arbiter status --arbiter http://127.0.0.1:6000
+
+Press Ctrl-C to stop.
+EOF
+else
+  cat <<EOF
 
 understudy is running (cluster "local", state in $dir):
   arbiter   $arbiters   (dashboard: http://127.0.0.1:6000/)
-  replica a http://127.0.0.1:7000
-  replica b http://127.0.0.1:7001
+  replica a (pid ${pids[-2]}): http://127.0.0.1:7000
+  replica b (pid ${pids[-1]}): http://127.0.0.1:7001
 
   curl -X PUT --data-binary hello http://127.0.0.1:7000/v1/kv/greeting
   curl http://127.0.0.1:7001/v1/kv/greeting
@@ -92,5 +139,6 @@ understudy is running (cluster "local", state in $dir):
 
 Press Ctrl-C to stop.
 EOF
+fi
 $bin/arbiter status --arbiter http://127.0.0.1:6000 || true
 wait
