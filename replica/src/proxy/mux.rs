@@ -100,6 +100,7 @@ async fn serve(conn: Conn, first: Job, rx: &mut mpsc::Receiver<Job>) -> Result<(
     tokio::pin!(silence);
     let result = loop {
         // Write every job already queued, then flush once.
+        let idle = waiting.is_empty();
         let mut wrote = false;
         while let Some(job) = next_job.take().or_else(|| rx.try_recv().ok()) {
             let mut skip = 0;
@@ -141,11 +142,14 @@ async fn serve(conn: Conn, first: Job, rx: &mut mpsc::Receiver<Job>) -> Result<(
             if let Err(e) = SinkExt::<BytesFrame>::flush(&mut framed).await {
                 break Err(e.to_string());
             }
+            if idle {
+                // Replies are owed from now on.
+                silence
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + CALL_TIMEOUT);
+            }
         }
         if waiting.is_empty() {
-            silence
-                .as_mut()
-                .reset(tokio::time::Instant::now() + CALL_TIMEOUT);
             match rx.recv().await {
                 Some(job) => {
                     next_job = Some(job);
