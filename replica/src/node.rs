@@ -79,11 +79,6 @@ pub struct Node {
     node_state: Mutex<NodeState>,
     /// Snapshot activity, for housekeeping and status.
     pub snapshots: SnapshotActivity,
-    /// Whether the node runs on a multi-threaded runtime, where
-    /// `block_in_place` is allowed: client writes may then commit on the
-    /// caller's thread, and fsyncs on async paths hand the worker's other
-    /// tasks to another thread first (`run_blocking`).
-    multi_thread: bool,
     /// Keeps a CPU awake while writes are in flight (`idle_poll_us`).
     pub idle_poll: IdlePoll,
     /// One per write accepted and not yet answered (`max_pending_writes`).
@@ -204,8 +199,6 @@ impl Node {
             }),
             node_state: Mutex::new(node_state),
             snapshots: SnapshotActivity::default(),
-            multi_thread: tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread),
             idle_poll,
             write_permits: tokio::sync::Semaphore::new(write_permits),
             proxy,

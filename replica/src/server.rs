@@ -109,13 +109,13 @@ pub async fn run(
     if let (Some(core), Some(l)) = (node.proxy.clone(), resp_listener) {
         tracing::info!(resp_listen = %core.settings.resp_listen, upstream = %core.settings.upstream,
             "proxy mode: serving Redis clients");
-        tokio::spawn(crate::proxy::server::serve(
+        crate::proxy::server::spawn_on_own_thread(
             core.clone(),
             node.clone(),
             repl.clone(),
             l,
             stop.clone(),
-        ));
+        )?;
         tokio::spawn(crate::proxy::server::expire_loop(
             core,
             node.clone(),

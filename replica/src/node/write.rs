@@ -77,7 +77,11 @@ impl Node {
         // written it joins the group-commit thread's next batch instead.
         // With a sync set the answer waits for a standby anyway, and
         // blocking a worker would only slow the acks down.
-        if self.multi_thread && !self.log.direct().is_busy() && self.commit.commits_locally() {
+        // Only a worker of a multi-threaded runtime may block in place (a
+        // proxy-mode session runs on a single-threaded one).
+        let may_block = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if may_block && !self.log.direct().is_busy() && self.commit.commits_locally() {
             match tokio::task::block_in_place(|| self.log.direct().try_write_inline(req)) {
                 Ok(()) => return rx.await.unwrap_or_else(|_| Err(dropped())),
                 Err(back) => req = *back,

@@ -16,8 +16,9 @@ use super::table::CommandTable;
 pub struct ProxyCore {
     pub settings: ProxySettings,
     pub machine: Arc<UpstreamMachine>,
-    /// The shared, pipelined connection for reads.
-    pub reads: Mux,
+    /// The shared, pipelined connection for reads, started by the first
+    /// session on the runtime that serves clients.
+    reads: std::sync::OnceLock<Mux>,
     /// Read from the upstream at start.
     pub table: CommandTable,
     /// Why the upstream must be filled from the active's (a full resync),
@@ -38,13 +39,8 @@ impl ProxyCore {
         resync: Option<String>,
         fresh: bool,
     ) -> ProxyCore {
-        let reads = Mux::start(UpstreamAddr {
-            addr: settings.upstream.clone(),
-            password: settings.upstream_password.clone(),
-            marker_db: settings.marker_db,
-        });
         ProxyCore {
-            reads,
+            reads: std::sync::OnceLock::new(),
             settings,
             machine,
             table,
@@ -63,6 +59,12 @@ impl ProxyCore {
     /// It led, or was filled: no longer new.
     pub fn not_fresh(&self) {
         self.fresh.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The shared connection for reads (started on first use, on the
+    /// calling runtime).
+    pub fn reads(&self) -> &Mux {
+        self.reads.get_or_init(|| Mux::start(self.upstream()))
     }
 
     pub fn upstream(&self) -> UpstreamAddr {

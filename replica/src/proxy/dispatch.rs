@@ -267,7 +267,7 @@ async fn local(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
     if multi {
         frames.push(super::resp::command(["EXEC"]));
     }
-    let replies = match s.core.reads.call(db, frames).await {
+    let replies = match s.core.reads().call(db, frames).await {
         Ok(r) => r,
         Err(e) => return error(format!("TRYAGAIN the local upstream failed: {e}")).into(),
     };
@@ -306,7 +306,7 @@ async fn keys_of(s: &mut Session, argv: &[Bytes]) -> Result<Vec<Bytes>, String> 
     args.extend(argv.iter().cloned());
     let reply = s
         .core
-        .reads
+        .reads()
         .call(s.db, vec![super::resp::command(args)])
         .await
         .map_err(|e| format!("TRYAGAIN {e}"))?;

@@ -18,6 +18,38 @@ const EXPIRE_EVERY: Duration = Duration::from_millis(100);
 /// Most expiries committed in one entry.
 const EXPIRE_BATCH: usize = 1000;
 
+/// Serves Redis clients on a thread of its own with a single-threaded
+/// runtime: every session and the shared upstream connection wake each
+/// other on one thread, with no cross-thread wake-ups on the path of each
+/// command.
+pub fn spawn_on_own_thread(
+    core: Arc<ProxyCore>,
+    node: Arc<Node>,
+    repl: Arc<Replication>,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let listener = listener
+        .into_std()
+        .map_err(|e| format!("moving the RESP listener to its thread: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the RESP runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name("resp".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => serve(core, node, repl, l, stop).await,
+                    Err(e) => tracing::error!(error = %e, "cannot serve Redis clients"),
+                }
+            })
+        })
+        .map_err(|e| format!("cannot start the RESP thread: {e}"))?;
+    Ok(())
+}
+
 /// Accepts Redis clients until `stop`.
 pub async fn serve(
     core: Arc<ProxyCore>,
