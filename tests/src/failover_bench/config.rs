@@ -29,6 +29,15 @@ impl Mode {
     }
 }
 
+/// How the clients write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// The embedded store's HTTP API (`loadgen`).
+    Http,
+    /// Proxy mode: redis-servers fronted by the replicas, Redis clients.
+    Resp,
+}
+
 /// Measures the client-observed write gap of failovers (or switchovers)
 /// of a real cluster: an arbiter with a file store and two replicas, under
 /// a closed-loop write load that retries across the replicas.
@@ -39,6 +48,11 @@ pub struct Config {
     /// a planned switchover each round.
     #[arg(long, value_enum, default_value = "kill")]
     pub mode: Mode,
+
+    /// http: the embedded store under `loadgen`; resp: proxy mode under
+    /// Redis clients (kill rounds only).
+    #[arg(long, value_enum, default_value = "http")]
+    pub protocol: Protocol,
 
     /// Rounds: kills (or switchovers with --mode switchover).
     #[arg(long = "kills", visible_alias = "rounds", default_value_t = 20)]
@@ -108,6 +122,9 @@ impl Config {
         }
         if self.clients == 0 {
             return Err("--clients=0: need at least one writer".into());
+        }
+        if self.protocol == Protocol::Resp && self.mode != Mode::Kill {
+            return Err("--protocol resp measures kill rounds only; drop --mode".into());
         }
         for name in ["arbiter", "replica"] {
             let path = self.bin_dir.join(name);

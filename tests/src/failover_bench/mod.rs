@@ -19,6 +19,7 @@
 //! target/release/failover-bench                       # 20 kills, default timing
 //! target/release/failover-bench --heartbeat-ms 25 --lease-ms 150
 //! target/release/failover-bench --mode switchover --json
+//! target/release/failover-bench --protocol resp       # proxy mode, Redis clients
 //! ```
 //!
 //! Layout: [`config`] (flags), [`rounds`] (the run), [`report`] (rows,
@@ -26,8 +27,9 @@
 
 pub mod config;
 pub mod report;
+pub mod resp;
 pub mod rounds;
 
-pub use config::{Config, Mode};
+pub use config::{Config, Mode, Protocol};
 pub use report::{BenchReport, RoundReport, Summary};
 pub use rounds::run;

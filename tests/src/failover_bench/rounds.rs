@@ -35,6 +35,9 @@ struct Event {
 /// Runs the benchmark; progress goes to stderr.
 pub async fn run(config: &Config) -> Result<BenchReport, String> {
     config.validate()?;
+    if config.protocol == super::config::Protocol::Resp {
+        return super::resp::run(config).await;
+    }
     let dir = TestDir::new("failover-bench").map_err(|e| e.to_string())?;
     let mut builder = Cluster::builder()
         .builtin_timing()

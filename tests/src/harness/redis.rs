@@ -19,6 +19,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     pub name: String,
     pub port: u16,
+    /// Its `--dir` (a full resync leaves the copied `dump.rdb` here).
+    data: std::path::PathBuf,
     spec: ProcessSpec,
     guard: ChildGuard,
 }
@@ -26,12 +28,23 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` named `name` on a free port; waits for PING.
     pub async fn start(dir: &TestDir, name: &str) -> Result<RedisServer, String> {
+        RedisServer::start_with(dir, name, &["--appendonly", "no"]).await
+    }
+
+    /// [`RedisServer::start`] with other persistence flags (e.g. an
+    /// append-only file fsynced on every write, for comparisons).
+    pub async fn start_with(
+        dir: &TestDir,
+        name: &str,
+        persistence: &[&str],
+    ) -> Result<RedisServer, String> {
         let port = free_port();
         let data = dir.join(format!("{name}.redis"));
         std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
         let spec = ProcessSpec::new(name, "redis-server", dir.path())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--save", "", "--protected-mode", "no"])
+            .args(persistence)
             .arg("--dir")
             .arg(&data);
         let guard = spec
@@ -40,6 +53,7 @@ impl RedisServer {
         let server = RedisServer {
             name: name.to_string(),
             port,
+            data: data.clone(),
             spec,
             guard,
         };
@@ -75,9 +89,15 @@ impl RedisServer {
         format!("redis://{}", self.addr())
     }
 
-    /// Kills it and starts it again on the same port, empty.
+    /// Kills it and starts it again on the same port, empty: its directory
+    /// is emptied first (a replica's copy from a full resync would
+    /// otherwise be loaded again), as on a machine that lost its disk.
     pub async fn restart_empty(&mut self) -> Result<(), String> {
         self.guard.kill().map_err(|e| e.to_string())?;
+        for entry in std::fs::read_dir(&self.data).map_err(|e| e.to_string())? {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
         self.guard = self.spec.spawn().map_err(|e| e.to_string())?;
         self.wait_ready().await
     }

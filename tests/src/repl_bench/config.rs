@@ -17,6 +17,8 @@ pub enum Phase {
     Catchup,
     /// One standalone replica against a one-member etcd (no replication).
     Standalone,
+    /// Proxy mode under redis-benchmark, against a redis-server alone.
+    Redis,
 }
 
 /// Replication benchmark against a three-member etcd.
@@ -47,6 +49,13 @@ pub struct Config {
     /// Value size of the catch-up dataset.
     #[arg(long, default_value_t = 1024)]
     pub catchup_value_size: usize,
+    /// `--phase redis`: requests per many-client redis-benchmark run (a
+    /// tenth of it for the single-client run).
+    #[arg(long, default_value_t = 300_000)]
+    pub redis_requests: u64,
+    /// `--phase redis`: runs of each target, alternated.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -19,19 +19,23 @@
 //!    bytes / seconds), whether by log or by snapshot.
 //!
 //! `--phase standalone` instead runs one standalone replica (no arbiter, no
-//! replication) against a one-member etcd, 64 and 1 clients.
+//! replication) against a one-member etcd, 64 and 1 clients; `--phase
+//! redis` runs proxy mode under `redis-benchmark` against a redis-server
+//! alone ([`redis`]).
 //!
 //! ```text
 //! cargo build --release --bins
 //! target/release/repl-bench                    # all phases, 1 GiB catch-up
 //! target/release/repl-bench --phase standalone
 //! target/release/repl-bench --phase lag --json
+//! target/release/repl-bench --phase redis --rounds 3
 //! ```
 //!
 //! Layout: [`config`] (flags), [`scrape`] (Prometheus histograms), [`run`]
 //! (the phases and the report).
 
 pub mod config;
+pub mod redis;
 pub mod run;
 pub mod scrape;
 

@@ -22,6 +22,8 @@ pub struct Report {
     pub throughput: Vec<TargetReport>,
     pub lag: Option<LagReport>,
     pub catchup: Option<CatchupReport>,
+    /// `--phase redis`.
+    pub redis: Vec<super::redis::RedisRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +54,10 @@ pub async fn run(config: &Config) -> Result<Report, String> {
     };
     if config.phase == Phase::Standalone {
         report.throughput = standalone(config, &dir).await?;
+        return Ok(report);
+    }
+    if config.phase == Phase::Redis {
+        report.redis = super::redis::run(config, &dir).await?;
         return Ok(report);
     }
     let wants = |p: Phase| config.phase == Phase::All || config.phase == p;
@@ -342,6 +348,14 @@ pub fn format(report: &Report) -> String {
             f(l.p99_ms),
             f(l.p999_ms)
         ));
+    }
+    if !report.redis.is_empty() {
+        out.push_str(&super::redis::format(&report.redis));
+        let mut commands: Vec<&str> = report.redis.iter().map(|r| r.command.as_str()).collect();
+        commands.dedup();
+        for c in commands {
+            out.push_str(&format!("  {c}\n"));
+        }
     }
     if let Some(c) = &report.catchup {
         out.push_str(&format!(

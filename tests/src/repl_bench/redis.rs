@@ -1,0 +1,164 @@
+//! `repl-bench --phase redis`: proxy mode measured with `redis-benchmark`
+//! (Debian's redis-tools, a tool nobody here wrote), side by side in one
+//! run with a redis-server alone that fsyncs every write
+//! (`appendfsync always`) on the same disk.
+//!
+//! understudy: two redis-servers without persistence, each fronted by a
+//! replica, `sync_standbys = 1`, the arbiter's own timing; every `SET` is
+//! fsynced in the log on the active and on the standby before it is
+//! acknowledged. Measured against the active's RESP port:
+//! `redis-benchmark -t set,get -c <clients> -d <value size> -r 100000` and
+//! `-t set -c 1`, each target in turn, `--rounds` times alternated.
+
+use std::process::Stdio;
+
+use serde::Serialize;
+
+use super::config::Config;
+use crate::harness::{ProxyCluster, RedisServer, TestDir};
+
+/// One redis-benchmark line.
+#[derive(Clone, Debug, Serialize)]
+pub struct RedisRow {
+    pub target: String,
+    pub test: String,
+    pub clients: usize,
+    pub requests_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// The exact command that printed it.
+    pub command: String,
+}
+
+/// Runs the phase (see the module docs).
+pub async fn run(config: &Config, dir: &TestDir) -> Result<Vec<RedisRow>, String> {
+    let cluster = ProxyCluster::start(dir, &["a", "b"], |b| {
+        b.bin_dir(&config.bin_dir)
+            .builtin_timing()
+            .sync_standbys(1)
+            .segment_bytes(64 << 20)
+    })
+    .await?;
+    let (active, _) = cluster
+        .cluster
+        .wait_active_with_sync_standby(std::time::Duration::from_secs(30))
+        .await?;
+    let alone = RedisServer::start_with(
+        dir,
+        "alone",
+        &["--appendonly", "yes", "--appendfsync", "always"],
+    )
+    .await?;
+    let targets = [
+        (
+            "understudy (active + sync standby)",
+            cluster.resp[&active.id],
+        ),
+        ("redis-server alone, appendfsync always", alone.port),
+    ];
+    let mut rows = Vec::new();
+    for round in 0..config.rounds {
+        let order: Vec<_> = if round % 2 == 0 {
+            targets.to_vec()
+        } else {
+            targets.iter().rev().copied().collect()
+        };
+        for (name, port) in order {
+            let requests = config.redis_requests.to_string();
+            let single = (config.redis_requests / 10).max(1000).to_string();
+            let clients = config.clients.to_string();
+            let size = config.value_size.to_string();
+            let port = port.to_string();
+            for (c, tests, n) in [
+                (clients.as_str(), "set,get", requests.as_str()),
+                ("1", "set", single.as_str()),
+            ] {
+                let args = [
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-t",
+                    tests,
+                    "-n",
+                    n,
+                    "-c",
+                    c,
+                    "-d",
+                    &size,
+                    "-r",
+                    "100000",
+                    "--csv",
+                ];
+                rows.extend(benchmark(name, &args).await?);
+            }
+        }
+    }
+    Ok(rows)
+}
+
+async fn benchmark(target: &str, args: &[&str]) -> Result<Vec<RedisRow>, String> {
+    let command = format!("redis-benchmark {}", args.join(" "));
+    eprintln!("{target}: {command}");
+    let out = tokio::process::Command::new("redis-benchmark")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run redis-benchmark (is redis-tools installed?): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{command} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let clients: usize = args
+        .windows(2)
+        .find(|w| w[0] == "-c")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rows = Vec::new();
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    for line in text.lines().skip(1) {
+        let f: Vec<String> = line
+            .split(',')
+            .map(|s| s.trim_matches('"').to_string())
+            .collect();
+        if f.len() < 8 {
+            continue;
+        }
+        let num = |i: usize| {
+            f[i].parse::<f64>()
+                .map_err(|_| format!("bad number in {line:?}"))
+        };
+        rows.push(RedisRow {
+            target: target.to_string(),
+            test: f[0].clone(),
+            clients,
+            requests_per_sec: num(1)?,
+            p50_ms: num(4)?,
+            p99_ms: num(6)?,
+            command: command.clone(),
+        });
+    }
+    if rows.is_empty() {
+        return Err(format!("{command} printed no results: {text}"));
+    }
+    Ok(rows)
+}
+
+/// The rows as a table.
+pub fn format(rows: &[RedisRow]) -> String {
+    let mut out = format!(
+        "{:<40} {:>5} {:>8} {:>12} {:>8} {:>8}\n",
+        "target", "test", "clients", "requests/s", "p50 ms", "p99 ms"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<40} {:>5} {:>8} {:>12.0} {:>8.3} {:>8.3}\n",
+            r.target, r.test, r.clients, r.requests_per_sec, r.p50_ms, r.p99_ms
+        ));
+    }
+    out
+}
