@@ -401,3 +401,85 @@ async fn refused_commands_name_themselves_and_bad_input_closes_only_its_request(
         "\"garbage\""
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_pipelining_and_local_standby_reads() {
+    let _serial = serial().await;
+    let dir = TestDir::new("proxy-auth").unwrap();
+    let cluster = ProxyCluster::start(&dir, &["a", "b"], |b| {
+        b.sync_standbys(1)
+            .with_token()
+            .replica_args(["--standby-reads", "local"])
+    })
+    .await
+    .unwrap();
+    let (active, standby) = cluster
+        .cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    let token = cluster.cluster.arbiter.token().unwrap();
+    let mut c = cluster.client(&active.id).await.unwrap();
+    let denied = c.call(&["GET", "k"]).await.unwrap();
+    assert!(
+        matches!(&denied, Frame::Error(e) if e.starts_with("NOAUTH")),
+        "{}",
+        show(&denied)
+    );
+    let wrong = c.call(&["AUTH", "not-the-token"]).await.unwrap();
+    assert!(
+        matches!(&wrong, Frame::Error(e) if e.starts_with("WRONGPASS")),
+        "{}",
+        show(&wrong)
+    );
+    assert_eq!(show(&c.call(&["AUTH", &token]).await.unwrap()), "OK");
+
+    // Pipelining: 200 commands in one write, replies in order, each
+    // command seeing the ones before it.
+    let mut pipeline = Vec::new();
+    for _ in 0..100 {
+        for part in [vec!["INCR", "counter"], vec!["GET", "counter"]] {
+            pipeline.extend(format!("*{}\r\n", part.len()).into_bytes());
+            for p in &part {
+                pipeline.extend(format!("${}\r\n{p}\r\n", p.len()).into_bytes());
+            }
+        }
+    }
+    c.write_raw(&pipeline).await.unwrap();
+    for i in 1..=100i64 {
+        assert_eq!(c.read().await.unwrap(), Frame::Integer(i));
+        assert_eq!(
+            c.read().await.unwrap(),
+            Frame::BulkString(i.to_string().into())
+        );
+    }
+
+    // The standby serves reads from its own upstream (possibly stale), and
+    // still forwards writes to the active.
+    let mut s = cluster.client(&standby).await.unwrap();
+    assert_eq!(show(&s.call(&["AUTH", &token]).await.unwrap()), "OK");
+    assert_eq!(
+        show(&s.call(&["SET", "via", "standby"]).await.unwrap()),
+        "OK"
+    );
+    understudy_tests::harness::wait_for(DEADLINE, "the standby's own copy", || {
+        let addr = cluster.resp_addr(&standby);
+        let token = token.clone();
+        async move {
+            let mut s = RespClient::connect(&addr).await.ok()?;
+            s.call(&["AUTH", &token]).await.ok()?;
+            (s.call(&["GET", "via"]).await.ok()? == Frame::BulkString("standby".into()))
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    let info = s.call(&["INFO", "replication"]).await.unwrap();
+    assert!(show(&info).contains("role:slave"), "{}", show(&info));
+    let info = c.call(&["INFO", "replication"]).await.unwrap();
+    assert!(
+        show(&info).contains("role:master") && show(&info).contains("connected_slaves:1"),
+        "{}",
+        show(&info)
+    );
+}

@@ -145,6 +145,9 @@ impl BenchReport {
             ("event to first new ack", &self.recovery),
             ("event to arbiter decision", &self.decision),
         ] {
+            if s.count == 0 {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "{name}: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms, min {:.1} ms ({} rounds)",
