@@ -414,6 +414,15 @@ async fn write(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
         s.db = db;
     }
     match s.node.write(Command::Resp(entry)).await {
+        // Last look at the lease before answering (as the key-value API
+        // does): a process paused between the commit and here must not
+        // answer "OK" after its lease ended (lease.rs).
+        Ok(ack) if !s.node.lease.is_valid() => error(format!(
+            "UNKNOWN outcome unknown: the lease ended before the answer for write {} could be \
+             sent; read it back",
+            ack.position
+        ))
+        .into(),
         Ok(ack) => match ack.outcome {
             Outcome::Reply(bytes) => Reply::Encoded(bytes),
             Outcome::Mismatch(why) => error(format!("ERR {why}")).into(),
