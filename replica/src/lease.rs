@@ -23,6 +23,8 @@ pub struct Lease {
     /// `clock::now_nanos()` value until which writes may be acknowledged;
     /// 0 = no lease; `u64::MAX` = standalone (no arbiter, always own active).
     until: AtomicU64,
+    /// The length of the last grant, ns (for the margin metric).
+    length: AtomicU64,
 }
 
 impl Lease {
@@ -30,6 +32,7 @@ impl Lease {
     pub fn unlimited() -> Lease {
         Lease {
             until: AtomicU64::new(u64::MAX),
+            length: AtomicU64::new(0),
         }
     }
 
@@ -45,6 +48,8 @@ impl Lease {
         let until = t_send
             .saturating_add(duration.as_nanos() as u64)
             .min(u64::MAX - 1);
+        self.length
+            .store(duration.as_nanos() as u64, Ordering::Relaxed);
         self.until.fetch_max(until, Ordering::SeqCst);
     }
 
@@ -63,6 +68,11 @@ impl Lease {
     pub fn is_valid_at(&self, now: u64) -> bool {
         let until = self.until.load(Ordering::SeqCst);
         until == u64::MAX || now < until
+    }
+
+    /// The length of the last grant, ns (0 before any).
+    pub fn length_nanos(&self) -> u64 {
+        self.length.load(Ordering::Relaxed)
     }
 
     /// Nanoseconds left (0 when lapsed); `None` when unlimited.

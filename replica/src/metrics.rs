@@ -47,6 +47,17 @@ pub struct Metrics {
     pub snapshots_written: Counter,
     /// CPU time the idle poller spent spinning (see `idle_poll`).
     pub idle_poll_seconds: Counter<f64, AtomicU64>,
+    /// Bytes the program allocated (jemalloc's `stats.allocated`), read at
+    /// each scrape; 0 when jemalloc is not the allocator (tests).
+    pub heap_allocated: Gauge,
+    /// Bytes of memory jemalloc holds resident (`stats.resident`).
+    pub heap_resident: Gauge,
+    /// The smallest lease left, ms, at any write acknowledged since the
+    /// last scrape (reset then): how close a busy active came to losing
+    /// its lease. -1 when nothing was acknowledged.
+    pub lease_margin_min_ms: Gauge,
+    /// Writes acknowledged with less than a quarter of the lease left.
+    pub lease_margin_low: Counter,
 }
 
 impl Metrics {
@@ -74,8 +85,13 @@ impl Metrics {
             snapshot_transfers: Family::default(),
             snapshots_written: Counter::default(),
             idle_poll_seconds: Counter::default(),
+            heap_allocated: Gauge::default(),
+            heap_resident: Gauge::default(),
+            lease_margin_min_ms: Gauge::default(),
+            lease_margin_low: Counter::default(),
             registry: Registry::default(),
         };
+        m.lease_margin_min_ms.set(-1);
         registry.register(
             "writes",
             "Client writes answered, by outcome",
@@ -148,14 +164,51 @@ impl Metrics {
             "CPU time spent keeping a CPU awake around writes (SCHED_IDLE)",
             m.idle_poll_seconds.clone(),
         );
+        registry.register(
+            "heap_allocated_bytes",
+            "Bytes allocated by the program (jemalloc stats.allocated)",
+            m.heap_allocated.clone(),
+        );
+        registry.register(
+            "heap_resident_bytes",
+            "Bytes held resident by the allocator (jemalloc stats.resident)",
+            m.heap_resident.clone(),
+        );
+        registry.register(
+            "lease_margin_min_milliseconds",
+            "Smallest lease left at a write's acknowledgement since the last scrape (-1: none)",
+            m.lease_margin_min_ms.clone(),
+        );
+        registry.register(
+            "lease_margin_low",
+            "Writes acknowledged with less than a quarter of the lease left",
+            m.lease_margin_low.clone(),
+        );
         Metrics { registry, ..m }
     }
 
-    /// The OpenMetrics text exposition.
+    /// The OpenMetrics text exposition, with the allocator's numbers read
+    /// now; the lease margin starts over.
     pub fn render(&self) -> String {
+        let (allocated, resident) = heap_stats();
+        self.heap_allocated.set(allocated as i64);
+        self.heap_resident.set(resident as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        self.lease_margin_min_ms.set(-1);
         out
+    }
+
+    /// Records the lease left (ns of `lease_nanos`) at an acknowledgement.
+    pub fn observe_lease_margin(&self, left_nanos: u64, lease_nanos: u64) {
+        let ms = (left_nanos / 1_000_000) as i64;
+        let current = self.lease_margin_min_ms.get();
+        if current < 0 || ms < current {
+            self.lease_margin_min_ms.set(ms);
+        }
+        if left_nanos < lease_nanos / 4 {
+            self.lease_margin_low.inc();
+        }
     }
 
     pub fn count_write(&self, outcome: &str) {
@@ -163,6 +216,17 @@ impl Metrics {
             .get_or_create(&vec![("outcome".to_string(), outcome.to_string())])
             .inc();
     }
+}
+
+/// jemalloc's allocated and resident bytes (after refreshing its stats).
+pub fn heap_stats() -> (u64, u64) {
+    if tikv_jemalloc_ctl::epoch::advance().is_err() {
+        return (0, 0);
+    }
+    (
+        tikv_jemalloc_ctl::stats::allocated::read().unwrap_or(0) as u64,
+        tikv_jemalloc_ctl::stats::resident::read().unwrap_or(0) as u64,
+    )
 }
 
 impl Default for Metrics {

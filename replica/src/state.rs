@@ -160,10 +160,14 @@ impl KvState {
 
     fn put(&mut self, key: &Bytes, value: &Bytes, version: Position) {
         let new_len = (key.len() + value.len()) as u64;
+        // Copied into allocations of their own: the command's key and value
+        // are slices of whatever buffer they arrived in (an HTTP request's
+        // read buffer, a replication frame of many entries), and storing a
+        // slice would keep that whole buffer alive as long as the key.
         let old = self.map.insert(
-            key.clone(),
+            Bytes::copy_from_slice(key),
             KvEntry {
-                value: value.clone(),
+                value: Bytes::copy_from_slice(value),
                 version,
             },
         );

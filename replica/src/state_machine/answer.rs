@@ -38,6 +38,12 @@ impl Answerer {
             return;
         }
         let lease_ok = !leading || self.lease.is_valid();
+        if leading && lease_ok {
+            if let Some(left) = self.lease.remaining_nanos() {
+                self.metrics
+                    .observe_lease_margin(left, self.lease.length_nanos());
+            }
+        }
         for (r, position, outcome, received) in batch {
             if let Some(t) = received {
                 self.metrics
