@@ -104,7 +104,7 @@ pub async fn run(
         tokio::spawn(repl.clone().serve(l, stop.clone()));
     }
     if !node.settings.arbiters.is_empty() {
-        tokio::spawn(HeartbeatLoop::new(repl.clone()).run(stop.clone()));
+        spawn_heartbeats(repl.clone(), stop.clone())?;
     }
     if let (Some(core), Some(l)) = (node.proxy.clone(), resp_listener) {
         tracing::info!(resp_listen = %core.settings.resp_listen, upstream = %core.settings.upstream,
@@ -133,6 +133,22 @@ pub async fn run(
     housekeeping.abort();
     save_commit_hint(node).await;
     result
+}
+
+/// Runs the heartbeat loop on a thread of its own with a single-threaded
+/// runtime: a busy client runtime never delays the heartbeat that renews
+/// the active's lease (with a 150 ms lease, a heartbeat queued behind client
+/// work for a few tens of milliseconds cost writes under load).
+fn spawn_heartbeats(repl: Arc<Replication>, stop: CancellationToken) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the heartbeat runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name("heartbeat".into())
+        .spawn(move || runtime.block_on(HeartbeatLoop::new(repl).run(stop)))
+        .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
+    Ok(())
 }
 
 /// Once a second: persist the commit hint, and snapshot when enough log
