@@ -137,11 +137,22 @@ fn answered(op: &Op, response: KvResponse, by: &str, attempts: u32) -> Outcome {
     }
 }
 
-/// The error code of the body, else `http_{status}`.
+/// The error code of the body, else `http_{status}`. An unknown outcome
+/// is told apart by who could not know it: the active itself
+/// (`outcome_unknown`: its lease ended, it was demoted, its disk failed) or
+/// a standby whose forwarded request went unanswered
+/// (`outcome_unknown_forwarded`: the active died meanwhile).
 fn error_kind(response: &KvResponse) -> String {
-    response
+    let code = response
         .error_code()
-        .unwrap_or_else(|| format!("http_{}", response.status))
+        .unwrap_or_else(|| format!("http_{}", response.status));
+    let forwarded = response
+        .error_body()
+        .is_some_and(|b| b.message.starts_with("forwarding to the active"));
+    if code == "outcome_unknown" && forwarded {
+        return "outcome_unknown_forwarded".into();
+    }
+    code
 }
 
 impl Backend for HttpBackend {
