@@ -107,7 +107,7 @@ pub struct Options {
     pub priority: Option<u32>,
     /// After a write, keep one CPU awake this long (µs) under SCHED_IDLE so
     /// the next wake-up on a write's path does not wait for a halted CPU;
-    /// 0 switches it off (see README, "Idle polling") [default: 200].
+    /// 0 switches it off (see README, "Idle polling") [default: 0].
     #[arg(long, env = "UNDERSTUDY_IDLE_POLL_US")]
     pub idle_poll_us: Option<u64>,
     /// Proxy mode: front this standalone Redis-compatible server instead of
@@ -423,7 +423,7 @@ impl Options {
 }
 
 /// Default of `idle_poll_us`.
-pub const DEFAULT_IDLE_POLL_US: u64 = 200;
+pub const DEFAULT_IDLE_POLL_US: u64 = 0;
 
 pub use proto_common::ids::check_cluster_name;
 
@@ -452,7 +452,7 @@ mod tests {
         assert_eq!(s.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(s.advertise_url, "http://127.0.0.1:7000");
         assert!(s.fsync);
-        assert_eq!(s.idle_poll, std::time::Duration::from_micros(200));
+        assert_eq!(s.idle_poll, std::time::Duration::ZERO, "off by default");
     }
 
     #[test]
