@@ -53,6 +53,11 @@ pub struct Config {
     /// clients) instead of running for `--duration`.
     #[arg(long)]
     pub ops: Option<u64>,
+    /// Fill the key space: writes only, every key from 0 to `--keys` - 1
+    /// once (client c writes keys c, c + clients, ...); sets `--ops` to
+    /// `--keys` and skips the warm-up. For loading a dataset.
+    #[arg(long)]
+    pub fill: bool,
 
     /// Print one JSON object per target on stdout instead of a table.
     #[arg(long)]

@@ -37,6 +37,18 @@ use super::workload::{checksum, parse_value_id, value_id, Op, OpKind, Workload};
 /// `setup_error` instead.
 pub async fn run(config: &Config) -> Result<Vec<TargetReport>, String> {
     config.validate()?;
+    let filled;
+    let config = if config.fill {
+        // Every key once: as many operations as keys, none before.
+        filled = Config {
+            ops: Some(config.keys),
+            warmup: Duration::ZERO,
+            ..config.clone()
+        };
+        &filled
+    } else {
+        config
+    };
     let clock = Clock::start();
     let history = match &config.history {
         Some(path) => Some(HistoryWriter::create(path).map_err(|e| e.to_string())?),
@@ -173,7 +185,7 @@ async fn drive<B: Backend>(
                 .filter(|r| *r > 0.0)
                 .map(|r| Duration::from_secs_f64(clients as f64 / r)),
         };
-        let workload = Workload::new(
+        let mut workload = Workload::new(
             config.seed,
             id,
             config.keys,
@@ -181,6 +193,9 @@ async fn drive<B: Backend>(
             config.value_size,
             config.get_ratio,
         );
+        if config.fill {
+            workload = workload.filling(clients as u64);
+        }
         tasks.push(tokio::spawn(client_loop(backend, workload, plan)));
     }
     let mut total = ClientStats::new(window_start);

@@ -58,6 +58,8 @@ pub struct Workload {
     get_ratio: f64,
     /// The next op number.
     next_seq: u64,
+    /// `--fill`: keys in order, this client's first key and the stride.
+    fill: Option<(u64, u64)>,
 }
 
 impl Workload {
@@ -80,7 +82,16 @@ impl Workload {
             value_size,
             get_ratio,
             next_seq: 0,
+            fill: None,
         }
+    }
+
+    /// Writes keys `client`, `client + clients`, ... in order instead of
+    /// random reads and writes (`--fill`).
+    pub fn filling(mut self, clients: u64) -> Workload {
+        self.fill = Some((u64::from(self.client), clients));
+        self.get_ratio = 0.0;
+        self
     }
 
     /// The next operation.
@@ -88,7 +99,11 @@ impl Workload {
         let seq = self.next_seq;
         self.next_seq += 1;
         let is_get = self.get_ratio > 0.0 && self.rng.random_bool(self.get_ratio);
-        let key = key_name(self.rng.random_range(0..self.keys), self.key_size);
+        let n = match self.fill {
+            Some((first, stride)) => (first + seq * stride) % self.keys.max(1),
+            None => self.rng.random_range(0..self.keys),
+        };
+        let key = key_name(n, self.key_size);
         if is_get {
             Op {
                 kind: OpKind::Get,

@@ -19,6 +19,9 @@ pub enum Phase {
     Standalone,
     /// Proxy mode under redis-benchmark, against a redis-server alone.
     Redis,
+    /// Resident memory after loading 1 M and 5 M keys and overwriting,
+    /// against etcd.
+    Memory,
 }
 
 /// Replication benchmark against a three-member etcd.
@@ -56,6 +59,11 @@ pub struct Config {
     /// `--phase redis`: runs of each target, alternated.
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
+    /// Also measure every understudy target with Debian's `wrk` and
+    /// `tests/wrk/put.lua` (same clients, duration, value size), next to
+    /// loadgen's numbers: a load generator nobody here wrote.
+    #[arg(long)]
+    pub wrk: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -29,12 +29,14 @@
 //! target/release/repl-bench --phase standalone
 //! target/release/repl-bench --phase lag --json
 //! target/release/repl-bench --phase redis --rounds 3
+//! target/release/repl-bench --phase memory
 //! ```
 //!
 //! Layout: [`config`] (flags), [`scrape`] (Prometheus histograms), [`run`]
 //! (the phases and the report).
 
 pub mod config;
+pub mod memory;
 pub mod redis;
 pub mod run;
 pub mod scrape;

@@ -21,10 +21,28 @@ pub struct Report {
     /// fdatasync latency of this disk right now (µs): p50, p99, p999.
     pub fdatasync_us: Option<(f64, f64, f64)>,
     pub throughput: Vec<TargetReport>,
+    /// `--wrk`: the same runs by wrk.
+    pub wrk: Vec<WrkRow>,
     pub lag: Option<LagReport>,
     pub catchup: Option<CatchupReport>,
     /// `--phase redis`.
     pub redis: Vec<super::redis::RedisRow>,
+    /// `--phase memory`.
+    pub memory: Vec<super::memory::MemoryRow>,
+}
+
+/// One wrk run.
+#[derive(Debug, Serialize)]
+pub struct WrkRow {
+    pub target: String,
+    pub clients: usize,
+    pub requests_per_sec: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Answers other than 2xx/3xx, and socket errors.
+    pub errors: u64,
+    /// The exact command that printed it.
+    pub command: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,11 +72,15 @@ pub async fn run(config: &Config) -> Result<Report, String> {
         ..Default::default()
     };
     if config.phase == Phase::Standalone {
-        report.throughput = standalone(config, &dir).await?;
+        (report.throughput, report.wrk) = standalone(config, &dir).await?;
         return Ok(report);
     }
     if config.phase == Phase::Redis {
         report.redis = super::redis::run(config, &dir).await?;
+        return Ok(report);
+    }
+    if config.phase == Phase::Memory {
+        report.memory = super::memory::run(config, &dir).await?;
         return Ok(report);
     }
     let wants = |p: Phase| config.phase == Phase::All || config.phase == p;
@@ -101,6 +123,9 @@ pub async fn run(config: &Config) -> Result<Report, String> {
                 max_rate = Some(rows[0].ops_per_sec);
             }
             report.throughput.extend(rows);
+            if config.wrk {
+                report.wrk.push(wrk(config, &active.url, clients).await?);
+            }
         }
     }
     if wants(Phase::Lag) {
@@ -147,7 +172,10 @@ pub async fn run(config: &Config) -> Result<Report, String> {
 
 /// A standalone replica (fsync on, production segment size) against a
 /// one-member etcd, 64 and 1 clients.
-async fn standalone(config: &Config, dir: &TestDir) -> Result<Vec<TargetReport>, String> {
+async fn standalone(
+    config: &Config,
+    dir: &TestDir,
+) -> Result<(Vec<TargetReport>, Vec<WrkRow>), String> {
     let etcd = EtcdCluster::start(1, &dir.join("etcd"))
         .await
         .map_err(|e| format!("starting etcd: {e}"))?;
@@ -161,6 +189,7 @@ async fn standalone(config: &Config, dir: &TestDir) -> Result<Vec<TargetReport>,
         .await?;
     let url = replica.url();
     let mut rows = Vec::new();
+    let mut wrk_rows = Vec::new();
     for clients in [config.clients, 1] {
         rows.extend(
             load(
@@ -172,8 +201,76 @@ async fn standalone(config: &Config, dir: &TestDir) -> Result<Vec<TargetReport>,
             )
             .await?,
         );
+        if config.wrk {
+            wrk_rows.push(wrk(config, &url, clients).await?);
+        }
     }
-    Ok(rows)
+    Ok((rows, wrk_rows))
+}
+
+/// One wrk run of PUTs (`tests/wrk/put.lua`) against `url`.
+async fn wrk(config: &Config, url: &str, clients: usize) -> Result<WrkRow, String> {
+    // Printed as run from the workspace (the usual place), else in full.
+    let script = if std::path::Path::new("tests/wrk/put.lua").is_file() {
+        "tests/wrk/put.lua"
+    } else {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/wrk/put.lua")
+    };
+    let threads = clients.min(2).to_string();
+    let args = [
+        format!("-t{threads}"),
+        format!("-c{clients}"),
+        format!("-d{}s", config.duration.as_secs().max(1)),
+        "--latency".to_string(),
+        "-s".to_string(),
+        script.to_string(),
+        url.to_string(),
+        "--".to_string(),
+        "100000".to_string(),
+        config.value_size.to_string(),
+    ];
+    let command = format!("wrk {}", args.join(" "));
+    eprintln!("{command}");
+    let out = tokio::process::Command::new("wrk")
+        .args(&args)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run wrk (apt-get install wrk): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{command} failed: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let field = |prefix: &str| -> Option<String> {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix).map(|v| v.trim().to_string()))
+    };
+    let ms = |v: Option<String>| -> Option<f64> {
+        let v = v?;
+        let (n, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let n: f64 = n.parse().ok()?;
+        Some(match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            _ => return None,
+        })
+    };
+    let errors = field("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0u64)
+        + field("Socket errors:").map_or(0, |_| 1);
+    Ok(WrkRow {
+        target: url.to_string(),
+        clients,
+        requests_per_sec: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{command} printed no Requests/sec: {text}"))?,
+        p50_ms: ms(field("50%")),
+        p99_ms: ms(field("99%")),
+        errors,
+        command,
+    })
 }
 
 /// One loadgen run over `targets` (each measured on its own).
@@ -339,6 +436,19 @@ pub fn format(report: &Report) -> String {
     if !report.throughput.is_empty() {
         out.push_str(&loadgen::format_table(&report.throughput, false));
     }
+    for w in &report.wrk {
+        let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+        out.push_str(&format!(
+            "wrk {:<48} {:>7} {:>11.1} ops/s  p50 {} ms  p99 {} ms  errors {}\n  {}\n",
+            w.target,
+            w.clients,
+            w.requests_per_sec,
+            ms(w.p50_ms),
+            ms(w.p99_ms),
+            w.errors,
+            w.command
+        ));
+    }
     if let Some(l) = &report.lag {
         let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("≤ {v} ms"));
         out.push_str(&format!(
@@ -350,6 +460,9 @@ pub fn format(report: &Report) -> String {
             f(l.p99_ms),
             f(l.p999_ms)
         ));
+    }
+    if !report.memory.is_empty() {
+        out.push_str(&super::memory::format(&report.memory));
     }
     if !report.redis.is_empty() {
         out.push_str(&super::redis::format(&report.redis));
