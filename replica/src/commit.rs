@@ -102,6 +102,9 @@ struct Inner {
     commit: LogIndex,
     mode: Mode,
     failed: Option<String>,
+    /// The active's lease has run out (see `lease::watch_lapses`): writes
+    /// reaching the tracker are answered at once, their outcome unknown.
+    lapsed: bool,
 }
 
 /// Tracks durability and acknowledgements, applies committed entries and
@@ -142,6 +145,7 @@ impl CommitTracker {
                     leader_commit: committed,
                 },
                 failed: None,
+                lapsed: false,
             }),
             sm,
             metrics,
@@ -201,6 +205,7 @@ impl CommitTracker {
     pub fn lead(&self, set: SyncSet) {
         let mut inner = self.inner.lock();
         let adopted_at = inner.commit;
+        inner.lapsed = false;
         inner.mode = Mode::Leading(SyncState {
             set,
             adopted_at,
@@ -288,9 +293,40 @@ impl CommitTracker {
         self.maybe_commit(inner);
     }
 
+    /// The active's lease ran out: every client still waiting for a commit
+    /// is told at once that its write's outcome is unknown, and so is every
+    /// write registered until [`CommitTracker::lease_held`]. The entries
+    /// stay in the log and commit if the standbys acknowledge them (the
+    /// lease may be renewed), or are cut by a new active; either way no
+    /// client is left waiting on a commit a cut-off active cannot get.
+    pub fn lease_lapsed(&self) {
+        let mut inner = self.inner.lock();
+        if !matches!(inner.mode, Mode::Leading(_)) {
+            return;
+        }
+        inner.lapsed = true;
+        let waiting = Self::take_waiting(&mut inner);
+        drop(inner);
+        answer_lapsed(waiting);
+    }
+
+    /// The lease holds again (renewed): writes wait for their commit.
+    pub fn lease_held(&self) {
+        self.inner.lock().lapsed = false;
+    }
+
+    fn take_waiting(inner: &mut Inner) -> Vec<(Position, Responder)> {
+        inner
+            .pending
+            .iter_mut()
+            .filter_map(|p| p.responder.take().map(|r| (p.position, r)))
+            .collect()
+    }
+
     /// Stops leading: clients still waiting are told the outcome is unknown.
     pub fn follow(&self, why: &str) {
         let mut inner = self.inner.lock();
+        inner.lapsed = false;
         let commit = inner.commit;
         inner.mode = Mode::Following {
             leader_commit: commit,
@@ -419,6 +455,16 @@ impl CommitTracker {
     }
 }
 
+fn answer_lapsed(waiting: Vec<(Position, Responder)>) {
+    for (position, r) in waiting {
+        let _ = r.send(Err(WriteError::Indeterminate(format!(
+            "this active's lease ran out (it cannot reach the arbiter) before write {position} \
+             was committed; it may still commit here or be cut by a new active — read it back \
+             from the active"
+        ))));
+    }
+}
+
 fn answer_blocked(abandoned: Vec<(Responder, String)>) {
     for (r, why) in abandoned {
         let _ = r.send(Err(WriteError::Indeterminate(format!(
@@ -432,10 +478,17 @@ impl CommitSink for CommitTracker {
     fn registered(&self, entries: Vec<PendingEntry>) {
         let mut inner = self.inner.lock();
         inner.pending.extend(entries);
-        // Accepted just before strict mode started blocking.
+        // Accepted just before strict mode started blocking, or just
+        // before the lease ran out.
         let abandoned = Self::take_blocked(&mut inner);
+        let lapsed = if inner.lapsed {
+            Self::take_waiting(&mut inner)
+        } else {
+            Vec::new()
+        };
         drop(inner);
         answer_blocked(abandoned);
+        answer_lapsed(lapsed);
     }
 
     fn written(&self, batch: &Bytes, first: Position, last: Position) {

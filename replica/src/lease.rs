@@ -11,10 +11,20 @@
 //! The lease is checked twice: when a write arrives, and again right before
 //! its acknowledgement is sent, so a process paused past its lease (SIGSTOP,
 //! a long GC-like stall, a VM pause) acknowledges nothing when it resumes.
+//! And when it runs out while writes wait for their commit (the active is
+//! cut off from the arbiter and its standbys), [`watch_lapses`] answers
+//! them at once: their outcome is unknown, and a client that waits for a
+//! commit that cannot come is a client that cannot fail over.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use proto_common::clock;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::commit::CommitTracker;
 
 /// Deadline of the current grant, shared by the heartbeat loop (which
 /// extends it) and the write path (which checks it).
@@ -25,6 +35,8 @@ pub struct Lease {
     until: AtomicU64,
     /// The length of the last grant, ns (for the margin metric).
     length: AtomicU64,
+    /// Woken whenever the deadline moves.
+    changed: Notify,
 }
 
 impl Lease {
@@ -33,12 +45,14 @@ impl Lease {
         Lease {
             until: AtomicU64::new(u64::MAX),
             length: AtomicU64::new(0),
+            changed: Notify::new(),
         }
     }
 
     /// Turns this lease into one that never ends (standalone mode).
     pub fn make_unlimited(&self) {
         self.until.store(u64::MAX, Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 
     /// Extends the lease after a grant for a heartbeat sent at `t_send`.
@@ -51,11 +65,13 @@ impl Lease {
         self.length
             .store(duration.as_nanos() as u64, Ordering::Relaxed);
         self.until.fetch_max(until, Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 
     /// Ends the lease at once (demotion, switchover fence).
     pub fn revoke(&self) {
         self.until.store(0, Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 
     /// Whether writes may be acknowledged now.
@@ -87,6 +103,44 @@ impl Lease {
             return None;
         }
         Some(until.saturating_sub(now))
+    }
+}
+
+/// Until `stop`: whenever the lease runs out, the writes still waiting for
+/// their commit are told at once that their outcome is unknown (and so are
+/// any that reach the commit tracker while it stays lapsed). Without this a
+/// cut-off active's waiting writes hang until the client gives up: the
+/// commit cannot come (its standbys are unreachable) and the demotion only
+/// comes when it reaches the arbiter again.
+pub async fn watch_lapses(lease: Arc<Lease>, commit: Arc<CommitTracker>, stop: CancellationToken) {
+    loop {
+        let changed = lease.changed.notified();
+        tokio::pin!(changed);
+        // Registered before the deadline is read, so a grant in between
+        // still wakes this loop.
+        changed.as_mut().enable();
+        let wait = match lease.remaining_nanos() {
+            None => None,
+            Some(0) => {
+                commit.lease_lapsed();
+                None
+            }
+            Some(left) => {
+                commit.lease_held();
+                Some(Duration::from_nanos(left))
+            }
+        };
+        match wait {
+            Some(left) => tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = &mut changed => {}
+                _ = tokio::time::sleep(left) => {}
+            },
+            None => tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = &mut changed => {}
+            },
+        }
     }
 }
 

@@ -138,7 +138,8 @@ pub async fn run(
 /// Runs the heartbeat loop on a thread of its own with a single-threaded
 /// runtime: a busy client runtime never delays the heartbeat that renews
 /// the active's lease (with a 150 ms lease, a heartbeat queued behind client
-/// work for a few tens of milliseconds cost writes under load).
+/// work for a few tens of milliseconds cost writes under load). The lease's
+/// watch (`lease::watch_lapses`) runs there too.
 fn spawn_heartbeats(repl: Arc<Replication>, stop: CancellationToken) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -146,7 +147,17 @@ fn spawn_heartbeats(repl: Arc<Replication>, stop: CancellationToken) -> Result<(
         .map_err(|e| format!("cannot start the heartbeat runtime: {e}"))?;
     std::thread::Builder::new()
         .name("heartbeat".into())
-        .spawn(move || runtime.block_on(HeartbeatLoop::new(repl).run(stop)))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let node = &repl.node;
+                tokio::spawn(crate::lease::watch_lapses(
+                    node.lease.clone(),
+                    node.commit.clone(),
+                    stop.clone(),
+                ));
+                HeartbeatLoop::new(repl).run(stop).await
+            })
+        })
         .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
     Ok(())
 }

@@ -76,7 +76,11 @@ async fn load(url: &str, prefix: &str, txn: bool) {
 async fn a_stored_value_keeps_no_buffer_larger_than_itself() {
     let _serial = serial().await;
     let dir = TestDir::new("memory-per-value").unwrap();
-    let cluster = Cluster::builder().sync_standbys(1).start(&dir).await.unwrap();
+    let cluster = Cluster::builder()
+        .sync_standbys(1)
+        .start(&dir)
+        .await
+        .unwrap();
     let (active, standby) = cluster
         .wait_active_with_sync_standby(DEADLINE)
         .await
@@ -91,7 +95,10 @@ async fn a_stored_value_keeps_no_buffer_larger_than_itself() {
             .await
             .unwrap();
         let after = (heap(&active.url).await, heap(&standby_url).await);
-        for (who, b, a) in [("active", before.0, after.0), ("standby", before.1, after.1)] {
+        for (who, b, a) in [
+            ("active", before.0, after.0),
+            ("standby", before.1, after.1),
+        ] {
             let per = a.saturating_sub(b) as usize / KEYS;
             report.push(format!("{path} on the {who}: {per} B per value"));
             assert!(

@@ -34,9 +34,11 @@ fn resyncs_logged(dir: &TestDir, id: &str) -> usize {
 /// itself can make the two upstreams equal a moment before the replica
 /// logs that the resync is done, so equal data alone does not show it.
 async fn wait_resync_logged(dir: &TestDir, id: &str, before: usize) {
-    wait_for(DEADLINE, &format!("a full resync in {id}'s log"), || async {
-        (resyncs_logged(dir, id) > before).then_some(())
-    })
+    wait_for(
+        DEADLINE,
+        &format!("a full resync in {id}'s log"),
+        || async { (resyncs_logged(dir, id) > before).then_some(()) },
+    )
     .await
     .unwrap();
 }

@@ -187,7 +187,15 @@ pub fn format(rows: &[MemoryRow]) -> String {
     let mb = |b: u64| b as f64 / 1e6;
     let mut out = format!(
         "{:<30} {:>8} {:>8} {:>9} {:>11} {:>10} {:>12} {:>11} {:>9}\n",
-        "step", "keys", "raw MB", "bound MB", "active RSS", "(alloc)", "standby RSS", "(alloc)", "etcd RSS"
+        "step",
+        "keys",
+        "raw MB",
+        "bound MB",
+        "active RSS",
+        "(alloc)",
+        "standby RSS",
+        "(alloc)",
+        "etcd RSS"
     );
     for r in rows {
         out.push_str(&format!(

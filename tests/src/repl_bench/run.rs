@@ -238,7 +238,10 @@ async fn wrk(config: &Config, url: &str, clients: usize) -> Result<WrkRow, Strin
         .map_err(|e| format!("cannot run wrk (apt-get install wrk): {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        return Err(format!("{command} failed: {text}{}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "{command} failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let field = |prefix: &str| -> Option<String> {
         text.lines()

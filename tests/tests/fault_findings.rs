@@ -1,0 +1,71 @@
+//! Regression tests for what the fault suite (and the trial run that asked
+//! for it) found, each named after its finding:
+//!
+//! - a write waiting for its commit on an active that is cut off from the
+//!   arbiter and its standbys was never answered: nothing answered waiting
+//!   writes when the lease ran out, so clients sat out their whole timeout
+//!   although a standby had long been promoted;
+//! - a killed sync standby stopped every write for a whole lease, although
+//!   the active saw its connection close at once.
+
+use std::time::Duration;
+
+use understudy_tests::harness::{serial, wait_for, Cluster, TestDir};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The cut-off is made with SIGSTOP: the arbiter (no renewal, no demotion)
+/// and the sync standby (no acknowledgement, so no commit) are paused, and
+/// a write is sent to the active while its lease still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waiting_on_a_cut_off_active_is_answered_when_its_lease_runs_out() {
+    let _serial = serial().await;
+    let dir = TestDir::new("lease-lapse-answers").unwrap();
+    let mut cluster = Cluster::builder()
+        .heartbeat_ms(50)
+        .lease_ms(1000)
+        .sync_standbys(1)
+        .start(&dir)
+        .await
+        .unwrap();
+    let (active, standby) = cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    let mut client = cluster.replica(&active.id).client().with_timeout(DEADLINE);
+    let warm = client.put("warm", "up").await.unwrap();
+    assert_eq!(warm.status, 200, "{}", warm.body_text());
+
+    cluster.arbiter.process().sigstop().unwrap();
+    cluster.replica_mut(&standby).process().sigstop().unwrap();
+    let answer = client.put("cut-off", "v").await;
+    cluster.replica_mut(&standby).process().sigcont().unwrap();
+    cluster.arbiter.process().sigcont().unwrap();
+
+    let answer = answer.expect("the write is answered, not left to the client's timeout");
+    assert_eq!(answer.status, 503, "{}", answer.body_text());
+    assert_eq!(
+        answer.error_code().as_deref(),
+        Some("outcome_unknown"),
+        "{}",
+        answer.body_text()
+    );
+    assert!(
+        answer.body_text().contains("lease ran out"),
+        "{}",
+        answer.body_text()
+    );
+    // The cluster carries on: an active takes writes again.
+    let now = cluster.wait_for_active(DEADLINE).await.unwrap();
+    let url = cluster.replica(&now.id).url();
+    wait_for(DEADLINE, "a write acknowledged after the cut-off", || {
+        let url = url.clone();
+        async move {
+            let mut client = understudy_tests::client::KvClient::new(&url).ok()?;
+            let r = client.put("after", "v").await.ok()?;
+            (r.status == 200).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+}
