@@ -69,3 +69,50 @@ async fn a_write_waiting_on_a_cut_off_active_is_answered_when_its_lease_runs_out
     .await
     .unwrap();
 }
+
+/// The active reports the closed connection at once and the arbiter drops
+/// the member for that (not for a lease of silence); writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_sync_standby_is_dropped_when_the_active_sees_its_connection_close() {
+    let _serial = serial().await;
+    let dir = TestDir::new("sync-standby-killed").unwrap();
+    let mut cluster = Cluster::builder()
+        .replicas(["a", "b", "c"])
+        .heartbeat_ms(100)
+        .lease_ms(5000)
+        .sync_standbys(1)
+        .start(&dir)
+        .await
+        .unwrap();
+    let (active, standby) = cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    cluster.kill(&standby).unwrap();
+    let removal = wait_for(DEADLINE, "the killed sync standby dropped", || {
+        let cluster = &cluster;
+        let standby = standby.clone();
+        async move {
+            let status = cluster.status().await.ok()?;
+            if status.sync_set.iter().any(|n| n.as_str() == standby) {
+                return None;
+            }
+            status
+                .recent_decisions
+                .iter()
+                .rev()
+                .find(|d| d.taken && d.reason.contains(&format!("removed {standby}:")))
+                .map(|d| d.reason.clone())
+        }
+    })
+    .await
+    .unwrap();
+    // With a 5 s lease the silence rule could not have fired yet.
+    assert!(
+        removal.contains("the active reports its replication connection closed"),
+        "{removal}"
+    );
+    let mut client = cluster.replica(&active.id).client().with_timeout(DEADLINE);
+    let r = client.put("after", "v").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+}

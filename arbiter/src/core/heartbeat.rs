@@ -203,7 +203,14 @@ impl Core {
             if switchover.is_some_and(|sw| sw.from == *node || sw.target == *node) {
                 Some(SWITCHOVER_HEARTBEAT_MS)
             } else if grant {
-                None
+                // A sync member's connection closed: its removal is being
+                // recorded, and the active (whose writes wait for the
+                // member until then) should hear of it within ms.
+                let member_lost = hb
+                    .standbys
+                    .iter()
+                    .any(|p| !p.connected && state.in_sync_set(&p.node_id));
+                member_lost.then_some(SWITCHOVER_HEARTBEAT_MS)
             } else {
                 self.candidate_hint(hb, now)
             };

@@ -8,10 +8,15 @@
 //!    whole current set holds every acknowledged write; it becomes the
 //!    confirmed set (proto-common `HeartbeatReply::sync_version`).
 //! 2. **Remove** a member that is silent longer than `lease·(1+drift)`,
-//!    reports itself unhealthy, has been reported disconnected by the
-//!    active for longer than `lease_ms`, or has not acknowledged for longer
-//!    than `lease_ms` (a stuck standby blocks every write just like a dead
-//!    one). The active keeps waiting for it until it learns the new set.
+//!    reports itself unhealthy, whose replication connection the active
+//!    reports closed (at once: the active saw it end — a killed standby's
+//!    socket is closed by its kernel — and waits for it until it learns
+//!    the new set, so every write stalls meanwhile), that the active has
+//!    not reported at all for longer than `lease_ms` (never connected to
+//!    it), or that has not acknowledged for longer than `lease_ms` (a stuck
+//!    standby blocks every write just like a dead one). Removing a member
+//!    is safe at any time: it is recorded before the active hears of it,
+//!    and only then does the active acknowledge writes without it.
 //! 3. **Add** standbys the active reports connected and caught up
 //!    (`lag_entries == 0` or `lag_ms ≤ heartbeat_ms`) until there are `k`,
 //!    promotable ones (`priority > 0`) first.
@@ -229,10 +234,17 @@ fn removal_reason(
             ));
         }
     }
+    if report
+        .standbys
+        .iter()
+        .any(|p| p.node_id == *node && !p.connected)
+    {
+        return Some("the active reports its replication connection closed".into());
+    }
     if let Some(ms) = detector.disconnected_ms(node, now) {
         if ms > params.lease_ms {
             return Some(format!(
-                "the active has reported it disconnected for {ms} ms (more than lease_ms={})",
+                "the active has not reported it connected for {ms} ms (more than lease_ms={})",
                 params.lease_ms
             ));
         }

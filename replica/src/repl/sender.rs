@@ -232,6 +232,9 @@ async fn session(
     conn.cancel();
     let _ = acks.await;
     repl.followers.disconnected(&id);
+    // If it was a sync standby, writes wait for it until the arbiter drops
+    // it from the set: tell the arbiter now, not at the next heartbeat.
+    repl.heartbeat_wake.notify_one();
     result
 }
 

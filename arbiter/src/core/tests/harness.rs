@@ -39,6 +39,9 @@ pub struct Replica {
     pub seq: u64,
     /// Whether the active reports a replication connection to it.
     pub connected: bool,
+    /// Whether the active reports it at all (it connected to the active at
+    /// least once); a replica that never connected is left out.
+    pub reported: bool,
     /// Copies the active's writes at once (else lags behind).
     pub caught_up: bool,
     /// As active: echo the sync version it was given.
@@ -120,6 +123,7 @@ impl Sim {
                 next_hb: self.now,
                 seq: 0,
                 connected: true,
+                reported: true,
                 caught_up: true,
                 confirms: true,
                 drains: true,
@@ -217,7 +221,7 @@ impl Sim {
         let mut standbys = Vec::new();
         if r.role == Role::Active {
             for (k, o) in &self.replicas {
-                if *k == node || !o.alive || o.role == Role::Active {
+                if *k == node || !o.alive || !o.reported || o.role == Role::Active {
                     continue;
                 }
                 let lag = r.position.index.0.saturating_sub(o.position.index.0);

@@ -89,15 +89,44 @@ fn a_dead_sync_member_is_removed_and_the_cluster_degrades() {
 }
 
 #[test]
-fn a_member_the_active_reports_disconnected_is_removed_after_lease_ms() {
+fn a_member_whose_connection_the_active_reports_closed_is_removed_at_once() {
     let mut sim = Sim::formed(ClusterParams::default(), &[("a", 1), ("b", 1)]);
+    let before = sim.stored().sync_version;
     sim.replica("b").connected = false; // b still heartbeats the arbiter
+    let lost_at = sim.now.0;
+    // The active's next heartbeat reports it; the next tick records the
+    // removal, and the active, asked back within a few ms, learns it.
+    sim.run_until_cond(1000, |s| {
+        s.replicas[&id("a")]
+            .last_reply
+            .as_ref()
+            .is_some_and(|r| r.sync_set.is_empty())
+    });
+    let took = sim.now.0 - lost_at;
+    assert!(
+        took <= 2 * ClusterParams::default().heartbeat_ms,
+        "the active learned the new set {took} ms after reporting the connection closed"
+    );
+    let after = sim.stored().clone();
+    assert!(after.sync_set.is_empty());
+    assert_eq!(after.sync_version, before + 1);
+    sim.assert_decision(&["removed b: the active reports its replication connection closed"]);
+    // Recorded before the active heard of it: the reply that carried the
+    // new set came from the stored state.
+    let reply = sim.replicas[&id("a")].last_reply.clone().unwrap();
+    assert_eq!(reply.sync_version, after.sync_version);
+}
+
+#[test]
+fn a_member_the_active_never_reports_is_removed_after_lease_ms() {
+    let mut sim = Sim::formed(ClusterParams::default(), &[("a", 1), ("b", 1)]);
+    sim.replica("b").reported = false; // b still heartbeats the arbiter
     sim.run_for(950);
     assert_eq!(sim.stored().sync_set, vec![id("b")]);
     sim.run_for(200);
     assert!(sim.stored().sync_set.is_empty());
     sim.assert_decision(&[
-        "removed b: the active has reported it disconnected for",
+        "removed b: the active has not reported it connected for",
         "lease_ms=1000",
     ]);
 }
@@ -106,7 +135,7 @@ fn a_member_the_active_reports_disconnected_is_removed_after_lease_ms() {
 fn a_member_that_left_and_returned_must_be_confirmed_again() {
     let mut sim = Sim::formed(ClusterParams::default(), &[("a", 1), ("b", 1)]);
     sim.replica("b").connected = false;
-    sim.run_for(1200);
+    sim.run_for(300);
     assert!(sim.stored().sync_set.is_empty());
     let removed_version = sim.stored().sync_version;
     sim.replica("a").confirms = false;
