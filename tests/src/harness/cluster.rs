@@ -321,14 +321,36 @@ impl Cluster {
             .expect("a cluster of two replicas")
     }
 
-    /// Waits for the active and for the other replica of a two-replica
-    /// cluster to be a confirmed sync-set member; returns both.
+    /// Waits for the active and for a confirmed sync-set member (the other
+    /// replica of a two-replica cluster; whichever the arbiter chose in a
+    /// larger one); returns both.
     pub async fn wait_active_with_sync_standby(
         &self,
         within: Duration,
     ) -> Result<(ActiveNode, String), String> {
         let active = self.wait_for_active(within).await?;
-        let standby = self.other_than(&active.id);
+        let last = RefCell::new(String::new());
+        let active_id = active.id.as_str();
+        let standby = wait_for(within, "a confirmed sync member", || {
+            let last = &last;
+            async move {
+                let status = match self.status().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        *last.borrow_mut() = e;
+                        return None;
+                    }
+                };
+                *last.borrow_mut() = format!("confirmed {:?}", status.confirmed_sync);
+                status
+                    .confirmed_sync
+                    .iter()
+                    .find(|n| n.as_str() != active_id)
+                    .map(|n| n.as_str().to_string())
+            }
+        })
+        .await
+        .map_err(|timeout| format!("{timeout}; last seen: {}", last.borrow()))?;
         self.wait_sync_confirmed(&standby, within).await?;
         Ok((active, standby))
     }
