@@ -75,6 +75,9 @@ pub struct Node {
     pub lease: Arc<Lease>,
     pub metrics: Arc<Metrics>,
     role: RwLock<RoleView>,
+    /// Woken when the active this replica knows of changes (or it becomes
+    /// the active itself): requests relayed to the old one stop waiting.
+    pub active_changed: tokio::sync::Notify,
     /// Persisted node facts; the mutex serializes writers of the file.
     node_state: Mutex<NodeState>,
     /// Snapshot activity, for housekeeping and status.
@@ -197,6 +200,7 @@ impl Node {
                 not_writable: Some("this replica has not been made active".into()),
                 fenced_for: None,
             }),
+            active_changed: tokio::sync::Notify::new(),
             node_state: Mutex::new(node_state),
             snapshots: SnapshotActivity::default(),
             idle_poll,
@@ -271,6 +275,8 @@ impl Node {
         role.not_writable = None;
         role.fenced_for = None;
         self.metrics.epoch.set(role.epoch.0 as i64);
+        drop(role);
+        self.active_changed.notify_waiters();
         Ok(pos)
     }
 
@@ -389,8 +395,13 @@ impl Node {
     pub fn set_standby_view(&self, active_url: Option<String>, not_writable: String) {
         let mut role = self.role.write();
         if role.write_epoch.is_none() {
+            let changed = role.active_url != active_url;
             role.active_url = active_url;
             role.not_writable = Some(not_writable);
+            drop(role);
+            if changed {
+                self.active_changed.notify_waiters();
+            }
         }
     }
 

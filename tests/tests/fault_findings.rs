@@ -6,7 +6,10 @@
 //!   writes when the lease ran out, so clients sat out their whole timeout
 //!   although a standby had long been promoted;
 //! - a killed sync standby stopped every write for a whole lease, although
-//!   the active saw its connection close at once.
+//!   the active saw its connection close at once;
+//! - a write a standby had forwarded to an active that then froze waited
+//!   the whole forward timeout (10 s), although another active had been
+//!   named within about a second.
 
 use std::time::Duration;
 
@@ -115,4 +118,51 @@ async fn a_killed_sync_standby_is_dropped_when_the_active_sees_its_connection_cl
     let mut client = cluster.replica(&active.id).client().with_timeout(DEADLINE);
     let r = client.put("after", "v").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body_text());
+}
+
+/// The active is frozen (SIGSTOP) with a forwarded write on its way to it;
+/// the arbiter promotes the standby after the lease, and the standby
+/// answers the forwarded write then (outcome unknown: it was sent), not
+/// after its 10 s forward timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_to_a_frozen_active_is_answered_when_another_is_named() {
+    let _serial = serial().await;
+    let dir = TestDir::new("forward-active-changed").unwrap();
+    let mut cluster = Cluster::builder()
+        .heartbeat_ms(50)
+        .lease_ms(1000)
+        .sync_standbys(1)
+        .start(&dir)
+        .await
+        .unwrap();
+    let (active, standby) = cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    // Shorter than the forward timeout: only an early answer passes.
+    let mut client = cluster
+        .replica(&standby)
+        .client()
+        .with_timeout(Duration::from_secs(8));
+    let warm = client.put("warm", "up").await.unwrap();
+    assert_eq!(warm.status, 200, "{}", warm.body_text());
+
+    cluster.replica_mut(&active.id).process().sigstop().unwrap();
+    let answer = client.put("frozen", "v").await;
+    let promoted = cluster.wait_for_active(DEADLINE).await;
+    cluster.replica_mut(&active.id).process().sigcont().unwrap();
+
+    let answer = answer.expect("the forwarded write is answered before the forward timeout");
+    assert_eq!(
+        answer.error_code().as_deref(),
+        Some("outcome_unknown"),
+        "{}",
+        answer.body_text()
+    );
+    assert!(
+        answer.body_text().contains("named another active"),
+        "{}",
+        answer.body_text()
+    );
+    assert_eq!(promoted.unwrap().id, standby);
 }

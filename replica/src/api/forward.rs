@@ -70,6 +70,10 @@ impl Default for Forwarder {
 impl Forwarder {
     /// Sends `req` to the active (or redirects), for a replica that is not it.
     pub async fn relay(&self, node: &Node, req: Relay<'_>) -> Result<Response, ApiError> {
+        // Armed before the role is read, so a change right after it counts.
+        let active_changed = node.active_changed.notified();
+        tokio::pin!(active_changed);
+        active_changed.as_mut().enable();
         let role = node.role();
         let why = role
             .not_writable
@@ -134,7 +138,10 @@ impl Forwarder {
             )
             .with_active(Some(active.clone()))
         };
-        let answer = tokio::time::timeout(FORWARD_TIMEOUT, async {
+        // When the arbiter names another active meanwhile, the old one is
+        // cut off or gone: an answer from it may never come (a partition
+        // drops it), so the client is told now, not after the timeout.
+        let relayed = tokio::time::timeout(FORWARD_TIMEOUT, async {
             let resp = self
                 .client
                 .request(request)
@@ -147,10 +154,19 @@ impl Forwarder {
                 .map_err(|e| (true, e.to_string()))?
                 .to_bytes();
             Ok::<_, (bool, String)>((parts, body))
-        })
-        .await
-        .map_err(|_| failed(true, format!("no answer within {FORWARD_TIMEOUT:?}")))?
-        .map_err(|(sent, what)| failed(sent, what))?;
+        });
+        let answer = tokio::select! {
+            answer = relayed => answer,
+            _ = &mut active_changed => {
+                return Err(failed(
+                    true,
+                    "the arbiter named another active while the request was on its way".into(),
+                ))
+            }
+        };
+        let answer = answer
+            .map_err(|_| failed(true, format!("no answer within {FORWARD_TIMEOUT:?}")))?
+            .map_err(|(sent, what)| failed(sent, what))?;
         let (parts, body) = answer;
         let mut resp = (parts.status, body).into_response();
         for name in [
