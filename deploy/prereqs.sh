@@ -4,8 +4,8 @@
 # google/protobuf/descriptor.proto, which Debian ships in libprotobuf-dev,
 # not in protobuf-compiler), etcd (comparisons and the etcd-backed arbiter),
 # a C compiler and make (jemalloc's build), redis-server and redis-tools
-# (proxy mode's tests, its local cluster and redis-benchmark), on Debian via
-# apt-get. Rust itself must already be installed.
+# (proxy mode's tests, its local cluster and redis-benchmark), iptables (the
+# fault suite's network partitions), on Debian via apt-get. Rust itself must already be installed.
 set -euo pipefail
 
 need=()
@@ -18,6 +18,7 @@ command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+[ -x /usr/sbin/iptables ] || [ -x /sbin/iptables ] || command -v iptables >/dev/null 2>&1 || need+=(iptables)
 
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2

@@ -21,6 +21,7 @@
 
 pub mod client;
 pub mod failover_bench;
+pub mod fault;
 pub mod harness;
 pub mod loadgen;
 pub mod repl_bench;

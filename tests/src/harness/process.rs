@@ -54,6 +54,9 @@ pub struct ProcessSpec {
     log_dir: PathBuf,
     /// Whether the child gets SIGKILL when the spawning thread exits.
     die_with_parent: bool,
+    /// The user and group to run as (the fault suite gives each process
+    /// its own, so firewall rules can match it); the test's when `None`.
+    user: Option<(u32, u32)>,
 }
 
 impl ProcessSpec {
@@ -67,6 +70,7 @@ impl ProcessSpec {
             current_dir: None,
             log_dir: log_dir.to_path_buf(),
             die_with_parent: true,
+            user: None,
         }
     }
 
@@ -97,6 +101,12 @@ impl ProcessSpec {
     /// See the module docs; on by default.
     pub fn die_with_parent(mut self, on: bool) -> ProcessSpec {
         self.die_with_parent = on;
+        self
+    }
+
+    /// Runs the process as `uid`:`gid` (the test must be root).
+    pub fn user(mut self, uid: u32, gid: u32) -> ProcessSpec {
+        self.user = Some((uid, gid));
         self
     }
 
@@ -135,6 +145,11 @@ impl ProcessSpec {
         if let Some(dir) = &self.current_dir {
             command.current_dir(dir);
         }
+        if let Some((uid, gid)) = self.user {
+            command.uid(uid).gid(gid);
+        }
+        // The parent-death signal is set after the user change (which
+        // would clear it): std runs these closures after setuid.
         if self.die_with_parent {
             // SAFETY: runs in the forked child before exec; prctl is
             // async-signal-safe and touches no memory of the parent.

@@ -1,0 +1,194 @@
+//! What every client did and was told: one [`Op`] per operation, with its
+//! call and return times, its outcome, and the versions it carried.
+//!
+//! Times are nanoseconds since the UNIX epoch from one monotonic clock
+//! anchored once ([`crate::loadgen::history::Clock`]), so they order the
+//! operations of all clients and line up with the faults and the logs.
+
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use proto_common::Position;
+use serde::Serialize;
+
+use crate::loadgen::history::Clock;
+
+/// What an operation was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A put of a key written only this once (the set workload).
+    Add,
+    /// A put of a register key.
+    Write,
+    /// A `consistency=linearizable` get of a register key.
+    Read,
+    /// A transaction: if the register holds `expect`, put `value`.
+    Cas,
+    /// A get of a key this client wrote, with `X-Min-Version` (its session).
+    ReadAt,
+    /// The final read of every key, after the faults (linearizable).
+    Final,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Add,
+        Kind::Write,
+        Kind::Read,
+        Kind::Cas,
+        Kind::ReadAt,
+        Kind::Final,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Add => "add",
+            Kind::Write => "write",
+            Kind::Read => "read",
+            Kind::Cas => "cas",
+            Kind::ReadAt => "read_at",
+            Kind::Final => "final_read",
+        }
+    }
+
+    /// Whether it may change the data.
+    pub fn writes(self) -> bool {
+        matches!(self, Kind::Add | Kind::Write | Kind::Cas)
+    }
+}
+
+/// What the client knows of the operation's effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Answered: done (a write acknowledged; a read answered; a compare
+    /// that failed is a definite "not applied").
+    Ok,
+    /// Certainly not done: refused before it was written, or never sent.
+    Fail,
+    /// Maybe done: no answer, or `outcome_unknown`.
+    Unknown,
+}
+
+/// One operation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Op {
+    /// Its number in the history (the order operations were recorded).
+    pub id: usize,
+    pub client: u32,
+    pub kind: Kind,
+    pub key: String,
+    /// The value a write sent.
+    pub value: Option<String>,
+    /// A compare-and-set's expected value (`Some(None)`: must be missing).
+    pub expect: Option<Option<String>>,
+    /// What a read returned (`Some(None)`: the key was missing).
+    pub read: Option<Option<String>>,
+    /// A compare-and-set's answer: applied (200) or compare failed (409).
+    pub applied: Option<bool>,
+    pub invoke_ns: u64,
+    pub complete_ns: u64,
+    pub outcome: Outcome,
+    /// `ok`, the error code of the answer, or the transport failure.
+    pub code: String,
+    /// The node the request was sent to.
+    pub node: String,
+    /// A write's own position; a read's `X-Data-Version`.
+    pub version: Option<Position>,
+    /// A read's `X-Key-Version`.
+    pub key_version: Option<Position>,
+    /// The `X-Min-Version` a `read_at` sent.
+    pub min_version: Option<Position>,
+}
+
+impl Op {
+    /// One line for a report: who, what, when, and what came back.
+    pub fn describe(&self, t0: u64) -> String {
+        let ms = |ns: u64| (ns.saturating_sub(t0)) as f64 / 1e6;
+        let mut s = format!(
+            "#{} c{} {} {} @{} [{:.1}..{:.1} ms] {:?} {}",
+            self.id,
+            self.client,
+            self.kind.name(),
+            self.key,
+            self.node,
+            ms(self.invoke_ns),
+            ms(self.complete_ns),
+            self.outcome,
+            self.code
+        );
+        if let Some(e) = &self.expect {
+            s += &format!(" expect={e:?}");
+        }
+        if let Some(v) = &self.value {
+            s += &format!(" value={v}");
+        }
+        if let Some(r) = &self.read {
+            s += &format!(" read={r:?}");
+        }
+        if let Some(a) = self.applied {
+            s += &format!(" applied={a}");
+        }
+        if let Some(v) = self.version {
+            s += &format!(" version={v}");
+        }
+        if let Some(v) = self.key_version {
+            s += &format!(" key_version={v}");
+        }
+        if let Some(v) = self.min_version {
+            s += &format!(" min_version={v}");
+        }
+        s
+    }
+}
+
+/// The history of a run, appended to by every client.
+pub struct History {
+    clock: Clock,
+    ops: Mutex<Vec<Op>>,
+}
+
+impl History {
+    pub fn new() -> History {
+        History {
+            clock: Clock::start(),
+            ops: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Now, on the history's clock.
+    pub fn now_ns(&self) -> u64 {
+        self.clock.unix_ns(Instant::now())
+    }
+
+    /// Records `op`, numbering it.
+    pub fn record(&self, mut op: Op) {
+        let mut ops = self.ops.lock().expect("history lock");
+        op.id = ops.len();
+        ops.push(op);
+    }
+
+    /// Every operation so far, in the order recorded.
+    pub fn snapshot(&self) -> Vec<Op> {
+        self.ops.lock().expect("history lock").clone()
+    }
+
+    /// Writes every operation as one JSON line.
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let mut out = BufWriter::new(std::fs::File::create(path)?);
+        for op in self.ops.lock().expect("history lock").iter() {
+            serde_json::to_writer(&mut out, op)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    }
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History::new()
+    }
+}

@@ -1,0 +1,141 @@
+//! The fault suite's short form: every kind of fault once, in an order
+//! drawn from a printed seed (set `UNDERSTUDY_FAULT_SEED` to replay one),
+//! against each topology, with every checker; and the checkers shown able
+//! to fail, on a run in asynchronous mode that loses acknowledged writes.
+//!
+//! The long form is `tests/fault.sh --minutes N` (RELIABILITY.md).
+
+use std::time::Duration;
+
+use understudy_tests::fault::cluster::{ClusterOptions, Topology};
+use understudy_tests::fault::nemesis::{FaultKind, Schedule};
+use understudy_tests::fault::run::{Run, RunReport};
+use understudy_tests::harness::{serial, wait_for, TestDir};
+
+const CLIENTS: usize = 12;
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn seed() -> u64 {
+    let seed = match std::env::var("UNDERSTUDY_FAULT_SEED") {
+        Ok(s) => s.parse().expect("UNDERSTUDY_FAULT_SEED is a number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .subsec_nanos() as u64,
+    };
+    eprintln!("fault suite seed {seed} (replay with UNDERSTUDY_FAULT_SEED={seed})");
+    seed
+}
+
+async fn short_run(topology: Topology, name: &str) -> RunReport {
+    let dir = TestDir::new(name).unwrap();
+    let seed = seed();
+    let options = ClusterOptions {
+        topology,
+        sync_standbys: 1,
+    };
+    let mut run = Run::start(dir.path(), options, seed, CLIENTS)
+        .await
+        .unwrap();
+    let kinds = FaultKind::for_topology(topology);
+    let schedule = Schedule {
+        seed,
+        kinds: kinds.clone(),
+        hold_ms: (1500, 2500),
+        calm_ms: (300, 800),
+    };
+    // Each kind once: the schedule draws every kind before any repeats.
+    run.faults(&schedule, Duration::from_secs(180), kinds.len())
+        .await;
+    let report = run.finish(dir.path()).await;
+    eprintln!("{}", report.table());
+    let injected: Vec<FaultKind> = report.faults.iter().map(|f| f.kind).collect();
+    for kind in &kinds {
+        assert!(
+            injected.contains(kind),
+            "{} was not injected (seed {seed}); injected: {injected:?}",
+            kind.name()
+        );
+    }
+    assert!(
+        report.findings.anomalies.is_empty(),
+        "{} anomalies (seed {seed}); files kept in {}",
+        report.findings.anomalies.len(),
+        dir.keep().display()
+    );
+    assert!(report.findings.acked_adds > 0, "no write was acknowledged");
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_once_on_a_file_store_arbiter_breaks_no_promise() {
+    let _serial = serial().await;
+    short_run(Topology::File, "fault-suite-file").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_once_on_two_arbiters_and_etcd_breaks_no_promise() {
+    let _serial = serial().await;
+    short_run(Topology::Etcd, "fault-suite-etcd").await;
+}
+
+/// Asynchronous replication (`sync_standbys = 0`) acknowledges writes no
+/// standby holds: the active is cut off from the arbiter and the standbys
+/// (its clients still reach it) and acknowledges writes until its lease
+/// runs out; a standby is promoted without them. The checker must report
+/// them lost (and the old active's copies are set aside in quarantine when
+/// it rejoins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_reports_writes_lost_in_async_mode() {
+    let _serial = serial().await;
+    let dir = TestDir::new("fault-suite-async").unwrap();
+    let options = ClusterOptions {
+        topology: Topology::File,
+        sync_standbys: 0,
+    };
+    let run = Run::start(dir.path(), options, seed(), CLIENTS)
+        .await
+        .unwrap();
+    let (_, status) = run.cluster.leader_status().await.unwrap();
+    let active = status.active.unwrap().as_str().to_string();
+    let member = run.cluster.replica(&active).unwrap();
+    let others: Vec<u32> = run
+        .cluster
+        .uids()
+        .into_iter()
+        .filter(|u| *u != member.uid)
+        .collect();
+    run.firewall
+        .partition(member.uid, &member.ports, &others)
+        .unwrap();
+    wait_for(DEADLINE, "a standby promoted", || {
+        let cluster = &run.cluster;
+        let old = active.clone();
+        async move {
+            let (_, s) = cluster.leader_status().await?;
+            s.active.filter(|n| n.as_str() != old).map(drop)
+        }
+    })
+    .await
+    .unwrap();
+    run.firewall.heal().unwrap();
+    let report = run.finish(dir.path()).await;
+    eprintln!("{}", report.table());
+    let lost: Vec<_> = report
+        .findings
+        .anomalies
+        .iter()
+        .filter(|a| a.check == "set" && a.what.contains("is missing at the end"))
+        .collect();
+    assert!(
+        !lost.is_empty(),
+        "the checker reported no lost write: {:?}",
+        report.findings.anomalies
+    );
+    assert!(
+        report.findings.present_adds < report.findings.acked_adds,
+        "{} of {} acknowledged adds present",
+        report.findings.present_adds,
+        report.findings.acked_adds
+    );
+}
