@@ -49,6 +49,15 @@ pub async fn follow(repl: Arc<Replication>, active: ActiveInfo, scope: Cancellat
                     "replication stream from the active ended");
             }
         }
+        // A failed write log takes nothing more until a restart: connecting
+        // again would only look healthy to the active for a moment each
+        // time, and keep it from dropping this replica from the sync set.
+        if let Some(why) = repl.node.commit.failure() {
+            tracing::error!(active = %active.node_id, reason = %why,
+                "not following the active: this replica's write log failed; free the disk \
+                 or fix the fault, then restart it");
+            return;
+        }
         tokio::select! {
             _ = scope.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
