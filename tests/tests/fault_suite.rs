@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use understudy_tests::fault::cluster::{ClusterOptions, Topology};
-use understudy_tests::fault::nemesis::{FaultKind, Schedule};
+use understudy_tests::fault::cluster::{fill_disk, ClusterOptions, Topology};
+use understudy_tests::fault::nemesis::{wait_recovered, Fault, FaultKind, Schedule};
 use understudy_tests::fault::run::{Run, RunReport};
 use understudy_tests::harness::{serial, wait_for, TestDir};
 
@@ -32,7 +32,7 @@ async fn short_run(topology: Topology, name: &str) -> RunReport {
     let seed = seed();
     let options = ClusterOptions {
         topology,
-        sync_standbys: 1,
+        ..ClusterOptions::default()
     };
     let mut run = Run::start(dir.path(), options, seed, CLIENTS)
         .await
@@ -90,8 +90,8 @@ async fn the_checker_reports_writes_lost_in_async_mode() {
     let _serial = serial().await;
     let dir = TestDir::new("fault-suite-async").unwrap();
     let options = ClusterOptions {
-        topology: Topology::File,
         sync_standbys: 0,
+        ..ClusterOptions::default()
     };
     let run = Run::start(dir.path(), options, seed(), CLIENTS)
         .await
@@ -137,5 +137,99 @@ async fn the_checker_reports_writes_lost_in_async_mode() {
         "{} of {} acknowledged adds present",
         report.findings.present_adds,
         report.findings.acked_adds
+    );
+}
+
+/// A sync standby's disk fills up (its data directory is a small tmpfs,
+/// filled with a ballast file): its write log fails and stops, its
+/// connection closes, the arbiter replaces it in the sync set with the
+/// other standby, and writes go on. Once space is freed and it is
+/// restarted (a failed write log takes no more writes until then), it
+/// catches up, and the checkers find nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_standby_whose_disk_fills_up_is_replaced_and_nothing_is_lost() {
+    let _serial = serial().await;
+    let dir = TestDir::new("fault-suite-disk-full").unwrap();
+    let options = ClusterOptions {
+        disk_mib: Some(96),
+        segment_bytes: Some(1 << 20),
+        ..ClusterOptions::default()
+    };
+    let mut run = Run::start(dir.path(), options, seed(), CLIENTS)
+        .await
+        .unwrap();
+    let (_, status) = run.cluster.leader_status().await.unwrap();
+    let active = status.active.unwrap().as_str().to_string();
+    let full = status
+        .confirmed_sync
+        .iter()
+        .map(|n| n.as_str().to_string())
+        .find(|n| *n != active)
+        .expect("a confirmed sync standby");
+    let data_dir = run.cluster.replica(&full).unwrap().data_dir.clone();
+    let start_ns = run.history.now_ns();
+    let ballast = fill_disk(&data_dir).unwrap();
+
+    let url = run.cluster.replica(&full).unwrap().url.clone();
+    let failure = wait_for(DEADLINE, "the full standby's write log failed", || {
+        let url = url.clone();
+        async move {
+            let raw = understudy_tests::client::KvClient::new(&url)
+                .ok()?
+                .request(hyper::Method::GET, "/v1/status", &[], "")
+                .await
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&raw.body).ok()?;
+            v["storage_failure"].as_str().map(str::to_string)
+        }
+    })
+    .await
+    .unwrap();
+    eprintln!("{full}: {failure}");
+    wait_for(DEADLINE, "another standby confirmed in the sync set", || {
+        let cluster = &run.cluster;
+        let (full, active) = (full.clone(), active.clone());
+        async move {
+            let (_, s) = cluster.leader_status().await?;
+            s.confirmed_sync
+                .iter()
+                .any(|n| n.as_str() != full && n.as_str() != active)
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    let before = run.acked_writes();
+    wait_for(DEADLINE, "writes acknowledged without the full standby", || {
+        let acked = run.acked_writes();
+        async move { (acked >= before + 200).then_some(()) }
+    })
+    .await
+    .unwrap();
+
+    std::fs::remove_file(&ballast).unwrap();
+    run.cluster
+        .replica_mut(&full)
+        .unwrap()
+        .process
+        .restart()
+        .unwrap();
+    let heal_ns = run.history.now_ns();
+    let recovered = wait_recovered(&run.cluster, &run.history).await;
+    run.note_fault(Fault {
+        kind: FaultKind::FillSyncStandbyDisk,
+        target: full.clone(),
+        start_ns,
+        heal_ns,
+        recovered_ns: recovered.as_ref().ok().copied(),
+        stuck: recovered.err(),
+    });
+    let report = run.finish(dir.path()).await;
+    eprintln!("{}", report.table());
+    assert!(
+        report.findings.anomalies.is_empty(),
+        "{} anomalies; files kept in {}",
+        report.findings.anomalies.len(),
+        dir.keep().display()
     );
 }

@@ -75,6 +75,7 @@ async fn main() {
     let options = ClusterOptions {
         topology: args.topology,
         sync_standbys: args.sync_standbys,
+        ..ClusterOptions::default()
     };
     let mut run = match Run::start(&dir, options, seed, args.clients).await {
         Ok(run) => run,

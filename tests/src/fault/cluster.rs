@@ -62,6 +62,22 @@ pub struct ClusterOptions {
     pub topology: Topology,
     /// `--sync-standbys` (0: asynchronous replication).
     pub sync_standbys: u32,
+    /// Each replica's data directory on a tmpfs of this many MiB (so a
+    /// test can fill it up); on the run directory's disk when `None`.
+    pub disk_mib: Option<u64>,
+    /// The replicas' `--segment-bytes`, when set.
+    pub segment_bytes: Option<u64>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            topology: Topology::File,
+            sync_standbys: 1,
+            disk_mib: None,
+            segment_bytes: None,
+        }
+    }
 }
 
 /// One replica or arbiter process.
@@ -72,6 +88,8 @@ pub struct Member {
     pub ports: Vec<u16>,
     pub url: String,
     pub data_dir: PathBuf,
+    /// Whether `data_dir` is a tmpfs of its own (unmounted on drop).
+    pub mounted: bool,
     pub process: ChildGuard,
 }
 
@@ -144,6 +162,7 @@ impl FaultCluster {
                 ports: vec![port],
                 url: loopback_url(port),
                 data_dir,
+                mounted: false,
                 process,
             });
         }
@@ -158,7 +177,10 @@ impl FaultCluster {
             let uid = uids[2 + i];
             let (port, repl_port) = (free_port(), free_port());
             let data_dir = owned_dir(dir, &format!("{name}.data"), uid)?;
-            let process = ProcessSpec::new(name, &replica_program, dir)
+            if let Some(mib) = options.disk_mib {
+                mount_tmpfs(&data_dir, mib, uid)?;
+            }
+            let mut spec = ProcessSpec::new(name, &replica_program, dir)
                 .arg("run")
                 .args(["--node-id", name])
                 .arg("--data-dir")
@@ -170,7 +192,11 @@ impl FaultCluster {
                 .current_dir(&data_dir)
                 .env("UNDERSTUDY_LOG", "info")
                 .env("NO_COLOR", "1")
-                .user(uid, uid)
+                .user(uid, uid);
+            if let Some(bytes) = options.segment_bytes {
+                spec = spec.args(["--segment-bytes", &bytes.to_string()]);
+            }
+            let process = spec
                 .spawn()
                 .map_err(|e| err(&format!("replica {name} did not start"), e))?;
             replicas.push(Member {
@@ -179,6 +205,7 @@ impl FaultCluster {
                 ports: vec![port, repl_port],
                 url: loopback_url(port),
                 data_dir,
+                mounted: options.disk_mib.is_some(),
                 process,
             });
         }
@@ -252,6 +279,60 @@ impl FaultCluster {
         }
         None
     }
+}
+
+impl Drop for FaultCluster {
+    fn drop(&mut self) {
+        for r in &mut self.replicas {
+            if r.mounted {
+                let _ = r.process.kill();
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&r.data_dir)
+                    .status();
+            }
+        }
+    }
+}
+
+/// Mounts a tmpfs of `mib` MiB owned by `uid` on `dir`.
+fn mount_tmpfs(dir: &Path, mib: u64, uid: u32) -> Result<(), String> {
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs"])
+        .arg("-o")
+        .arg(format!("size={mib}m,uid={uid},gid={uid},mode=0755"))
+        .arg("tmpfs")
+        .arg(dir)
+        .status()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "mounting a {mib} MiB tmpfs on {} failed ({status}); the test must run as root",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Fills the file system holding `dir` with a ballast file until it is
+/// full; returns the file (remove it to free the space).
+pub fn fill_disk(dir: &Path) -> Result<PathBuf, String> {
+    use std::io::Write;
+    let path = dir.join("ballast");
+    let mut file =
+        std::fs::File::create(&path).map_err(|e| format!("cannot make the ballast: {e}"))?;
+    let chunk = vec![0u8; 1 << 20];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => return Err(format!("filling {}: {e}", dir.display())),
+        }
+    }
+    // Whatever fit of a last partial write is in; the disk is full.
+    let _ = file.flush();
+    Ok(path)
 }
 
 /// An arbiter's `/v1/status`, when it answers.

@@ -39,6 +39,9 @@ pub enum FaultKind {
     KillEtcdFollower,
     /// `kill -9` of every process at once, all restarted together.
     RestartAll,
+    /// The sync standby's disk filled up (a dedicated test, not drawn: the
+    /// data directories must be small tmpfs mounts).
+    FillSyncStandbyDisk,
 }
 
 impl FaultKind {
@@ -52,6 +55,7 @@ impl FaultKind {
             FaultKind::KillEtcdLeader => "kill -9 etcd leader",
             FaultKind::KillEtcdFollower => "kill -9 etcd follower",
             FaultKind::RestartAll => "kill -9 everything, restart",
+            FaultKind::FillSyncStandbyDisk => "sync standby's disk full",
         }
     }
 
@@ -247,6 +251,9 @@ async fn inject(
             member.process.kill().map_err(|e| e.to_string())?;
             tokio::time::sleep(hold).await;
             member.process.restart().map_err(|e| e.to_string())?;
+        }
+        FaultKind::FillSyncStandbyDisk => {
+            return Err("a disk is filled by its own test, not drawn".into());
         }
         FaultKind::RestartAll => {
             target = "all".into();

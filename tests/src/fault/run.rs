@@ -82,6 +82,11 @@ impl Run {
             .count()
     }
 
+    /// Records a fault a test injected by hand (for the report's gaps).
+    pub fn note_fault(&mut self, fault: Fault) {
+        self.faults.push(fault);
+    }
+
     /// Injects faults drawn from `schedule` for `duration` (at most `max`).
     pub async fn faults(&mut self, schedule: &Schedule, duration: Duration, max: usize) {
         let until = self.history.now_ns() + duration.as_nanos() as u64;
