@@ -5,8 +5,8 @@
 # Installs prerequisites, builds release binaries, starts everything, prints
 # the URLs, and stops it all on Ctrl-C.
 #
-#   deploy/local-cluster.sh            # arbiter :6000, replicas a :7000, b :7001
-#   deploy/local-cluster.sh --etcd     # + etcd :2379, arbiters :6000 and :6001
+#   deploy/local-cluster.sh            # arbiter :7700, replicas a :7000, b :7001
+#   deploy/local-cluster.sh --etcd     # + etcd :2379, arbiters :7700 and :7701
 #   deploy/local-cluster.sh --redis    # + redis-servers :6391, :6392; Redis clients on :6381, :6382
 #
 # State lives in $UNDERSTUDY_LOCAL_DIR (default: /tmp/understudy-local); it
@@ -34,7 +34,7 @@ pids=()
 
 # Refuse to start a second copy: its processes would fail to bind and die
 # at once while this script reported success.
-ports=(6000 7000 7001 7100 7101)
+ports=(7700 7000 7001 7100 7101)
 $with_redis && ports+=(6381 6382 6391 6392)
 for port in "${ports[@]}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -65,21 +65,21 @@ start() { # name, log, command...
   echo "started $name (pid $!, log $log, command $dir/${name// /-}.cmd)"
 }
 
-arbiters=http://127.0.0.1:6000
+arbiters=http://127.0.0.1:7700
 if $with_etcd; then
   start etcd "$dir/etcd.log" etcd --data-dir "$dir/etcd" \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
     --initial-cluster default=http://127.0.0.1:2380
   store=etcd://127.0.0.1:2379
-  for port in 6000 6001; do
+  for port in 7700 7701; do
     start "arbiter :$port" "$dir/arbiter-$port.log" "$bin/arbiter" run --cluster local \
       --listen 127.0.0.1:$port --store "$store"
   done
-  arbiters=http://127.0.0.1:6000,http://127.0.0.1:6001
+  arbiters=http://127.0.0.1:7700,http://127.0.0.1:7701
 else
   start arbiter "$dir/arbiter.log" "$bin/arbiter" run --cluster local \
-    --listen 127.0.0.1:6000 --store "file:$dir/arbiter.json"
+    --listen 127.0.0.1:7700 --store "file:$dir/arbiter.json"
 fi
 
 i=0
@@ -115,13 +115,13 @@ if $with_redis; then
   cat <<EOF
 
 understudy is running in proxy mode (cluster "local", state in $dir):
-  arbiter   $arbiters   (dashboard: http://127.0.0.1:6000/)
+  arbiter   $arbiters   (dashboard: http://127.0.0.1:7700/)
   replica a (pid ${pids[-3]}): Redis clients on 127.0.0.1:6381, in front of redis-server :6391
   replica b (pid ${pids[-1]}): Redis clients on 127.0.0.1:6382, in front of redis-server :6392
 
   redis-cli -p 6381 set greeting hello
   redis-cli -p 6382 get greeting
-  $bin/arbiter status --arbiter http://127.0.0.1:6000
+  $bin/arbiter status --arbiter http://127.0.0.1:7700
 
 Press Ctrl-C to stop.
 EOF
@@ -129,16 +129,16 @@ else
   cat <<EOF
 
 understudy is running (cluster "local", state in $dir):
-  arbiter   $arbiters   (dashboard: http://127.0.0.1:6000/)
+  arbiter   $arbiters   (dashboard: http://127.0.0.1:7700/)
   replica a (pid ${pids[-2]}): http://127.0.0.1:7000
   replica b (pid ${pids[-1]}): http://127.0.0.1:7001
 
   curl -X PUT --data-binary hello http://127.0.0.1:7000/v1/kv/greeting
   curl http://127.0.0.1:7001/v1/kv/greeting
-  $bin/arbiter status --arbiter http://127.0.0.1:6000
+  $bin/arbiter status --arbiter http://127.0.0.1:7700
 
 Press Ctrl-C to stop.
 EOF
 fi
-$bin/arbiter status --arbiter http://127.0.0.1:6000 || true
+$bin/arbiter status --arbiter http://127.0.0.1:7700 || true
 wait

@@ -20,8 +20,11 @@ use serde::Deserialize;
 
 use crate::store::StoreSpec;
 
-/// Where the arbiter listens unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:6000";
+/// Where the arbiter listens unless told otherwise. The port serves the
+/// dashboard too, so it must be one browsers open: not on the Fetch
+/// standard's list of "bad ports" (6000, X11's, is; Chromium and Firefox
+/// refuse it with ERR_UNSAFE_PORT).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 
 /// Default TTL of the etcd lease behind the arbiter leader key, in seconds:
 /// after a leader dies without a word (`kill -9`, power loss) another
@@ -39,7 +42,7 @@ pub const LEADER_TTL_RANGE_S: (u64, u64) = (2, 60);
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
-    /// HTTP API address (heartbeats, status, dashboard) [default: 127.0.0.1:6000].
+    /// HTTP API address (heartbeats, status, dashboard) [default: 127.0.0.1:7700].
     #[arg(long, env = "UNDERSTUDY_ARBITER_LISTEN")]
     pub listen: Option<String>,
     /// URL replicas and operators use to reach this arbiter, returned as
@@ -296,6 +299,25 @@ fn check_url(name: &str, url: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    /// The Fetch standard's "bad ports" (fetch.spec.whatwg.org, port
+    /// blocking): browsers refuse to open URLs on them.
+    const BROWSER_BLOCKED_PORTS: &[u16] = &[
+        1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101,
+        102, 103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389,
+        427, 465, 512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636,
+        989, 990, 993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566,
+        6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080,
+    ];
+
+    #[test]
+    fn the_default_port_is_one_browsers_open() {
+        let port: std::net::SocketAddr = DEFAULT_LISTEN.parse().unwrap();
+        assert!(
+            !BROWSER_BLOCKED_PORTS.contains(&port.port()),
+            "{DEFAULT_LISTEN}: browsers refuse this port, so the dashboard would not open"
+        );
+    }
+
     use super::*;
 
     fn base() -> Options {
@@ -372,7 +394,7 @@ mod tests {
         assert!(err.contains("arbiter_id=\"a b\""), "{err}");
         let err = Options {
             store: Some("etcd://127.0.0.1:2379".into()),
-            listen: Some("0.0.0.0:6000".into()),
+            listen: Some("0.0.0.0:7700".into()),
             token: Some("0123456789abcdef0123".into()),
             ..Default::default()
         }
@@ -392,17 +414,17 @@ mod tests {
     #[test]
     fn non_loopback_needs_a_token() {
         let err = Options {
-            listen: Some("0.0.0.0:6000".into()),
+            listen: Some("0.0.0.0:7700".into()),
             ..base()
         }
         .resolve()
         .unwrap_err();
         assert!(
-            err.contains("listen=0.0.0.0:6000") && err.contains("--token-file"),
+            err.contains("listen=0.0.0.0:7700") && err.contains("--token-file"),
             "{err}"
         );
         let ok = Options {
-            listen: Some("0.0.0.0:6000".into()),
+            listen: Some("0.0.0.0:7700".into()),
             token: Some("0123456789abcdef0123".into()),
             ..base()
         }
@@ -410,7 +432,7 @@ mod tests {
         .unwrap();
         assert!(ok.token.is_some());
         Options {
-            listen: Some("[::1]:6000".into()),
+            listen: Some("[::1]:7700".into()),
             ..base()
         }
         .resolve()
@@ -458,12 +480,12 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("cluster=\"a b\""), "{err}");
         let err = Options {
-            advertise_url: Some("10.0.0.1:6000".into()),
+            advertise_url: Some("10.0.0.1:7700".into()),
             ..base()
         }
         .resolve()
         .unwrap_err();
-        assert!(err.contains("advertise_url=\"10.0.0.1:6000\""), "{err}");
+        assert!(err.contains("advertise_url=\"10.0.0.1:7700\""), "{err}");
         let err = Options {
             token: Some("short".into()),
             ..base()

@@ -221,8 +221,8 @@ async fn a_deposed_arbiters_writes_are_refused() {
         .await
         .expect("etcd starts");
     let endpoints = endpoints(&etcd);
-    let mut a = InProcess::new(&endpoints, "c1", "http://arb-a.test:6000", TTL_S).await;
-    let mut b = InProcess::new(&endpoints, "c1", "http://arb-b.test:6000", TTL_S).await;
+    let mut a = InProcess::new(&endpoints, "c1", "http://arb-a.test:7700", TTL_S).await;
+    let mut b = InProcess::new(&endpoints, "c1", "http://arb-b.test:7700", TTL_S).await;
 
     let (term_a, store_a) = a.lead(Duration::from_secs(10)).await;
     let v1 = create_v1(&store_a).await;
@@ -264,7 +264,7 @@ async fn a_deposed_arbiters_writes_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "not_leader", "{err}");
-    assert!(err.to_string().contains("http://arb-b.test:6000"), "{err}");
+    assert!(err.to_string().contains("http://arb-b.test:7700"), "{err}");
     assert_eq!(
         store_a.load().await.unwrap(),
         Some(v1.clone()),
@@ -296,7 +296,7 @@ async fn a_dead_member_in_the_endpoint_list_fails_no_call() {
     // A free loopback port: nothing listens on it.
     let mut with_dead = vec![format!("127.0.0.1:{}", free_port())];
     with_dead.extend(endpoints(&etcd));
-    let mut a = InProcess::new(&with_dead, "c1", "http://arb-a.test:6000", TTL_S).await;
+    let mut a = InProcess::new(&with_dead, "c1", "http://arb-a.test:7700", TTL_S).await;
     let (term, store) = a.lead(Duration::from_secs(10)).await;
     let mut state = create_v1(&store).await;
     const CALLS: u64 = 100;

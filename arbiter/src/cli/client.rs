@@ -27,7 +27,7 @@ const MAX_ANSWER: usize = 16 << 20;
 /// A client for one arbiter.
 #[derive(Clone)]
 pub struct ArbiterClient {
-    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:6000`.
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:7700`.
     base: String,
     /// Sent as `Authorization: Bearer` when set.
     token: Option<Token>,
@@ -63,7 +63,7 @@ impl ArbiterClient {
         }
         if !trimmed.starts_with("http://") {
             return Err(bad(
-                "it must start with http://, e.g. http://127.0.0.1:6000",
+                "it must start with http://, e.g. http://127.0.0.1:7700",
             ));
         }
         trimmed
@@ -240,8 +240,8 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        assert!(ArbiterClient::new("http://127.0.0.1:6000/", None).is_ok());
-        let err = ArbiterClient::new("127.0.0.1:6000", None).err().unwrap();
+        assert!(ArbiterClient::new("http://127.0.0.1:7700/", None).is_ok());
+        let err = ArbiterClient::new("127.0.0.1:7700", None).err().unwrap();
         assert!(err.to_string().contains("http://"), "{err}");
         let err = ArbiterClient::new("https://a:1", None).err().unwrap();
         assert!(err.to_string().contains("https is not supported"), "{err}");

@@ -38,7 +38,7 @@ pub struct ArbiterTarget {
     #[arg(
         long,
         env = "UNDERSTUDY_ARBITER",
-        default_value = "http://127.0.0.1:6000"
+        default_value = "http://127.0.0.1:7700"
     )]
     pub arbiter: String,
     /// File holding the cluster token (or set UNDERSTUDY_TOKEN).

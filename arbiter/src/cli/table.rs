@@ -291,7 +291,7 @@ mod tests {
         };
         ClusterStatus {
             cluster: "prod".into(),
-            leader: Some("http://127.0.0.1:6000".into()),
+            leader: Some("http://127.0.0.1:7700".into()),
             is_leader: true,
             epoch: Epoch(3),
             active: Some(id("a")),
@@ -329,7 +329,7 @@ mod tests {
     fn renders_a_fixed_status() {
         let text = render_status(&fixed_status());
         let want = "\
-cluster prod  epoch 3  active a  leader http://127.0.0.1:6000
+cluster prod  epoch 3  active a  leader http://127.0.0.1:7700
 maintenance off  degraded no  sync set [b] confirmed [b]  state version 17
 failover: candidate b, active silent 40 ms, lease wait left 0 ms
 
@@ -380,7 +380,7 @@ recent decisions (last 1, oldest first):
         assert!(
             text.contains(
                 "this arbiter follows; heartbeats, health and failover timing are the \
-                 leader's: arbiter status --arbiter http://127.0.0.1:6000\n"
+                 leader's: arbiter status --arbiter http://127.0.0.1:7700\n"
             ),
             "{text}"
         );

@@ -114,14 +114,14 @@ mod tests {
 
     #[test]
     fn a_known_leader_gets_a_307_with_location_and_leader_field() {
-        let e = ApiError::not_leader(Some("http://10.0.0.2:6000/"), "/v1/heartbeat", "follower");
-        assert_eq!(e.body.leader.as_deref(), Some("http://10.0.0.2:6000"));
+        let e = ApiError::not_leader(Some("http://10.0.0.2:7700/"), "/v1/heartbeat", "follower");
+        assert_eq!(e.body.leader.as_deref(), Some("http://10.0.0.2:7700"));
         assert!(e.body.retryable);
         let r = e.into_response();
         assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
         assert_eq!(
             r.headers()[header::LOCATION],
-            "http://10.0.0.2:6000/v1/heartbeat"
+            "http://10.0.0.2:7700/v1/heartbeat"
         );
         let e = ApiError::not_leader(None, "/v1/heartbeat", "campaigning");
         assert_eq!(e.code(), ErrorCode::NotLeader);

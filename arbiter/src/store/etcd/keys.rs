@@ -81,7 +81,7 @@ mod tests {
     fn leader_records_round_trip_and_garbage_is_unknown() {
         let r = LeaderRecord {
             id: "arb-1".into(),
-            url: "http://10.0.0.1:6000".into(),
+            url: "http://10.0.0.1:7700".into(),
             since_unix_ms: 5,
         };
         assert_eq!(LeaderRecord::parse(&r.to_bytes()), Some(r));
