@@ -310,6 +310,36 @@ mod tests {
     ];
 
     #[test]
+    fn the_sample_config_in_deploy_is_valid_and_has_every_key() {
+        let text = include_str!("../../deploy/arbiter.toml");
+        let sample: Options = toml::from_str(text).unwrap();
+        let s = sample.resolve().unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.params, ClusterParams::default());
+        // Every key of Options, set or shown commented out: serde names
+        // them all when it refuses an unknown one.
+        let refusal = toml::from_str::<Options>("no_such_key = 1")
+            .unwrap_err()
+            .to_string();
+        let expected = refusal.split("expected one of").nth(1).unwrap();
+        let keys: Vec<&str> = expected
+            .split(',')
+            .map(|k| k.trim().trim_matches('`'))
+            .filter(|k| !k.is_empty())
+            .collect();
+        assert!(keys.len() > 10, "{refusal}");
+        for key in keys {
+            assert!(
+                text.lines().any(|l| {
+                    let l = l.trim_start_matches("# ");
+                    l.starts_with(&format!("{key} ="))
+                }),
+                "deploy/arbiter.toml does not mention {key}"
+            );
+        }
+    }
+
+    #[test]
     fn the_default_port_is_one_browsers_open() {
         let port: std::net::SocketAddr = DEFAULT_LISTEN.parse().unwrap();
         assert!(
