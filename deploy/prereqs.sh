@@ -5,7 +5,9 @@
 # not in protobuf-compiler), etcd (comparisons and the etcd-backed arbiter),
 # a C compiler and make (jemalloc's build), redis-server and redis-tools
 # (proxy mode's tests, its local cluster and redis-benchmark), iptables (the
-# fault suite's network partitions), on Debian via apt-get. Rust itself must already be installed.
+# fault suite's network partitions), and the tools that check the deployment
+# kit: haproxy, promtool (Debian's prometheus package) and systemd-analyze;
+# on Debian via apt-get. Rust itself must already be installed.
 set -euo pipefail
 
 need=()
@@ -18,6 +20,9 @@ command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 [ -x /usr/sbin/iptables ] || [ -x /sbin/iptables ] || command -v iptables >/dev/null 2>&1 || need+=(iptables)
 
 if ((${#need[@]})); then
@@ -33,6 +38,7 @@ if ((${#need[@]})); then
   if command -v systemctl >/dev/null 2>&1; then
     systemctl stop etcd >/dev/null 2>&1 || true
     systemctl stop redis-server >/dev/null 2>&1 || true
+    systemctl stop haproxy prometheus prometheus-node-exporter >/dev/null 2>&1 || true
   fi
 fi
 

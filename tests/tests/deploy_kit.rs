@@ -1,0 +1,170 @@
+//! The deployment kit in `deploy/`, checked with the real tools: HAProxy's
+//! own config check, `promtool` on the scrape config and on the alert
+//! rules' unit tests, `systemd-analyze verify` on the units; and traffic
+//! through a real HAProxy with `deploy/haproxy.cfg` across a `kill -9` of
+//! the active.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use understudy_tests::harness::{
+    bin_dir, free_port, serial, Cluster, ProcessSpec, TestDir,
+};
+use understudy_tests::loadgen::background::failover_load_config;
+use understudy_tests::loadgen::BackgroundLoad;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
+}
+
+/// Where a system tool is (root's sbin may be missing from a test's PATH).
+fn tool(name: &str) -> String {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .map(|dir| format!("{dir}/{name}"))
+        .find(|p| Path::new(p).exists())
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// Runs `program args`; returns its stdout and stderr, or why it failed.
+fn run(program: &str, args: &[&str]) -> Result<(String, String), String> {
+    let out = Command::new(tool(program)).args(args).output().map_err(|e| {
+        format!("cannot run {program} (deploy/prereqs.sh installs it): {e}")
+    })?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() {
+        Ok((text(&out.stdout), text(&out.stderr)))
+    } else {
+        Err(format!(
+            "{program} {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        ))
+    }
+}
+
+#[test]
+fn the_haproxy_config_is_valid() {
+    let cfg = deploy("haproxy.cfg");
+    run("haproxy", &["-c", "-f", cfg.to_str().unwrap()]).unwrap();
+}
+
+#[test]
+fn the_prometheus_config_is_valid_and_every_alert_fires_on_its_series() {
+    let config = deploy("prometheus/prometheus.yml");
+    run("promtool", &["check", "config", config.to_str().unwrap()]).unwrap();
+    let tests = deploy("prometheus/alerts_test.yml");
+    let (out, _) = run("promtool", &["test", "rules", tests.to_str().unwrap()]).unwrap();
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn the_systemd_units_verify_without_a_warning() {
+    // verify checks that ExecStart exists: point it at the built binaries.
+    let dir = TestDir::new("systemd-units").unwrap();
+    let bin = bin_dir();
+    let mut units = Vec::new();
+    for (name, as_name) in [
+        ("understudy-arbiter.service", "understudy-arbiter.service"),
+        ("understudy-replica@.service", "understudy-replica@a.service"),
+    ] {
+        let text = std::fs::read_to_string(deploy(&format!("systemd/{name}"))).unwrap();
+        let text = text.replace("/usr/local/bin/", &format!("{}/", bin.display()));
+        let path = dir.join(as_name);
+        std::fs::write(&path, text).unwrap();
+        units.push(path.display().to_string());
+    }
+    let args: Vec<&str> = std::iter::once("verify")
+        .chain(units.iter().map(String::as_str))
+        .collect();
+    let (_, stderr) = run("systemd-analyze", &args).unwrap();
+    assert!(stderr.trim().is_empty(), "systemd-analyze verify warned:\n{stderr}");
+}
+
+/// Clients talk only to HAProxy (deploy/haproxy.cfg with this test's
+/// ports); the active is killed; writes come back through HAProxy once the
+/// standby is promoted and HAProxy's `/v1/role` check finds it, and every
+/// acknowledged write is on the new active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_haproxy_survive_a_kill_of_the_active() {
+    let _serial = serial().await;
+    let dir = TestDir::new("haproxy-failover").unwrap();
+    let mut cluster = Cluster::builder()
+        .heartbeat_ms(100)
+        .lease_ms(1000)
+        .sync_standbys(1)
+        .start(&dir)
+        .await
+        .unwrap();
+    let (active, standby) = cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+
+    let port = free_port();
+    let mut cfg = std::fs::read_to_string(deploy("haproxy.cfg")).unwrap();
+    cfg = cfg.replace("bind 127.0.0.1:7600", &format!("bind 127.0.0.1:{port}"));
+    let servers: String = cluster
+        .ids()
+        .iter()
+        .map(|id| {
+            format!(
+                "    server {id} 127.0.0.1:{} check\n",
+                cluster.replica(id).port()
+            )
+        })
+        .collect();
+    let start = cfg.find("    server a ").expect("the sample's server lines");
+    cfg.replace_range(start.., &servers);
+    let cfg_path = dir.join("haproxy.cfg");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    let _haproxy = ProcessSpec::new("haproxy", tool("haproxy"), dir.path())
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg_path)
+        .spawn()
+        .expect("haproxy starts (deploy/prereqs.sh installs it)");
+    let url = format!("http://127.0.0.1:{port}");
+
+    let load = BackgroundLoad::start(failover_load_config(&[url], 16, &[])).unwrap();
+    load.wait_acks(500, DEADLINE).await.unwrap();
+    let killed_at = load.now_ns();
+    cluster.kill(&active.id).unwrap();
+    let promoted = cluster
+        .wait_for_active_after(active.epoch, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(promoted.id, standby);
+    load.wait_acks_after_epoch(active.epoch, 300, DEADLINE)
+        .await
+        .unwrap();
+    load.quiesce(DEADLINE).await.unwrap();
+    let data = cluster.dump(&promoted.id).await.unwrap();
+    let verification = load.ledger().verify(&data);
+    assert!(verification.is_ok(), "{}", verification.summary());
+    let gap = load
+        .ledger()
+        .timeline()
+        .gap_around(killed_at, active.epoch)
+        .expect("acks before the kill and after it");
+    println!(
+        "through haproxy: killed {} (epoch {}), {} active in epoch {}; longest write gap \
+         {:.1} ms, kill to first ack of the new epoch {:.1} ms; {}",
+        active.id,
+        active.epoch,
+        promoted.id,
+        promoted.epoch,
+        gap.gap_ms(),
+        gap.recovery_ms(),
+        verification.summary()
+    );
+    load.resume();
+    let (report, _) = load.stop(DEADLINE).await.unwrap();
+    println!("{report:?}");
+}
