@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use arbiter::cli::OperatorCommand;
 use arbiter::config::{self, Options};
 use clap::{Args, Parser, Subcommand};
+use proto_common::logging::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -16,6 +17,10 @@ use clap::{Args, Parser, Subcommand};
     about = "understudy arbiter: failure detection, failover and the sync set"
 )]
 struct Cli {
+    /// Log lines as text or as one JSON object per line (levels and
+    /// filters: UNDERSTUDY_LOG, e.g. info or debug).
+    #[arg(long, global = true, value_enum, env = "UNDERSTUDY_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,14 +44,7 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("UNDERSTUDY_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    proto_common::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 2),

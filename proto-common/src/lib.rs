@@ -17,6 +17,7 @@ pub mod clock;
 pub mod error;
 pub mod heartbeat;
 pub mod ids;
+pub mod logging;
 pub mod params;
 pub mod record;
 pub mod wire;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use proto_common::logging::LogFormat;
 use replica::config::Options;
 
 /// jemalloc keeps and reuses the memory of large transient buffers (4 MiB
@@ -19,6 +20,10 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
     about = "understudy replica: a durable, replicated key-value service"
 )]
 struct Cli {
+    /// Log lines as text or as one JSON object per line (levels and
+    /// filters: UNDERSTUDY_LOG, e.g. info or debug).
+    #[arg(long, global = true, value_enum, env = "UNDERSTUDY_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,14 +45,7 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("UNDERSTUDY_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    proto_common::logging::init(cli.log_format);
     let Command::Run(args) = cli.command;
     if let Err(e) = replica::failpoint::arm_from_env() {
         return fail(&format!("invalid configuration: {e}"));
