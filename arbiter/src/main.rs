@@ -19,7 +19,13 @@ use proto_common::logging::LogFormat;
 struct Cli {
     /// Log lines as text or as one JSON object per line (levels and
     /// filters: UNDERSTUDY_LOG, e.g. info or debug).
-    #[arg(long, global = true, value_enum, env = "UNDERSTUDY_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "UNDERSTUDY_LOG_FORMAT",
+        default_value = "text"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,

@@ -37,8 +37,8 @@ pub struct Metrics {
     pub standby_lag_entries: Family<Labels, Gauge>,
     /// Per standby: bytes not yet acknowledged.
     pub standby_lag_bytes: Family<Labels, Gauge>,
-    /// Per standby: age of the oldest unacknowledged entry, ms.
-    pub standby_lag_ms: Family<Labels, Gauge>,
+    /// Per standby: age of the oldest unacknowledged entry, seconds.
+    pub standby_lag_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
     /// Time from shipping a batch to the standby's acknowledgement.
     pub ack_latency: Histogram,
     /// Snapshots streamed to standbys (active) or installed (standby).
@@ -52,12 +52,14 @@ pub struct Metrics {
     pub heap_allocated: Gauge,
     /// Bytes of memory jemalloc holds resident (`stats.resident`).
     pub heap_resident: Gauge,
-    /// The smallest lease left, ms, at any write acknowledged since the
-    /// last scrape (reset then): how close a busy active came to losing
-    /// its lease. -1 when nothing was acknowledged.
-    pub lease_margin_min_ms: Gauge,
+    /// The smallest lease left, seconds, at any write acknowledged since
+    /// the last scrape (reset then): how close a busy active came to
+    /// losing its lease. -1 when nothing was acknowledged.
+    pub lease_margin_min_seconds: Gauge<f64, AtomicU64>,
     /// Writes acknowledged with less than a quarter of the lease left.
     pub lease_margin_low: Counter,
+    /// Always 1; the version in a label.
+    pub build_info: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -75,7 +77,7 @@ impl Metrics {
             quarantined_entries: Gauge::default(),
             standby_lag_entries: Family::default(),
             standby_lag_bytes: Family::default(),
-            standby_lag_ms: Family::default(),
+            standby_lag_seconds: Family::default(),
             // Fine buckets around the milliseconds that matter for lag.
             ack_latency: Histogram::new([
                 0.000_05, 0.000_1, 0.000_15, 0.000_2, 0.000_3, 0.000_4, 0.000_5, 0.000_75, 0.001,
@@ -87,11 +89,18 @@ impl Metrics {
             idle_poll_seconds: Counter::default(),
             heap_allocated: Gauge::default(),
             heap_resident: Gauge::default(),
-            lease_margin_min_ms: Gauge::default(),
+            lease_margin_min_seconds: Gauge::default(),
             lease_margin_low: Counter::default(),
+            build_info: Family::default(),
             registry: Registry::default(),
         };
-        m.lease_margin_min_ms.set(-1);
+        m.build_info
+            .get_or_create(&vec![(
+                "version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            )])
+            .set(1);
+        m.lease_margin_min_seconds.set(-1.0);
         registry.register(
             "writes",
             "Client writes answered, by outcome",
@@ -140,9 +149,9 @@ impl Metrics {
             m.standby_lag_bytes.clone(),
         );
         registry.register(
-            "standby_lag_milliseconds",
+            "standby_lag_seconds",
             "Age of the oldest entry a standby has not acknowledged",
-            m.standby_lag_ms.clone(),
+            m.standby_lag_seconds.clone(),
         );
         registry.register(
             "replication_ack_latency_seconds",
@@ -175,14 +184,19 @@ impl Metrics {
             m.heap_resident.clone(),
         );
         registry.register(
-            "lease_margin_min_milliseconds",
+            "lease_margin_min_seconds",
             "Smallest lease left at a write's acknowledgement since the last scrape (-1: none)",
-            m.lease_margin_min_ms.clone(),
+            m.lease_margin_min_seconds.clone(),
         );
         registry.register(
             "lease_margin_low",
             "Writes acknowledged with less than a quarter of the lease left",
             m.lease_margin_low.clone(),
+        );
+        registry.register(
+            "build_info",
+            "Always 1; the replica's version is the label",
+            m.build_info.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -195,16 +209,16 @@ impl Metrics {
         self.heap_resident.set(resident as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
-        self.lease_margin_min_ms.set(-1);
+        self.lease_margin_min_seconds.set(-1.0);
         out
     }
 
     /// Records the lease left (ns of `lease_nanos`) at an acknowledgement.
     pub fn observe_lease_margin(&self, left_nanos: u64, lease_nanos: u64) {
-        let ms = (left_nanos / 1_000_000) as i64;
-        let current = self.lease_margin_min_ms.get();
-        if current < 0 || ms < current {
-            self.lease_margin_min_ms.set(ms);
+        let seconds = left_nanos as f64 / 1e9;
+        let current = self.lease_margin_min_seconds.get();
+        if current < 0.0 || seconds < current {
+            self.lease_margin_min_seconds.set(seconds);
         }
         if left_nanos < lease_nanos / 4 {
             self.lease_margin_low.inc();

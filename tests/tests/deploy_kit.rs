@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use understudy_tests::harness::{
-    bin_dir, free_port, serial, Cluster, ProcessSpec, TestDir,
-};
+use understudy_tests::harness::{bin_dir, free_port, serial, Cluster, ProcessSpec, TestDir};
 use understudy_tests::loadgen::background::failover_load_config;
 use understudy_tests::loadgen::BackgroundLoad;
 
@@ -33,9 +31,10 @@ fn tool(name: &str) -> String {
 
 /// Runs `program args`; returns its stdout and stderr, or why it failed.
 fn run(program: &str, args: &[&str]) -> Result<(String, String), String> {
-    let out = Command::new(tool(program)).args(args).output().map_err(|e| {
-        format!("cannot run {program} (deploy/prereqs.sh installs it): {e}")
-    })?;
+    let out = Command::new(tool(program))
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program} (deploy/prereqs.sh installs it): {e}"))?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     if out.status.success() {
         Ok((text(&out.stdout), text(&out.stderr)))
@@ -72,7 +71,10 @@ fn the_systemd_units_verify_without_a_warning() {
     let mut units = Vec::new();
     for (name, as_name) in [
         ("understudy-arbiter.service", "understudy-arbiter.service"),
-        ("understudy-replica@.service", "understudy-replica@a.service"),
+        (
+            "understudy-replica@.service",
+            "understudy-replica@a.service",
+        ),
     ] {
         let text = std::fs::read_to_string(deploy(&format!("systemd/{name}"))).unwrap();
         let text = text.replace("/usr/local/bin/", &format!("{}/", bin.display()));
@@ -84,7 +86,76 @@ fn the_systemd_units_verify_without_a_warning() {
         .chain(units.iter().map(String::as_str))
         .collect();
     let (_, stderr) = run("systemd-analyze", &args).unwrap();
-    assert!(stderr.trim().is_empty(), "systemd-analyze verify warned:\n{stderr}");
+    assert!(
+        stderr.trim().is_empty(),
+        "systemd-analyze verify warned:\n{stderr}"
+    );
+}
+
+/// Every metric the alert rules use is one the arbiter or the active
+/// exports (so an alert can fire at all), and the per-replica and build
+/// series are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_alerts_use_is_exported() {
+    let _serial = serial().await;
+    let dir = TestDir::new("alert-metrics").unwrap();
+    let cluster = Cluster::builder()
+        .sync_standbys(1)
+        .start(&dir)
+        .await
+        .unwrap();
+    let (active, standby) = cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    let get = |url: String| async move {
+        let mut client = understudy_tests::client::KvClient::new(&url).unwrap();
+        let r = client
+            .request(hyper::Method::GET, "/metrics", &[], "")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        r.body_text()
+    };
+    let arbiter = get(cluster.arbiter.url()).await;
+    let replica = get(cluster.replica(&active.id).url()).await;
+    let exported = format!("{arbiter}{replica}");
+    let rules = std::fs::read_to_string(deploy("prometheus/alerts.yml")).unwrap();
+    let mut used: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("understudy_"))
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    assert!(used.len() >= 5, "{used:?}");
+    for name in used {
+        assert!(
+            exported.lines().any(|l| l.starts_with(name)),
+            "alerts.yml uses {name}, which nothing exports"
+        );
+    }
+    for want in [
+        format!(
+            "understudy_arbiter_replica_active{{node=\"{}\"}} 1",
+            active.id
+        ),
+        format!("understudy_arbiter_replica_active{{node=\"{standby}\"}} 0"),
+        format!(
+            "understudy_arbiter_replica_healthy{{node=\"{}\"}} 1",
+            active.id
+        ),
+        "understudy_arbiter_build_info{version=".to_string(),
+        format!("understudy_arbiter_replica_heartbeat_age_seconds{{node=\"{standby}\"}}"),
+    ] {
+        assert!(arbiter.contains(&want), "no {want} in:\n{arbiter}");
+    }
+    for want in [
+        "understudy_build_info{version=".to_string(),
+        format!("understudy_standby_lag_seconds{{standby=\"{standby}\"}}"),
+        "understudy_lease_margin_min_seconds".to_string(),
+    ] {
+        assert!(replica.contains(&want), "no {want} in:\n{replica}");
+    }
 }
 
 /// Clients talk only to HAProxy (deploy/haproxy.cfg with this test's
@@ -120,7 +191,9 @@ async fn writes_through_haproxy_survive_a_kill_of_the_active() {
             )
         })
         .collect();
-    let start = cfg.find("    server a ").expect("the sample's server lines");
+    let start = cfg
+        .find("    server a ")
+        .expect("the sample's server lines");
     cfg.replace_range(start.., &servers);
     let cfg_path = dir.join("haproxy.cfg");
     std::fs::write(&cfg_path, &cfg).unwrap();

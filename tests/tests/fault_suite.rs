@@ -186,24 +186,32 @@ async fn a_sync_standby_whose_disk_fills_up_is_replaced_and_nothing_is_lost() {
     .await
     .unwrap();
     eprintln!("{full}: {failure}");
-    wait_for(DEADLINE, "another standby confirmed in the sync set", || {
-        let cluster = &run.cluster;
-        let (full, active) = (full.clone(), active.clone());
-        async move {
-            let (_, s) = cluster.leader_status().await?;
-            s.confirmed_sync
-                .iter()
-                .any(|n| n.as_str() != full && n.as_str() != active)
-                .then_some(())
-        }
-    })
+    wait_for(
+        DEADLINE,
+        "another standby confirmed in the sync set",
+        || {
+            let cluster = &run.cluster;
+            let (full, active) = (full.clone(), active.clone());
+            async move {
+                let (_, s) = cluster.leader_status().await?;
+                s.confirmed_sync
+                    .iter()
+                    .any(|n| n.as_str() != full && n.as_str() != active)
+                    .then_some(())
+            }
+        },
+    )
     .await
     .unwrap();
     let before = run.acked_writes();
-    wait_for(DEADLINE, "writes acknowledged without the full standby", || {
-        let acked = run.acked_writes();
-        async move { (acked >= before + 200).then_some(()) }
-    })
+    wait_for(
+        DEADLINE,
+        "writes acknowledged without the full standby",
+        || {
+            let acked = run.acked_writes();
+            async move { (acked >= before + 200).then_some(()) }
+        },
+    )
     .await
     .unwrap();
 

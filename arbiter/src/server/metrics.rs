@@ -5,6 +5,8 @@
 //! are set from a status snapshot at scrape time, so they can never drift
 //! from what `GET /v1/status` shows.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -54,6 +56,16 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Leadership terms this process has taken office in.
     pub terms: Counter,
+    /// Per replica (`node`): 1 while it is the recorded active.
+    pub replica_active: Family<Labels, Gauge>,
+    /// Per replica: 1 while its last heartbeat said healthy.
+    pub replica_healthy: Family<Labels, Gauge>,
+    /// Per replica: seconds since its last heartbeat (absent before one).
+    pub replica_heartbeat_age: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// Per replica: entries behind the active, as last reported.
+    pub replica_lag_entries: Family<Labels, Gauge>,
+    /// Always 1; the version in a label.
+    pub build_info: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -76,8 +88,16 @@ impl Metrics {
             sync_set_members: Gauge::default(),
             leader: Gauge::default(),
             terms: Counter::default(),
+            replica_active: Family::default(),
+            replica_healthy: Family::default(),
+            replica_heartbeat_age: Family::default(),
+            replica_lag_entries: Family::default(),
+            build_info: Family::default(),
             registry: Registry::default(),
         };
+        m.build_info
+            .get_or_create(&label("version", env!("CARGO_PKG_VERSION")))
+            .set(1);
         registry.register("epoch", "Current epoch", m.epoch.clone());
         registry.register(
             "has_active",
@@ -144,6 +164,31 @@ impl Metrics {
             "Leadership terms this arbiter has taken office in",
             m.terms.clone(),
         );
+        registry.register(
+            "replica_active",
+            "1 while this replica is the recorded active, by node",
+            m.replica_active.clone(),
+        );
+        registry.register(
+            "replica_healthy",
+            "1 while this replica's last heartbeat said it is healthy, by node",
+            m.replica_healthy.clone(),
+        );
+        registry.register(
+            "replica_heartbeat_age_seconds",
+            "Time since this replica's last heartbeat, by node",
+            m.replica_heartbeat_age.clone(),
+        );
+        registry.register(
+            "replica_lag_entries",
+            "Entries this replica is behind the active, as last reported, by node",
+            m.replica_lag_entries.clone(),
+        );
+        registry.register(
+            "build_info",
+            "Always 1; the arbiter's version is the label",
+            m.build_info.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -189,6 +234,30 @@ impl Metrics {
             self.replicas
                 .get_or_create(&label("role", &role.to_string()))
                 .set(n as i64);
+        }
+        // Rebuilt each time, so a removed member's series go away.
+        self.replica_active.clear();
+        self.replica_healthy.clear();
+        self.replica_heartbeat_age.clear();
+        self.replica_lag_entries.clear();
+        for r in &status.replicas {
+            let node = label("node", r.node_id.as_str());
+            self.replica_active
+                .get_or_create(&node)
+                .set(i64::from(r.role == Role::Active));
+            self.replica_healthy
+                .get_or_create(&node)
+                .set(i64::from(r.healthy));
+            if let Some(ms) = r.last_heartbeat_age_ms {
+                self.replica_heartbeat_age
+                    .get_or_create(&node)
+                    .set(ms as f64 / 1000.0);
+            }
+            if let Some(lag) = r.lag_entries {
+                self.replica_lag_entries
+                    .get_or_create(&node)
+                    .set(lag as i64);
+            }
         }
     }
 }

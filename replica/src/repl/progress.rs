@@ -162,9 +162,9 @@ impl Followers {
                     .get_or_create(&l)
                     .set(lag_bytes as i64);
                 self.metrics
-                    .standby_lag_ms
+                    .standby_lag_seconds
                     .get_or_create(&l)
-                    .set(lag_ms as i64);
+                    .set(lag_ms as f64 / 1000.0);
                 StandbyProgress {
                     node_id: id.clone(),
                     acked: p.acked,

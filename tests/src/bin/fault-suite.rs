@@ -57,10 +57,9 @@ async fn main() {
     });
     let dir = match &args.out {
         Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!(
-            "understudy-fault-{}-{seed}",
-            args.topology.name()
-        )),
+        None => {
+            std::env::temp_dir().join(format!("understudy-fault-{}-{seed}", args.topology.name()))
+        }
     };
     if let Err(e) = std::fs::create_dir_all(&dir) {
         eprintln!("fault-suite: cannot make {}: {e}", dir.display());
