@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod clock;
 pub mod error;
+pub mod exposition;
 pub mod heartbeat;
 pub mod ids;
 pub mod logging;

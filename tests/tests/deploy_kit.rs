@@ -48,6 +48,36 @@ fn run(program: &str, args: &[&str]) -> Result<(String, String), String> {
     }
 }
 
+/// `promtool check metrics` on `text` (classic format, on stdin): Ok when
+/// it finds nothing to say.
+fn promtool_check_metrics(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new(tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run promtool: {e}"))?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("promtool check metrics ({}):\n{said}", out.status))
+    }
+}
+
 #[test]
 fn the_haproxy_config_is_valid() {
     let cfg = deploy("haproxy.cfg");
@@ -119,6 +149,9 @@ async fn every_metric_the_alerts_use_is_exported() {
     };
     let arbiter = get(cluster.arbiter.url()).await;
     let replica = get(cluster.replica(&active.id).url()).await;
+    for (who, text) in [("arbiter", &arbiter), ("active replica", &replica)] {
+        promtool_check_metrics(text).unwrap_or_else(|e| panic!("{who}'s /metrics: {e}"));
+    }
     let exported = format!("{arbiter}{replica}");
     let rules = std::fs::read_to_string(deploy("prometheus/alerts.yml")).unwrap();
     let mut used: Vec<&str> = rules

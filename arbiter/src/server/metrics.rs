@@ -21,9 +21,6 @@ use crate::status::ClusterStatus;
 /// Label set of the families.
 pub type Labels = Vec<(String, String)>;
 
-/// The Content-Type of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 /// Every metric the arbiter exports. Cheap to update (atomics).
 pub struct Metrics {
     /// Owns the descriptors; encoding walks it.

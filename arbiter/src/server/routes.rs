@@ -31,6 +31,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use proto_common::auth::Token;
+use proto_common::exposition;
 use proto_common::heartbeat::{Heartbeat, HeartbeatReply};
 use proto_common::{ErrorCode, NodeId};
 use tokio::sync::watch;
@@ -38,7 +39,7 @@ use tracing::Instrument;
 
 use super::api_error::ApiError;
 use super::dashboard::DASHBOARD_HTML;
-use super::metrics::{Metrics, CONTENT_TYPE};
+use super::metrics::Metrics;
 use super::office::Office;
 use super::request::{authorize, parse_json, MAX_BODY_BYTES};
 use super::shell::Shell;
@@ -235,12 +236,14 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn metrics(State(app): State<App>) -> Response {
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     // A follower that cannot read the store still exports its counters.
     if let Ok(status) = current_status(&app).await {
         app.metrics.observe(&status);
     }
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], app.metrics.render()).into_response()
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = exposition::negotiate(accept, app.metrics.render());
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn unknown_route(req: Request) -> ApiError {

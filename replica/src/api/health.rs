@@ -11,7 +11,7 @@
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use proto_common::heartbeat::Role;
@@ -121,13 +121,9 @@ pub async fn role(State(api): State<Shared>) -> Response {
     (code, Json(s)).into_response()
 }
 
-pub async fn metrics(State(api): State<Shared>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        api.node.metrics.render(),
-    )
-        .into_response()
+pub async fn metrics(State(api): State<Shared>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) =
+        proto_common::exposition::negotiate(accept, api.node.metrics.render());
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
