@@ -89,7 +89,7 @@ async fn the_cluster_token_is_required_everywhere() {
         ("/v1/maintenance", r#"{"enabled":true}"#, None),
         ("/v1/maintenance", r#"{"enabled":true}"#, Some(wrong)),
     ];
-    for (path, body, authorization) in refusals {
+    for (path, body, authorization) in refusals.iter().copied() {
         let response = arbiter.post(path, body, authorization).await.unwrap();
         assert_eq!(
             (response.status, response.error_code().as_deref()),
@@ -98,6 +98,36 @@ async fn the_cluster_token_is_required_everywhere() {
             response.body_text()
         );
     }
+    // Each refusal is logged once, with the peer and the reason, and
+    // counted.
+    let log = arbiter.stderr();
+    let switchover_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("rejected a credential") && l.contains("path=/v1/switchover"))
+        .collect();
+    assert_eq!(switchover_lines.len(), 2, "{log}");
+    for line in &switchover_lines {
+        assert!(line.contains("peer=127.0.0.1:"), "{line}");
+    }
+    assert!(
+        switchover_lines
+            .iter()
+            .any(|l| l.contains("no Authorization header was sent")),
+        "{switchover_lines:?}"
+    );
+    let mut metrics_client = KvClient::new(&arbiter.url()).unwrap();
+    let metrics = metrics_client
+        .request(hyper::Method::GET, "/metrics", &[], "")
+        .await
+        .unwrap()
+        .body_text();
+    let rejected: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("understudy_arbiter_rejected_credentials_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rejected_credentials counter in {metrics}"));
+    assert!(rejected >= refusals.len() as u64, "{rejected}");
+
     let response = arbiter
         .post_authorized("/v1/heartbeat", r#"{"cluster": "#)
         .await

@@ -80,15 +80,25 @@ impl From<ArbiterError> for ApiError {
     }
 }
 
+/// Put on a 401 response so the logging layer (which sees the peer) can say
+/// why the credential was refused.
+#[derive(Clone, Debug)]
+pub struct RejectedCredential(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match self.location {
+        let rejected = (self.code() == ErrorCode::Unauthorized).then(|| self.body.message.clone());
+        let mut response = match self.location {
             Some(location) => {
                 (status, [(header::LOCATION, location)], Json(self.body)).into_response()
             }
             None => (status, Json(self.body)).into_response(),
+        };
+        if let Some(why) = rejected {
+            response.extensions_mut().insert(RejectedCredential(why));
         }
+        response
     }
 }
 

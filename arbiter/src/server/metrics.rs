@@ -63,6 +63,8 @@ pub struct Metrics {
     pub replica_lag_entries: Family<Labels, Gauge>,
     /// Always 1; the version in a label.
     pub build_info: Family<Labels, Gauge>,
+    /// Requests refused for a missing or wrong credential.
+    pub rejected_credentials: Counter,
 }
 
 impl Metrics {
@@ -90,6 +92,7 @@ impl Metrics {
             replica_heartbeat_age: Family::default(),
             replica_lag_entries: Family::default(),
             build_info: Family::default(),
+            rejected_credentials: Counter::default(),
             registry: Registry::default(),
         };
         m.build_info
@@ -180,6 +183,11 @@ impl Metrics {
             "replica_lag_entries",
             "Entries this replica is behind the active, as last reported, by node",
             m.replica_lag_entries.clone(),
+        );
+        registry.register(
+            "rejected_credentials",
+            "Requests refused for a missing or wrong credential",
+            m.rejected_credentials.clone(),
         );
         registry.register(
             "build_info",

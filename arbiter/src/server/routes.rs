@@ -21,11 +21,13 @@
 //! /v1/status` works on every arbiter and says who leads (`leader`,
 //! `is_leader`); a follower shows the stored state.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -37,7 +39,7 @@ use proto_common::{ErrorCode, NodeId};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::api_error::ApiError;
+use super::api_error::{ApiError, RejectedCredential};
 use super::dashboard::DASHBOARD_HTML;
 use super::metrics::Metrics;
 use super::office::Office;
@@ -103,7 +105,26 @@ pub fn router(app: App) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(app.clone(), log_rejections))
         .with_state(app)
+}
+
+/// Logs every refused credential once, with the peer's address, and
+/// counts it: a wrong token in a config file shows at once, and so does
+/// someone trying tokens.
+async fn log_rejections(State(app): State<App>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let response = next.run(request).await;
+    if let Some(RejectedCredential(why)) = response.extensions().get::<RejectedCredential>() {
+        app.metrics.rejected_credentials.inc();
+        tracing::warn!(%peer, %method, %path, "rejected a credential: {why}");
+    }
+    response
 }
 
 async fn heartbeat(
@@ -113,9 +134,9 @@ async fn heartbeat(
 ) -> Result<Json<HeartbeatReply>, ApiError> {
     const PATH: &str = "/v1/heartbeat";
     let metrics = app.metrics.clone();
+    // A refusal is logged (once, with the peer) by `log_rejections`.
     authorize(app.token.as_ref(), &headers).inspect_err(|e| {
         metrics.count_heartbeat(e.code().as_str());
-        tracing::warn!(code = %e.code(), "heartbeat refused: {}", e.body.message);
     })?;
     // A follower answers before reading the body: the replica only needs
     // to know where to go.
