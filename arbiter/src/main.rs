@@ -75,7 +75,7 @@ fn main() -> ExitCode {
                 print!("{text}");
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(&e.to_string(), 1),
+            Err(e) => fail(&e.to_string(), e.exit_code()),
         },
     }
 }

@@ -12,6 +12,7 @@ use proto_common::NodeId;
 use super::client::ArbiterClient;
 use super::error::CliError;
 use super::table::render_status;
+use crate::core::DecisionKind;
 use crate::ops::{
     MaintenanceRequest, MaintenanceState, ParamsChanged, ParamsUpdate, SwitchoverRequest,
     SwitchoverStarted,
@@ -66,6 +67,13 @@ pub struct SwitchoverArgs {
     /// The standby to hand over to [default: the best candidate].
     #[arg(long)]
     pub to: Option<NodeId>,
+    /// Wait until the target is active (exit 0) or the switchover was
+    /// cancelled (exit 1, with the arbiter's reason).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up waiting after this many seconds (exit 4).
+    #[arg(long, default_value_t = 60)]
+    pub timeout_s: u64,
 }
 
 /// `arbiter maintenance on|off`.
@@ -147,11 +155,68 @@ async fn switchover(args: &SwitchoverArgs) -> Result<String, CliError> {
         to: args.to.as_ref().map(NodeId::to_string),
     };
     let started: SwitchoverStarted = client.post_json("/v1/switchover", &body).await?;
-    Ok(format!(
-        "{}\nfollow it with: arbiter status --arbiter {}\n",
-        started.message,
-        client.base()
-    ))
+    if !args.wait {
+        return Ok(format!(
+            "{}\nfollow it with: arbiter status --arbiter {}\n",
+            started.message,
+            client.base()
+        ));
+    }
+    let since = std::time::Instant::now();
+    let deadline = since + std::time::Duration::from_secs(args.timeout_s);
+    loop {
+        // A moment without an answer (the arbiter busy with the handover)
+        // is not the end: keep asking until the deadline.
+        if let Ok(status) = client.get_json::<ClusterStatus>("/v1/status").await {
+            if let Some(outcome) = switchover_outcome(&started, &status) {
+                return outcome.map(|done| {
+                    format!(
+                        "{}\n{done} ({} ms)\n",
+                        started.message,
+                        since.elapsed().as_millis()
+                    )
+                });
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(CliError::WaitTimedOut {
+                what: format!("the switchover to {}", started.target),
+                secs: args.timeout_s,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// How a started switchover ended, judged from a status: `None` while it
+/// runs; the target active in a later epoch is success; otherwise, once
+/// no switchover is in progress, the arbiter's reason for cancelling it.
+fn switchover_outcome(
+    started: &SwitchoverStarted,
+    status: &ClusterStatus,
+) -> Option<Result<String, CliError>> {
+    if status.epoch.0 > started.epoch && status.active.as_ref() == Some(&started.target) {
+        return Some(Ok(format!(
+            "done: {} is active in epoch {}",
+            started.target, status.epoch
+        )));
+    }
+    // Only the leader knows a switchover in progress (a follower's status
+    // is the stored state).
+    if status.switchover.is_some() || !status.is_leader {
+        return None;
+    }
+    let why = status
+        .recent_decisions
+        .iter()
+        .rev()
+        .find(|d| d.kind == DecisionKind::Switchover && !d.taken && d.epoch.0 == started.epoch)
+        .map(|d| d.reason.clone())
+        .unwrap_or_else(|| "the arbiter records no reason; see arbiter status".into());
+    Some(Err(CliError::Failed(format!(
+        "the switchover to {} did not happen: {why}",
+        started.target
+    ))))
 }
 
 async fn maintenance(args: &MaintenanceArgs) -> Result<String, CliError> {

@@ -62,6 +62,18 @@ pub enum CliError {
     /// The command's arguments are unusable (e.g. `arbiter params lease=5`).
     #[error("{0}")]
     BadArgs(String),
+    /// The arbiter accepted the operation, and it then did not happen
+    /// (e.g. a switchover cancelled because the target fell behind).
+    #[error("{0}")]
+    Failed(String),
+    /// `--wait` ran out before the operation ended one way or the other.
+    #[error("{what} did not end within {secs} s; it may still: follow it with arbiter status")]
+    WaitTimedOut {
+        /// What was waited for.
+        what: String,
+        /// The time limit.
+        secs: u64,
+    },
 }
 
 impl CliError {
@@ -75,6 +87,23 @@ impl CliError {
             CliError::BadResponse { .. } => "bad_response",
             CliError::Token(_) => "bad_token",
             CliError::BadArgs(_) => "bad_args",
+            CliError::Failed(_) => "failed",
+            CliError::WaitTimedOut { .. } => "wait_timed_out",
+        }
+    }
+
+    /// The process exit status for scripts: 1 the arbiter refused or the
+    /// operation failed, 2 the command line or token is unusable, 3 the
+    /// arbiter could not be reached or answered nonsense, 4 `--wait` ran
+    /// out before the outcome was known.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Refused { .. } | CliError::Failed(_) => 1,
+            CliError::BadUrl { .. } | CliError::BadArgs(_) | CliError::Token(_) => 2,
+            CliError::Unreachable { .. }
+            | CliError::Timeout { .. }
+            | CliError::BadResponse { .. } => 3,
+            CliError::WaitTimedOut { .. } => 4,
         }
     }
 
