@@ -153,6 +153,15 @@ pub enum ArbiterError {
         detail: String,
     },
 
+    /// `remove` of a member that must not be removed now.
+    #[error("{node} cannot be removed: {why}")]
+    CannotRemove {
+        /// The member named.
+        node: NodeId,
+        /// Why not, and what to do instead.
+        why: String,
+    },
+
     /// Another write to the state store is in flight.
     #[error("another change to the cluster state is being written; retry in a moment")]
     WriteInProgress,
@@ -180,6 +189,7 @@ impl ArbiterError {
             ArbiterError::SwitchoverRunning { .. } => "switchover_running",
             ArbiterError::NotLeader { .. } => "not_leader",
             ArbiterError::InvalidParams { .. } => "invalid_params",
+            ArbiterError::CannotRemove { .. } => "cannot_remove",
             ArbiterError::WriteInProgress => "write_in_progress",
             ArbiterError::Store(e) => e.code(),
         }

@@ -25,6 +25,23 @@ pub struct MaintenanceRequest {
     pub enabled: bool,
 }
 
+/// `POST /v1/remove` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveRequest {
+    /// The member to remove, as text so a malformed id gets a 400 naming it.
+    pub node: String,
+}
+
+/// Answer to a remove request, once the change is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    /// The member removed.
+    pub node: NodeId,
+    /// The stored state's version after the removal.
+    pub state_version: u64,
+}
+
 /// Answer to a started switchover. It completes through heartbeats; watch
 /// `GET /v1/status` (`switchover`, then the new `active`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

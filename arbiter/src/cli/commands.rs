@@ -14,8 +14,8 @@ use super::error::CliError;
 use super::table::render_status;
 use crate::core::DecisionKind;
 use crate::ops::{
-    MaintenanceRequest, MaintenanceState, ParamsChanged, ParamsUpdate, SwitchoverRequest,
-    SwitchoverStarted,
+    MaintenanceRequest, MaintenanceState, ParamsChanged, ParamsUpdate, RemoveRequest, Removed,
+    SwitchoverRequest, SwitchoverStarted,
 };
 use crate::status::ClusterStatus;
 
@@ -28,6 +28,9 @@ pub enum OperatorCommand {
     Switchover(SwitchoverArgs),
     /// Switch maintenance mode (no automatic failover) on or off.
     Maintenance(MaintenanceArgs),
+    /// Remove a member that is gone for good (stopped; not the active, not
+    /// in the sync set) now instead of after remove_after_ms.
+    Remove(RemoveArgs),
     /// Show the cluster parameters, or change some: `arbiter params lease_ms=1500`.
     Params(ParamsArgs),
 }
@@ -74,6 +77,16 @@ pub struct SwitchoverArgs {
     /// With --wait: give up waiting after this many seconds (exit 4).
     #[arg(long, default_value_t = 60)]
     pub timeout_s: u64,
+}
+
+/// `arbiter remove NODE`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RemoveArgs {
+    /// Which arbiter to ask, with the token.
+    #[command(flatten)]
+    pub target: ArbiterTarget,
+    /// The member to remove.
+    pub node: NodeId,
 }
 
 /// `arbiter maintenance on|off`.
@@ -131,6 +144,7 @@ impl OperatorCommand {
             OperatorCommand::Status(args) => status(args).await,
             OperatorCommand::Switchover(args) => switchover(args).await,
             OperatorCommand::Maintenance(args) => maintenance(args).await,
+            OperatorCommand::Remove(args) => remove(args).await,
             OperatorCommand::Params(args) => params(args).await,
         }
     }
@@ -217,6 +231,18 @@ fn switchover_outcome(
         "the switchover to {} did not happen: {why}",
         started.target
     ))))
+}
+
+async fn remove(args: &RemoveArgs) -> Result<String, CliError> {
+    let client = args.target.client()?;
+    let body = RemoveRequest {
+        node: args.node.to_string(),
+    };
+    let removed: Removed = client.post_json("/v1/remove", &body).await?;
+    Ok(format!(
+        "{} removed (state version {}); it rejoins if it heartbeats again\n",
+        removed.node, removed.state_version
+    ))
 }
 
 async fn maintenance(args: &MaintenanceArgs) -> Result<String, CliError> {

@@ -10,10 +10,12 @@
 
 use proto_common::NodeId;
 
+use super::arbiter::Core;
 use super::decision::{DecisionKind, Stamp};
 use super::detector::Detector;
-use super::draft::Draft;
+use super::draft::{Draft, ProposedWrite};
 use super::time::Millis;
+use crate::error::ArbiterError;
 use crate::store::{ClusterState, MemberRecord};
 
 /// Brings the draft's members up to date with the heartbeats heard: new
@@ -112,5 +114,75 @@ pub fn remove_silent(
         );
         draft.decide(stamp.taken(DecisionKind::Membership, Some(&node), reason));
         draft.forget.push(node);
+    }
+}
+
+impl Core {
+    /// The operator's `remove NODE`: drops a member that is gone for good
+    /// now, instead of after `remove_after_ms`. The same members are kept
+    /// as by the timer (the active, a sync-set member, a switchover's
+    /// target), and so is one still heartbeating (it would rejoin at once):
+    /// each refusal says what to do instead.
+    pub fn remove_member(
+        &mut self,
+        node: &NodeId,
+        now: Millis,
+    ) -> Result<ProposedWrite, ArbiterError> {
+        if self.pending.is_some() {
+            return Err(ArbiterError::WriteInProgress);
+        }
+        let refuse = |why: String| ArbiterError::CannotRemove {
+            node: node.clone(),
+            why,
+        };
+        if !self.state.members.contains_key(node) {
+            let members: Vec<&str> = self.state.members.keys().map(NodeId::as_str).collect();
+            return Err(refuse(format!(
+                "it is not a member (members: {})",
+                members.join(", ")
+            )));
+        }
+        if self.state.is_active(node) {
+            return Err(refuse(
+                "it is the active; hand over first (arbiter switchover --wait), then stop it \
+                 and remove it"
+                    .into(),
+            ));
+        }
+        if self.state.in_sync_set(node) {
+            return Err(refuse(
+                "it is in the sync set; stop it, and once the arbiter has taken it out of the \
+                 sync set (arbiter status), remove it"
+                    .into(),
+            ));
+        }
+        if self
+            .switchover
+            .as_ref()
+            .is_some_and(|sw| &sw.target == node)
+        {
+            return Err(refuse("a switchover to it is running".into()));
+        }
+        let lease = self.state.params.lease_ms;
+        let silent = self.detector.silence_ms(node, now);
+        if silent < lease {
+            return Err(refuse(format!(
+                "it heartbeated {silent} ms ago and would rejoin at once; stop it first"
+            )));
+        }
+        let mut draft = Draft::new(&self.state);
+        draft.state.members.remove(node);
+        draft.state.confirmed_sync.retain(|n| n != node);
+        let reason = format!(
+            "{node} removed by the operator (silent for {silent} ms); it rejoins if it \
+             heartbeats again"
+        );
+        draft.decide(
+            self.stamp(now)
+                .taken(DecisionKind::Membership, Some(node), reason),
+        );
+        draft.forget.push(node.clone());
+        let write = draft.finish(&self.state);
+        Ok(self.propose(write))
     }
 }

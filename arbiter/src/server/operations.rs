@@ -13,7 +13,7 @@ use super::shell::{write_outcome, Shell};
 use crate::core::{Core, Millis};
 use crate::error::ArbiterError;
 use crate::ops::{
-    describe_changes, MaintenanceState, ParamsChanged, ParamsUpdate, SwitchoverStarted,
+    describe_changes, MaintenanceState, ParamsChanged, ParamsUpdate, Removed, SwitchoverStarted,
 };
 
 /// How long an operator request waits for a write in flight to finish.
@@ -43,6 +43,27 @@ impl Shell {
             })
         })
         .await
+    }
+
+    /// Removes a member that is gone for good and waits until the removal
+    /// is stored.
+    pub async fn remove_member(self: &Arc<Self>, node: NodeId) -> Result<Removed, ArbiterError> {
+        let task = self
+            .with_core_when_idle(|core, now| {
+                let write = core.remove_member(&node, now)?;
+                Ok(self.start_write(write))
+            })
+            .await?;
+        match write_outcome(task).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ArbiterError::WriteInProgress),
+            Err(e) => return Err(ArbiterError::Store(e)),
+        }
+        let g = self.lock().await;
+        Ok(Removed {
+            node,
+            state_version: g.core.state().version,
+        })
     }
 
     /// Switches maintenance mode and waits until the change is stored.

@@ -6,6 +6,7 @@
 //! | `GET /v1/status` | – | the cluster as this arbiter sees it |
 //! | `POST /v1/switchover` | bearer | `{"to": "id"}` or `{}`: start a planned switchover |
 //! | `POST /v1/maintenance` | bearer | `{"enabled": bool}`: no automatic failover while on |
+//! | `POST /v1/remove` | bearer | `{"node": "id"}`: drop a member that is gone for good |
 //! | `POST /v1/params` | bearer | any subset of the cluster parameters: validated, stored |
 //! | `GET /` | – | the live dashboard |
 //! | `GET /healthz`, `GET /metrics` | – | liveness, Prometheus text |
@@ -47,8 +48,8 @@ use super::request::{authorize, parse_json, MAX_BODY_BYTES};
 use super::shell::Shell;
 use crate::error::ArbiterError;
 use crate::ops::{
-    MaintenanceRequest, MaintenanceState, ParamsChanged, ParamsUpdate, SwitchoverRequest,
-    SwitchoverStarted,
+    MaintenanceRequest, MaintenanceState, ParamsChanged, ParamsUpdate, RemoveRequest, Removed,
+    SwitchoverRequest, SwitchoverStarted,
 };
 use crate::status::ClusterStatus;
 
@@ -99,6 +100,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/switchover", post(switchover))
         .route("/v1/maintenance", post(maintenance))
+        .route("/v1/remove", post(remove))
         .route("/v1/params", post(params))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -221,6 +223,31 @@ async fn maintenance(
                 code = e.code(),
                 "maintenance change refused: {e}"
             );
+            Err(app.refused(e, PATH))
+        }
+    }
+}
+
+async fn remove(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Removed>, ApiError> {
+    const PATH: &str = "/v1/remove";
+    authorize(app.token.as_ref(), &headers)?;
+    let shell = app.leading(PATH)?;
+    let req: RemoveRequest = parse_json(body, "remove request", false)?;
+    let node = NodeId::new(req.node.clone()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("node {:?} is not a valid node id: {e}", req.node),
+        )
+    })?;
+    let span = tracing::info_span!("remove_request", node = %node);
+    match shell.remove_member(node.clone()).instrument(span).await {
+        Ok(removed) => Ok(Json(removed)),
+        Err(e) => {
+            tracing::warn!(node = %node, code = e.code(), "remove refused: {e}");
             Err(app.refused(e, PATH))
         }
     }

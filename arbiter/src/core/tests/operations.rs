@@ -93,6 +93,42 @@ fn silent_standbys_are_dropped_after_remove_after_but_never_the_active_or_a_sync
 }
 
 #[test]
+fn the_operator_removes_a_stopped_member_at_once_but_not_the_active_a_sync_member_or_a_live_one() {
+    let mut sim = Sim::formed(ClusterParams::default(), &[("a", 1), ("b", 1), ("c", 1)]);
+    assert_eq!(sim.stored().sync_set, vec![id("b")]);
+    let refusal = |sim: &mut Sim, node: &str| match sim.core.remove_member(&id(node), sim.now) {
+        Ok(_) => panic!("removing {node} was allowed"),
+        Err(e) => (e.code(), e.to_string()),
+    };
+    for (node, why) in [
+        ("a", "it is the active"),
+        ("b", "it is in the sync set"),
+        ("c", "heartbeated"),
+        ("zz", "not a member (members: a, b, c)"),
+    ] {
+        let (code, message) = refusal(&mut sim, node);
+        assert_eq!(code, "cannot_remove", "{message}");
+        assert!(message.contains(why), "{node}: {message}");
+    }
+
+    sim.kill("c");
+    sim.run_for(1100);
+    let w = match sim.core.remove_member(&id("c"), sim.now) {
+        Ok(w) => w,
+        Err(e) => panic!("{e}"),
+    };
+    sim.persist(w);
+    assert!(!sim.stored().members.contains_key(&id("c")));
+    sim.assert_decision(&["c removed by the operator"]);
+    // Nothing else changed, and it rejoins if it heartbeats again.
+    assert_eq!(sim.active().as_deref(), Some("a"));
+    assert_eq!(sim.stored().sync_set, vec![id("b")]);
+    sim.revive("c");
+    sim.run_for(10);
+    assert!(sim.stored().members.contains_key(&id("c")));
+}
+
+#[test]
 fn a_sync_member_leaves_the_sync_set_before_membership() {
     let params = ClusterParams {
         remove_after_ms: 1000,

@@ -1,0 +1,123 @@
+//! Operator commands as a script uses them: `arbiter switchover --wait`
+//! waits for the outcome and says it with its exit status (0 the target is
+//! active, 1 refused or cancelled, 2 unusable arguments, 3 no arbiter
+//! there); `arbiter remove NODE` drops a stopped member at once and
+//! refuses the active.
+
+use std::process::Command;
+use std::time::Duration;
+
+use understudy_tests::harness::{arbiter_binary, free_port, serial, Cluster, TestDir};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(arbiter_binary())
+        .args(args)
+        .output()
+        .expect("the arbiter binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_wait_reports_the_outcome_in_its_exit_status() {
+    let _serial = serial().await;
+    let dir = TestDir::new("cli-switchover-wait").unwrap();
+    let cluster = Cluster::builder()
+        .sync_standbys(1)
+        .start(&dir)
+        .await
+        .unwrap();
+    let (active, standby) = cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    let url = cluster.arbiter.url();
+
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || cli(&["switchover", "--wait", "--arbiter", &url])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!("done: {standby} is active in epoch")),
+        "{out}"
+    );
+    let now = cluster.wait_for_active(DEADLINE).await.unwrap();
+    assert_eq!(now.id, standby);
+    assert!(now.epoch > active.epoch);
+
+    // Refused: no such standby.
+    let (code, out, err) = cli(&["switchover", "--wait", "--to", "nobody", "--arbiter", &url]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("nobody"), "{err}");
+
+    // Unusable arguments.
+    let (code, _, err) = cli(&["switchover", "--arbiter", "not a url"]);
+    assert_eq!(code, Some(2), "{err}");
+
+    // No arbiter there.
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let (code, _, err) = cli(&["switchover", "--wait", "--arbiter", &nobody]);
+    assert_eq!(code, Some(3), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_drops_a_stopped_member_and_refuses_the_active() {
+    let _serial = serial().await;
+    let dir = TestDir::new("cli-remove").unwrap();
+    let mut cluster = Cluster::builder()
+        .replicas(["a", "b", "c"])
+        .sync_standbys(1)
+        .start(&dir)
+        .await
+        .unwrap();
+    let (active, sync) = cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    let other = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != active.id && *id != sync)
+        .unwrap();
+    let url = cluster.arbiter.url();
+
+    let (code, out, err) = cli(&["remove", &active.id, "--arbiter", &url]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("it is the active"), "{err}");
+
+    cluster.kill(&other).unwrap();
+    // Refused while its last heartbeat is recent; accepted once it is not.
+    let removed =
+        understudy_tests::harness::wait_for(DEADLINE, "the stopped member removed", || {
+            let (url, other) = (url.clone(), other.clone());
+            async move {
+                let (code, out, _) = tokio::task::spawn_blocking(move || {
+                    cli(&["remove", &other, "--arbiter", &url])
+                })
+                .await
+                .ok()?;
+                (code == Some(0)).then_some(out)
+            }
+        })
+        .await
+        .unwrap();
+    assert!(removed.contains(&format!("{other} removed")), "{removed}");
+    let status = cluster.status().await.unwrap();
+    assert!(
+        status.replicas.iter().all(|r| r.node_id.as_str() != other),
+        "{:?}",
+        status.replicas
+    );
+    assert_eq!(
+        status.active.as_ref().map(|n| n.as_str()),
+        Some(active.id.as_str())
+    );
+}
