@@ -126,7 +126,7 @@ fn the_systemd_units_verify_without_a_warning() {
 /// exports (so an alert can fire at all), and the per-replica and build
 /// series are there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_metric_the_alerts_use_is_exported() {
+async fn every_metric_the_alerts_and_the_grafana_dashboard_use_is_exported() {
     let _serial = serial().await;
     let dir = TestDir::new("alert-metrics").unwrap();
     let cluster = Cluster::builder()
@@ -138,6 +138,9 @@ async fn every_metric_the_alerts_use_is_exported() {
         .wait_active_with_sync_standby(DEADLINE)
         .await
         .unwrap();
+    // One write, so the write counters have a series.
+    let mut client = cluster.replica(&active.id).client();
+    assert_eq!(client.put("k", "v").await.unwrap().status, 200);
     let get = |url: String| async move {
         let mut client = understudy_tests::client::KvClient::new(&url).unwrap();
         let r = client
@@ -153,19 +156,31 @@ async fn every_metric_the_alerts_use_is_exported() {
         promtool_check_metrics(text).unwrap_or_else(|e| panic!("{who}'s /metrics: {e}"));
     }
     let exported = format!("{arbiter}{replica}");
+    // The alert rules, and every query of the Grafana dashboard.
     let rules = std::fs::read_to_string(deploy("prometheus/alerts.yml")).unwrap();
-    let mut used: Vec<&str> = rules
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("understudy_"))
-        .collect();
-    used.sort_unstable();
-    used.dedup();
-    assert!(used.len() >= 5, "{used:?}");
-    for name in used {
-        assert!(
-            exported.lines().any(|l| l.starts_with(name)),
-            "alerts.yml uses {name}, which nothing exports"
-        );
+    let grafana: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/understudy.json")).unwrap())
+            .expect("the Grafana dashboard is JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&grafana, &mut exprs);
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    for (file, text) in [
+        ("alerts.yml", rules),
+        ("grafana/understudy.json", exprs.join("\n")),
+    ] {
+        let mut used: Vec<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("understudy_"))
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        assert!(used.len() >= 5, "{used:?}");
+        for name in used {
+            assert!(
+                exported.lines().any(|l| l.starts_with(name)),
+                "{file} uses {name}, which nothing exports"
+            );
+        }
     }
     for want in [
         format!(
@@ -188,6 +203,22 @@ async fn every_metric_the_alerts_use_is_exported() {
         "understudy_lease_margin_min_seconds".to_string(),
     ] {
         assert!(replica.contains(&want), "no {want} in:\n{replica}");
+    }
+}
+
+/// Every `"expr"` string in a Grafana dashboard.
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v.as_str()) {
+                    ("expr", Some(e)) => out.push(e.to_string()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_exprs(i, out)),
+        _ => {}
     }
 }
 
