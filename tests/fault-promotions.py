@@ -27,12 +27,20 @@ for log in glob.glob(f"{run}/arbiter-*.stderr.log"):
             decisions.append(int(stamp.timestamp() * 1e9))
 decisions.sort()
 by_kind = {}
+unmoved = {}
 for fault in report["faults"]:
     if fault["kind"] not in ("kill_active", "pause_active", "partition_active"):
         continue
-    later = [t for t in decisions if t >= fault["start_ns"]]
-    if later:
-        by_kind.setdefault(fault["kind"], []).append((later[0] - fault["start_ns"]) / 1e6)
+    # Only a failover this fault caused: decided before the cluster was
+    # whole again (a SIGSTOP held for less than the lease causes none).
+    end = fault["recovered_ns"] or fault["heal_ns"]
+    during = [t for t in decisions if fault["start_ns"] <= t <= end]
+    if during:
+        by_kind.setdefault(fault["kind"], []).append((during[0] - fault["start_ns"]) / 1e6)
+    else:
+        unmoved.setdefault(fault["kind"], 0)
+        unmoved[fault["kind"]] += 1
 for kind, ms in sorted(by_kind.items()):
     print(f"{kind}: {len(ms)} faults, new active named after "
-          f"p50 {statistics.median(ms):.0f} ms, max {max(ms):.0f} ms")
+          f"p50 {statistics.median(ms):.0f} ms, max {max(ms):.0f} ms"
+          f"; {unmoved.get(kind, 0)} healed before any failover")
