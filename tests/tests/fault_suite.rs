@@ -145,7 +145,9 @@ async fn the_checker_reports_writes_lost_in_async_mode() {
 /// connection closes, the arbiter replaces it in the sync set with the
 /// other standby, and writes go on. Once space is freed and it is
 /// restarted (a failed write log takes no more writes until then), it
-/// catches up, and the checkers find nothing.
+/// catches up, and the checkers find nothing. Meanwhile a read sent to it
+/// with a newer `X-Min-Version` is refused at once (it used to wait the
+/// whole second for a version it could never reach).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_standby_whose_disk_fills_up_is_replaced_and_nothing_is_lost() {
     let _serial = serial().await;
@@ -186,6 +188,34 @@ async fn a_sync_standby_whose_disk_fills_up_is_replaced_and_nothing_is_lost() {
     .await
     .unwrap();
     eprintln!("{full}: {failure}");
+    // It will never reach a newer version: a read that asks for one is
+    // told so at once, not after the whole X-Min-Version wait (which held
+    // every client that picked it for a second: a 0.9 s write gap).
+    let active_url = run.cluster.replica(&active).unwrap().url.clone();
+    let mut to_active = understudy_tests::client::KvClient::new(&active_url).unwrap();
+    let newer = to_active.put("newer", "v").await.unwrap();
+    let newer_version = newer.write_version().expect("a version").to_string();
+    let mut to_full = understudy_tests::client::KvClient::new(&url).unwrap();
+    let refused = to_full
+        .request(
+            hyper::Method::GET,
+            "/v1/kv/newer",
+            &[("x-min-version", &newer_version)],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.error_code().as_deref(),
+        Some("version_not_reached"),
+        "{}",
+        refused.body_text()
+    );
+    assert!(
+        refused.body_text().contains("write log failed"),
+        "{}",
+        refused.body_text()
+    );
     wait_for(
         DEADLINE,
         "another standby confirmed in the sync set",

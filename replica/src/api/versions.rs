@@ -70,6 +70,18 @@ pub async fn wait_for_min_version(node: &Node, headers: &HeaderMap) -> Result<()
             }
             Standing::Pending => {}
         }
+        // A failed write log takes nothing more until a restart: waiting
+        // would only hold the client for nothing.
+        if let Some(why) = node.commit.failure() {
+            return Err(ApiError::new(
+                ErrorCode::VersionNotReached,
+                format!(
+                    "this replica has applied {now_applied} and will not reach {want}: its write \
+                     log failed ({why}); read from the active or another standby"
+                ),
+            )
+            .with_active(node.role().active_url));
+        }
         match tokio::time::timeout_at(deadline, applied.changed()).await {
             Ok(Ok(())) => continue,
             _ => {
