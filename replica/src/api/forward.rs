@@ -25,6 +25,11 @@ use crate::node::Node;
 pub const FORWARDED_BY: &str = "x-forwarded-by";
 /// Longest a proxied request may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a forwarded request may still wait for the old active's answer
+/// once another active is named: a live one handing over (a switchover)
+/// answers within milliseconds; a frozen or cut-off one never does.
+const ACTIVE_CHANGED_GRACE: Duration = Duration::from_millis(500);
 /// Longest connecting to the active may take; shorter than
 /// `FORWARD_TIMEOUT`, so a timeout of the whole means the request was sent.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -138,9 +143,11 @@ impl Forwarder {
             )
             .with_active(Some(active.clone()))
         };
-        // When the arbiter names another active meanwhile, the old one is
-        // cut off or gone: an answer from it may never come (a partition
-        // drops it), so the client is told now, not after the timeout.
+        // When the arbiter names another active meanwhile, the old one may
+        // be cut off or frozen and never answer (a partition drops it), or
+        // it may be handing over and answer at once: it gets
+        // ACTIVE_CHANGED_GRACE more, then the client is told, rather than
+        // after the whole timeout.
         let relayed = tokio::time::timeout(FORWARD_TIMEOUT, async {
             let resp = self
                 .client
@@ -155,13 +162,23 @@ impl Forwarder {
                 .to_bytes();
             Ok::<_, (bool, String)>((parts, body))
         });
+        tokio::pin!(relayed);
         let answer = tokio::select! {
-            answer = relayed => answer,
+            answer = &mut relayed => answer,
             _ = &mut active_changed => {
-                return Err(failed(
-                    true,
-                    "the arbiter named another active while the request was on its way".into(),
-                ))
+                match tokio::time::timeout(ACTIVE_CHANGED_GRACE, &mut relayed).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        return Err(failed(
+                            true,
+                            format!(
+                                "the arbiter named another active while the request was on its \
+                                 way, and the old one did not answer within \
+                                 {ACTIVE_CHANGED_GRACE:?} more"
+                            ),
+                        ))
+                    }
+                }
             }
         };
         let answer = answer
