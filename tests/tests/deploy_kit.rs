@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use understudy_tests::harness::{bin_dir, free_port, serial, Cluster, ProcessSpec, TestDir};
+use understudy_tests::harness::{
+    bin_dir, free_port, metrics_text, serial, Cluster, ProcessSpec, TestDir,
+};
 use understudy_tests::loadgen::background::failover_load_config;
 use understudy_tests::loadgen::BackgroundLoad;
 
@@ -141,17 +143,10 @@ async fn every_metric_the_alerts_and_the_grafana_dashboard_use_is_exported() {
     // One write, so the write counters have a series.
     let mut client = cluster.replica(&active.id).client();
     assert_eq!(client.put("k", "v").await.unwrap().status, 200);
-    let get = |url: String| async move {
-        let mut client = understudy_tests::client::KvClient::new(&url).unwrap();
-        let r = client
-            .request(hyper::Method::GET, "/metrics", &[], "")
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200);
-        r.body_text()
-    };
-    let arbiter = get(cluster.arbiter.url()).await;
-    let replica = get(cluster.replica(&active.id).url()).await;
+    let arbiter = metrics_text(&cluster.arbiter.url()).await.unwrap();
+    let replica = metrics_text(&cluster.replica(&active.id).url())
+        .await
+        .unwrap();
     for (who, text) in [("arbiter", &arbiter), ("active replica", &replica)] {
         promtool_check_metrics(text).unwrap_or_else(|e| panic!("{who}'s /metrics: {e}"));
     }

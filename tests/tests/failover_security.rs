@@ -20,7 +20,8 @@ use proto_common::heartbeat::{ActiveInfo, Heartbeat, Role};
 use proto_common::{Epoch, LogIndex, NodeId, Position};
 use understudy_tests::client::KvClient;
 use understudy_tests::harness::{
-    dump, replica_status, serial, wait_until, Cluster, FakeArbiter, TestDir,
+    dump, metric_value, metrics_text, replica_status, serial, wait_until, Cluster, FakeArbiter,
+    TestDir,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -115,18 +116,10 @@ async fn the_cluster_token_is_required_everywhere() {
             .any(|l| l.contains("no Authorization header was sent")),
         "{switchover_lines:?}"
     );
-    let mut metrics_client = KvClient::new(&arbiter.url()).unwrap();
-    let metrics = metrics_client
-        .request(hyper::Method::GET, "/metrics", &[], "")
-        .await
-        .unwrap()
-        .body_text();
-    let rejected: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("understudy_arbiter_rejected_credentials_total "))
-        .and_then(|v| v.trim().parse().ok())
+    let metrics = metrics_text(&arbiter.url()).await.unwrap();
+    let rejected = metric_value(&metrics, "understudy_arbiter_rejected_credentials_total")
         .unwrap_or_else(|| panic!("no rejected_credentials counter in {metrics}"));
-    assert!(rejected >= refusals.len() as u64, "{rejected}");
+    assert!(rejected >= refusals.len() as f64, "{rejected}");
 
     let response = arbiter
         .post_authorized("/v1/heartbeat", r#"{"cluster": "#)

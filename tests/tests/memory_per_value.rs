@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use understudy_tests::client::KvClient;
-use understudy_tests::harness::{serial, Cluster, TestDir};
+use understudy_tests::harness::{metric_value, metrics_text, serial, Cluster, TestDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const KEYS: usize = 20_000;
@@ -24,16 +24,9 @@ const KEY: usize = 16;
 const BOUND: usize = 2 * (KEY + VALUE);
 
 async fn heap(url: &str) -> u64 {
-    let mut c = KvClient::new(url).unwrap();
-    let r = c
-        .request(hyper::Method::GET, "/metrics", &[], bytes::Bytes::new())
-        .await
-        .unwrap();
-    let text = r.body_text();
-    text.lines()
-        .find_map(|l| l.strip_prefix("understudy_heap_allocated_bytes "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no heap metric in {url}/metrics"))
+    let text = metrics_text(url).await.unwrap();
+    metric_value(&text, "understudy_heap_allocated_bytes")
+        .unwrap_or_else(|| panic!("no heap metric in {url}/metrics")) as u64
 }
 
 /// Writes KEYS keys with prefix `p` through `path`: one PUT each, or

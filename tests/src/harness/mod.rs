@@ -66,6 +66,8 @@ pub use process::{describe_exit, ChildGuard, ProcessSpec};
 pub use proxy_cluster::ProxyCluster;
 pub use redis::RedisServer;
 pub use replica::{ReplicaConfig, ReplicaProcess};
-pub use replica_status::{dump, replica_status, role_code, ReplicaSelfStatus};
+pub use replica_status::{
+    dump, metric_value, metrics_text, replica_status, role_code, ReplicaSelfStatus,
+};
 pub use serial::serial;
 pub use wait::{wait_for, wait_until, WaitTimeout};

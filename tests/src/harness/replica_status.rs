@@ -81,6 +81,29 @@ pub async fn role_code(url: &str) -> Option<u16> {
     Some(response.status)
 }
 
+/// `GET {url}/metrics` (a replica's or an arbiter's), in the classic
+/// Prometheus text format.
+pub async fn metrics_text(url: &str) -> Result<String, String> {
+    let mut client = KvClient::new(url)
+        .map_err(|e| e.to_string())?
+        .with_timeout(REQUEST_TIMEOUT);
+    let response = client
+        .request(Method::GET, "/metrics", &[], "")
+        .await
+        .map_err(|e| format!("GET {url}/metrics: {e}"))?;
+    if response.status != 200 {
+        return Err(format!("GET {url}/metrics answered {}", response.status));
+    }
+    Ok(response.body_text())
+}
+
+/// The value of the sample `name` (no labels) in metrics `text`.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Every key and value a replica serves (its applied state), read page by
 /// page through `GET /v1/kv?prefix=`.
 pub async fn dump(url: &str) -> Result<BTreeMap<String, Bytes>, String> {
