@@ -123,7 +123,7 @@ async fn a_killed_sync_standby_is_dropped_when_the_active_sees_its_connection_cl
 /// The active is frozen (SIGSTOP) with a forwarded write on its way to it;
 /// the arbiter promotes the standby after the lease, and the standby
 /// answers the forwarded write shortly after (outcome unknown: it was
-/// sent; the old active gets 500 ms to answer first), not after its 10 s
+/// sent; the old active gets 100 ms to answer first), not after its 10 s
 /// forward timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_forwarded_to_a_frozen_active_is_answered_when_another_is_named() {
