@@ -8,7 +8,7 @@ the arbiter took ("epoch N: ..."), by kind. The suite's own table gives the
 write gap clients saw; this separates the failover from client timeouts
 (a client blocked on a frozen process waits for its own timeout).
 
-    tests/fault-promotions.py /tmp/understudy-fault-file-7
+    tests/fault-promotions.py RUN_DIR    # the --out directory of a fault-suite run
 """
 import datetime
 import glob
