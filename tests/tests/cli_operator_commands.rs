@@ -27,13 +27,9 @@ fn cli(args: &[&str]) -> (Option<i32>, String, String) {
 async fn switchover_wait_reports_the_outcome_in_its_exit_status() {
     let _serial = serial().await;
     let dir = TestDir::new("cli-switchover-wait").unwrap();
-    let cluster = Cluster::builder()
+    let (cluster, active, standby) = Cluster::builder()
         .sync_standbys(1)
-        .start(&dir)
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .wait_active_with_sync_standby(DEADLINE)
+        .start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     let url = cluster.arbiter.url();
@@ -72,14 +68,10 @@ async fn switchover_wait_reports_the_outcome_in_its_exit_status() {
 async fn remove_drops_a_stopped_member_and_refuses_the_active() {
     let _serial = serial().await;
     let dir = TestDir::new("cli-remove").unwrap();
-    let mut cluster = Cluster::builder()
+    let (mut cluster, active, sync) = Cluster::builder()
         .replicas(["a", "b", "c"])
         .sync_standbys(1)
-        .start(&dir)
-        .await
-        .unwrap();
-    let (active, sync) = cluster
-        .wait_active_with_sync_standby(DEADLINE)
+        .start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     let other = cluster

@@ -131,13 +131,9 @@ fn the_systemd_units_verify_without_a_warning() {
 async fn every_metric_the_alerts_and_the_grafana_dashboard_use_is_exported() {
     let _serial = serial().await;
     let dir = TestDir::new("alert-metrics").unwrap();
-    let cluster = Cluster::builder()
+    let (cluster, active, standby) = Cluster::builder()
         .sync_standbys(1)
-        .start(&dir)
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .wait_active_with_sync_standby(DEADLINE)
+        .start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     // One write, so the write counters have a series.
@@ -225,15 +221,11 @@ fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
 async fn writes_through_haproxy_survive_a_kill_of_the_active() {
     let _serial = serial().await;
     let dir = TestDir::new("haproxy-failover").unwrap();
-    let mut cluster = Cluster::builder()
+    let (mut cluster, active, standby) = Cluster::builder()
         .heartbeat_ms(100)
         .lease_ms(1000)
         .sync_standbys(1)
-        .start(&dir)
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .wait_active_with_sync_standby(DEADLINE)
+        .start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
 

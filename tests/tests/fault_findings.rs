@@ -24,15 +24,11 @@ const DEADLINE: Duration = Duration::from_secs(60);
 async fn a_write_waiting_on_a_cut_off_active_is_answered_when_its_lease_runs_out() {
     let _serial = serial().await;
     let dir = TestDir::new("lease-lapse-answers").unwrap();
-    let mut cluster = Cluster::builder()
+    let (mut cluster, active, standby) = Cluster::builder()
         .heartbeat_ms(50)
         .lease_ms(1000)
         .sync_standbys(1)
-        .start(&dir)
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .wait_active_with_sync_standby(DEADLINE)
+        .start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     let mut client = cluster.replica(&active.id).client().with_timeout(DEADLINE);
@@ -79,16 +75,12 @@ async fn a_write_waiting_on_a_cut_off_active_is_answered_when_its_lease_runs_out
 async fn a_killed_sync_standby_is_dropped_when_the_active_sees_its_connection_close() {
     let _serial = serial().await;
     let dir = TestDir::new("sync-standby-killed").unwrap();
-    let mut cluster = Cluster::builder()
+    let (mut cluster, active, standby) = Cluster::builder()
         .replicas(["a", "b", "c"])
         .heartbeat_ms(100)
         .lease_ms(5000)
         .sync_standbys(1)
-        .start(&dir)
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .wait_active_with_sync_standby(DEADLINE)
+        .start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     cluster.kill(&standby).unwrap();
@@ -129,15 +121,11 @@ async fn a_killed_sync_standby_is_dropped_when_the_active_sees_its_connection_cl
 async fn a_write_forwarded_to_a_frozen_active_is_answered_when_another_is_named() {
     let _serial = serial().await;
     let dir = TestDir::new("forward-active-changed").unwrap();
-    let mut cluster = Cluster::builder()
+    let (mut cluster, active, standby) = Cluster::builder()
         .heartbeat_ms(50)
         .lease_ms(1000)
         .sync_standbys(1)
-        .start(&dir)
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .wait_active_with_sync_standby(DEADLINE)
+        .start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     // Shorter than the forward timeout: only an early answer passes.

@@ -69,13 +69,9 @@ async fn load(url: &str, prefix: &str, txn: bool) {
 async fn a_stored_value_keeps_no_buffer_larger_than_itself() {
     let _serial = serial().await;
     let dir = TestDir::new("memory-per-value").unwrap();
-    let cluster = Cluster::builder()
+    let (cluster, active, standby) = Cluster::builder()
         .sync_standbys(1)
-        .start(&dir)
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .wait_active_with_sync_standby(DEADLINE)
+        .start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     let standby_url = cluster.replica(&standby).url();

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::arbiter::ArbiterConfig;
-use super::cluster::Cluster;
+use super::cluster::{ActiveNode, Cluster};
 use super::dirs::TestDir;
 
 /// Name of the cluster tests run.
@@ -219,6 +219,18 @@ impl ClusterBuilder {
     pub fn no_wait(mut self) -> ClusterBuilder {
         self.wait_formed = false;
         self
+    }
+
+    /// Starts the cluster and waits (at most `within`) for an active and a
+    /// confirmed sync standby; returns all three.
+    pub async fn start_with_sync_standby(
+        self,
+        dir: &TestDir,
+        within: std::time::Duration,
+    ) -> Result<(Cluster, ActiveNode, String), String> {
+        let cluster = self.start(dir).await?;
+        let (active, standby) = cluster.wait_active_with_sync_standby(within).await?;
+        Ok((cluster, active, standby))
     }
 
     /// Starts the arbiter and the replicas, then (unless [`no_wait`]) waits
