@@ -493,7 +493,6 @@ async fn forward(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool, writes: bo
     if multi {
         frames.push(super::resp::command(["MULTI"]));
     }
-    let n = cmds.len();
     frames.extend(cmds.into_iter().map(super::resp::command));
     if multi {
         frames.push(super::resp::command(["EXEC"]));
@@ -506,7 +505,6 @@ async fn forward(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool, writes: bo
             } else {
                 replies.get(skip).cloned()
             };
-            let _ = n;
             reply.unwrap_or(BytesFrame::Null).into()
         }
         Err(e) => {
