@@ -9,11 +9,15 @@
 //!   the active saw its connection close at once;
 //! - a write a standby had forwarded to an active that then froze waited
 //!   the whole forward timeout (10 s), although another active had been
-//!   named within about a second.
+//!   named within about a second; and the same through a Redis client in
+//!   proxy mode (the standby's RESP forward waited its 10 s call timeout:
+//!   partitions of the active cost clients up to 5 s in the fault suite's
+//!   proxy-mode runs).
 
 use std::time::Duration;
 
-use understudy_tests::harness::{serial, wait_for, Cluster, TestDir};
+use understudy_tests::client::resp::{show, Frame};
+use understudy_tests::harness::{serial, wait_for, Cluster, ProxyCluster, TestDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -152,6 +156,56 @@ async fn a_write_forwarded_to_a_frozen_active_is_answered_when_another_is_named(
         answer.body_text().contains("named another active"),
         "{}",
         answer.body_text()
+    );
+    assert_eq!(promoted.unwrap().id, standby);
+}
+
+/// The same as the test above, through a standby's RESP port in proxy mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_forwarded_through_resp_to_a_frozen_active_is_answered_when_another_is_named() {
+    let _serial = serial().await;
+    let dir = TestDir::new("resp-forward-active-changed").unwrap();
+    let mut proxy = ProxyCluster::start(&dir, &["a", "b"], |b| {
+        b.heartbeat_ms(50).lease_ms(1000).sync_standbys(1)
+    })
+    .await
+    .unwrap();
+    let (active, standby) = proxy
+        .cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    let mut client = proxy.client(&standby).await.unwrap();
+    let warm = client.call(&["SET", "warm", "up"]).await.unwrap();
+    assert_eq!(show(&warm), "OK");
+
+    proxy
+        .cluster
+        .replica_mut(&active.id)
+        .process()
+        .sigstop()
+        .unwrap();
+    // Shorter than the forward's 10 s call timeout: only an early answer
+    // passes.
+    let answer =
+        tokio::time::timeout(Duration::from_secs(8), client.call(&["SET", "frozen", "v"])).await;
+    let promoted = proxy.cluster.wait_for_active(DEADLINE).await;
+    proxy
+        .cluster
+        .replica_mut(&active.id)
+        .process()
+        .sigcont()
+        .unwrap();
+
+    let answer = answer
+        .expect("the forwarded SET is answered before the forward's timeout")
+        .unwrap();
+    let Frame::Error(e) = &answer else {
+        panic!("expected an error reply, got {}", show(&answer));
+    };
+    assert!(
+        e.starts_with("UNKNOWN") && e.contains("another active was named"),
+        "{e}"
     );
     assert_eq!(promoted.unwrap().id, standby);
 }

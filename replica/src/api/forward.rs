@@ -29,7 +29,7 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a forwarded request may still wait for the old active's answer
 /// once another active is named: a live one handing over (a switchover)
 /// answers within milliseconds; a frozen or cut-off one never does.
-const ACTIVE_CHANGED_GRACE: Duration = Duration::from_millis(100);
+pub const ACTIVE_CHANGED_GRACE: Duration = Duration::from_millis(100);
 /// Longest connecting to the active may take; shorter than
 /// `FORWARD_TIMEOUT`, so a timeout of the whole means the request was sent.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -28,6 +28,7 @@ use super::rewrite;
 use super::session::Session;
 use super::table::{CommandTable, Lookup};
 use super::upstream::Conn;
+use crate::api::forward::ACTIVE_CHANGED_GRACE;
 use crate::command::{Command, Expire, RespCmd, RespEntry};
 use crate::commit::WriteError;
 use crate::state::Outcome;
@@ -446,7 +447,18 @@ fn write_error(e: WriteError) -> Reply {
 }
 
 /// Sends commands to the active (a standby), keeping the client's database.
+///
+/// When the arbiter names another active meanwhile, the old one may be cut
+/// off or frozen and never answer: a connection still being made is
+/// abandoned at once (nothing was sent), and a sent command gets
+/// [`ACTIVE_CHANGED_GRACE`] more (a handing-over active answers within
+/// it) before the client is told, rather than after the whole timeout.
 async fn forward(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool, writes: bool) -> Reply {
+    // Armed before the active is read, so a change right after it counts.
+    let node = s.node.clone();
+    let active_changed = node.active_changed.notified();
+    tokio::pin!(active_changed);
+    active_changed.as_mut().enable();
     let Some(addr) = s.core.active_resp() else {
         let why = s
             .node
@@ -469,7 +481,11 @@ async fn forward(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool, writes: bo
             .as_ref()
             .map(|t| t.secret().to_string())
             .or_else(|| s.core.settings.client_password.clone());
-        match Conn::connect(&addr, password.as_deref()).await {
+        let connected = tokio::select! {
+            c = Conn::connect(&addr, password.as_deref()) => c,
+            _ = &mut active_changed => Err("another active was named meanwhile".into()),
+        };
+        match connected {
             Ok(c) => s.forward = Some((addr.clone(), c, 0)),
             Err(e) => {
                 return error(format!(
@@ -497,7 +513,23 @@ async fn forward(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool, writes: bo
     if multi {
         frames.push(super::resp::command(["EXEC"]));
     }
-    match conn.pipeline(frames).await {
+    let answer = {
+        let sent = conn.pipeline(frames);
+        tokio::pin!(sent);
+        tokio::select! {
+            answer = &mut sent => answer,
+            _ = &mut active_changed => {
+                match tokio::time::timeout(ACTIVE_CHANGED_GRACE, &mut sent).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(format!(
+                        "another active was named and this one did not answer within \
+                         {ACTIVE_CHANGED_GRACE:?} more"
+                    )),
+                }
+            }
+        }
+    };
+    match answer {
         Ok(replies) => {
             *selected = db;
             let reply = if multi {
