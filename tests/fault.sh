@@ -6,6 +6,7 @@
 # partitions are iptables rules scoped to them).
 #
 #   tests/fault.sh --minutes 30 --seed 7 --topology etcd
+#   tests/fault.sh --minutes 30 --proxy   # replicas fronting redis-servers, Redis clients
 #   tests/fault.sh --help          # every flag
 #
 # Exit status: 0 no anomaly, 1 anomalies (the table names them), 2 the run

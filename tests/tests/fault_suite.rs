@@ -1,6 +1,7 @@
 //! The fault suite's short form: every kind of fault once, in an order
 //! drawn from a printed seed (set `UNDERSTUDY_FAULT_SEED` to replay one),
-//! against each topology, with every checker; and the checkers shown able
+//! against each topology and in proxy mode (Redis clients), with every
+//! checker; and the checkers shown able
 //! to fail, on a run in asynchronous mode that loses acknowledged writes.
 //!
 //! The long form is `tests/fault.sh --minutes N` (RELIABILITY.md).
@@ -27,11 +28,12 @@ fn seed() -> u64 {
     seed
 }
 
-async fn short_run(topology: Topology, name: &str) -> RunReport {
+async fn short_run(topology: Topology, proxy: bool, name: &str) -> RunReport {
     let dir = TestDir::new(name).unwrap();
     let seed = seed();
     let options = ClusterOptions {
         topology,
+        proxy,
         ..ClusterOptions::default()
     };
     let mut run = Run::start(dir.path(), options, seed, CLIENTS)
@@ -70,13 +72,23 @@ async fn short_run(topology: Topology, name: &str) -> RunReport {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_once_on_a_file_store_arbiter_breaks_no_promise() {
     let _serial = serial().await;
-    short_run(Topology::File, "fault-suite-file").await;
+    short_run(Topology::File, false, "fault-suite-file").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_once_in_proxy_mode_with_redis_clients_breaks_no_promise() {
+    let _serial = serial().await;
+    let report = short_run(Topology::File, true, "fault-suite-proxy").await;
+    assert!(
+        report.outcomes.values().map(|o| o[0]).sum::<usize>() > 0,
+        "no operation succeeded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_once_on_two_arbiters_and_etcd_breaks_no_promise() {
     let _serial = serial().await;
-    short_run(Topology::Etcd, "fault-suite-etcd").await;
+    short_run(Topology::Etcd, false, "fault-suite-etcd").await;
 }
 
 /// Asynchronous replication (`sync_standbys = 0`) acknowledges writes no

@@ -28,6 +28,10 @@ struct Args {
     /// etcd members).
     #[arg(long, default_value = "file", value_parser = Topology::parse)]
     topology: Topology,
+    /// Proxy mode: every replica fronts a redis-server of its own, and the
+    /// clients are Redis clients (SET and GET).
+    #[arg(long)]
+    proxy: bool,
     /// Concurrent closed-loop clients.
     #[arg(long, default_value_t = 12)]
     clients: usize,
@@ -58,7 +62,11 @@ async fn main() {
     let dir = match &args.out {
         Some(dir) => dir.clone(),
         None => {
-            std::env::temp_dir().join(format!("understudy-fault-{}-{seed}", args.topology.name()))
+            let mode = if args.proxy { "-proxy" } else { "" };
+            std::env::temp_dir().join(format!(
+                "understudy-fault-{}{mode}-{seed}",
+                args.topology.name()
+            ))
         }
     };
     if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -66,14 +74,16 @@ async fn main() {
         std::process::exit(2);
     }
     eprintln!(
-        "fault-suite: topology {}, seed {seed}, {} min, files in {}",
+        "fault-suite: topology {}{}, seed {seed}, {} min, files in {}",
         args.topology.name(),
+        if args.proxy { ", proxy mode" } else { "" },
         args.minutes,
         dir.display()
     );
     let options = ClusterOptions {
         topology: args.topology,
         sync_standbys: args.sync_standbys,
+        proxy: args.proxy,
         ..ClusterOptions::default()
     };
     let mut run = match Run::start(&dir, options, seed, args.clients).await {

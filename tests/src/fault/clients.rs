@@ -16,6 +16,14 @@
 //! Linearizable reads go to the replica the client last heard named as the
 //! active (a standby refuses them), most of the time. Every value written
 //! is unique (`{client}.{n}`), so a read names the write it saw.
+//!
+//! Against replicas in proxy mode the clients speak RESP instead, as a
+//! Redis client would: `add` and `write` are `SET`, `read` and `read_at`
+//! are `GET` (a standby forwards them to the active, so both are
+//! linearizable), and `cas` becomes a `write` (compare-and-set needs
+//! `WATCH`, which the proxy refuses). A Redis reply names no version, so
+//! the checks on versions see none; `-TRYAGAIN` is a definite refusal and
+//! `-UNKNOWN` an unknown outcome, as the proxy documents.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +37,7 @@ use rand::{RngExt, SeedableRng};
 use tokio::task::JoinHandle;
 
 use super::history::{History, Kind, Op, Outcome};
+use crate::client::resp::{Frame, RespClient};
 use crate::client::{key_path, ClientError, KvClient, KvResponse};
 
 /// How long a client waits for one answer.
@@ -49,6 +58,8 @@ const REGISTER_SLOTS: u64 = 2;
 pub struct Target {
     pub node: String,
     pub url: String,
+    /// Proxy mode: the RESP address (`127.0.0.1:port`) clients use.
+    pub resp: Option<String>,
 }
 
 /// The running clients.
@@ -72,6 +83,7 @@ impl Clients {
                     ),
                     targets: targets.clone(),
                     conns: HashMap::new(),
+                    resp_conns: HashMap::new(),
                     history: history.clone(),
                     register_ops: register_ops.clone(),
                     session: None,
@@ -101,6 +113,8 @@ struct Client {
     targets: Arc<Vec<Target>>,
     /// One keep-alive connection per replica, dropped after a failure.
     conns: HashMap<usize, KvClient>,
+    /// The same for Redis clients, in proxy mode.
+    resp_conns: HashMap<usize, RespClient>,
     history: Arc<History>,
     register_ops: Arc<AtomicU64>,
     /// The highest `X-Data-Version` of any successful answer.
@@ -144,9 +158,11 @@ impl Client {
             }
         } else if roll < 80 {
             let key = self.register_key();
+            let resp = self.targets[0].resp.is_some();
             let (kind, value, expect) = match roll {
                 25..=39 => (Kind::Write, Some(value), None),
                 40..=59 => (Kind::Read, None, None),
+                _ if resp => (Kind::Write, Some(value), None),
                 _ => {
                     let expect = self.seen.get(&key).cloned().unwrap_or(None);
                     (Kind::Cas, Some(value), Some(expect))
@@ -174,9 +190,15 @@ impl Client {
             _ => self.rng.random_range(0..self.targets.len()),
         };
         let invoke_ns = self.history.now_ns();
-        let answer = self.send(target, &request).await;
-        let complete_ns = self.history.now_ns();
-        let op = self.judge(request, target, invoke_ns, complete_ns, answer);
+        let op = if self.targets[target].resp.is_some() {
+            let answer = self.send_resp(target, &request).await;
+            let complete_ns = self.history.now_ns();
+            self.judge_resp(request, target, invoke_ns, complete_ns, answer)
+        } else {
+            let answer = self.send(target, &request).await;
+            let complete_ns = self.history.now_ns();
+            self.judge(request, target, invoke_ns, complete_ns, answer)
+        };
         let refused = op.outcome == Outcome::Fail;
         self.history.record(op);
         if refused {
@@ -239,16 +261,9 @@ impl Client {
         result
     }
 
-    /// The operation as recorded, and what the client learns from it.
-    fn judge(
-        &mut self,
-        request: Request,
-        target: usize,
-        invoke_ns: u64,
-        complete_ns: u64,
-        answer: Result<KvResponse, ClientError>,
-    ) -> Op {
-        let mut op = Op {
+    /// The operation as recorded, before its answer is read.
+    fn unjudged(&self, request: Request, target: usize, invoke_ns: u64, complete_ns: u64) -> Op {
+        Op {
             id: 0,
             client: self.id,
             kind: request.kind,
@@ -265,7 +280,103 @@ impl Client {
             version: None,
             key_version: None,
             min_version: request.min_version,
+        }
+    }
+
+    /// Sends the request as a Redis command (`SET` or `GET`).
+    async fn send_resp(&mut self, target: usize, request: &Request) -> Result<Frame, RespFailure> {
+        let conn = match self.resp_conns.get_mut(&target) {
+            Some(c) => c,
+            None => {
+                let addr = self.targets[target].resp.clone().unwrap_or_default();
+                let c = match tokio::time::timeout(OP_TIMEOUT, RespClient::connect(&addr)).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(_)) | Err(_) => return Err(RespFailure::NotSent),
+                };
+                self.resp_conns.entry(target).or_insert(c)
+            }
         };
+        let value = request.value.clone().unwrap_or_default();
+        let args = match request.kind {
+            Kind::Add | Kind::Write | Kind::Cas => vec!["SET", request.key.as_str(), &value],
+            Kind::Read | Kind::ReadAt | Kind::Final => vec!["GET", request.key.as_str()],
+        };
+        let result = match tokio::time::timeout(OP_TIMEOUT, conn.call(&args)).await {
+            Ok(Ok(frame)) => Ok(frame),
+            Ok(Err(e)) => Err(RespFailure::Lost(e)),
+            Err(_) => Err(RespFailure::Lost("timeout".into())),
+        };
+        if result.is_err() {
+            self.resp_conns.remove(&target);
+        }
+        result
+    }
+
+    /// [`Client::judge`] for a Redis reply.
+    fn judge_resp(
+        &mut self,
+        request: Request,
+        target: usize,
+        invoke_ns: u64,
+        complete_ns: u64,
+        answer: Result<Frame, RespFailure>,
+    ) -> Op {
+        let mut op = self.unjudged(request, target, invoke_ns, complete_ns);
+        let frame = match answer {
+            Ok(frame) => frame,
+            Err(RespFailure::NotSent) => {
+                op.code = "resp_not_sent".into();
+                op.outcome = Outcome::Fail;
+                return op;
+            }
+            Err(RespFailure::Lost(e)) => {
+                op.code = if e == "timeout" {
+                    "timeout"
+                } else {
+                    "resp_lost"
+                }
+                .into();
+                op.outcome = if op.kind.writes() {
+                    Outcome::Unknown
+                } else {
+                    Outcome::Fail
+                };
+                return op;
+            }
+        };
+        let (outcome, code) = classify_resp(op.kind, &frame);
+        op.outcome = outcome;
+        op.code = code;
+        if outcome != Outcome::Ok {
+            return op;
+        }
+        if op.kind.writes() {
+            if op.kind != Kind::Add {
+                self.seen.insert(op.key.clone(), op.value.clone());
+            }
+            self.written.push(op.key.clone());
+            if self.written.len() > 8 {
+                self.written.remove(0);
+            }
+        } else {
+            op.read = Some(match frame {
+                Frame::BulkString(v) => Some(String::from_utf8_lossy(&v).into_owned()),
+                _ => None,
+            });
+        }
+        op
+    }
+
+    /// The operation as recorded, and what the client learns from it.
+    fn judge(
+        &mut self,
+        request: Request,
+        target: usize,
+        invoke_ns: u64,
+        complete_ns: u64,
+        answer: Result<KvResponse, ClientError>,
+    ) -> Op {
+        let mut op = self.unjudged(request, target, invoke_ns, complete_ns);
         let r = match answer {
             Ok(r) => r,
             Err(e) => {
@@ -332,6 +443,45 @@ impl Client {
             }
         }
         op
+    }
+}
+
+/// How a Redis call failed.
+enum RespFailure {
+    /// Before the command was sent (no connection).
+    NotSent,
+    /// After it was sent: no reply, or a broken connection.
+    Lost(String),
+}
+
+/// The outcome of a Redis reply to a `SET` (writes) or a `GET`, and the
+/// code recorded: `ok`, or the error's first word (`TRYAGAIN`, ...).
+pub fn classify_resp(kind: Kind, frame: &Frame) -> (Outcome, String) {
+    match frame {
+        Frame::Error(e) => {
+            let word = e.split_whitespace().next().unwrap_or("").to_string();
+            let outcome = match word.as_str() {
+                "TRYAGAIN" => Outcome::Fail,
+                "UNKNOWN" => Outcome::Unknown,
+                // Any other error is not documented as a refusal: a write
+                // may have happened.
+                _ if kind.writes() => Outcome::Unknown,
+                _ => Outcome::Fail,
+            };
+            (outcome, word)
+        }
+        Frame::SimpleString(s) if kind.writes() && s.as_ref() == b"OK" => {
+            (Outcome::Ok, "ok".into())
+        }
+        Frame::BulkString(_) | Frame::Null if !kind.writes() => (Outcome::Ok, "ok".into()),
+        other => (
+            if kind.writes() {
+                Outcome::Unknown
+            } else {
+                Outcome::Fail
+            },
+            format!("unexpected reply {other:?}"),
+        ),
     }
 }
 

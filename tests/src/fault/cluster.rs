@@ -1,6 +1,7 @@
 //! The cluster the fault suite runs against: three replicas and either one
 //! arbiter on a file store or two arbiters on a three-member etcd, all real
-//! processes on loopback.
+//! processes on loopback; in proxy mode each replica fronts a redis-server
+//! of its own and clients speak RESP.
 //!
 //! Each replica and arbiter runs as a user of its own (so the firewall can
 //! tell their packets apart), from a copy of its binary in the run's
@@ -17,6 +18,7 @@ use arbiter::status::ClusterStatus;
 use hyper::Method;
 
 use crate::harness::ports::loopback_url;
+use crate::harness::redis::RedisServer;
 use crate::harness::{
     arbiter_binary, free_port, replica_binary, replica_status, ChildGuard, EtcdCluster,
     ProcessSpec, ReplicaSelfStatus,
@@ -70,6 +72,9 @@ pub struct ClusterOptions {
     pub disk_mib: Option<u64>,
     /// The replicas' `--segment-bytes`, when set.
     pub segment_bytes: Option<u64>,
+    /// Proxy mode: each replica fronts a redis-server (`--upstream`) and
+    /// serves Redis clients (`--resp-listen`).
+    pub proxy: bool,
 }
 
 impl Default for ClusterOptions {
@@ -79,6 +84,7 @@ impl Default for ClusterOptions {
             sync_standbys: 1,
             disk_mib: None,
             segment_bytes: None,
+            proxy: false,
         }
     }
 }
@@ -94,6 +100,11 @@ pub struct Member {
     /// Whether `data_dir` is a tmpfs of its own (unmounted on drop).
     pub mounted: bool,
     pub process: ChildGuard,
+    /// Proxy mode: the RESP port, and the redis-server it fronts. That
+    /// runs as the test's user, outside the faults: a replica killed or cut
+    /// off keeps its upstream, and its connection to it stays open through
+    /// partitions, as on one host.
+    pub resp: Option<(u16, RedisServer)>,
 }
 
 /// The running cluster; every process is killed when it is dropped.
@@ -169,6 +180,7 @@ impl FaultCluster {
                 data_dir,
                 mounted: false,
                 process,
+                resp: None,
             });
         }
         let arbiter_urls = arbiters
@@ -201,17 +213,31 @@ impl FaultCluster {
             if let Some(bytes) = options.segment_bytes {
                 spec = spec.args(["--segment-bytes", &bytes.to_string()]);
             }
+            let mut ports = vec![port, repl_port];
+            let resp = match options.proxy {
+                false => None,
+                true => {
+                    let upstream = RedisServer::start(dir, &format!("{name}-redis")).await?;
+                    let resp_port = free_port();
+                    spec = spec
+                        .args(["--upstream", &upstream.url()])
+                        .args(["--resp-listen", &format!("127.0.0.1:{resp_port}")]);
+                    ports.push(resp_port);
+                    Some((resp_port, upstream))
+                }
+            };
             let process = spec
                 .spawn()
                 .map_err(|e| err(&format!("replica {name} did not start"), e))?;
             replicas.push(Member {
                 name: name.to_string(),
                 uid,
-                ports: vec![port, repl_port],
+                ports,
                 url: loopback_url(port),
                 data_dir,
                 mounted: options.disk_mib.is_some(),
                 process,
+                resp,
             });
         }
         Ok(FaultCluster {

@@ -14,7 +14,11 @@ use super::cluster::{ClusterOptions, FaultCluster};
 use super::firewall::{self, Firewall};
 use super::history::{History, Kind, Op, Outcome};
 use super::nemesis::{self, Fault, FaultKind, Schedule};
+use bytes::Bytes;
+
+use crate::client::resp::{Frame, RespClient};
 use crate::harness::replica_status::wait_same_data;
+use crate::harness::wait::wait_for;
 use crate::harness::{dump, replica_status, role_code};
 
 /// Longest wait for the replicas to agree once the clients stop.
@@ -46,6 +50,11 @@ impl Run {
         // Before any process starts, so every connection is marked.
         let firewall = Firewall::new(&super::cluster::user_ids())?;
         let cluster = FaultCluster::start(dir, &options).await?;
+        for r in &cluster.replicas {
+            if let Some((_, upstream)) = &r.resp {
+                firewall.exempt(r.uid, upstream.port)?;
+            }
+        }
         let history = Arc::new(History::new());
         nemesis::wait_recovered(&cluster, &history)
             .await
@@ -56,6 +65,7 @@ impl Run {
             .map(|m| Target {
                 node: m.name.clone(),
                 url: m.url.clone(),
+                resp: m.resp.as_ref().map(|(port, _)| format!("127.0.0.1:{port}")),
             })
             .collect();
         let started_ns = history.now_ns();
@@ -193,6 +203,9 @@ impl Run {
             ));
         }
         let active = self.cluster.replica(&named).expect("a replica");
+        if let Some((_, upstream)) = &active.resp {
+            return self.same_upstream_data(&named, &upstream.addr()).await;
+        }
         for r in self.cluster.replicas.iter().filter(|r| r.name != named) {
             wait_same_data((&named, &active.url), (&r.name, &r.url), SETTLE).await?;
         }
@@ -202,6 +215,76 @@ impl Run {
             .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
             .collect())
     }
+}
+
+impl Run {
+    /// Proxy mode: waits until every replica's redis-server holds what the
+    /// active's does (read directly, database 0), and returns that.
+    async fn same_upstream_data(&self, named: &str, active: &str) -> Result<FinalData, String> {
+        let last = std::cell::RefCell::new(String::new());
+        wait_for(SETTLE, "every upstream to hold the active's data", || {
+            let last = &last;
+            async move {
+                let want = upstream_strings(active).await.ok()?;
+                for r in &self.cluster.replicas {
+                    let Some((_, upstream)) = &r.resp else {
+                        continue;
+                    };
+                    let have = upstream_strings(&upstream.addr()).await.ok()?;
+                    if have != want {
+                        let differ = want
+                            .iter()
+                            .filter(|(k, v)| have.get(*k) != Some(*v))
+                            .count();
+                        *last.borrow_mut() = format!(
+                            "{}'s upstream has {} keys, {named}'s {}; {differ} of {named}'s \
+                             differ or are missing",
+                            r.name,
+                            have.len(),
+                            want.len()
+                        );
+                        return None;
+                    }
+                }
+                Some(want)
+            }
+        })
+        .await
+        .map_err(|e| format!("{e}: {}", last.borrow()))
+    }
+}
+
+/// Every string key of database 0 of the redis-server at `addr`.
+async fn upstream_strings(addr: &str) -> Result<FinalData, String> {
+    let mut c = RespClient::connect(addr).await?;
+    let keys = match c.call(&["KEYS", "*"]).await? {
+        Frame::Array(keys) => keys,
+        other => return Err(format!("KEYS gave {other:?}")),
+    };
+    let keys: Vec<Bytes> = keys
+        .into_iter()
+        .filter_map(|k| match k {
+            Frame::BulkString(k) => Some(k),
+            _ => None,
+        })
+        .collect();
+    let mut out = FinalData::new();
+    for chunk in keys.chunks(1000) {
+        let mut args = vec![Bytes::from_static(b"MGET")];
+        args.extend(chunk.iter().cloned());
+        let Frame::Array(values) = c.call(&args).await? else {
+            return Err("MGET gave no array".into());
+        };
+        for (k, v) in chunk.iter().zip(values) {
+            if let Frame::BulkString(v) = v {
+                out.insert(
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                );
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The write gap of one kind of fault.
@@ -218,7 +301,8 @@ pub struct KindSummary {
 /// What a run found, ready to print.
 #[derive(Debug, Serialize)]
 pub struct RunReport {
-    pub topology: &'static str,
+    /// `file` or `etcd`, and `, proxy mode (Redis clients)` in proxy mode.
+    pub topology: String,
     pub sync_standbys: u32,
     pub seed: u64,
     pub clients: usize,
@@ -288,7 +372,10 @@ impl RunReport {
             .map(|a| checks::around(ops, a, 40))
             .collect();
         RunReport {
-            topology: options.topology.name(),
+            topology: match options.proxy {
+                true => format!("{}, proxy mode (Redis clients)", options.topology.name()),
+                false => options.topology.name().to_string(),
+            },
             sync_standbys: options.sync_standbys,
             seed,
             clients,

@@ -55,6 +55,12 @@ impl TestDir {
     }
 }
 
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        self.path()
+    }
+}
+
 impl Drop for TestDir {
     fn drop(&mut self) {
         let Some(dir) = self.dir.take() else { return };

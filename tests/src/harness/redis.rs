@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use super::dirs::TestDir;
+use std::path::Path;
+
 use super::ports::free_port;
 use super::process::{ChildGuard, ProcessSpec};
 use super::wait::wait_for;
@@ -27,21 +28,22 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts `redis-server` named `name` on a free port; waits for PING.
-    pub async fn start(dir: &TestDir, name: &str) -> Result<RedisServer, String> {
+    pub async fn start(dir: impl AsRef<Path>, name: &str) -> Result<RedisServer, String> {
         RedisServer::start_with(dir, name, &["--appendonly", "no"]).await
     }
 
     /// [`RedisServer::start`] with other persistence flags (e.g. an
     /// append-only file fsynced on every write, for comparisons).
     pub async fn start_with(
-        dir: &TestDir,
+        dir: impl AsRef<Path>,
         name: &str,
         persistence: &[&str],
     ) -> Result<RedisServer, String> {
+        let dir = dir.as_ref();
         let port = free_port();
         let data = dir.join(format!("{name}.redis"));
         std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
-        let spec = ProcessSpec::new(name, "redis-server", dir.path())
+        let spec = ProcessSpec::new(name, "redis-server", dir)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--protected-mode", "no"])
             .args(persistence)
