@@ -319,6 +319,7 @@ mod tests {
                 taken: true,
                 node: Some(id("a")),
                 reason: "epoch 3: failover to a at position 2.99".into(),
+                write_gap_ms: None,
             }],
             history: Vec::new(),
             now_unix_ms: now,

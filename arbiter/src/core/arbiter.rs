@@ -45,6 +45,21 @@ pub struct Core {
     /// that joined since do not count, or the first replica to heartbeat a
     /// new cluster would end the wait alone).
     pub(super) members_at_start: BTreeSet<NodeId>,
+    /// After a failover or switchover, until the new active's first
+    /// heartbeat as active: what the write gap is measured from.
+    pub(super) serving_watch: Option<ServingWatch>,
+}
+
+/// A new active not yet heard serving (see [`Core::serving_watch`]).
+#[derive(Clone, Debug)]
+pub(super) struct ServingWatch {
+    pub node: NodeId,
+    pub epoch: Epoch,
+    pub kind: DecisionKind,
+    /// The old active, and its last heartbeat on our clock (or the
+    /// decision's time, when it was never heard in this term).
+    pub old: Option<NodeId>,
+    pub since: Millis,
 }
 
 impl Core {
@@ -76,6 +91,7 @@ impl Core {
             verify_store: false,
             clock_anchor: (now, unix_ms),
             members_at_start: state_members,
+            serving_watch: None,
         };
         let reason = format!(
             "took office at epoch {} (state version {}, active {}); no promotion before {} ms from now",
@@ -127,6 +143,11 @@ impl Core {
             tracing::error!("on_persisted called with no write in flight; ignored");
             return;
         };
+        let old_active = self.state.active_id().cloned();
+        let old_heard = old_active
+            .as_ref()
+            .and_then(|a| self.detector.observation(a))
+            .map(|o| o.last_heartbeat);
         let old_params = std::mem::replace(&mut self.state, write.state).params;
         self.keep_wait_for_old_grants(&old_params, now);
         self.decisions.clear("store");
@@ -151,6 +172,21 @@ impl Core {
             }
             self.decisions.clear_prefix("failover");
             self.decisions.clear_prefix("formation");
+            let kind = write
+                .decisions
+                .iter()
+                .map(|d| d.kind)
+                .find(|k| matches!(k, DecisionKind::Failover | DecisionKind::Switchover));
+            self.serving_watch = match (kind, self.state.active_id()) {
+                (Some(kind), Some(node)) => Some(ServingWatch {
+                    node: node.clone(),
+                    epoch: self.state.epoch,
+                    kind,
+                    old: old_active,
+                    since: old_heard.unwrap_or(now),
+                }),
+                _ => None,
+            };
         }
         for d in write.decisions {
             self.decisions.record(d);

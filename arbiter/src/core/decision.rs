@@ -61,6 +61,11 @@ pub struct DecisionRecord {
     pub node: Option<NodeId>,
     /// Why, in words that name the values involved.
     pub reason: String,
+    /// For a new active's first heartbeat as active after a failover or
+    /// switchover: how long writes stopped, as the arbiter saw it (from
+    /// the old active's last heartbeat to this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_gap_ms: Option<u64>,
 }
 
 /// Time and epoch to stamp decisions with, so helpers need not see the core.
@@ -107,6 +112,7 @@ impl Stamp {
             taken,
             node: node.cloned(),
             reason: reason.into(),
+            write_gap_ms: None,
         }
     }
 }
@@ -200,6 +206,7 @@ mod tests {
             taken: false,
             node: None,
             reason: reason.into(),
+            write_gap_ms: None,
         }
     }
 

@@ -73,6 +73,7 @@ impl Core {
             });
         }
         self.detector.observe(hb, now);
+        self.note_serving(hb, now);
         let node = &hb.node_id;
         if hb.epoch > self.state.epoch {
             let reason = format!(
@@ -115,6 +116,34 @@ impl Core {
             }
         }
         Ok(HeartbeatOutcome::Reply(self.reply(hb, now)))
+    }
+
+    /// Records the end of a failover's or switchover's write gap: the new
+    /// active's first heartbeat as active in its epoch.
+    fn note_serving(&mut self, hb: &Heartbeat, now: Millis) {
+        let Some(watch) = &self.serving_watch else {
+            return;
+        };
+        if hb.node_id != watch.node || hb.role != Role::Active || hb.epoch != watch.epoch {
+            return;
+        }
+        let gap = now.since(watch.since);
+        let from = match &watch.old {
+            Some(old) => format!("{old}'s last heartbeat"),
+            None => "the decision".into(),
+        };
+        let mut record = self.stamp(now).taken(
+            watch.kind,
+            Some(&watch.node),
+            format!(
+                "{} serves as active in epoch {}: writes stopped for about {gap} ms (from {from} \
+                 to {}'s first heartbeat as active)",
+                watch.node, watch.epoch, watch.node
+            ),
+        );
+        record.write_gap_ms = Some(gap);
+        self.decisions.record(record);
+        self.serving_watch = None;
     }
 
     /// The reply to `hb` from the persisted state, recording a grant if it

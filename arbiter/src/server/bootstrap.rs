@@ -44,6 +44,7 @@ pub async fn load_or_create(
             settings.cluster,
             describe_params(&settings.params)
         ),
+        write_gap_ms: None,
     });
     match store.compare_and_swap(None, &state).await {
         Ok(CasOutcome::Written) => {

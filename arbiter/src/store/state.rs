@@ -280,6 +280,7 @@ mod tests {
                 taken: true,
                 node: None,
                 reason: format!("#{i}"),
+                write_gap_ms: None,
             });
         }
         assert_eq!(s.history.len(), HISTORY_LIMIT);

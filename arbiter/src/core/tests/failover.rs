@@ -51,6 +51,24 @@ fn promotion_happens_exactly_when_the_lease_wait_ends() {
         s.history.back().unwrap().epoch,
         epoch.checked_next().unwrap()
     );
+    // Its first heartbeat as active ends the write gap, measured from a's
+    // last heartbeat: at least the lease wait, at most that plus b's
+    // heartbeat interval and a's.
+    let serving = sim
+        .core
+        .recent_decisions()
+        .find(|d| d.write_gap_ms.is_some())
+        .cloned()
+        .expect("a decision with the write gap");
+    assert_eq!(serving.node, Some(id("b")));
+    let gap = serving.write_gap_ms.unwrap();
+    assert!((1000..=1300).contains(&gap), "gap {gap} ms");
+    assert!(
+        serving.reason.contains("b serves as active")
+            && serving.reason.contains("a's last heartbeat"),
+        "{}",
+        serving.reason
+    );
 }
 
 #[test]
