@@ -7,7 +7,8 @@
 # (proxy mode's tests, its local cluster and redis-benchmark), iptables (the
 # fault suite's network partitions), and the tools that check the deployment
 # kit: haproxy, promtool (Debian's prometheus package) and systemd-analyze;
-# on Debian via apt-get. Rust itself must already be installed.
+# chromium and chromedriver (the dashboard's test in a real browser); on
+# Debian via apt-get. Rust itself must already be installed.
 set -euo pipefail
 
 need=()
@@ -23,6 +24,8 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ -x /usr/sbin/iptables ] || [ -x /sbin/iptables ] || command -v iptables >/dev/null 2>&1 || need+=(iptables)
 
 if ((${#need[@]})); then

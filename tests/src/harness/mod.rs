@@ -36,6 +36,7 @@
 
 pub mod arbiter;
 pub mod binaries;
+pub mod browser;
 pub mod cluster;
 pub mod cluster_builder;
 pub mod dirs;

@@ -1,0 +1,109 @@
+//! The arbiter's dashboard in a real headless Chromium (over WebDriver), as
+//! an operator sees it: it shows the active; the active is killed with -9;
+//! the page shows the new active, the dead node as down, and a failover in
+//! the timeline with its write gap; `arbiter status` agrees. A screenshot
+//! of the page after the failover is kept in
+//! `target/test-artifacts/dashboard-failover.png`.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use fantoccini::Locator;
+use understudy_tests::harness::browser::Browser;
+use understudy_tests::harness::{arbiter_binary, serial, wait_for, Cluster, TestDir};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Where the screenshot goes: the workspace's target directory.
+fn artifact(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("test-artifacts")
+        .join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_chromium_shows_a_failover_with_its_write_gap() {
+    let _serial = serial().await;
+    let dir = TestDir::new("dashboard-browser").unwrap();
+    let (mut cluster, active, standby) = Cluster::builder()
+        .heartbeat_ms(100)
+        .lease_ms(1000)
+        .sync_standbys(1)
+        .start_with_sync_standby(&dir, DEADLINE)
+        .await
+        .unwrap();
+    let arbiter_url = cluster.arbiter.url();
+    let browser = Browser::start(dir.path()).await.unwrap();
+    browser
+        .client
+        .goto(&format!("{arbiter_url}/"))
+        .await
+        .unwrap();
+    let shown = wait_for(DEADLINE, "the page to show the active", || {
+        let browser = &browser;
+        let want = active.id.clone();
+        async move { (browser.text_of("active").await? == want).then_some(()) }
+    })
+    .await;
+    shown.unwrap();
+
+    cluster.replica_mut(&active.id).process().kill().unwrap();
+
+    // The page, polled as a user would look at it: the new active, the
+    // old one down, and the failover in the timeline with its gap.
+    let last = RefCell::new(String::new());
+    let seen = wait_for(DEADLINE, "the page to show the failover", || {
+        let (browser, last, standby, old) = (&browser, &last, &standby, &active.id);
+        async move {
+            let now_active = browser.text_of("active").await?;
+            let replicas = browser.text_of("replicas").await?;
+            let timeline = browser.text_of("timeline").await?;
+            *last.borrow_mut() =
+                format!("active {now_active}\nreplicas:\n{replicas}\ntimeline:\n{timeline}");
+            let old_down = replicas
+                .lines()
+                .any(|l| l.starts_with(old.as_str()) && l.contains("down: no heartbeat"));
+            let gap = browser
+                .client
+                .find(Locator::Css("#timeline tr.failover td.gap"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (now_active == *standby
+                && old_down
+                && timeline.contains("failover")
+                && gap.ends_with(" ms"))
+            .then_some(gap)
+        }
+    })
+    .await;
+    let png = artifact("dashboard-failover.png");
+    browser.screenshot(&png).await.unwrap();
+    let gap = seen.unwrap_or_else(|e| panic!("{e}; the page showed:\n{}", last.borrow()));
+    eprintln!(
+        "dashboard shows the failover, write gap {gap}; screenshot {}",
+        png.display()
+    );
+    let gap_ms: u64 = gap.trim_end_matches(" ms").parse().unwrap();
+    assert!(
+        (1000..5000).contains(&gap_ms),
+        "a kill costs the lease wait (1 s × 1.1) and a heartbeat: {gap_ms} ms"
+    );
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+
+    // The CLI agrees with the page.
+    let out = Command::new(arbiter_binary())
+        .args(["status", "--arbiter", &arbiter_url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("active {standby}")), "{text}");
+    browser.close().await;
+}
