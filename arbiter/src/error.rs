@@ -162,6 +162,15 @@ pub enum ArbiterError {
         why: String,
     },
 
+    /// `promote --force` refused: the promotion is not the last resort.
+    #[error("{node} cannot be promoted by force: {why}")]
+    CannotForce {
+        /// The standby named.
+        node: NodeId,
+        /// Why not, and what to do instead.
+        why: String,
+    },
+
     /// Another write to the state store is in flight.
     #[error("another change to the cluster state is being written; retry in a moment")]
     WriteInProgress,
@@ -190,6 +199,7 @@ impl ArbiterError {
             ArbiterError::NotLeader { .. } => "not_leader",
             ArbiterError::InvalidParams { .. } => "invalid_params",
             ArbiterError::CannotRemove { .. } => "cannot_remove",
+            ArbiterError::CannotForce { .. } => "cannot_force",
             ArbiterError::WriteInProgress => "write_in_progress",
             ArbiterError::Store(e) => e.code(),
         }

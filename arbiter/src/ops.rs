@@ -42,6 +42,30 @@ pub struct Removed {
     pub state_version: u64,
 }
 
+/// `POST /v1/promote` body: a forced promotion (`arbiter promote NODE
+/// --force --accept-data-loss`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// The standby to promote, as text so a malformed id gets a 400.
+    pub node: String,
+    /// Must be `true`: the operator accepts that acknowledged writes may
+    /// be lost.
+    #[serde(default)]
+    pub accept_data_loss: bool,
+}
+
+/// Answer to a forced promotion, once it is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promoted {
+    /// The new active.
+    pub node: NodeId,
+    /// Its epoch.
+    pub epoch: proto_common::Epoch,
+    /// The decision as recorded: what may have been lost.
+    pub reason: String,
+}
+
 /// Answer to a started switchover. It completes through heartbeats; watch
 /// `GET /v1/status` (`switchover`, then the new `active`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

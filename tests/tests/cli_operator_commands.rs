@@ -2,7 +2,8 @@
 //! waits for the outcome and says it with its exit status (0 the target is
 //! active, 1 refused or cancelled, 2 unusable arguments, 3 no arbiter
 //! there); `arbiter remove NODE` drops a stopped member at once and
-//! refuses the active.
+//! refuses the active; `arbiter promote NODE --force --accept-data-loss`
+//! names a standby when nothing safer is possible, and only then.
 
 use std::process::Command;
 use std::time::Duration;
@@ -112,4 +113,87 @@ async fn remove_drops_a_stopped_member_and_refuses_the_active() {
         status.active.as_ref().map(|n| n.as_str()),
         Some(active.id.as_str())
     );
+}
+
+/// The active and its only sync standby die for good: nobody can be
+/// promoted without risking acknowledged writes, and the arbiter waits.
+/// `arbiter promote NODE` needs `--force --accept-data-loss`, is refused
+/// while the dead active's lease may hold, and then names the standby, with
+/// the possible loss written into the decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_force_names_a_standby_when_the_only_sync_standby_is_gone() {
+    let _serial = serial().await;
+    let dir = TestDir::new("cli-promote-force").unwrap();
+    let (mut cluster, active, sync) = Cluster::builder()
+        .replicas(["a", "b", "c"])
+        .sync_standbys(1)
+        .start_with_sync_standby(&dir, DEADLINE)
+        .await
+        .unwrap();
+    let other = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != active.id && *id != sync)
+        .unwrap();
+    let url = cluster.arbiter.url();
+
+    // Refused while the active lives: that is a switchover.
+    let (code, out, err) = cli(&[
+        "promote",
+        &other,
+        "--force",
+        "--accept-data-loss",
+        "--arbiter",
+        &url,
+    ]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("is alive"), "{err}");
+
+    cluster.kill(&active.id).unwrap();
+    cluster.kill(&sync).unwrap();
+    // Without both flags: unusable arguments, nothing sent.
+    let (code, _, err) = cli(&["promote", &other, "--arbiter", &url]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--force --accept-data-loss"), "{err}");
+
+    let promoted = understudy_tests::harness::wait_for(DEADLINE, "the forced promotion", || {
+        let (url, other) = (url.clone(), other.clone());
+        async move {
+            let (code, out, _) = tokio::task::spawn_blocking(move || {
+                cli(&[
+                    "promote",
+                    &other,
+                    "--force",
+                    "--accept-data-loss",
+                    "--arbiter",
+                    &url,
+                ])
+            })
+            .await
+            .ok()?;
+            (code == Some(0)).then_some(out)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        promoted.contains(&format!("{other} is the active")),
+        "{promoted}"
+    );
+    assert!(promoted.contains("may be lost"), "{promoted}");
+    let now = cluster.wait_for_active(DEADLINE).await.unwrap();
+    assert_eq!(now.id, other);
+    let (code, out, _) = cli(&["status", "--arbiter", &url]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains(&format!("FORCED promotion of {other}")),
+        "{out}"
+    );
+    let put = cluster
+        .replica(&other)
+        .client()
+        .put("after", "forced")
+        .await
+        .unwrap();
+    assert_eq!(put.status, 200, "{}", put.body_text());
 }

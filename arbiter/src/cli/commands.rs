@@ -1,5 +1,6 @@
 //! The operator commands: `arbiter status`, `arbiter switchover`,
-//! `arbiter maintenance` and `arbiter params`. Each parses its flags (clap),
+//! `arbiter maintenance`, `arbiter remove`, `arbiter promote --force` and
+//! `arbiter params`. Each parses its flags (clap),
 //! calls the arbiter and returns the text to print; `main.rs` prints it or
 //! the error. `--arbiter` may name any arbiter of an etcd-backed group: a
 //! non-leader's 307 is followed to the leader.
@@ -14,8 +15,8 @@ use super::error::CliError;
 use super::table::render_status;
 use crate::core::DecisionKind;
 use crate::ops::{
-    MaintenanceRequest, MaintenanceState, ParamsChanged, ParamsUpdate, RemoveRequest, Removed,
-    SwitchoverRequest, SwitchoverStarted,
+    MaintenanceRequest, MaintenanceState, ParamsChanged, ParamsUpdate, PromoteRequest, Promoted,
+    RemoveRequest, Removed, SwitchoverRequest, SwitchoverStarted,
 };
 use crate::status::ClusterStatus;
 
@@ -31,6 +32,11 @@ pub enum OperatorCommand {
     /// Remove a member that is gone for good (stopped; not the active, not
     /// in the sync set) now instead of after remove_after_ms.
     Remove(RemoveArgs),
+    /// The last resort when the active is dead and no standby can be
+    /// promoted without losing acknowledged writes: promote NODE anyway
+    /// (needs --force --accept-data-loss; refused while anything safer is
+    /// possible).
+    Promote(PromoteArgs),
     /// Show the cluster parameters, or change some: `arbiter params lease_ms=1500`.
     Params(ParamsArgs),
 }
@@ -77,6 +83,23 @@ pub struct SwitchoverArgs {
     /// With --wait: give up waiting after this many seconds (exit 4).
     #[arg(long, default_value_t = 60)]
     pub timeout_s: u64,
+}
+
+/// `arbiter promote NODE --force --accept-data-loss`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PromoteArgs {
+    /// Which arbiter to ask, with the token.
+    #[command(flatten)]
+    pub target: ArbiterTarget,
+    /// The standby to promote.
+    pub node: NodeId,
+    /// Required: a promotion the arbiter would not make itself.
+    #[arg(long)]
+    pub force: bool,
+    /// Required: acknowledged writes the old active or its sync standby
+    /// held may be lost.
+    #[arg(long)]
+    pub accept_data_loss: bool,
 }
 
 /// `arbiter remove NODE`.
@@ -145,6 +168,7 @@ impl OperatorCommand {
             OperatorCommand::Switchover(args) => switchover(args).await,
             OperatorCommand::Maintenance(args) => maintenance(args).await,
             OperatorCommand::Remove(args) => remove(args).await,
+            OperatorCommand::Promote(args) => promote(args).await,
             OperatorCommand::Params(args) => params(args).await,
         }
     }
@@ -242,6 +266,27 @@ async fn remove(args: &RemoveArgs) -> Result<String, CliError> {
     Ok(format!(
         "{} removed (state version {}); it rejoins if it heartbeats again\n",
         removed.node, removed.state_version
+    ))
+}
+
+async fn promote(args: &PromoteArgs) -> Result<String, CliError> {
+    if !args.force || !args.accept_data_loss {
+        return Err(CliError::BadArgs(
+            "promote needs --force --accept-data-loss: it names an active that may lack \
+             acknowledged writes. A safe failover needs no command (the arbiter makes it), and a \
+             planned handover is `arbiter switchover --to NODE --wait`"
+                .into(),
+        ));
+    }
+    let client = args.target.client()?;
+    let body = PromoteRequest {
+        node: args.node.to_string(),
+        accept_data_loss: true,
+    };
+    let promoted: Promoted = client.post_json("/v1/promote", &body).await?;
+    Ok(format!(
+        "{} is the active in epoch {}\n{}\n",
+        promoted.node, promoted.epoch, promoted.reason
     ))
 }
 

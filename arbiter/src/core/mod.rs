@@ -73,6 +73,7 @@ pub mod decision;
 mod detector;
 mod draft;
 mod epoch_change;
+mod forced;
 mod heartbeat;
 mod maintenance;
 mod membership;

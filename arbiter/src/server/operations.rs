@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use proto_common::NodeId;
 
 use super::shell::{write_outcome, Shell};
-use crate::core::{Core, Millis};
+use crate::core::{Core, DecisionKind, Millis};
 use crate::error::ArbiterError;
 use crate::ops::{
-    describe_changes, MaintenanceState, ParamsChanged, ParamsUpdate, Removed, SwitchoverStarted,
+    describe_changes, MaintenanceState, ParamsChanged, ParamsUpdate, Promoted, Removed,
+    SwitchoverStarted,
 };
 
 /// How long an operator request waits for a write in flight to finish.
@@ -63,6 +64,35 @@ impl Shell {
         Ok(Removed {
             node,
             state_version: g.core.state().version,
+        })
+    }
+
+    /// A forced promotion (see `Core::force_promote`), once stored.
+    pub async fn force_promote(self: &Arc<Self>, node: NodeId) -> Result<Promoted, ArbiterError> {
+        let task = self
+            .with_core_when_idle(|core, now| {
+                let write = core.force_promote(&node, now)?;
+                Ok(self.start_write(write))
+            })
+            .await?;
+        match write_outcome(task).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ArbiterError::WriteInProgress),
+            Err(e) => return Err(ArbiterError::Store(e)),
+        }
+        let g = self.lock().await;
+        let state = g.core.state();
+        let reason = state
+            .history
+            .iter()
+            .rev()
+            .find(|d| d.node.as_ref() == Some(&node) && d.kind == DecisionKind::Failover)
+            .map(|d| d.reason.clone())
+            .unwrap_or_default();
+        Ok(Promoted {
+            node,
+            epoch: state.epoch,
+            reason,
         })
     }
 

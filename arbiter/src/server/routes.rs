@@ -7,6 +7,7 @@
 //! | `POST /v1/switchover` | bearer | `{"to": "id"}` or `{}`: start a planned switchover |
 //! | `POST /v1/maintenance` | bearer | `{"enabled": bool}`: no automatic failover while on |
 //! | `POST /v1/remove` | bearer | `{"node": "id"}`: drop a member that is gone for good |
+//! | `POST /v1/promote` | bearer | `{"node": "id", "accept_data_loss": true}`: forced promotion, the last resort |
 //! | `POST /v1/params` | bearer | any subset of the cluster parameters: validated, stored |
 //! | `GET /` | – | the live dashboard |
 //! | `GET /healthz`, `GET /metrics` | – | liveness, Prometheus text |
@@ -48,8 +49,8 @@ use super::request::{authorize, parse_json, MAX_BODY_BYTES};
 use super::shell::Shell;
 use crate::error::ArbiterError;
 use crate::ops::{
-    MaintenanceRequest, MaintenanceState, ParamsChanged, ParamsUpdate, RemoveRequest, Removed,
-    SwitchoverRequest, SwitchoverStarted,
+    MaintenanceRequest, MaintenanceState, ParamsChanged, ParamsUpdate, PromoteRequest, Promoted,
+    RemoveRequest, Removed, SwitchoverRequest, SwitchoverStarted,
 };
 use crate::status::ClusterStatus;
 
@@ -101,6 +102,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/switchover", post(switchover))
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/remove", post(remove))
+        .route("/v1/promote", post(promote))
         .route("/v1/params", post(params))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -248,6 +250,38 @@ async fn remove(
         Ok(removed) => Ok(Json(removed)),
         Err(e) => {
             tracing::warn!(node = %node, code = e.code(), "remove refused: {e}");
+            Err(app.refused(e, PATH))
+        }
+    }
+}
+
+async fn promote(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Promoted>, ApiError> {
+    const PATH: &str = "/v1/promote";
+    authorize(app.token.as_ref(), &headers)?;
+    let shell = app.leading(PATH)?;
+    let req: PromoteRequest = parse_json(body, "promote request", false)?;
+    let node = NodeId::new(req.node.clone()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("node {:?} is not a valid node id: {e}", req.node),
+        )
+    })?;
+    if !req.accept_data_loss {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "a forced promotion may lose acknowledged writes: send \"accept_data_loss\": true \
+             to confirm (arbiter promote NODE --force --accept-data-loss)",
+        ));
+    }
+    let span = tracing::info_span!("promote_request", node = %node);
+    match shell.force_promote(node.clone()).instrument(span).await {
+        Ok(promoted) => Ok(Json(promoted)),
+        Err(e) => {
+            tracing::warn!(node = %node, code = e.code(), "forced promotion refused: {e}");
             Err(app.refused(e, PATH))
         }
     }

@@ -226,3 +226,75 @@ fn decisions_carry_wall_clock_times_from_the_monotonic_clock() {
     assert!(formation.taken);
     assert_eq!(formation.epoch.0, 1);
 }
+
+#[test]
+fn a_forced_promotion_is_refused_while_anything_safer_is_possible_then_names_the_standby() {
+    let mut sim = Sim::formed(ClusterParams::default(), &[("a", 1), ("b", 1), ("c", 1)]);
+    sim.write(5);
+    sim.run_for(300);
+    assert_eq!(sim.stored().sync_set, vec![id("b")]);
+    let refusal = |sim: &mut Sim, node: &str| match sim.core.force_promote(&id(node), sim.now) {
+        Ok(_) => panic!("forcing {node} was allowed"),
+        Err(e) => (e.code(), e.to_string()),
+    };
+    let (code, message) = refusal(&mut sim, "c");
+    assert_eq!(code, "cannot_force");
+    assert!(message.contains("is alive"), "{message}");
+    assert!(message.contains("switchover --to c"), "{message}");
+
+    // The active and its only sync standby die: no safe promotion exists.
+    sim.kill("a");
+    sim.kill("b");
+    sim.run_for(500);
+    let (_, message) = refusal(&mut sim, "c");
+    assert!(message.contains("lease may still hold"), "{message}");
+    sim.run_for(1000);
+    assert_eq!(
+        sim.active().as_deref(),
+        Some("a"),
+        "nobody is promoted safely"
+    );
+    let (_, message) = refusal(&mut sim, "zz");
+    assert!(message.contains("not a member"), "{message}");
+    let (_, message) = refusal(&mut sim, "b");
+    assert!(message.contains("not heartbeating"), "{message}");
+
+    let epoch = sim.stored().epoch;
+    let w = match sim.core.force_promote(&id("c"), sim.now) {
+        Ok(w) => w,
+        Err(e) => panic!("{e}"),
+    };
+    sim.persist(w);
+    assert_eq!(sim.active().as_deref(), Some("c"));
+    assert_eq!(sim.stored().epoch, epoch.checked_next().unwrap());
+    sim.assert_decision(&["FORCED promotion of c", "may be lost", "sync set [b]"]);
+    sim.run_for(300);
+    assert_eq!(sim.replicas[&id("c")].role, Role::Active);
+}
+
+#[test]
+fn a_forced_promotion_is_refused_when_the_arbiter_can_promote_safely() {
+    let mut sim = Sim::formed(ClusterParams::default(), &[("a", 1), ("b", 1), ("c", 1)]);
+    sim.write(5);
+    sim.run_for(300);
+    sim.auto_tick = false;
+    sim.kill("a");
+    let t_grant = sim.last_grant_at().unwrap();
+    sim.run_until(t_grant.0 + 1050);
+    // b's next heartbeat (in which it would be promoted) comes after the
+    // lease ends: in between, b is the safe choice and c may not be forced.
+    let now = sim.now;
+    sim.replica("b").next_hb = now + 100;
+    sim.run_until(t_grant.0 + 1120);
+    assert_eq!(sim.active().as_deref(), Some("a"));
+    match sim.core.force_promote(&id("c"), sim.now) {
+        Ok(_) => panic!("forcing c was allowed while b could be promoted safely"),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("b can be promoted without losing"),
+                "{message}"
+            );
+        }
+    }
+}
