@@ -17,6 +17,7 @@ pub mod clock;
 pub mod error;
 pub mod exposition;
 pub mod heartbeat;
+pub mod http_client;
 pub mod ids;
 pub mod logging;
 pub mod params;

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::Method;
+use proto_common::http_client::HttpClient;
 
 use crate::node::Node;
 
@@ -23,42 +22,35 @@ pub async fn hand_over(node: Arc<Node>) {
     if node.settings.arbiters.is_empty() || node.role().write_epoch.is_none() {
         return;
     }
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client = HttpClient::new(Duration::from_secs(1));
     let mut asked = false;
     for url in &node.settings.arbiters {
-        let mut req = hyper::Request::post(format!("{url}/v1/switchover"))
-            .header("content-type", "application/json");
-        if let Some(token) = &node.settings.token {
-            req = req.header("authorization", token.bearer());
-        }
-        let Ok(req) = req.body(Full::new(Bytes::from_static(b"{}"))) else {
+        let Ok(req) = HttpClient::request(
+            Method::POST,
+            &format!("{url}/v1/switchover"),
+            Some(Bytes::from_static(b"{}")),
+            node.settings.token.as_ref(),
+        ) else {
             continue;
         };
-        match tokio::time::timeout(Duration::from_secs(2), client.request(req)).await {
-            Ok(Ok(resp)) if resp.status().is_success() => {
+        match client.send(req, Duration::from_secs(2)).await {
+            Ok(answer) if answer.status.is_success() => {
                 tracing::info!(arbiter = %url, "shutting down: switchover requested");
                 asked = true;
                 break;
             }
-            Ok(Ok(resp)) => {
-                let status = resp.status();
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
+            Ok(answer) => {
                 tracing::warn!(
                     arbiter = %url,
-                    status = %status,
-                    answer = %String::from_utf8_lossy(&body),
+                    status = %answer.status,
+                    answer = %String::from_utf8_lossy(&answer.body),
                     "shutting down without a switchover: the arbiter refused it"
                 );
-                if status.as_u16() != 307 && status.as_u16() != 503 {
+                if answer.status.as_u16() != 307 && answer.status.as_u16() != 503 {
                     return;
                 }
             }
-            _ => tracing::warn!(arbiter = %url, "switchover request failed"),
+            Err(e) => tracing::warn!(arbiter = %url, error = %e, "switchover request failed"),
         }
     }
     if !asked {

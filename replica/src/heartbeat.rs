@@ -11,18 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::Method;
 use proto_common::heartbeat::{Handoff, Heartbeat, HeartbeatReply, Role};
+use proto_common::http_client::HttpClient;
 use proto_common::params::ClusterParams;
-use proto_common::ErrorBody;
 use tokio_util::sync::CancellationToken;
 
 use crate::repl::Replication;
 use crate::role::{Action, Local, RoleMachine};
 use proto_common::clock;
+
+/// Longest connecting to an arbiter may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How often a fenced active re-checks whether it has drained.
 const DRAIN_POLL: Duration = Duration::from_millis(1);
@@ -30,7 +30,7 @@ const DRAIN_POLL: Duration = Duration::from_millis(1);
 /// Talks to the arbiter(s) on behalf of one replica.
 pub struct HeartbeatLoop {
     repl: Arc<Replication>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     machine: RoleMachine,
     /// Arbiter URLs in the order given; `current` is the one in use.
     arbiters: Vec<String>,
@@ -48,9 +48,6 @@ impl HeartbeatLoop {
     pub fn new(repl: Arc<Replication>) -> HeartbeatLoop {
         let node = &repl.node;
         let state = node.node_state();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_millis(500)));
         HeartbeatLoop {
             machine: RoleMachine::new(
                 node.settings.node_id.clone(),
@@ -58,7 +55,7 @@ impl HeartbeatLoop {
                 state.active_epoch,
             ),
             arbiters: node.settings.arbiters.clone(),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: HttpClient::new(CONNECT_TIMEOUT),
             current: 0,
             seq: 0,
             params: ClusterParams::default(),
@@ -256,39 +253,26 @@ impl HeartbeatLoop {
         body: Bytes,
         timeout: Duration,
     ) -> Result<HeartbeatReply, Failure> {
-        let mut req = hyper::Request::post(format!("{url}/v1/heartbeat"))
-            .header("content-type", "application/json");
-        if let Some(token) = &self.repl.node.settings.token {
-            req = req.header("authorization", token.bearer());
-        }
-        let req = req
-            .body(Full::new(body))
+        let req = HttpClient::request(
+            Method::POST,
+            &format!("{url}/v1/heartbeat"),
+            Some(body),
+            self.repl.node.settings.token.as_ref(),
+        )
+        .map_err(|e| Failure::Other(e.to_string()))?;
+        let answer = self
+            .client
+            .send(req, timeout)
+            .await
             .map_err(|e| Failure::Other(e.to_string()))?;
-        let resp = tokio::time::timeout(timeout, async {
-            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status();
-            let location = resp
-                .headers()
-                .get("location")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body = http_body_util::Limited::new(resp.into_body(), 1 << 20)
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok::<_, String>((status, location, body))
-        })
-        .await
-        .map_err(|_| Failure::Other(format!("no answer within {timeout:?}")))?
-        .map_err(Failure::Other)?;
-        let (status, location, body) = resp;
+        let status = answer.status;
         if status.is_success() {
-            return serde_json::from_slice(&body)
+            return serde_json::from_slice(&answer.body)
                 .map_err(|e| Failure::Other(format!("unreadable reply: {e}")));
         }
-        let err: Option<ErrorBody> = serde_json::from_slice(&body).ok();
-        if let Some(leader) = err.as_ref().and_then(|e| e.leader.clone()).or(location) {
+        let err = answer.error_body();
+        let leader = err.as_ref().and_then(|e| e.leader.clone());
+        if let Some(leader) = leader.or_else(|| answer.location()) {
             let leader = leader
                 .trim_end_matches("/v1/heartbeat")
                 .trim_end_matches('/')

@@ -1,18 +1,15 @@
-//! `ArbiterClient`: a minimal HTTP/1 client for the arbiter's API (hyper's
-//! legacy pooled client — no reqwest), used by the operator commands and
-//! the crate's HTTP tests.
+//! `ArbiterClient`: the arbiter's API for the operator commands and the
+//! crate's HTTP tests, over the processes' one HTTP client
+//! (`proto_common::http_client`).
 //!
 //! Plain `http://` only; TLS is not built yet (see `server` module docs).
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, StatusCode};
 use proto_common::auth::Token;
+use proto_common::http_client::{HttpClient, HttpError};
 use proto_common::ErrorBody;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -32,7 +29,7 @@ pub struct ArbiterClient {
     /// Sent as `Authorization: Bearer` when set.
     token: Option<Token>,
     /// Pooled connections.
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
 }
 
 /// A raw answer: status and body bytes.
@@ -69,13 +66,10 @@ impl ArbiterClient {
         trimmed
             .parse::<hyper::Uri>()
             .map_err(|e| bad(&e.to_string()))?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
         Ok(ArbiterClient {
             base: trimmed.to_string(),
             token,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: HttpClient::new(Duration::from_secs(2)).with_max_answer(MAX_ANSWER),
         })
     }
 
@@ -138,60 +132,31 @@ impl ArbiterClient {
         auth: bool,
     ) -> Result<RawResponse, CliError> {
         let url = format!("{}{path}", self.base);
-        let mut req = Request::builder().method(method).uri(&url);
-        if body.is_some() {
-            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
-        if let (true, Some(token)) = (auth, &self.token) {
-            req = req.header(hyper::header::AUTHORIZATION, token.bearer());
-        }
-        let req = req
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| CliError::BadUrl {
+        let token = self.token.as_ref().filter(|_| auth);
+        let req = HttpClient::request(method, &url, body, token).map_err(|e| CliError::BadUrl {
+            url: url.clone(),
+            detail: e.to_string(),
+        })?;
+        let answer = self.client.send(req, TIMEOUT).await.map_err(|e| match e {
+            HttpError::NotSent(detail) => CliError::Unreachable {
                 url: url.clone(),
-                detail: e.to_string(),
-            })?;
-        let call = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| CliError::Unreachable {
-                    url: url.clone(),
-                    detail: error_chain(&e),
-                })?;
-            let status = resp.status();
-            let content_type = resp
-                .headers()
-                .get(hyper::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let location = resp
-                .headers()
-                .get(hyper::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = Limited::new(resp.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| CliError::BadResponse {
-                    url: url.clone(),
-                    detail: format!("reading the answer failed: {e}"),
-                })?
-                .to_bytes();
-            Ok(RawResponse {
-                status,
-                content_type,
-                location,
-                body,
-            })
-        };
-        tokio::time::timeout(TIMEOUT, call)
-            .await
-            .map_err(|_| CliError::Timeout {
+                detail,
+            },
+            HttpError::Failed(detail) => CliError::BadResponse {
+                url: url.clone(),
+                detail,
+            },
+            HttpError::Timeout(_) => CliError::Timeout {
                 url: url.clone(),
                 secs: TIMEOUT.as_secs(),
-            })?
+            },
+        })?;
+        Ok(RawResponse {
+            status: answer.status,
+            content_type: answer.header("content-type"),
+            location: answer.location(),
+            body: answer.body,
+        })
     }
 
     fn decode<T: DeserializeOwned>(&self, path: &str, raw: RawResponse) -> Result<T, CliError> {
@@ -217,21 +182,6 @@ impl ArbiterClient {
             detail: format!("the JSON does not match: {e}"),
         })
     }
-}
-
-/// `a: b: c` from an error and its sources ("client error (Connect):
-/// tcp connect error: Connection refused (os error 111)").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

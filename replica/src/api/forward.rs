@@ -11,10 +11,8 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
+use proto_common::http_client::{HttpClient, HttpError};
 use proto_common::ErrorCode;
 
 use super::error::ApiError;
@@ -58,16 +56,13 @@ impl<'a> Relay<'a> {
 /// A pooled HTTP client for relaying to the active.
 #[derive(Clone)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
 }
 
 impl Default for Forwarder {
     fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         Forwarder {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: HttpClient::new(CONNECT_TIMEOUT).with_max_answer(MAX_ANSWER),
         }
     }
 }
@@ -148,20 +143,7 @@ impl Forwarder {
         // it may be handing over and answer at once: it gets
         // ACTIVE_CHANGED_GRACE more, then the client is told, rather than
         // after the whole timeout.
-        let relayed = tokio::time::timeout(FORWARD_TIMEOUT, async {
-            let resp = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| (!e.is_connect(), e.to_string()))?;
-            let (parts, body) = resp.into_parts();
-            let body = http_body_util::Limited::new(body, MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| (true, e.to_string()))?
-                .to_bytes();
-            Ok::<_, (bool, String)>((parts, body))
-        });
+        let relayed = self.client.send(request, FORWARD_TIMEOUT);
         tokio::pin!(relayed);
         let answer = tokio::select! {
             answer = &mut relayed => answer,
@@ -181,18 +163,19 @@ impl Forwarder {
                 }
             }
         };
-        let answer = answer
-            .map_err(|_| failed(true, format!("no answer within {FORWARD_TIMEOUT:?}")))?
-            .map_err(|(sent, what)| failed(sent, what))?;
-        let (parts, body) = answer;
-        let mut resp = (parts.status, body).into_response();
+        let answer = answer.map_err(|e| match e {
+            HttpError::NotSent(what) => failed(false, what),
+            HttpError::Failed(what) => failed(true, what),
+            HttpError::Timeout(_) => failed(true, format!("no answer within {FORWARD_TIMEOUT:?}")),
+        })?;
+        let mut resp = (answer.status, answer.body).into_response();
         for name in [
             "content-type",
             "x-data-version",
             "x-key-version",
             "x-active-url",
         ] {
-            if let Some(v) = parts.headers.get(name) {
+            if let Some(v) = answer.headers.get(name) {
                 resp.headers_mut().insert(name, v.clone());
             }
         }
