@@ -8,7 +8,8 @@
 # fault suite's network partitions), and the tools that check the deployment
 # kit: haproxy, promtool (Debian's prometheus package) and systemd-analyze;
 # chromium and chromedriver (the dashboard's test in a real browser); on
-# Debian via apt-get. Rust itself must already be installed.
+# Debian via apt-get; and kubernetes-validate (the Kubernetes manifests'
+# schema check) via pip. Rust itself must already be installed.
 set -euo pipefail
 
 need=()
@@ -43,6 +44,12 @@ if ((${#need[@]})); then
     systemctl stop redis-server >/dev/null 2>&1 || true
     systemctl stop haproxy prometheus prometheus-node-exporter >/dev/null 2>&1 || true
   fi
+fi
+
+# The Kubernetes manifests' schema check (no cluster needed): from PyPI.
+if ! python3 -m kubernetes_validate --version >/dev/null 2>&1; then
+  echo "installing: kubernetes-validate (PyPI)" >&2
+  python3 -m pip install --quiet --root-user-action=ignore kubernetes-validate==1.37.0
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
 //! The deployment kit in `deploy/`, checked with the real tools: HAProxy's
 //! own config check, `promtool` on the scrape config and on the alert
-//! rules' unit tests, `systemd-analyze verify` on the units; and traffic
+//! rules' unit tests, `systemd-analyze verify` on the units,
+//! `kubernetes-validate` (PyPI) on the Kubernetes manifests; and traffic
 //! through a real HAProxy with `deploy/haproxy.cfg` across a `kill -9` of
 //! the active.
 
@@ -127,6 +128,81 @@ fn the_systemd_units_verify_without_a_warning() {
 /// Every metric the alert rules use is one the arbiter or the active
 /// exports (so an alert can fire at all), and the per-replica and build
 /// series are there.
+/// The manifests against Kubernetes' own schema (1.30, unknown fields
+/// refused), and every `UNDERSTUDY_*` variable they set is one the binary
+/// they run reads (a misspelt one would be ignored silently).
+#[test]
+fn the_kubernetes_manifests_validate_and_set_only_real_settings() {
+    let manifest = deploy("kubernetes/understudy.yaml");
+    let manifest = manifest.to_str().unwrap();
+    // The python3 on PATH: the one deploy/prereqs.sh installed it for.
+    let validated = Command::new("python3")
+        .args([
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "-k",
+            "1.30",
+            manifest,
+        ])
+        .output()
+        .expect("python3 runs");
+    let out = String::from_utf8_lossy(&validated.stdout);
+    let err = String::from_utf8_lossy(&validated.stderr);
+    assert!(
+        validated.status.success(),
+        "kubernetes-validate (deploy/prereqs.sh installs it) refused the manifests:\n{out}{err}"
+    );
+    let kinds = out
+        .lines()
+        .chain(err.lines())
+        .filter(|l| l.contains("passed"))
+        .count();
+    assert_eq!(kinds, 6, "{out}{err}");
+
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let help = |program: &Path| {
+        let out = Command::new(program)
+            .args(["run", "--help"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let arbiter_help = help(&bin_dir().join("arbiter"));
+    let replica_help = help(&bin_dir().join("replica"));
+    let mut current = "";
+    let mut checked = 0;
+    for line in text.lines() {
+        if line.contains("/usr/local/bin/arbiter") {
+            current = "arbiter";
+        } else if line.contains("/usr/local/bin/replica") {
+            current = "replica";
+        }
+        let Some(start) = line.find("name: UNDERSTUDY_") else {
+            continue;
+        };
+        let name: String = line[start + 6..]
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+            .collect();
+        let help = if current == "arbiter" {
+            &arbiter_help
+        } else {
+            &replica_help
+        };
+        assert!(
+            help.contains(&format!("[env: {name}=")),
+            "{name} is set for the {current} but `{current} run` reads no such variable"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} variables found");
+    assert!(
+        text.contains("path: /v1/role"),
+        "the active Service needs the role probe"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_alerts_and_the_grafana_dashboard_use_is_exported() {
     let _serial = serial().await;
