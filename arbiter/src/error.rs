@@ -171,6 +171,15 @@ pub enum ArbiterError {
         why: String,
     },
 
+    /// `reinit` of a member that cannot carry it out now.
+    #[error("{node} cannot be reinitialized: {why}")]
+    CannotReinit {
+        /// The member named.
+        node: NodeId,
+        /// Why not, and what to do instead.
+        why: String,
+    },
+
     /// Another write to the state store is in flight.
     #[error("another change to the cluster state is being written; retry in a moment")]
     WriteInProgress,
@@ -200,6 +209,7 @@ impl ArbiterError {
             ArbiterError::InvalidParams { .. } => "invalid_params",
             ArbiterError::CannotRemove { .. } => "cannot_remove",
             ArbiterError::CannotForce { .. } => "cannot_force",
+            ArbiterError::CannotReinit { .. } => "cannot_reinit",
             ArbiterError::WriteInProgress => "write_in_progress",
             ArbiterError::Store(e) => e.code(),
         }

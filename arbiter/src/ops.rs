@@ -42,6 +42,25 @@ pub struct Removed {
     pub state_version: u64,
 }
 
+/// `POST /v1/reinit` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReinitRequest {
+    /// The standby to reinitialize, as text so a malformed id gets a 400.
+    pub node: String,
+}
+
+/// Answer to a reinit order, once it is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReinitOrdered {
+    /// The standby.
+    pub node: NodeId,
+    /// The order's number (it reports it in its heartbeats once done).
+    pub order: u64,
+    /// The decision as recorded.
+    pub reason: String,
+}
+
 /// `POST /v1/promote` body: a forced promotion (`arbiter promote NODE
 /// --force --accept-data-loss`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -84,6 +84,14 @@ pub struct Heartbeat {
     /// [`HeartbeatReply::switchover_to`]): it has stopped taking writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<Handoff>,
+    /// The last reinit order (see [`HeartbeatReply::reinit`]) this replica
+    /// carried out; 0 for none.
+    #[serde(default)]
+    pub reinitialized: u64,
+    /// Whether this replica can carry out a reinit order (false in proxy
+    /// mode, where the upstream's data would have to go too).
+    #[serde(default)]
+    pub can_reinit: bool,
 }
 
 /// The active's report while it hands over to a switchover target.
@@ -173,4 +181,10 @@ pub struct HeartbeatReply {
     /// The URL of the arbiter that answered (the leader).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
+    /// An operator's reinit order for this standby (`arbiter reinit`): it
+    /// discards its log and snapshots, keeps its epochs, restarts, copies
+    /// the active's data, and then reports this number in
+    /// [`Heartbeat::reinitialized`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reinit: Option<u64>,
 }

@@ -81,6 +81,9 @@ impl HeartbeatLoop {
             };
             let mut delay = Duration::from_millis(self.params.heartbeat_ms);
             if let Some(reply) = reply {
+                if let Some(n) = reply.reinit {
+                    self.reinit(n);
+                }
                 self.params = reply.params.clone();
                 self.repl
                     .node
@@ -115,6 +118,22 @@ impl HeartbeatLoop {
                 }
             }
         }
+    }
+
+    /// Carries out the operator's reinit order `n` (see `reinit.rs`): a
+    /// standby that has not yet done so restarts in place to discard its
+    /// data. Returns only when it cannot (the reason goes into `detail`).
+    fn reinit(&mut self, n: u64) {
+        let node = &self.repl.node;
+        if n <= node.node_state().reinitialized
+            || node.role().write_epoch.is_some()
+            || node.settings.proxy.is_some()
+        {
+            return;
+        }
+        let why = crate::reinit::order(node.data_dir(), n);
+        tracing::error!(order = n, error = %why, "cannot reinitialize");
+        self.detail = Some(format!("reinit {n} failed: {why}"));
     }
 
     /// An active whose write log failed takes no more writes; it steps
@@ -185,6 +204,8 @@ impl HeartbeatLoop {
                 drained: self.drained_for(&target),
                 target,
             }),
+            reinitialized: state.reinitialized,
+            can_reinit: settings.proxy.is_none(),
         }
     }
 

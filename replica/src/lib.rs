@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod node;
 pub mod node_state;
 pub mod proxy;
+pub mod reinit;
 pub mod repl;
 pub mod role;
 pub mod server;

@@ -10,6 +10,8 @@
 //! log/                 segment files (log/)
 //! snapshots/           the latest snapshot (snapshot.rs)
 //! quarantine/          entries cut from a divergent tail, never deleted
+//! REINIT, discarded/   an operator's reinit order being carried out, and
+//!                      the data it moved aside (reinit.rs)
 //! ```
 
 use std::fs::File;
@@ -100,6 +102,7 @@ impl Node {
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create data_dir {}: {e}", dir.display()))?;
         let dir_lock = lock_dir(&dir)?;
+        crate::reinit::carry_out(&dir)?;
         let metrics = Arc::new(Metrics::new());
 
         let node_state = NodeState::load(&dir).map_err(|e| e.to_string())?;

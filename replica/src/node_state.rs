@@ -41,6 +41,9 @@ pub struct NodeState {
     /// snapshot instead.
     #[serde(default)]
     pub log_base: proto_common::Position,
+    /// The last reinit order carried out (`reinit.rs`); 0 for none.
+    #[serde(default)]
+    pub reinitialized: u64,
 }
 
 impl NodeState {
@@ -95,6 +98,7 @@ mod tests {
             commit_hint: LogIndex(77),
             quarantined_entries: 2,
             log_base: proto_common::Position::new(2, 9),
+            reinitialized: 5,
         };
         s.store(dir.path()).unwrap();
         assert_eq!(NodeState::load(dir.path()).unwrap(), s);

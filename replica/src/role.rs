@@ -237,6 +237,7 @@ mod tests {
             switchover_to: None,
             next_heartbeat_ms: None,
             leader: None,
+            reinit: None,
         }
     }
 

@@ -52,6 +52,8 @@ fn heartbeat(cluster: &str, node: &str) -> String {
         sync_version: 0,
         standbys: Vec::new(),
         handoff: None,
+        reinitialized: 0,
+        can_reinit: true,
     })
     .unwrap()
 }

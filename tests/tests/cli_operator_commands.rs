@@ -3,7 +3,8 @@
 //! active, 1 refused or cancelled, 2 unusable arguments, 3 no arbiter
 //! there); `arbiter remove NODE` drops a stopped member at once and
 //! refuses the active; `arbiter promote NODE --force --accept-data-loss`
-//! names a standby when nothing safer is possible, and only then.
+//! names a standby when nothing safer is possible, and only then; `arbiter
+//! reinit NODE` has a standby discard its data and copy the active's again.
 
 use std::process::Command;
 use std::time::Duration;
@@ -196,4 +197,92 @@ async fn promote_force_names_a_standby_when_the_only_sync_standby_is_gone() {
         .await
         .unwrap();
     assert_eq!(put.status, 200, "{}", put.body_text());
+}
+
+/// `arbiter reinit NODE` on the sync standby: it leaves the sync set at
+/// once, restarts in place (same process id), moves its old log aside,
+/// copies the active's data (written before and during), reports the order
+/// done, and rejoins the sync set; the active is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinit_has_a_standby_copy_the_active_again_and_rejoin() {
+    let _serial = serial().await;
+    let dir = TestDir::new("cli-reinit").unwrap();
+    let (mut cluster, active, sync) = Cluster::builder()
+        .replicas(["a", "b", "c"])
+        .sync_standbys(1)
+        .start_with_sync_standby(&dir, DEADLINE)
+        .await
+        .unwrap();
+    let url = cluster.arbiter.url();
+    let mut client = cluster.replica(&active.id).client();
+    for i in 0..200 {
+        let r = client.put(format!("k{i}"), format!("v{i}")).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body_text());
+    }
+
+    let (code, out, err) = cli(&["reinit", &active.id, "--arbiter", &url]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("it is the active"), "{err}");
+
+    let pid = cluster.replica_mut(&sync).process().pid();
+    let (code, out, err) = cli(&["reinit", &sync, "--arbiter", &url]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("ordered to reinitialize") && out.contains("leaves sync set"),
+        "{out}"
+    );
+    // Out of the sync set in the order's own write.
+    let status = cluster.status().await.unwrap();
+    assert!(
+        !status.sync_set.iter().any(|n| n.as_str() == sync),
+        "{:?}",
+        status.sync_set
+    );
+    for i in 200..300 {
+        let r = client.put(format!("k{i}"), format!("v{i}")).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body_text());
+    }
+
+    let done = understudy_tests::harness::wait_for(DEADLINE, "the order carried out", || {
+        let cluster = &cluster;
+        let sync = sync.clone();
+        async move {
+            let status = cluster.status().await.ok()?;
+            status
+                .recent_decisions
+                .iter()
+                .any(|d| {
+                    d.reason
+                        .contains(&format!("{sync} carried out reinit order"))
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    done.unwrap();
+    assert_eq!(
+        cluster.replica_mut(&sync).process().pid(),
+        pid,
+        "restarted in place"
+    );
+    assert!(cluster.replica_mut(&sync).is_running());
+    let kept = cluster.replica(&sync).data_dir().join("discarded");
+    let moved: Vec<_> = std::fs::read_dir(&kept).unwrap().flatten().collect();
+    assert_eq!(moved.len(), 1, "{}", kept.display());
+    assert!(moved[0].path().join("log").is_dir());
+
+    let data = cluster
+        .wait_same_data(&active.id, &sync, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(data.len(), 300);
+    let rejoined = understudy_tests::harness::wait_for(DEADLINE, "a full sync set again", || {
+        let cluster = &cluster;
+        async move {
+            let status = cluster.status().await.ok()?;
+            (!status.degraded && status.sync_set.len() == 1).then_some(())
+        }
+    })
+    .await;
+    rejoined.unwrap();
 }

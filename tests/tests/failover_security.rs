@@ -49,6 +49,8 @@ fn heartbeat(cluster: &str, node: &str) -> String {
         sync_version: 0,
         standbys: Vec::new(),
         handoff: None,
+        reinitialized: 0,
+        can_reinit: true,
     };
     serde_json::to_string(&hb).unwrap()
 }

@@ -16,7 +16,7 @@ use super::table::render_status;
 use crate::core::DecisionKind;
 use crate::ops::{
     MaintenanceRequest, MaintenanceState, ParamsChanged, ParamsUpdate, PromoteRequest, Promoted,
-    RemoveRequest, Removed, SwitchoverRequest, SwitchoverStarted,
+    ReinitOrdered, ReinitRequest, RemoveRequest, Removed, SwitchoverRequest, SwitchoverStarted,
 };
 use crate::status::ClusterStatus;
 
@@ -37,6 +37,10 @@ pub enum OperatorCommand {
     /// (needs --force --accept-data-loss; refused while anything safer is
     /// possible).
     Promote(PromoteArgs),
+    /// Have a standby discard its log and snapshots and copy the active's
+    /// data again (it leaves the sync set first; its old data is moved
+    /// aside, not deleted).
+    Reinit(ReinitArgs),
     /// Show the cluster parameters, or change some: `arbiter params lease_ms=1500`.
     Params(ParamsArgs),
 }
@@ -100,6 +104,16 @@ pub struct PromoteArgs {
     /// held may be lost.
     #[arg(long)]
     pub accept_data_loss: bool,
+}
+
+/// `arbiter reinit NODE`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReinitArgs {
+    /// Which arbiter to ask, with the token.
+    #[command(flatten)]
+    pub target: ArbiterTarget,
+    /// The standby to reinitialize.
+    pub node: NodeId,
 }
 
 /// `arbiter remove NODE`.
@@ -169,6 +183,7 @@ impl OperatorCommand {
             OperatorCommand::Maintenance(args) => maintenance(args).await,
             OperatorCommand::Remove(args) => remove(args).await,
             OperatorCommand::Promote(args) => promote(args).await,
+            OperatorCommand::Reinit(args) => reinit(args).await,
             OperatorCommand::Params(args) => params(args).await,
         }
     }
@@ -266,6 +281,18 @@ async fn remove(args: &RemoveArgs) -> Result<String, CliError> {
     Ok(format!(
         "{} removed (state version {}); it rejoins if it heartbeats again\n",
         removed.node, removed.state_version
+    ))
+}
+
+async fn reinit(args: &ReinitArgs) -> Result<String, CliError> {
+    let client = args.target.client()?;
+    let body = ReinitRequest {
+        node: args.node.to_string(),
+    };
+    let ordered: ReinitOrdered = client.post_json("/v1/reinit", &body).await?;
+    Ok(format!(
+        "{}\nwatch it with arbiter status: the order is done when {} no longer shows it\n",
+        ordered.reason, ordered.node
     ))
 }
 

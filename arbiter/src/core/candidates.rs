@@ -58,6 +58,8 @@ pub enum Why {
         active_index: u64,
         max: u64,
     },
+    /// Ordered to reinitialize (`arbiter reinit`) and not yet done.
+    Reinitializing { order: u64 },
 }
 
 impl Why {
@@ -71,6 +73,7 @@ impl Why {
             Why::NotInSyncSet => "not_in_sync_set",
             Why::NotConfirmed { .. } => "not_confirmed",
             Why::TooFarBehind { .. } => "too_far_behind",
+            Why::Reinitializing { .. } => "reinitializing",
         }
     }
 
@@ -98,6 +101,9 @@ impl Why {
             } => format!(
                 "{node} at index {index} is {} entries behind the active's last reported index {active_index} (max_lag_on_failover={max})",
                 active_index.saturating_sub(*index)
+            ),
+            Why::Reinitializing { order } => format!(
+                "{node} is being reinitialized (order {order}): it is discarding its data"
             ),
         }
     }
@@ -301,6 +307,12 @@ fn rank(
     let mut ranking = Ranking::default();
     for node in view.nodes() {
         if view.state.is_active(&node) {
+            continue;
+        }
+        if let Some(&order) = view.state.reinit.get(&node) {
+            ranking
+                .ineligible
+                .push((node, Why::Reinitializing { order }));
             continue;
         }
         match check(view, &node) {

@@ -258,6 +258,11 @@ impl Core {
             switchover_to,
             next_heartbeat_ms,
             leader: None,
+            reinit: state
+                .reinit
+                .get(node)
+                .copied()
+                .filter(|n| !grant && hb.reinitialized < *n),
         }
     }
 

@@ -72,6 +72,27 @@ pub fn refresh(draft: &mut Draft, detector: &Detector, now: Millis, stamp: &Stam
             }
         }
     }
+    // Reinit orders carried out: the standby may rejoin the sync set (once
+    // caught up) and be promoted again.
+    let done: Vec<(NodeId, u64)> = draft
+        .state
+        .reinit
+        .iter()
+        .filter(|(node, order)| {
+            detector
+                .observation(node)
+                .is_some_and(|o| o.report.reinitialized >= **order)
+        })
+        .map(|(n, o)| (n.clone(), *o))
+        .collect();
+    for (node, order) in done {
+        draft.state.reinit.remove(&node);
+        let reason = format!(
+            "{node} carried out reinit order {order}: it discarded its data and copies the \
+             active's; it rejoins the sync set once caught up"
+        );
+        draft.decide(stamp.taken(DecisionKind::Membership, Some(&node), reason));
+    }
     // The recorded active's addresses follow its member record, so standbys
     // are sent to where it listens now.
     if let Some(active) = &mut draft.state.active {
@@ -118,6 +139,107 @@ pub fn remove_silent(
 }
 
 impl Core {
+    /// The operator's `reinit NODE` (see the replica's `reinit.rs`): the
+    /// standby leaves the sync set and promotion in this same write, so no
+    /// acknowledged write depends on it when it discards its data.
+    pub fn reinit_member(
+        &mut self,
+        node: &NodeId,
+        now: Millis,
+    ) -> Result<ProposedWrite, ArbiterError> {
+        if self.pending.is_some() {
+            return Err(ArbiterError::WriteInProgress);
+        }
+        let refuse = |why: String| ArbiterError::CannotReinit {
+            node: node.clone(),
+            why,
+        };
+        if !self.state.members.contains_key(node) {
+            let members: Vec<&str> = self.state.members.keys().map(NodeId::as_str).collect();
+            return Err(refuse(format!(
+                "it is not a member (members: {})",
+                members.join(", ")
+            )));
+        }
+        if self.state.is_active(node) {
+            return Err(refuse(
+                "it is the active; hand over first (arbiter switchover --wait), then reinit it"
+                    .into(),
+            ));
+        }
+        if self
+            .switchover
+            .as_ref()
+            .is_some_and(|sw| &sw.target == node)
+        {
+            return Err(refuse("a switchover to it is running".into()));
+        }
+        if let Some(order) = self.state.reinit.get(node) {
+            return Err(refuse(format!(
+                "order {order} is still being carried out (arbiter status shows when it is done)"
+            )));
+        }
+        let live_ms = 2 * self.state.params.heartbeat_ms;
+        let report = self
+            .detector
+            .observation(node)
+            .filter(|_| self.detector.heard_within(node, now, live_ms))
+            .map(|o| o.report.clone());
+        let Some(report) = report else {
+            return Err(refuse(format!(
+                "it is not heartbeating (silent {} ms): it must run to carry out the order; \
+                 start it first",
+                self.detector.silence_ms(node, now)
+            )));
+        };
+        if !report.can_reinit {
+            return Err(refuse(
+                "it cannot carry out a reinit (proxy mode: its upstream holds the data too); \
+                 flush its upstream (FLUSHALL on the upstream's own port) and it resyncs by \
+                 itself"
+                    .into(),
+            ));
+        }
+        let order = self.state.version + 1;
+        let mut draft = Draft::new(&self.state);
+        let stamp = self.stamp(now);
+        let state = &mut draft.state;
+        state.reinit.insert(node.clone(), order);
+        let was = state.sync_set.clone();
+        if state.in_sync_set(node) {
+            state.sync_set.retain(|n| n != node);
+            state.confirmed_sync.retain(|n| n != node);
+            state.sync_version += 1;
+        }
+        let k = state.params.sync_standbys as usize;
+        let sync_note = if was == state.sync_set {
+            String::new()
+        } else {
+            format!(
+                "; it leaves sync set v{} (now {:?}{})",
+                state.sync_version,
+                state
+                    .sync_set
+                    .iter()
+                    .map(NodeId::as_str)
+                    .collect::<Vec<_>>(),
+                if state.sync_set.len() < k {
+                    ", degraded until another standby catches up"
+                } else {
+                    ""
+                }
+            )
+        };
+        let reason = format!(
+            "{node} ordered to reinitialize by the operator (order {order}): it discards its log \
+             and snapshots and copies the active's data; out of promotion until done{sync_note}"
+        );
+        draft.decide(stamp.taken(DecisionKind::Membership, Some(node), reason));
+        super::sync_set::settle_degraded(&mut draft, &stamp);
+        let write = draft.finish(&self.state);
+        Ok(self.propose(write))
+    }
+
     /// The operator's `remove NODE`: drops a member that is gone for good
     /// now, instead of after `remove_after_ms`. The same members are kept
     /// as by the timer (the active, a sync-set member, a switchover's

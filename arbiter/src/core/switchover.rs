@@ -200,12 +200,13 @@ impl Core {
                         node,
                     }
                 }
-                Why::NeverHeard | Why::Silent { .. } | Why::Unhealthy { .. } => {
-                    ArbiterError::TargetUnavailable {
-                        detail: why.describe(target),
-                        node,
-                    }
-                }
+                Why::NeverHeard
+                | Why::Silent { .. }
+                | Why::Unhealthy { .. }
+                | Why::Reinitializing { .. } => ArbiterError::TargetUnavailable {
+                    detail: why.describe(target),
+                    node,
+                },
             });
         }
         // The handover waits for the target to reach the active's exact

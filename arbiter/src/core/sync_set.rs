@@ -105,6 +105,7 @@ pub fn upkeep(
                 continue;
             }
             let eligible = state.members.contains_key(node)
+                && !state.reinit.contains_key(node)
                 && detector.heard_within(node, now, arbiter_wait_ms(&params))
                 && detector.observation(node).is_some_and(|o| o.report.healthy);
             if !eligible {
@@ -219,6 +220,9 @@ fn removal_reason(
     }
     if state.is_active(node) {
         return Some("it is the active".into());
+    }
+    if let Some(order) = state.reinit.get(node) {
+        return Some(format!("it is being reinitialized (order {order})"));
     }
     let silent = detector.silence_ms(node, now);
     if silent > wait {

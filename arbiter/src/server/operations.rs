@@ -13,8 +13,8 @@ use super::shell::{write_outcome, Shell};
 use crate::core::{Core, DecisionKind, Millis};
 use crate::error::ArbiterError;
 use crate::ops::{
-    describe_changes, MaintenanceState, ParamsChanged, ParamsUpdate, Promoted, Removed,
-    SwitchoverStarted,
+    describe_changes, MaintenanceState, ParamsChanged, ParamsUpdate, Promoted, ReinitOrdered,
+    Removed, SwitchoverStarted,
 };
 
 /// How long an operator request waits for a write in flight to finish.
@@ -64,6 +64,38 @@ impl Shell {
         Ok(Removed {
             node,
             state_version: g.core.state().version,
+        })
+    }
+
+    /// A reinit order (see `Core::reinit_member`), once stored.
+    pub async fn reinit_member(
+        self: &Arc<Self>,
+        node: NodeId,
+    ) -> Result<ReinitOrdered, ArbiterError> {
+        let task = self
+            .with_core_when_idle(|core, now| {
+                let write = core.reinit_member(&node, now)?;
+                Ok(self.start_write(write))
+            })
+            .await?;
+        match write_outcome(task).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ArbiterError::WriteInProgress),
+            Err(e) => return Err(ArbiterError::Store(e)),
+        }
+        let g = self.lock().await;
+        let state = g.core.state();
+        let reason = state
+            .history
+            .iter()
+            .rev()
+            .find(|d| d.node.as_ref() == Some(&node) && d.kind == DecisionKind::Membership)
+            .map(|d| d.reason.clone())
+            .unwrap_or_default();
+        Ok(ReinitOrdered {
+            order: state.reinit.get(&node).copied().unwrap_or_default(),
+            node,
+            reason,
         })
     }
 

@@ -7,6 +7,7 @@
 //! | `POST /v1/switchover` | bearer | `{"to": "id"}` or `{}`: start a planned switchover |
 //! | `POST /v1/maintenance` | bearer | `{"enabled": bool}`: no automatic failover while on |
 //! | `POST /v1/remove` | bearer | `{"node": "id"}`: drop a member that is gone for good |
+//! | `POST /v1/reinit` | bearer | `{"node": "id"}`: a standby discards its data and copies the active's |
 //! | `POST /v1/promote` | bearer | `{"node": "id", "accept_data_loss": true}`: forced promotion, the last resort |
 //! | `POST /v1/params` | bearer | any subset of the cluster parameters: validated, stored |
 //! | `GET /` | – | the live dashboard |
@@ -50,7 +51,7 @@ use super::shell::Shell;
 use crate::error::ArbiterError;
 use crate::ops::{
     MaintenanceRequest, MaintenanceState, ParamsChanged, ParamsUpdate, PromoteRequest, Promoted,
-    RemoveRequest, Removed, SwitchoverRequest, SwitchoverStarted,
+    ReinitOrdered, ReinitRequest, RemoveRequest, Removed, SwitchoverRequest, SwitchoverStarted,
 };
 use crate::status::ClusterStatus;
 
@@ -103,6 +104,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/remove", post(remove))
         .route("/v1/promote", post(promote))
+        .route("/v1/reinit", post(reinit))
         .route("/v1/params", post(params))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -250,6 +252,31 @@ async fn remove(
         Ok(removed) => Ok(Json(removed)),
         Err(e) => {
             tracing::warn!(node = %node, code = e.code(), "remove refused: {e}");
+            Err(app.refused(e, PATH))
+        }
+    }
+}
+
+async fn reinit(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ReinitOrdered>, ApiError> {
+    const PATH: &str = "/v1/reinit";
+    authorize(app.token.as_ref(), &headers)?;
+    let shell = app.leading(PATH)?;
+    let req: ReinitRequest = parse_json(body, "reinit request", false)?;
+    let node = NodeId::new(req.node.clone()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("node {:?} is not a valid node id: {e}", req.node),
+        )
+    })?;
+    let span = tracing::info_span!("reinit_request", node = %node);
+    match shell.reinit_member(node.clone()).instrument(span).await {
+        Ok(ordered) => Ok(Json(ordered)),
+        Err(e) => {
+            tracing::warn!(node = %node, code = e.code(), "reinit refused: {e}");
             Err(app.refused(e, PATH))
         }
     }

@@ -77,6 +77,11 @@ pub struct ClusterState {
     /// "why did it fail over?" survives an arbiter restart.
     #[serde(default)]
     pub history: VecDeque<DecisionRecord>,
+    /// Standbys ordered to reinitialize (`arbiter reinit`), with the order's
+    /// number; kept out of the sync set and of promotion until they report
+    /// it carried out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reinit: BTreeMap<NodeId, u64>,
 }
 
 /// What the arbiter remembers of one replica.
@@ -114,6 +119,7 @@ impl ClusterState {
             maintenance: false,
             params,
             history: VecDeque::new(),
+            reinit: BTreeMap::new(),
         }
     }
 

@@ -79,6 +79,8 @@ impl FakeNode {
                 Vec::new()
             },
             handoff: None,
+            reinitialized: 0,
+            can_reinit: true,
         }
     }
 

@@ -150,6 +150,7 @@ async fn answer(
         switchover_to: None,
         next_heartbeat_ms: None,
         leader: None,
+        reinit: None,
     };
     s.heartbeats.push(heartbeat);
     Ok(json(

@@ -264,6 +264,8 @@ impl Sim {
                     target,
                     drained: true,
                 }),
+            reinitialized: 0,
+            can_reinit: true,
         }
     }
 
