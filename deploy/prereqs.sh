@@ -7,7 +7,8 @@
 # (proxy mode's tests, its local cluster and redis-benchmark), iptables (the
 # fault suite's network partitions), and the tools that check the deployment
 # kit: haproxy, promtool (Debian's prometheus package) and systemd-analyze;
-# chromium and chromedriver (the dashboard's test in a real browser); on
+# chromium and chromedriver (the dashboard's test in a real browser),
+# libfaketime (the fault suite's clock skew); on
 # Debian via apt-get; and kubernetes-validate (the Kubernetes manifests'
 # schema check) via pip. Rust itself must already be installed.
 set -euo pipefail
@@ -26,6 +27,8 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# The fault suite's clock-rate skew.
+[ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(libfaketime)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ -x /usr/sbin/iptables ] || [ -x /sbin/iptables ] || command -v iptables >/dev/null 2>&1 || need+=(iptables)
 

@@ -32,6 +32,11 @@ struct Args {
     /// clients are Redis clients (SET and GET).
     #[arg(long)]
     proxy: bool,
+    /// Clock-rate skew: r1's clocks run at this rate (libfaketime), e.g.
+    /// 0.93 (7 % slow) or 1.07; within the cluster's drift (0.1) the
+    /// lease rule must hold.
+    #[arg(long)]
+    clock_rate: Option<f64>,
     /// Concurrent closed-loop clients.
     #[arg(long, default_value_t = 12)]
     clients: usize,
@@ -84,6 +89,7 @@ async fn main() {
         topology: args.topology,
         sync_standbys: args.sync_standbys,
         proxy: args.proxy,
+        clock_rate: args.clock_rate,
         ..ClusterOptions::default()
     };
     let mut run = match Run::start(&dir, options, seed, args.clients).await {

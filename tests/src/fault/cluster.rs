@@ -75,6 +75,10 @@ pub struct ClusterOptions {
     /// Proxy mode: each replica fronts a redis-server (`--upstream`) and
     /// serves Redis clients (`--resp-listen`).
     pub proxy: bool,
+    /// Clock-rate skew: the first replica's clocks (monotonic, boot time,
+    /// wall) run at this rate (e.g. 0.93: 7 % slow), through Debian's
+    /// libfaketime, for its whole life and across its restarts.
+    pub clock_rate: Option<f64>,
 }
 
 impl Default for ClusterOptions {
@@ -85,6 +89,7 @@ impl Default for ClusterOptions {
             disk_mib: None,
             segment_bytes: None,
             proxy: false,
+            clock_rate: None,
         }
     }
 }
@@ -213,6 +218,11 @@ impl FaultCluster {
             if let Some(bytes) = options.segment_bytes {
                 spec = spec.args(["--segment-bytes", &bytes.to_string()]);
             }
+            if let (Some(rate), 0) = (options.clock_rate, i) {
+                spec = spec
+                    .env("LD_PRELOAD", faketime_library()?)
+                    .env("FAKETIME", format!("+0 x{rate}"));
+            }
             let mut ports = vec![port, repl_port];
             let resp = match options.proxy {
                 false => None,
@@ -323,6 +333,18 @@ impl Drop for FaultCluster {
                     .status();
             }
         }
+    }
+}
+
+/// Debian's libfaketime (package `libfaketime`), the multi-threaded build.
+pub fn faketime_library() -> Result<String, String> {
+    let path = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    if Path::new(path).exists() {
+        Ok(path.to_string())
+    } else {
+        Err(format!(
+            "{path} is missing: clock skew needs libfaketime (apt-get install -y libfaketime)"
+        ))
     }
 }
 

@@ -372,10 +372,19 @@ impl RunReport {
             .map(|a| checks::around(ops, a, 40))
             .collect();
         RunReport {
-            topology: match options.proxy {
-                true => format!("{}, proxy mode (Redis clients)", options.topology.name()),
-                false => options.topology.name().to_string(),
-            },
+            topology: format!(
+                "{}{}{}",
+                options.topology.name(),
+                if options.proxy {
+                    ", proxy mode (Redis clients)"
+                } else {
+                    ""
+                },
+                options
+                    .clock_rate
+                    .map(|r| format!(", r1's clocks at rate {r}"))
+                    .unwrap_or_default()
+            ),
             sync_standbys: options.sync_standbys,
             seed,
             clients,
