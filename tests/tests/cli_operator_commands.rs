@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use understudy_tests::harness::{arbiter_binary, free_port, serial, Cluster, TestDir};
+use understudy_tests::harness::{arbiter_binary, free_port, serial, ActiveNode, Cluster, TestDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -23,6 +23,23 @@ fn cli(args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Three replicas, one of them the sync standby: the cluster, its active,
+/// the sync standby and the third replica.
+async fn three_replicas(dir: &TestDir) -> (Cluster, ActiveNode, String, String) {
+    let (cluster, active, sync) = Cluster::builder()
+        .replicas(["a", "b", "c"])
+        .sync_standbys(1)
+        .start_with_sync_standby(dir, DEADLINE)
+        .await
+        .unwrap();
+    let other = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != active.id && *id != sync)
+        .unwrap();
+    (cluster, active, sync, other)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,17 +87,7 @@ async fn switchover_wait_reports_the_outcome_in_its_exit_status() {
 async fn remove_drops_a_stopped_member_and_refuses_the_active() {
     let _serial = serial().await;
     let dir = TestDir::new("cli-remove").unwrap();
-    let (mut cluster, active, sync) = Cluster::builder()
-        .replicas(["a", "b", "c"])
-        .sync_standbys(1)
-        .start_with_sync_standby(&dir, DEADLINE)
-        .await
-        .unwrap();
-    let other = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != active.id && *id != sync)
-        .unwrap();
+    let (mut cluster, active, _, other) = three_replicas(&dir).await;
     let url = cluster.arbiter.url();
 
     let (code, out, err) = cli(&["remove", &active.id, "--arbiter", &url]);
@@ -125,17 +132,7 @@ async fn remove_drops_a_stopped_member_and_refuses_the_active() {
 async fn promote_force_names_a_standby_when_the_only_sync_standby_is_gone() {
     let _serial = serial().await;
     let dir = TestDir::new("cli-promote-force").unwrap();
-    let (mut cluster, active, sync) = Cluster::builder()
-        .replicas(["a", "b", "c"])
-        .sync_standbys(1)
-        .start_with_sync_standby(&dir, DEADLINE)
-        .await
-        .unwrap();
-    let other = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != active.id && *id != sync)
-        .unwrap();
+    let (mut cluster, active, sync, other) = three_replicas(&dir).await;
     let url = cluster.arbiter.url();
 
     // Refused while the active lives: that is a switchover.
@@ -207,12 +204,7 @@ async fn promote_force_names_a_standby_when_the_only_sync_standby_is_gone() {
 async fn reinit_has_a_standby_copy_the_active_again_and_rejoin() {
     let _serial = serial().await;
     let dir = TestDir::new("cli-reinit").unwrap();
-    let (mut cluster, active, sync) = Cluster::builder()
-        .replicas(["a", "b", "c"])
-        .sync_standbys(1)
-        .start_with_sync_standby(&dir, DEADLINE)
-        .await
-        .unwrap();
+    let (mut cluster, active, sync, _) = three_replicas(&dir).await;
     let url = cluster.arbiter.url();
     let mut client = cluster.replica(&active.id).client();
     for i in 0..200 {

@@ -29,20 +29,11 @@ impl Core {
         node: &NodeId,
         now: Millis,
     ) -> Result<ProposedWrite, ArbiterError> {
-        if self.pending.is_some() {
-            return Err(ArbiterError::WriteInProgress);
-        }
         let refuse = |why: String| ArbiterError::CannotForce {
             node: node.clone(),
             why,
         };
-        if !self.state.members.contains_key(node) {
-            let members: Vec<&str> = self.state.members.keys().map(NodeId::as_str).collect();
-            return Err(refuse(format!(
-                "it is not a member (members: {})",
-                members.join(", ")
-            )));
-        }
+        self.check_member(node, refuse)?;
         let Some(active) = self.state.active_id().cloned() else {
             return Err(refuse(
                 "no active is recorded: the arbiter names the first one itself".into(),
@@ -80,19 +71,7 @@ impl Core {
                 "maintenance mode is on: switch it off first (arbiter maintenance off)".into(),
             ));
         }
-        let live_ms = suspect_after_ms(params);
-        let Some(report) = self
-            .detector
-            .observation(node)
-            .filter(|_| self.detector.heard_within(node, now, live_ms))
-            .map(|o| o.report.clone())
-        else {
-            return Err(refuse(format!(
-                "it is not heartbeating (silent {} ms): it could not take the role; start it \
-                 first",
-                self.detector.silence_ms(node, now)
-            )));
-        };
+        let report = self.live_report(node, now, refuse)?;
         if report.role != Role::Standby || !report.healthy {
             return Err(refuse(format!(
                 "it reports role {} and healthy {}: only a healthy standby can take the role",

@@ -8,6 +8,7 @@
 //! so the active stops waiting for it before it disappears), or the target
 //! of a running switchover.
 
+use proto_common::heartbeat::Heartbeat;
 use proto_common::NodeId;
 
 use super::arbiter::Core;
@@ -139,6 +140,49 @@ pub fn remove_silent(
 }
 
 impl Core {
+    /// For an operator's order about `node`: no write in flight, and `node`
+    /// a member; otherwise the error (`refuse` words a refusal).
+    pub(super) fn check_member(
+        &self,
+        node: &NodeId,
+        refuse: impl Fn(String) -> ArbiterError,
+    ) -> Result<(), ArbiterError> {
+        if self.pending.is_some() {
+            return Err(ArbiterError::WriteInProgress);
+        }
+        if !self.state.members.contains_key(node) {
+            let members: Vec<&str> = self.state.members.keys().map(NodeId::as_str).collect();
+            return Err(refuse(format!(
+                "it is not a member (members: {})",
+                members.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// `node`'s last report when it heartbeated within two intervals (it is
+    /// running and can act on an order); otherwise a refusal naming its
+    /// silence.
+    pub(super) fn live_report(
+        &self,
+        node: &NodeId,
+        now: Millis,
+        refuse: impl Fn(String) -> ArbiterError,
+    ) -> Result<Heartbeat, ArbiterError> {
+        let live_ms = 2 * self.state.params.heartbeat_ms;
+        self.detector
+            .observation(node)
+            .filter(|_| self.detector.heard_within(node, now, live_ms))
+            .map(|o| o.report.clone())
+            .ok_or_else(|| {
+                refuse(format!(
+                    "it is not heartbeating (silent {} ms): it must be running to carry this \
+                     out; start it first",
+                    self.detector.silence_ms(node, now)
+                ))
+            })
+    }
+
     /// The operator's `reinit NODE` (see the replica's `reinit.rs`): the
     /// standby leaves the sync set and promotion in this same write, so no
     /// acknowledged write depends on it when it discards its data.
@@ -147,20 +191,11 @@ impl Core {
         node: &NodeId,
         now: Millis,
     ) -> Result<ProposedWrite, ArbiterError> {
-        if self.pending.is_some() {
-            return Err(ArbiterError::WriteInProgress);
-        }
         let refuse = |why: String| ArbiterError::CannotReinit {
             node: node.clone(),
             why,
         };
-        if !self.state.members.contains_key(node) {
-            let members: Vec<&str> = self.state.members.keys().map(NodeId::as_str).collect();
-            return Err(refuse(format!(
-                "it is not a member (members: {})",
-                members.join(", ")
-            )));
-        }
+        self.check_member(node, refuse)?;
         if self.state.is_active(node) {
             return Err(refuse(
                 "it is the active; hand over first (arbiter switchover --wait), then reinit it"
@@ -179,19 +214,7 @@ impl Core {
                 "order {order} is still being carried out (arbiter status shows when it is done)"
             )));
         }
-        let live_ms = 2 * self.state.params.heartbeat_ms;
-        let report = self
-            .detector
-            .observation(node)
-            .filter(|_| self.detector.heard_within(node, now, live_ms))
-            .map(|o| o.report.clone());
-        let Some(report) = report else {
-            return Err(refuse(format!(
-                "it is not heartbeating (silent {} ms): it must run to carry out the order; \
-                 start it first",
-                self.detector.silence_ms(node, now)
-            )));
-        };
+        let report = self.live_report(node, now, refuse)?;
         if !report.can_reinit {
             return Err(refuse(
                 "it cannot carry out a reinit (proxy mode: its upstream holds the data too); \
@@ -250,20 +273,11 @@ impl Core {
         node: &NodeId,
         now: Millis,
     ) -> Result<ProposedWrite, ArbiterError> {
-        if self.pending.is_some() {
-            return Err(ArbiterError::WriteInProgress);
-        }
         let refuse = |why: String| ArbiterError::CannotRemove {
             node: node.clone(),
             why,
         };
-        if !self.state.members.contains_key(node) {
-            let members: Vec<&str> = self.state.members.keys().map(NodeId::as_str).collect();
-            return Err(refuse(format!(
-                "it is not a member (members: {})",
-                members.join(", ")
-            )));
-        }
+        self.check_member(node, refuse)?;
         if self.state.is_active(node) {
             return Err(refuse(
                 "it is the active; hand over first (arbiter switchover --wait), then stop it \

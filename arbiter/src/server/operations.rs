@@ -10,12 +10,24 @@ use std::time::{Duration, Instant};
 use proto_common::NodeId;
 
 use super::shell::{write_outcome, Shell};
-use crate::core::{Core, DecisionKind, Millis};
+use crate::core::{Core, DecisionKind, Millis, ProposedWrite};
 use crate::error::ArbiterError;
 use crate::ops::{
     describe_changes, MaintenanceState, ParamsChanged, ParamsUpdate, Promoted, ReinitOrdered,
     Removed, SwitchoverStarted,
 };
+use crate::store::ClusterState;
+
+/// The reason of the newest stored decision of `kind` about `node`.
+fn last_reason(state: &ClusterState, node: &NodeId, kind: DecisionKind) -> String {
+    state
+        .history
+        .iter()
+        .rev()
+        .find(|d| d.node.as_ref() == Some(node) && d.kind == kind)
+        .map(|d| d.reason.clone())
+        .unwrap_or_default()
+}
 
 /// How long an operator request waits for a write in flight to finish.
 const OPERATOR_WAIT: Duration = Duration::from_secs(2);
@@ -49,17 +61,8 @@ impl Shell {
     /// Removes a member that is gone for good and waits until the removal
     /// is stored.
     pub async fn remove_member(self: &Arc<Self>, node: NodeId) -> Result<Removed, ArbiterError> {
-        let task = self
-            .with_core_when_idle(|core, now| {
-                let write = core.remove_member(&node, now)?;
-                Ok(self.start_write(write))
-            })
+        self.store_operation(|core, now| core.remove_member(&node, now))
             .await?;
-        match write_outcome(task).await {
-            Ok(true) => {}
-            Ok(false) => return Err(ArbiterError::WriteInProgress),
-            Err(e) => return Err(ArbiterError::Store(e)),
-        }
         let g = self.lock().await;
         Ok(Removed {
             node,
@@ -72,60 +75,44 @@ impl Shell {
         self: &Arc<Self>,
         node: NodeId,
     ) -> Result<ReinitOrdered, ArbiterError> {
-        let task = self
-            .with_core_when_idle(|core, now| {
-                let write = core.reinit_member(&node, now)?;
-                Ok(self.start_write(write))
-            })
+        self.store_operation(|core, now| core.reinit_member(&node, now))
             .await?;
-        match write_outcome(task).await {
-            Ok(true) => {}
-            Ok(false) => return Err(ArbiterError::WriteInProgress),
-            Err(e) => return Err(ArbiterError::Store(e)),
-        }
         let g = self.lock().await;
         let state = g.core.state();
-        let reason = state
-            .history
-            .iter()
-            .rev()
-            .find(|d| d.node.as_ref() == Some(&node) && d.kind == DecisionKind::Membership)
-            .map(|d| d.reason.clone())
-            .unwrap_or_default();
         Ok(ReinitOrdered {
             order: state.reinit.get(&node).copied().unwrap_or_default(),
+            reason: last_reason(state, &node, DecisionKind::Membership),
             node,
-            reason,
         })
     }
 
     /// A forced promotion (see `Core::force_promote`), once stored.
     pub async fn force_promote(self: &Arc<Self>, node: NodeId) -> Result<Promoted, ArbiterError> {
-        let task = self
-            .with_core_when_idle(|core, now| {
-                let write = core.force_promote(&node, now)?;
-                Ok(self.start_write(write))
-            })
+        self.store_operation(|core, now| core.force_promote(&node, now))
             .await?;
-        match write_outcome(task).await {
-            Ok(true) => {}
-            Ok(false) => return Err(ArbiterError::WriteInProgress),
-            Err(e) => return Err(ArbiterError::Store(e)),
-        }
         let g = self.lock().await;
         let state = g.core.state();
-        let reason = state
-            .history
-            .iter()
-            .rev()
-            .find(|d| d.node.as_ref() == Some(&node) && d.kind == DecisionKind::Failover)
-            .map(|d| d.reason.clone())
-            .unwrap_or_default();
         Ok(Promoted {
-            node,
+            reason: last_reason(state, &node, DecisionKind::Failover),
             epoch: state.epoch,
-            reason,
+            node,
         })
+    }
+
+    /// Runs an operator operation on the core (waiting out a write in
+    /// flight) and waits until the write it proposes is stored.
+    async fn store_operation(
+        self: &Arc<Self>,
+        mut operation: impl FnMut(&mut Core, Millis) -> Result<ProposedWrite, ArbiterError>,
+    ) -> Result<(), ArbiterError> {
+        let task = self
+            .with_core_when_idle(|core, now| Ok(self.start_write(operation(core, now)?)))
+            .await?;
+        match write_outcome(task).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ArbiterError::WriteInProgress),
+            Err(e) => Err(ArbiterError::Store(e)),
+        }
     }
 
     /// Switches maintenance mode and waits until the change is stored.
