@@ -78,17 +78,40 @@ struct Shared {
     spinner: std::sync::OnceLock<Thread>,
 }
 
+/// The spinner thread's scheduling: `SCHED_IDLE` always, but in tests of
+/// its wake-and-park mechanics, where a thread that runs only on an idle
+/// CPU could wait for seconds behind the other tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Policy {
+    Idle,
+    #[cfg(test)]
+    Normal,
+}
+
 impl IdlePoll {
     /// Starts the spinner; a zero `tail` means no spinner at all.
     pub fn start(tail: Duration, spun: Counter<f64, AtomicU64>) -> std::io::Result<IdlePoll> {
+        IdlePoll::start_with(tail, spun, Policy::Idle)
+    }
+
+    fn start_with(
+        tail: Duration,
+        spun: Counter<f64, AtomicU64>,
+        policy: Policy,
+    ) -> std::io::Result<IdlePoll> {
         if tail.is_zero() {
             return Ok(IdlePoll::off());
         }
         let shared = Arc::new(Shared::new(tail, spun));
         let for_thread = shared.clone();
+        let name = match policy {
+            Policy::Idle => "idle-poll",
+            #[cfg(test)]
+            Policy::Normal => "idle-poll-test",
+        };
         let thread = std::thread::Builder::new()
-            .name("idle-poll".into())
-            .spawn(move || spin(&for_thread))?;
+            .name(name.into())
+            .spawn(move || spin(&for_thread, policy))?;
         let _ = shared.spinner.set(thread.thread().clone());
         Ok(IdlePoll {
             shared: Some(shared),
@@ -219,8 +242,8 @@ fn keep_spinning(busy: u32, since_ns: u64, tail_ns: u64, loaded: bool) -> bool {
     }
 }
 
-fn spin(shared: &Shared) {
-    if !set_idle_policy() {
+fn spin(shared: &Shared, policy: Policy) {
+    if policy == Policy::Idle && !set_idle_policy() {
         return;
     }
     while !shared.stop.load(Ordering::Acquire) {
@@ -264,9 +287,13 @@ mod tests {
 
     const TAIL: Duration = Duration::from_micros(200);
 
+    /// A spinner at normal priority, for the wake-and-park mechanics: under
+    /// SCHED_IDLE it would wait for an idle CPU, which the other tests may
+    /// not leave it for seconds.
     fn started() -> (IdlePoll, Counter<f64, AtomicU64>) {
         let spun = Counter::<f64, AtomicU64>::default();
-        (IdlePoll::start(TAIL, spun.clone()).unwrap(), spun)
+        let poll = IdlePoll::start_with(TAIL, spun.clone(), Policy::Normal).unwrap();
+        (poll, spun)
     }
 
     fn parked(poll: &IdlePoll) -> bool {
@@ -327,12 +354,23 @@ mod tests {
 
     #[test]
     fn a_write_wakes_the_spinner_which_parks_after_the_tail() {
-        let (poll, spun) = started();
+        // The longest tail, and another write whenever one's spin was not
+        // counted within 50 ms: on a busy machine the woken spinner may get
+        // its CPU only after the tail has passed, and then rightly does not
+        // spin at all.
+        let spun = Counter::<f64, AtomicU64>::default();
+        let poll = IdlePoll::start_with(MAX_TAIL, spun.clone(), Policy::Normal).unwrap();
         wait_for("the spinner parks after starting", || parked(&poll));
         let before = spun.get();
-        drop(poll.busy());
+        let mut next_write = Instant::now();
         // A spin is counted when it ends, so this also shows that it ended.
-        wait_for("the write's spin is counted", || spun.get() > before);
+        wait_for("a write's spin is counted", || {
+            if Instant::now() >= next_write && parked(&poll) {
+                drop(poll.busy());
+                next_write = Instant::now() + Duration::from_millis(50);
+            }
+            spun.get() > before
+        });
         wait_for("the spinner parks again after the tail", || parked(&poll));
     }
 
@@ -351,8 +389,7 @@ mod tests {
 
     #[test]
     fn the_spinner_runs_under_sched_idle_and_stops_with_its_owner() {
-        let (poll, _) = started();
-        wait_for("the spinner parks after starting", || parked(&poll));
+        let poll = IdlePoll::start(TAIL, Counter::default()).unwrap();
         // Other tests' spinners may be starting; each sets its policy first.
         wait_for("every idle-poll thread runs under SCHED_IDLE", || {
             let seen = idle_poll_policies();
