@@ -232,6 +232,16 @@ async fn maintenance(
     }
 }
 
+/// A node id from a request body; 400 naming it when malformed.
+fn node_id(text: &str) -> Result<NodeId, ApiError> {
+    NodeId::new(text.to_string()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("node {text:?} is not a valid node id: {e}"),
+        )
+    })
+}
+
 async fn remove(
     State(app): State<App>,
     headers: HeaderMap,
@@ -241,12 +251,7 @@ async fn remove(
     authorize(app.token.as_ref(), &headers)?;
     let shell = app.leading(PATH)?;
     let req: RemoveRequest = parse_json(body, "remove request", false)?;
-    let node = NodeId::new(req.node.clone()).map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("node {:?} is not a valid node id: {e}", req.node),
-        )
-    })?;
+    let node = node_id(&req.node)?;
     let span = tracing::info_span!("remove_request", node = %node);
     match shell.remove_member(node.clone()).instrument(span).await {
         Ok(removed) => Ok(Json(removed)),
@@ -266,12 +271,7 @@ async fn reinit(
     authorize(app.token.as_ref(), &headers)?;
     let shell = app.leading(PATH)?;
     let req: ReinitRequest = parse_json(body, "reinit request", false)?;
-    let node = NodeId::new(req.node.clone()).map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("node {:?} is not a valid node id: {e}", req.node),
-        )
-    })?;
+    let node = node_id(&req.node)?;
     let span = tracing::info_span!("reinit_request", node = %node);
     match shell.reinit_member(node.clone()).instrument(span).await {
         Ok(ordered) => Ok(Json(ordered)),
@@ -291,12 +291,7 @@ async fn promote(
     authorize(app.token.as_ref(), &headers)?;
     let shell = app.leading(PATH)?;
     let req: PromoteRequest = parse_json(body, "promote request", false)?;
-    let node = NodeId::new(req.node.clone()).map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("node {:?} is not a valid node id: {e}", req.node),
-        )
-    })?;
+    let node = node_id(&req.node)?;
     if !req.accept_data_loss {
         return Err(ApiError::new(
             ErrorCode::BadRequest,
