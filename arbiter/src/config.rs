@@ -14,8 +14,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use proto_common::auth::Token;
+use proto_common::auth::{Access, Token};
 use proto_common::params::ClusterParams;
+use proto_common::tls::{check_plaintext, Tls, TlsFiles};
 use serde::Deserialize;
 
 use crate::store::StoreSpec;
@@ -110,6 +111,40 @@ pub struct Options {
     /// [default: 100000].
     #[arg(long, env = "UNDERSTUDY_MAX_LAG_ON_FAILOVER")]
     pub max_lag_on_failover: Option<u64>,
+    /// PEM certificate (chain) of this arbiter: TLS on its API. Needs
+    /// --tls-key and --tls-ca (deploy/make-certs.sh makes all three).
+    #[arg(long, env = "UNDERSTUDY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "UNDERSTUDY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate(s) of the CA that signs the cluster's certificates.
+    #[arg(long, env = "UNDERSTUDY_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: every caller of the API (replicas' heartbeats, the
+    /// operator CLI) must present a certificate signed by --tls-ca.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_TLS_CLIENT_AUTH",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub tls_client_auth: Option<bool>,
+    /// Serve without TLS on a non-loopback address (a trusted network
+    /// only: heartbeats and tokens cross it in clear text).
+    #[arg(
+        long,
+        env = "UNDERSTUDY_INSECURE_PLAINTEXT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub insecure_plaintext: Option<bool>,
+    /// File holding a read-only token: GET /v1/status, /metrics and the
+    /// dashboard (the cluster token allows them too).
+    #[arg(long, env = "UNDERSTUDY_READ_TOKEN_FILE")]
+    pub read_token_file: Option<PathBuf>,
 }
 
 /// Validated configuration of `arbiter run`.
@@ -137,6 +172,10 @@ pub struct Settings {
     /// Names of the parameters given explicitly, so start-up can say which
     /// ones the stored parameters override.
     pub params_given: Vec<&'static str>,
+    /// TLS on the API (and for etcd at `etcds://`); `None`: clear text.
+    pub tls: Option<std::sync::Arc<Tls>>,
+    /// Who may read the status, the metrics and the dashboard.
+    pub reads: Access,
 }
 
 macro_rules! overlay {
@@ -158,7 +197,8 @@ impl Options {
         overlay!(self, lower; listen, advertise_url, cluster, store, arbiter_id, leader_ttl_s,
             token_file, token,
             heartbeat_ms, lease_ms, drift, sync_standbys, strict, initial_wait_ms,
-            remove_after_ms, max_lag_on_failover)
+            remove_after_ms, max_lag_on_failover, tls_cert, tls_key, tls_ca, tls_client_auth,
+            insecure_plaintext, read_token_file)
     }
 
     /// Applies defaults and checks every rule.
@@ -210,6 +250,31 @@ impl Options {
         if token.is_none() {
             check_loopback_without_token(listen)?;
         }
+        let tls = TlsFiles::from_settings(self.tls_cert, self.tls_key, self.tls_ca)?
+            .map(|files| Tls::load(files, self.tls_client_auth.unwrap_or(false)))
+            .transpose()?;
+        if tls.is_none() && self.tls_client_auth == Some(true) {
+            return Err("tls_client_auth needs TLS: set --tls-cert, --tls-key and --tls-ca".into());
+        }
+        check_plaintext(
+            "listen",
+            listen,
+            tls.is_some(),
+            self.insecure_plaintext.unwrap_or(false),
+        )?;
+        if let (Some(_), Some(url)) = (&tls, &self.advertise_url) {
+            if !url.starts_with("https://") {
+                return Err(format!(
+                    "advertise_url={url:?}: the API serves TLS, so replicas and operators must \
+                     reach it with https://"
+                ));
+            }
+        }
+        let read_token = self
+            .read_token_file
+            .map(|p| Token::from_file(&p))
+            .transpose()?;
+        let reads = Access::new(token.clone(), None, read_token);
 
         let mut params = ClusterParams::default();
         let mut params_given = Vec::new();
@@ -244,6 +309,8 @@ impl Options {
             token,
             params,
             params_given,
+            tls,
+            reads,
         })
     }
 }
@@ -453,9 +520,23 @@ mod tests {
             err.contains("listen=0.0.0.0:7700") && err.contains("--token-file"),
             "{err}"
         );
+        // With a token, a non-loopback listener still needs TLS, or the
+        // operator's explicit --insecure-plaintext.
+        let err = Options {
+            listen: Some("0.0.0.0:7700".into()),
+            token: Some("0123456789abcdef0123".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.contains("listen=0.0.0.0:7700") && err.contains("--insecure-plaintext"),
+            "{err}"
+        );
         let ok = Options {
             listen: Some("0.0.0.0:7700".into()),
             token: Some("0123456789abcdef0123".into()),
+            insecure_plaintext: Some(true),
             ..base()
         }
         .resolve()

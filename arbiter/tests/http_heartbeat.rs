@@ -49,7 +49,7 @@ async fn heartbeats_without_the_right_token_are_refused_and_the_arbiter_keeps_ru
         .await
         .unwrap();
     assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
-    let metrics = arb.raw(Method::GET, "/metrics", None, false).await.unwrap();
+    let metrics = arb.raw(Method::GET, "/metrics", None, true).await.unwrap();
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(
         text.contains("understudy_arbiter_heartbeats_total{result=\"unauthorized\"} 2"),
@@ -144,7 +144,7 @@ async fn first_formation_grants_the_only_replica_and_is_stored() {
     assert!(formation, "{status:#}");
 
     let metrics = arb
-        .raw(hyper::Method::GET, "/metrics", None, false)
+        .raw(hyper::Method::GET, "/metrics", None, true)
         .await
         .unwrap();
     let text = String::from_utf8_lossy(&metrics.body);

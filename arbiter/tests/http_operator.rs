@@ -43,11 +43,19 @@ async fn status_json_has_the_documented_shape_and_renders_as_a_table() {
     let arb = TestArbiter::start(dir.path(), fast_options()).await;
     let (_a, _b) = form_pair(&arb).await;
 
-    let raw = arb
+    // With a cluster token, reading the status needs it (or the read-only
+    // token).
+    let refused = arb
         .raw(Method::GET, "/v1/status", None, false)
         .await
         .unwrap();
-    assert_eq!(raw.status, 200, "status needs no token");
+    assert_eq!(refused.status, 401);
+    assert!(error_of(&refused).message.contains("--read-token-file"));
+    let raw = arb
+        .raw(Method::GET, "/v1/status", None, true)
+        .await
+        .unwrap();
+    assert_eq!(raw.status, 200);
     let json: serde_json::Value = serde_json::from_slice(&raw.body).unwrap();
     assert_eq!(json["cluster"], "t");
     assert_eq!(json["leader"], arb.url.as_str());
@@ -83,7 +91,9 @@ async fn status_json_has_the_documented_shape_and_renders_as_a_table() {
         "{table}"
     );
 
-    let page = arb.raw(Method::GET, "/", None, false).await.unwrap();
+    let refused = arb.raw(Method::GET, "/", None, false).await.unwrap();
+    assert_eq!(refused.status, 401, "the dashboard needs a credential too");
+    let page = arb.raw(Method::GET, "/", None, true).await.unwrap();
     assert_eq!(page.status, 200);
     assert!(page.content_type.unwrap().starts_with("text/html"));
     assert!(String::from_utf8_lossy(&page.body).contains("/v1/status"));

@@ -15,6 +15,131 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What a client credential allows on a data API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Grant {
+    /// Reads, `/v1/status`, `/metrics`.
+    ReadOnly,
+    /// Everything a client may do.
+    ReadWrite,
+}
+
+/// Who may use a data API: the cluster token and the client tokens. With
+/// none configured (a loopback-only cluster) no credential is asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    cluster: Option<Token>,
+    read_write: Option<Token>,
+    read_only: Option<Token>,
+}
+
+impl Access {
+    pub fn new(
+        cluster: Option<Token>,
+        read_write: Option<Token>,
+        read_only: Option<Token>,
+    ) -> Access {
+        Access {
+            cluster,
+            read_write,
+            read_only,
+        }
+    }
+
+    /// Whether requests must carry a credential.
+    pub fn required(&self) -> bool {
+        self.cluster.is_some() || self.read_write.is_some() || self.read_only.is_some()
+    }
+
+    /// What `secret` allows, if it is one of the tokens.
+    pub fn grant(&self, secret: &[u8]) -> Option<Grant> {
+        let is = |t: &Option<Token>| t.as_ref().is_some_and(|t| t.matches(secret));
+        if is(&self.cluster) || is(&self.read_write) {
+            Some(Grant::ReadWrite)
+        } else if is(&self.read_only) {
+            Some(Grant::ReadOnly)
+        } else {
+            None
+        }
+    }
+
+    /// What an `Authorization` header allows: `Bearer <token>`, or `Basic`
+    /// with the token as the password (what a browser sends); `Err` says
+    /// why the header gives nothing.
+    pub fn grant_for_header(&self, header: Option<&[u8]>) -> Result<Grant, &'static str> {
+        let Some(value) = header else {
+            return Err("no Authorization header was sent");
+        };
+        let secret: Vec<u8> = if let Some(t) = value.strip_prefix(b"Bearer ") {
+            t.to_vec()
+        } else if let Some(b) = value.strip_prefix(b"Basic ") {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|_| "the Basic credential is not base64")?;
+            match decoded.iter().position(|&c| c == b':') {
+                Some(i) => decoded[i + 1..].to_vec(),
+                None => return Err("the Basic credential is not user:password"),
+            }
+        } else {
+            return Err("the Authorization header is neither `Bearer <token>` nor Basic");
+        };
+        self.grant(&secret)
+            .ok_or("the token matches none of this node's tokens")
+    }
+}
+
+/// Limits log lines about a peer (a rejected credential, a failed TLS
+/// handshake): the first from an address at once, then at most one a
+/// minute per address, so a client retrying with a wrong token or
+/// certificate cannot flood the log (callers still count every one).
+#[derive(Debug, Default)]
+pub struct PeerLogLimit {
+    last:
+        parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u64)>>,
+}
+
+impl PeerLogLimit {
+    /// `Some(n)`: log now, `n` lines from this address were held back
+    /// since the last one; `None`: hold this one back.
+    pub fn allow(&self, peer: std::net::SocketAddr) -> Option<u64> {
+        const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock();
+        if last.len() > 4096 {
+            last.retain(|_, (at, _)| now.duration_since(*at) < EVERY);
+        }
+        let entry = last.entry(peer.ip()).or_insert((now - EVERY * 2, 0));
+        if now.duration_since(entry.0) >= EVERY {
+            entry.0 = now;
+            Some(std::mem::take(&mut entry.1))
+        } else {
+            entry.1 += 1;
+            None
+        }
+    }
+}
+
+/// Logs rejected credentials with the peer's address, limited by
+/// [`PeerLogLimit`].
+#[derive(Debug, Default)]
+pub struct RejectLog {
+    limit: PeerLogLimit,
+}
+
+impl RejectLog {
+    pub fn rejected(&self, peer: Option<std::net::SocketAddr>, what: &str, why: &str) {
+        let Some(peer) = peer else {
+            tracing::warn!(request = what, reason = why, "credential rejected");
+            return;
+        };
+        if let Some(held_back) = self.limit.allow(peer) {
+            tracing::warn!(%peer, request = what, reason = why, earlier_not_logged = held_back,
+                "credential rejected");
+        }
+    }
+}
+
 /// Shortest token accepted: short tokens can be guessed.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -124,6 +249,51 @@ pub fn new_nonce() -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_grants_by_token_and_scheme() {
+        let t = |s: &str| Some(Token::new(s).unwrap());
+        let open = Access::default();
+        assert!(!open.required());
+        let access = Access::new(
+            t("cluster-token-0123456789"),
+            t("client-rw-0123456789"),
+            t("client-ro-0123456789"),
+        );
+        assert!(access.required());
+        let bearer = |s: &str| format!("Bearer {s}").into_bytes();
+        assert_eq!(
+            access.grant_for_header(Some(&bearer("cluster-token-0123456789"))),
+            Ok(Grant::ReadWrite)
+        );
+        assert_eq!(
+            access.grant_for_header(Some(&bearer("client-rw-0123456789"))),
+            Ok(Grant::ReadWrite)
+        );
+        assert_eq!(
+            access.grant_for_header(Some(&bearer("client-ro-0123456789"))),
+            Ok(Grant::ReadOnly)
+        );
+        assert!(access
+            .grant_for_header(Some(&bearer("wrong-0123456789")))
+            .is_err());
+        assert!(access
+            .grant_for_header(None)
+            .unwrap_err()
+            .contains("no Authorization"));
+        // A browser's Basic credential: any user, the token as password.
+        use base64::Engine;
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("admin:client-ro-0123456789")
+        );
+        assert_eq!(
+            access.grant_for_header(Some(basic.as_bytes())),
+            Ok(Grant::ReadOnly)
+        );
+        assert!(access.grant_for_header(Some(b"Basic !!!")).is_err());
+        assert!(Grant::ReadOnly < Grant::ReadWrite);
+    }
 
     #[test]
     fn proofs_bind_every_input() {

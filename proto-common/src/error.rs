@@ -47,8 +47,11 @@ pub enum ErrorCode {
     /// The `X-Min-Version` names a write that was cut from the log (it was
     /// never committed); the client's token is from a history that no longer exists.
     VersionCut,
-    /// Missing or wrong cluster token.
+    /// Missing or wrong credential (cluster token or client token).
     Unauthorized,
+    /// The credential is valid but does not allow this (a read-only
+    /// client token sent with a write).
+    Forbidden,
     /// The write reached the log but its acknowledgement could not be given
     /// (the lease ended or the node was demoted first): it may or may not
     /// survive. Read it back before retrying a non-idempotent request.
@@ -74,6 +77,7 @@ impl ErrorCode {
         match self {
             BadRequest | InvalidKey | InvalidJson => 400,
             Unauthorized => 401,
+            Forbidden => 403,
             NotFound | UnknownRoute => 404,
             MethodNotAllowed => 405,
             CompareFailed | VersionCut | Conflict => 409,
@@ -119,6 +123,7 @@ impl ErrorCode {
             VersionNotReached => "version_not_reached",
             VersionCut => "version_cut",
             Unauthorized => "unauthorized",
+            Forbidden => "forbidden",
             OutcomeUnknown => "outcome_unknown",
             ForwardFailed => "forward_failed",
             NotLeader => "not_leader",

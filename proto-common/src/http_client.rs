@@ -10,17 +10,24 @@
 //! the request was sent — a request that never left failed for sure and
 //! may be retried; one that was sent may have been carried out.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use hyper::Uri;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
 
 use crate::auth::Token;
+use crate::tls::{MaybeTls, Tls};
 use crate::ErrorBody;
 
 /// Largest answer read unless a caller sets another bound.
@@ -29,7 +36,7 @@ pub const DEFAULT_MAX_ANSWER: usize = 1 << 20;
 /// A pooled client; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     max_answer: usize,
 }
 
@@ -83,13 +90,16 @@ impl HttpError {
 }
 
 impl HttpClient {
-    /// A client whose connections must be made within `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> HttpClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
+    /// A client whose connections must be made within `connect_timeout`,
+    /// speaking TLS to `https://` URLs with `tls` (without it, an
+    /// `https://` URL is refused with the reason).
+    pub fn new(connect_timeout: Duration, tls: Option<Arc<Tls>>) -> HttpClient {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.enforce_http(false);
         HttpClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new()).build(Connector { http, tls }),
             max_answer: DEFAULT_MAX_ANSWER,
         }
     }
@@ -152,6 +162,48 @@ impl HttpClient {
     }
 }
 
+/// TCP from hyper's connector, then TLS for `https://` with the
+/// configuration current when the connection is made (so a reloaded
+/// certificate is used by the next connection).
+#[derive(Clone, Debug)]
+pub struct Connector {
+    http: HttpConnector,
+    tls: Option<Arc<Tls>>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<MaybeTls<TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let https = uri.scheme_str() == Some("https");
+        let tls = self.tls.clone();
+        let host = uri.host().unwrap_or_default().to_string();
+        let tcp = self.http.call(uri);
+        Box::pin(async move {
+            if https && tls.is_none() {
+                return Err(
+                    "an https:// URL, but this process has no TLS configured: set --tls-ca (and \
+                     --tls-cert, --tls-key) or use http://"
+                        .into(),
+                );
+            }
+            let tcp = tcp.await?.into_inner();
+            match tls {
+                Some(tls) if https => Ok(TokioIo::new(tls.connect(&host, tcp).await?)),
+                _ => Ok(TokioIo::new(MaybeTls::Plain(tcp))),
+            }
+        })
+    }
+}
+
 /// `a: b: c` from an error and its sources ("client error (Connect): tcp
 /// connect error: Connection refused (os error 111)").
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -182,7 +234,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_not_sent() {
-        let client = HttpClient::new(Duration::from_secs(1));
+        let client = HttpClient::new(Duration::from_secs(1), None);
         let url = format!("http://127.0.0.1:{}/x", closed_port());
         let req = HttpClient::request(Method::GET, &url, None, None).unwrap();
         let err = client.send(req, Duration::from_secs(2)).await.unwrap_err();
@@ -200,7 +252,7 @@ mod tests {
             let _ = s.read(&mut buf).await;
             tokio::time::sleep(Duration::from_secs(5)).await;
         });
-        let client = HttpClient::new(Duration::from_secs(1));
+        let client = HttpClient::new(Duration::from_secs(1), None);
         let req =
             HttpClient::request(Method::POST, &url, Some(Bytes::from_static(b"{}")), None).unwrap();
         let err = client
@@ -228,7 +280,7 @@ mod tests {
                 let _ = s.write_all(&vec![b'x'; body_len]).await;
             }
         });
-        let client = HttpClient::new(Duration::from_secs(1)).with_max_answer(50);
+        let client = HttpClient::new(Duration::from_secs(1), None).with_max_answer(50);
         let req = HttpClient::request(Method::GET, &url, None, None).unwrap();
         let answer = client.send(req, Duration::from_secs(2)).await.unwrap();
         assert_eq!(answer.status, StatusCode::TEMPORARY_REDIRECT);

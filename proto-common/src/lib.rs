@@ -9,6 +9,8 @@
 //! - [`heartbeat`]: heartbeat and grant messages between replicas and the arbiter.
 //! - [`wire`]: the replication protocol (frames and their codec).
 //! - [`auth`]: the cluster token and HMAC proofs.
+//! - [`tls`]: TLS for listeners and clients, reloaded when its files change.
+//! - [`http_client`]: the one HTTP(S) client.
 //! - [`clock`]: `CLOCK_BOOTTIME`, the lease rule's clock.
 //! - [`ids::check_cluster_name`]: what a cluster name may be.
 
@@ -22,6 +24,7 @@ pub mod ids;
 pub mod logging;
 pub mod params;
 pub mod record;
+pub mod tls;
 pub mod wire;
 
 pub use error::{ErrorBody, ErrorCode};

@@ -9,7 +9,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use proto_common::auth::Token;
+use proto_common::auth::{Access, Token};
+use proto_common::tls::{check_plaintext, Tls, TlsFiles};
 use proto_common::NodeId;
 use serde::Deserialize;
 
@@ -151,6 +152,46 @@ pub struct Options {
     /// understudy [default: 15].
     #[arg(long, env = "UNDERSTUDY_MARKER_DB")]
     pub marker_db: Option<u8>,
+    /// PEM certificate (chain) of this replica: TLS on every listener, and
+    /// the client certificate it offers other nodes. Needs --tls-key and
+    /// --tls-ca (deploy/make-certs.sh makes all three).
+    #[arg(long, env = "UNDERSTUDY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "UNDERSTUDY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate(s) of the CA that signs the cluster's certificates:
+    /// other nodes' certificates are checked against it.
+    #[arg(long, env = "UNDERSTUDY_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: standbys connecting to the replication port must present
+    /// a certificate signed by --tls-ca.
+    #[arg(
+        long,
+        env = "UNDERSTUDY_TLS_CLIENT_AUTH",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub tls_client_auth: Option<bool>,
+    /// Serve without TLS on a non-loopback address (a trusted network
+    /// only: everything crosses it in clear text).
+    #[arg(
+        long,
+        env = "UNDERSTUDY_INSECURE_PLAINTEXT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub insecure_plaintext: Option<bool>,
+    /// File holding a read-write client token for the data API (besides
+    /// the cluster token).
+    #[arg(long, env = "UNDERSTUDY_CLIENT_TOKEN_FILE")]
+    pub client_token_file: Option<PathBuf>,
+    /// File holding a read-only client token: reads, /v1/status and
+    /// /metrics.
+    #[arg(long, env = "UNDERSTUDY_READ_TOKEN_FILE")]
+    pub read_token_file: Option<PathBuf>,
 }
 
 /// How a standby handles a write it receives.
@@ -202,6 +243,11 @@ pub struct Settings {
     pub idle_poll: std::time::Duration,
     /// Proxy mode's settings; `None`: the embedded store.
     pub proxy: Option<crate::proxy::ProxySettings>,
+    /// TLS for every listener and connection; `None`: clear text (loopback,
+    /// or `--insecure-plaintext`).
+    pub tls: Option<std::sync::Arc<proto_common::tls::Tls>>,
+    /// Who may use the client API.
+    pub access: proto_common::auth::Access,
 }
 
 macro_rules! overlay {
@@ -225,7 +271,8 @@ impl Options {
             max_list_limit, max_requests, max_pending_writes, cluster, token_file, token, repl_listen, advertise_repl,
             max_frame_bytes, forward, min_version_wait_ms, arbiter, priority, idle_poll_us,
             upstream, upstream_password_file, resp_listen, advertise_resp, advertise_upstream,
-            standby_reads, client_password_file, adopt_upstream_data, marker_db)
+            standby_reads, client_password_file, adopt_upstream_data, marker_db, tls_cert, tls_key,
+            tls_ca, tls_client_auth, insecure_plaintext, client_token_file, read_token_file)
     }
 
     /// Applies defaults and checks every rule.
@@ -241,12 +288,25 @@ impl Options {
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             format!("listen={listen_text:?} is not an address; use IP:PORT such as 127.0.0.1:7000")
         })?;
+        let tls = TlsFiles::from_settings(self.tls_cert, self.tls_key, self.tls_ca)?
+            .map(|files| Tls::load(files, self.tls_client_auth.unwrap_or(false)))
+            .transpose()?;
+        if tls.is_none() && self.tls_client_auth == Some(true) {
+            return Err("tls_client_auth needs TLS: set --tls-cert, --tls-key and --tls-ca".into());
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let advertise_url = self
             .advertise_url
-            .unwrap_or_else(|| format!("http://{listen}"));
+            .unwrap_or_else(|| format!("{scheme}://{listen}"));
         if !(advertise_url.starts_with("http://") || advertise_url.starts_with("https://")) {
             return Err(format!(
                 "advertise_url={advertise_url:?} must start with http:// or https://"
+            ));
+        }
+        if tls.is_some() && !advertise_url.starts_with("https://") {
+            return Err(format!(
+                "advertise_url={advertise_url:?}: the client API serves TLS, so other nodes \
+                 must reach it with https://"
             ));
         }
         let fsync = match self.fsync.as_deref().unwrap_or("always") {
@@ -398,6 +458,26 @@ impl Options {
             },
             token.is_some(),
         )?;
+        let insecure_plaintext = self.insecure_plaintext.unwrap_or(false);
+        let resp_listen = proxy.as_ref().map(|p| p.resp_listen);
+        for (name, addr) in [
+            ("listen", Some(listen)),
+            ("repl_listen", repl_listen),
+            ("resp_listen", resp_listen),
+        ] {
+            if let Some(addr) = addr {
+                check_plaintext(name, addr, tls.is_some(), insecure_plaintext)?;
+            }
+        }
+        let access = Access::new(
+            token.clone(),
+            self.client_token_file
+                .map(|p| Token::from_file(&p))
+                .transpose()?,
+            self.read_token_file
+                .map(|p| Token::from_file(&p))
+                .transpose()?,
+        );
         Ok(Settings {
             node_id,
             data_dir,
@@ -418,6 +498,8 @@ impl Options {
             priority: self.priority.unwrap_or(100),
             idle_poll: std::time::Duration::from_micros(idle_poll_us),
             proxy,
+            tls,
+            access,
         })
     }
 }
@@ -535,10 +617,23 @@ mod tests {
         let ok = Options {
             listen: Some("0.0.0.0:7000".into()),
             token: Some("0123456789abcdef0123".into()),
+            insecure_plaintext: Some(true),
             ..base()
         }
         .resolve();
         assert!(ok.is_ok());
+        // A token alone is not enough: the network would see it.
+        let err = Options {
+            listen: Some("0.0.0.0:7000".into()),
+            token: Some("0123456789abcdef0123".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.contains("listen=0.0.0.0:7000") && err.contains("TLS"),
+            "{err}"
+        );
         let err = Options {
             repl_listen: Some("10.1.2.3:7100".into()),
             ..base()

@@ -22,7 +22,7 @@ pub async fn hand_over(node: Arc<Node>) {
     if node.settings.arbiters.is_empty() || node.role().write_epoch.is_none() {
         return;
     }
-    let client = HttpClient::new(Duration::from_secs(1));
+    let client = HttpClient::new(Duration::from_secs(1), node.settings.tls.clone());
     let mut asked = false;
     for url in &node.settings.arbiters {
         let Ok(req) = HttpClient::request(

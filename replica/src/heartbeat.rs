@@ -55,7 +55,7 @@ impl HeartbeatLoop {
                 state.active_epoch,
             ),
             arbiters: node.settings.arbiters.clone(),
-            client: HttpClient::new(CONNECT_TIMEOUT),
+            client: HttpClient::new(CONNECT_TIMEOUT, node.settings.tls.clone()),
             current: 0,
             seq: 0,
             params: ClusterParams::default(),

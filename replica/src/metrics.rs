@@ -60,9 +60,27 @@ pub struct Metrics {
     pub lease_margin_low: Counter,
     /// Always 1; the version in a label.
     pub build_info: Family<Labels, Gauge>,
+    /// Client credentials refused, by listener (`http`, `resp`).
+    pub credentials_rejected: Family<Labels, Counter>,
+    rejects: proto_common::auth::RejectLog,
 }
 
 impl Metrics {
+    /// Counts a refused client credential and logs it (once a minute per
+    /// peer address at most).
+    pub fn credential_rejected(
+        &self,
+        listener: &str,
+        peer: Option<std::net::SocketAddr>,
+        what: &str,
+        why: &str,
+    ) {
+        self.credentials_rejected
+            .get_or_create(&vec![("listener".to_string(), listener.to_string())])
+            .inc();
+        self.rejects.rejected(peer, what, why);
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("understudy");
         let m = Metrics {
@@ -92,6 +110,8 @@ impl Metrics {
             lease_margin_min_seconds: Gauge::default(),
             lease_margin_low: Counter::default(),
             build_info: Family::default(),
+            credentials_rejected: Family::default(),
+            rejects: Default::default(),
             registry: Registry::default(),
         };
         m.build_info
@@ -107,6 +127,11 @@ impl Metrics {
             m.writes.clone(),
         );
         registry.register("reads", "Client reads served", m.reads.clone());
+        registry.register(
+            "credentials_rejected",
+            "Client credentials refused (missing, wrong, or not allowing the request), by listener",
+            m.credentials_rejected.clone(),
+        );
         registry.register(
             "log_fsyncs",
             "fdatasync calls on the write log",

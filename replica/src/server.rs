@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
-use crate::api::gate::{ConnGate, GatedListener};
+use crate::api::gate::{self, ConnGate};
 use crate::config::Settings;
 use crate::handover;
 use crate::heartbeat::HeartbeatLoop;
@@ -122,7 +122,12 @@ pub async fn run(
             stop.clone(),
         ));
     }
-    let listener = GatedListener::new(listener, node.lease.clone());
+    if let Some(tls) = &node.settings.tls {
+        let stop = stop.clone();
+        tls.clone().watch(async move { stop.cancelled().await });
+    }
+    let listener = gate::listener(listener, node.lease.clone(), node.settings.tls.clone())
+        .map_err(|e| format!("client API listener: {e}"))?;
     let app = api::router(node.clone()).into_make_service_with_connect_info::<ConnGate>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

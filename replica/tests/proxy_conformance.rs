@@ -61,7 +61,7 @@ async fn redis() -> Redis {
         .expect("redis-server (deploy/test.sh installs it)");
     let addr = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Conn::connect(&addr, None).await.is_err() {
+    while Conn::connect(&addr, None, None).await.is_err() {
         assert!(Instant::now() < deadline, "redis-server did not start");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -115,7 +115,7 @@ async fn the_upstream_machine_passes_the_conformance_suite() {
                     let addr = addr.clone();
                     let k = k.to_string();
                     Box::pin(async move {
-                        let mut c = Conn::connect(&addr, None).await.unwrap();
+                        let mut c = Conn::connect(&addr, None, None).await.unwrap();
                         match c.call([b"GET".to_vec(), k.into_bytes()]).await.unwrap() {
                             BytesFrame::BulkString(b) => Some(b),
                             _ => None,

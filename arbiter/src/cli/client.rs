@@ -2,14 +2,17 @@
 //! crate's HTTP tests, over the processes' one HTTP client
 //! (`proto_common::http_client`).
 //!
-//! Plain `http://` only; TLS is not built yet (see `server` module docs).
+//! `https://` with the CA given by `--tls-ca` (and a client certificate
+//! when the arbiter asks for one).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use proto_common::auth::Token;
 use proto_common::http_client::{HttpClient, HttpError};
+use proto_common::tls::Tls;
 use proto_common::ErrorBody;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -28,6 +31,8 @@ pub struct ArbiterClient {
     base: String,
     /// Sent as `Authorization: Bearer` when set.
     token: Option<Token>,
+    /// For `https://` arbiters.
+    tls: Option<Arc<Tls>>,
     /// Pooled connections.
     client: HttpClient,
 }
@@ -48,19 +53,29 @@ pub struct RawResponse {
 impl ArbiterClient {
     /// A client for the arbiter at `base` (`http://host:port`).
     pub fn new(base: &str, token: Option<Token>) -> Result<ArbiterClient, CliError> {
+        ArbiterClient::with_tls(base, token, None)
+    }
+
+    /// A client for the arbiter at `base`, `https://` with `tls`.
+    pub fn with_tls(
+        base: &str,
+        token: Option<Token>,
+        tls: Option<Arc<Tls>>,
+    ) -> Result<ArbiterClient, CliError> {
         let trimmed = base.trim_end_matches('/');
         let bad = |detail: &str| CliError::BadUrl {
             url: base.to_string(),
             detail: detail.to_string(),
         };
-        if trimmed.starts_with("https://") {
+        if trimmed.starts_with("https://") && tls.is_none() {
             return Err(bad(
-                "https is not supported by this client yet; use http:// (through a local TLS proxy if needed)",
+                "an https:// arbiter needs the CA that signed its certificate: pass --tls-ca \
+                 (or set UNDERSTUDY_TLS_CA)",
             ));
         }
-        if !trimmed.starts_with("http://") {
+        if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
             return Err(bad(
-                "it must start with http://, e.g. http://127.0.0.1:7700",
+                "it must start with http:// or https://, e.g. http://127.0.0.1:7700",
             ));
         }
         trimmed
@@ -69,7 +84,9 @@ impl ArbiterClient {
         Ok(ArbiterClient {
             base: trimmed.to_string(),
             token,
-            client: HttpClient::new(Duration::from_secs(2)).with_max_answer(MAX_ANSWER),
+            client: HttpClient::new(Duration::from_secs(2), tls.clone())
+                .with_max_answer(MAX_ANSWER),
+            tls,
         })
     }
 
@@ -116,7 +133,8 @@ impl ArbiterClient {
             .map(|l| l.trim_end_matches('/').to_string());
         match leader {
             Some(leader) if leader != self.base => {
-                let at_leader = ArbiterClient::new(&leader, self.token.clone())?;
+                let at_leader =
+                    ArbiterClient::with_tls(&leader, self.token.clone(), self.tls.clone())?;
                 at_leader.send(method, path, body, true).await
             }
             _ => Ok(raw),
@@ -194,7 +212,7 @@ mod tests {
         let err = ArbiterClient::new("127.0.0.1:7700", None).err().unwrap();
         assert!(err.to_string().contains("http://"), "{err}");
         let err = ArbiterClient::new("https://a:1", None).err().unwrap();
-        assert!(err.to_string().contains("https is not supported"), "{err}");
+        assert!(err.to_string().contains("--tls-ca"), "{err}");
     }
 
     #[tokio::test]

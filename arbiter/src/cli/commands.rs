@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use proto_common::auth::Token;
+use proto_common::tls::{Tls, TlsFiles};
 use proto_common::NodeId;
 
 use super::client::ArbiterClient;
@@ -58,6 +59,15 @@ pub struct ArbiterTarget {
     /// File holding the cluster token (or set UNDERSTUDY_TOKEN).
     #[arg(long, env = "UNDERSTUDY_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// For an https:// arbiter: the CA that signed its certificate.
+    #[arg(long, env = "UNDERSTUDY_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate, when the arbiter requires one (mutual TLS).
+    #[arg(long, env = "UNDERSTUDY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert.
+    #[arg(long, env = "UNDERSTUDY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `arbiter status`.
@@ -170,7 +180,17 @@ impl ArbiterTarget {
             (None, Some(path)) => Some(Token::from_file(path).map_err(CliError::Token)?),
             (None, None) => None,
         };
-        ArbiterClient::new(&self.arbiter, token)
+        let tls = TlsFiles::client(
+            self.tls_ca.clone(),
+            self.tls_cert.clone(),
+            self.tls_key.clone(),
+        )
+        .and_then(|files| files.map(|f| Tls::load(f, false)).transpose())
+        .map_err(|e| CliError::BadUrl {
+            url: self.arbiter.clone(),
+            detail: e,
+        })?;
+        ArbiterClient::with_tls(&self.arbiter, token, tls)
     }
 }
 

@@ -80,15 +80,18 @@ pub async fn run(
         "arbiter serving; campaigning for leadership"
     );
     let token = settings.token.clone();
+    let reads = settings.reads.clone();
+    let tls = settings.tls.clone();
     let seat = Seat::new(settings, clock, metrics.clone(), url, following);
     let app = App {
         office: seat.office.subscribe(),
         token,
+        reads,
         metrics,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let elections = tokio::spawn(hold_elections(seat, elector, store, stop_rx));
-    let result = serve_http(listener, app, shutdown, stop_tx).await;
+    let result = serve_http(listener, tls, app, shutdown, stop_tx).await;
     if let Err(e) = elections.await {
         tracing::error!(error = %e, "the election loop panicked");
     }

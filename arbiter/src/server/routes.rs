@@ -3,19 +3,22 @@
 //! | route | auth | what |
 //! |---|---|---|
 //! | `POST /v1/heartbeat` | bearer | a replica's heartbeat → `HeartbeatReply` |
-//! | `GET /v1/status` | – | the cluster as this arbiter sees it |
+//! | `GET /v1/status` | read | the cluster as this arbiter sees it |
 //! | `POST /v1/switchover` | bearer | `{"to": "id"}` or `{}`: start a planned switchover |
 //! | `POST /v1/maintenance` | bearer | `{"enabled": bool}`: no automatic failover while on |
 //! | `POST /v1/remove` | bearer | `{"node": "id"}`: drop a member that is gone for good |
 //! | `POST /v1/reinit` | bearer | `{"node": "id"}`: a standby discards its data and copies the active's |
 //! | `POST /v1/promote` | bearer | `{"node": "id", "accept_data_loss": true}`: forced promotion, the last resort |
 //! | `POST /v1/params` | bearer | any subset of the cluster parameters: validated, stored |
-//! | `GET /` | – | the live dashboard |
-//! | `GET /healthz`, `GET /metrics` | – | liveness, Prometheus text |
+//! | `GET /` | read | the live dashboard |
+//! | `GET /metrics` | read | Prometheus text |
+//! | `GET /healthz` | – | liveness |
 //!
 //! Errors are JSON `ErrorBody`s with stable codes; unknown routes are 404
-//! `unknown_route`. Reads need no token: the status shows no secrets, and
-//! operators and dashboards should not need the cluster token to look.
+//! `unknown_route`. "bearer" is the cluster token; "read" is the cluster
+//! token or the read-only token (`--read-token-file`), as a bearer token
+//! or as a browser's `Basic` password. Without a cluster token (loopback
+//! only) nothing needs a credential.
 //!
 //! Only the leading arbiter serves heartbeats and the mutating calls; any
 //! other answers them (after checking the token) with **307** to the same
@@ -24,7 +27,6 @@
 //! /v1/status` works on every arbiter and says who leads (`leader`,
 //! `is_leader`); a follower shows the stored state.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
@@ -35,9 +37,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use proto_common::auth::Token;
+use proto_common::auth::{Access, Token};
 use proto_common::exposition;
 use proto_common::heartbeat::{Heartbeat, HeartbeatReply};
+use proto_common::tls::Peer;
 use proto_common::{ErrorCode, NodeId};
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -63,6 +66,9 @@ pub struct App {
     pub office: watch::Receiver<Office>,
     /// Required on heartbeats and operator calls; `None` on loopback only.
     pub token: Option<Token>,
+    /// Who may read the status, the metrics and the dashboard (the cluster
+    /// token or the read-only token; nobody needs one without a token).
+    pub reads: Access,
     /// The process's metrics (one set across terms).
     pub metrics: Arc<Metrics>,
 }
@@ -121,8 +127,8 @@ pub fn router(app: App) -> Router {
 async fn log_rejections(State(app): State<App>, request: Request, next: Next) -> Response {
     let peer = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
+        .get::<ConnectInfo<Peer>>()
+        .map(|c| c.0 .0.to_string())
         .unwrap_or_else(|| "unknown".into());
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let response = next.run(request).await;
@@ -168,8 +174,35 @@ async fn heartbeat(
     }
 }
 
-async fn status(State(app): State<App>) -> Result<Json<ClusterStatus>, ApiError> {
+async fn status(
+    State(app): State<App>,
+    headers: HeaderMap,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    authorize_read(&app, &headers)?;
     current_status(&app).await.map(Json)
+}
+
+/// Reads (status, metrics, dashboard) need the cluster token or the
+/// read-only token when a token is configured; a browser asked with
+/// `Basic` sends the token as the password.
+fn authorize_read(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    if !app.reads.required() {
+        return Ok(());
+    }
+    let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    app.reads
+        .grant_for_header(given)
+        .map(|_| ())
+        .map_err(|why| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                format!(
+                    "{why}; reading the status, the metrics or the dashboard needs the cluster \
+                 token or the read-only token (--read-token-file): `Authorization: Bearer \
+                 <token>`, or in a browser any user name with the token as password"
+                ),
+            )
+        })
 }
 
 /// The status from whichever office this arbiter holds.
@@ -332,8 +365,20 @@ async fn params(
     }
 }
 
-async fn dashboard() -> Html<&'static str> {
-    Html(DASHBOARD_HTML)
+async fn dashboard(State(app): State<App>, headers: HeaderMap) -> Response {
+    match authorize_read(&app, &headers) {
+        Ok(()) => Html(DASHBOARD_HTML).into_response(),
+        Err(e) => {
+            // Makes a browser ask for the token (as the password); the
+            // page's own requests then carry it.
+            let mut response = e.into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"understudy\", charset=\"UTF-8\""),
+            );
+            response
+        }
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -341,6 +386,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(e) = authorize_read(&app, &headers) {
+        return e.into_response();
+    }
     // A follower that cannot read the store still exports its counters.
     if let Ok(status) = current_status(&app).await {
         app.metrics.observe(&status);

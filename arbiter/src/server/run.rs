@@ -16,7 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
+use proto_common::tls::{Incoming, Peer, Side, Tls};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -88,9 +88,10 @@ pub async fn run_with_store(
     let app = App {
         office: seat.office.subscribe(),
         token: seat.settings.token.clone(),
+        reads: seat.settings.reads.clone(),
         metrics,
     };
-    let serving = serve_http(listener, app, shutdown, stop_tx);
+    let serving = serve_http(listener, seat.settings.tls.clone(), app, shutdown, stop_tx);
     let holding = seat.hold(&term, shell, &mut stop_rx);
     let (result, _) = tokio::join!(serving, holding);
     if result.is_ok() {
@@ -119,7 +120,14 @@ pub(super) fn advertised_url(
         .advertise_url
         .clone()
         .map(|u| u.trim_end_matches('/').to_string())
-        .unwrap_or_else(|| format!("http://{local}")))
+        .unwrap_or_else(|| {
+            let scheme = if settings.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{local}")
+        }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then signals
@@ -127,16 +135,22 @@ pub(super) fn advertised_url(
 /// a server that is gone).
 pub(super) async fn serve_http(
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
     stop: watch::Sender<bool>,
 ) -> Result<(), String> {
     let stop = Arc::new(stop);
     let on_shutdown = stop.clone();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let service = routes::router(app).into_make_service_with_connect_info::<SocketAddr>();
+    if let Some(tls) = &tls {
+        let mut stopped = stop.subscribe();
+        tls.clone().watch(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+    }
+    let listener = Incoming::new(listener, tls.map(|t| (t, Side::Peers)), |tcp| tcp)
+        .map_err(|e| format!("the arbiter's listener: {e}"))?;
+    let service = routes::router(app).into_make_service_with_connect_info::<Peer>();
     let result = axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;

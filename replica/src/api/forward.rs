@@ -59,10 +59,11 @@ pub struct Forwarder {
     client: HttpClient,
 }
 
-impl Default for Forwarder {
-    fn default() -> Self {
+impl Forwarder {
+    /// Speaks TLS to an active whose URL is `https://` with `tls`.
+    pub fn new(tls: Option<std::sync::Arc<proto_common::tls::Tls>>) -> Forwarder {
         Forwarder {
-            client: HttpClient::new(CONNECT_TIMEOUT).with_max_answer(MAX_ANSWER),
+            client: HttpClient::new(CONNECT_TIMEOUT, tls).with_max_answer(MAX_ANSWER),
         }
     }
 }
@@ -100,7 +101,8 @@ impl Forwarder {
             .method(req.method.clone())
             .uri(&target)
             .header(FORWARDED_BY, node.settings.node_id.as_str());
-        for name in ["content-type", "x-min-version"] {
+        // The client's credential goes along: the active checks it too.
+        for name in ["content-type", "x-min-version", "authorization"] {
             if let Some(v) = req.headers.get(name) {
                 builder = builder.header(name, v);
             }

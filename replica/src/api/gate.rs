@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::IncomingStream;
+use proto_common::tls::{Incoming, Side, Tls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -51,9 +52,13 @@ impl AckGate {
     }
 }
 
-/// The gate as handlers see it (axum connect info).
+/// The gate as handlers see it (axum connect info), and who is at the
+/// other end.
 #[derive(Clone, Debug)]
-pub struct ConnGate(pub Arc<AckGate>);
+pub struct ConnGate {
+    pub gate: Arc<AckGate>,
+    pub peer: SocketAddr,
+}
 
 /// A client connection whose writes pass through its gate.
 pub struct GatedIo {
@@ -107,50 +112,35 @@ impl AsyncWrite for GatedIo {
     }
 }
 
-/// The client API's listener: every accepted connection gets a gate.
-pub struct GatedListener {
-    inner: TcpListener,
+/// Wraps an accepted connection in a gate (under TLS, when TLS is on, so
+/// every system call that writes is checked).
+pub fn gated(tcp: TcpStream, lease: Arc<Lease>) -> GatedIo {
+    let gate = Arc::new(AckGate {
+        armed: AtomicBool::new(false),
+        lease,
+    });
+    GatedIo { inner: tcp, gate }
+}
+
+/// The client API's listener: gated connections, in TLS when configured.
+pub type GatedListener = Incoming<GatedIo>;
+
+/// A listener for the client API on `listener`.
+pub fn listener(
+    listener: TcpListener,
     lease: Arc<Lease>,
-}
-
-impl GatedListener {
-    pub fn new(inner: TcpListener, lease: Arc<Lease>) -> GatedListener {
-        GatedListener { inner, lease }
-    }
-}
-
-impl Listener for GatedListener {
-    type Io = GatedIo;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (GatedIo, SocketAddr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((tcp, addr)) => {
-                    let _ = tcp.set_nodelay(true);
-                    let gate = Arc::new(AckGate {
-                        armed: AtomicBool::new(false),
-                        lease: self.lease.clone(),
-                    });
-                    return (GatedIo { inner: tcp, gate }, addr);
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly
-                    // instead of spinning.
-                    tracing::warn!(error = %e, "accepting a client connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
+    tls: Option<Arc<Tls>>,
+) -> io::Result<GatedListener> {
+    Incoming::new(listener, tls.map(|t| (t, Side::Clients)), move |tcp| {
+        gated(tcp, lease.clone())
+    })
 }
 
 impl Connected<IncomingStream<'_, GatedListener>> for ConnGate {
     fn connect_info(stream: IncomingStream<'_, GatedListener>) -> ConnGate {
-        ConnGate(stream.io().gate.clone())
+        ConnGate {
+            gate: stream.io().get_ref().gate.clone(),
+            peer: *stream.remote_addr(),
+        }
     }
 }

@@ -178,7 +178,7 @@ pub async fn submit(
             ),
         ));
     }
-    gate.0.arm();
+    gate.gate.arm();
     write_response(&api.node, ack, key)
 }
 

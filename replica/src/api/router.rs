@@ -4,15 +4,19 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use proto_common::auth::Grant;
 use proto_common::ErrorCode;
 
 use super::error::ApiError;
 use super::forward::Forwarder;
+use super::gate::ConnGate;
 use super::kv::header;
 use super::{health, kv, txn, ApiState, Shared, DATA_VERSION};
 use crate::node::Node;
@@ -21,8 +25,8 @@ use crate::node::Node;
 pub fn router(node: Arc<Node>) -> Router {
     let max_requests = node.settings.limits.max_requests;
     let state: Shared = Arc::new(ApiState {
+        forwarder: Forwarder::new(node.settings.tls.clone()),
         node,
-        forwarder: Forwarder::default(),
         requests: tokio::sync::Semaphore::new(max_requests),
     });
     Router::new()
@@ -48,7 +52,66 @@ pub fn router(node: Arc<Node>) -> Router {
             limit_requests,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), stamp_version))
+        .layer(middleware::from_fn_with_state(state.clone(), check_access))
         .with_state(state)
+}
+
+/// Endpoints a load balancer or orchestrator calls: answered without a
+/// credential (they tell only whether this replica is up and its role).
+const OPEN: [&str; 3] = ["/healthz", "/readyz", "/v1/role"];
+
+/// With a token configured, every other request needs a credential: the
+/// cluster token or the read-write client token for everything, the
+/// read-only client token for `GET` (reads, `/v1/status`, `/metrics`).
+async fn check_access(State(api): State<Shared>, req: Request, next: Next) -> Response {
+    let access = &api.node.settings.access;
+    if !access.required() || OPEN.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let need = if matches!(*req.method(), Method::GET | Method::HEAD) {
+        Grant::ReadOnly
+    } else {
+        Grant::ReadWrite
+    };
+    let given = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+    let refusal = match access.grant_for_header(given) {
+        Ok(grant) if grant >= need => return next.run(req).await,
+        Ok(_) => ApiError::new(
+            ErrorCode::Forbidden,
+            "the read-only client token allows reads only; send the read-write client token \
+             (or the cluster token) to write",
+        ),
+        Err(why) => ApiError::new(
+            ErrorCode::Unauthorized,
+            format!(
+                "{why}; send `Authorization: Bearer <token>` with the cluster token or a client \
+                 token (--client-token-file for reads and writes, --read-token-file for reads)"
+            ),
+        ),
+    };
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<ConnGate>>()
+        .map(|c| c.0.peer);
+    // The route, not the key: keys stay out of the log.
+    let path = req.uri().path();
+    let route = if path.starts_with("/v1/kv/") {
+        "/v1/kv/{key}"
+    } else {
+        path
+    };
+    let what = format!("{} {route}", req.method());
+    api.node
+        .metrics
+        .credential_rejected("http", peer, &what, &refusal.body.message);
+    let mut response = refusal.into_response();
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"understudy\""),
+        );
+    }
+    response
 }
 
 /// Endpoints a load balancer or monitor calls: never refused for load, so

@@ -18,6 +18,7 @@
 //! run as one upstream transaction when it only reads.
 
 use bytes::Bytes;
+use proto_common::auth::Grant;
 use redis_protocol::resp2::types::BytesFrame;
 
 use super::config::StandbyReads;
@@ -155,8 +156,17 @@ pub async fn command(s: &mut Session, argv: Vec<Bytes>) -> Reply {
         Kind::Refused(why) => error(why).into(),
         Kind::Local(_) => error("ERR this command cannot be sent here").into(),
         Kind::NoMulti | Kind::Read => read(s, vec![argv], false).await,
+        Kind::Write if s.grant < Some(Grant::ReadWrite) => read_only_refusal(),
         Kind::Write => write(s, vec![argv], false).await,
     }
+}
+
+fn read_only_refusal() -> Reply {
+    error(
+        "NOPERM this connection authenticated with the read-only client token, which allows \
+         reads only; AUTH with the read-write client token to write",
+    )
+    .into()
 }
 
 /// `EXEC` of a queued block.
@@ -167,7 +177,9 @@ pub async fn exec(s: &mut Session, queued: Vec<Vec<Bytes>>) -> Reply {
     let writes = queued
         .iter()
         .any(|argv| matches!(classify(&s.core, argv), Kind::Write));
-    if writes {
+    if writes && s.grant < Some(Grant::ReadWrite) {
+        read_only_refusal()
+    } else if writes {
         write(s, queued, true).await
     } else {
         read(s, queued, true).await
@@ -482,7 +494,7 @@ async fn forward(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool, writes: bo
             .map(|t| t.secret().to_string())
             .or_else(|| s.core.settings.client_password.clone());
         let connected = tokio::select! {
-            c = Conn::connect(&addr, password.as_deref()) => c,
+            c = Conn::connect(&addr, password.as_deref(), s.node.settings.tls.as_deref()) => c,
             _ = &mut active_changed => Err("another active was named meanwhile".into()),
         };
         match connected {

@@ -62,7 +62,7 @@ pub struct UpstreamAddr {
 
 impl UpstreamAddr {
     pub async fn connect(&self) -> Result<Conn, String> {
-        Conn::connect(&self.addr, self.password.as_deref()).await
+        Conn::connect(&self.addr, self.password.as_deref(), None).await
     }
 
     /// Reads the applied marker: `None` when there is none.

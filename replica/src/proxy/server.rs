@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto_common::tls::{log_handshake_failure, MaybeTls, Side};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -64,10 +65,19 @@ pub async fn serve(
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, _peer)) => {
-                let session = Session::new(core.clone(), node.clone(), repl.clone());
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let session = Session::new(core.clone(), node.clone(), repl.clone(), peer);
                 let stop = stop.clone();
+                let tls = node.settings.tls.clone();
                 tokio::spawn(async move {
+                    let stream = match tls {
+                        None => MaybeTls::Plain(stream),
+                        Some(tls) => match tls.accept(stream, Side::Clients).await {
+                            Ok(s) => s,
+                            Err(e) => return log_handshake_failure(peer, &e),
+                        },
+                    };
                     tokio::select! {
                         _ = stop.cancelled() => {}
                         _ = session.run(stream) => {}

@@ -12,9 +12,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use proto_common::auth::constant_time_eq;
+use std::net::SocketAddr;
+
+use proto_common::auth::{constant_time_eq, Grant};
 use redis_protocol::resp2::types::BytesFrame;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 
 use super::core::ProxyCore;
@@ -38,7 +40,10 @@ pub struct Session {
     pub core: Arc<ProxyCore>,
     pub node: Arc<Node>,
     pub repl: Arc<Replication>,
-    pub authed: bool,
+    /// What the client's `AUTH` allows; `None` until it authenticates.
+    pub grant: Option<Grant>,
+    /// The client's address, for the log.
+    pub peer: SocketAddr,
     /// The database the client selected.
     pub db: u8,
     pub multi: Option<Multi>,
@@ -54,13 +59,19 @@ enum Next {
 }
 
 impl Session {
-    pub fn new(core: Arc<ProxyCore>, node: Arc<Node>, repl: Arc<Replication>) -> Session {
-        let authed = node.settings.token.is_none() && core.settings.client_password.is_none();
+    pub fn new(
+        core: Arc<ProxyCore>,
+        node: Arc<Node>,
+        repl: Arc<Replication>,
+        peer: SocketAddr,
+    ) -> Session {
+        let open = !node.settings.access.required() && core.settings.client_password.is_none();
         Session {
             core,
             node,
             repl,
-            authed,
+            grant: open.then_some(Grant::ReadWrite),
+            peer,
             db: 0,
             multi: None,
             forward: None,
@@ -68,8 +79,7 @@ impl Session {
     }
 
     /// Serves the connection until the client leaves or sends garbage.
-    pub async fn run(mut self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, stream: S) {
         let limits = &self.node.settings.limits;
         let codec = RespCodec::new(1 << 20, limits.max_value_bytes);
         let mut framed = Framed::new(stream, codec);
@@ -105,7 +115,7 @@ impl Session {
         if name == "quit" {
             return (ok().into(), Next::Close);
         }
-        if !self.authed && name != "auth" && name != "hello" {
+        if self.grant.is_none() && name != "auth" && name != "hello" {
             return (
                 error("NOAUTH Authentication required.").into(),
                 Next::Continue,
@@ -163,32 +173,41 @@ impl Session {
             3 => return error("WRONGPASS invalid username-password pair or user is disabled."),
             _ => return error("ERR wrong number of arguments for 'auth' command"),
         };
-        if self.password_ok(password) {
-            self.authed = true;
+        if let Some(grant) = self.password_grant(password) {
+            self.grant = Some(grant);
             ok()
-        } else if self.node.settings.token.is_none() && self.core.settings.client_password.is_none()
+        } else if !self.node.settings.access.required()
+            && self.core.settings.client_password.is_none()
         {
             error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
         } else {
-            tracing::warn!("a Redis client sent a wrong password");
+            self.rejected("AUTH");
             error("WRONGPASS invalid username-password pair or user is disabled.")
         }
     }
 
-    fn password_ok(&self, given: &[u8]) -> bool {
-        let token = self
-            .node
-            .settings
-            .token
-            .as_ref()
-            .is_some_and(|t| t.matches(given));
+    /// What a password allows: the cluster token and the read-write client
+    /// token or the client password everything, the read-only token reads.
+    fn password_grant(&self, given: &[u8]) -> Option<Grant> {
         let client = self
             .core
             .settings
             .client_password
             .as_ref()
             .is_some_and(|p| constant_time_eq(given, p.as_bytes()));
-        token || client
+        if client {
+            return Some(Grant::ReadWrite);
+        }
+        self.node.settings.access.grant(given)
+    }
+
+    fn rejected(&self, what: &str) {
+        self.node.metrics.credential_rejected(
+            "resp",
+            Some(self.peer),
+            what,
+            "a Redis client sent a wrong password",
+        );
     }
 
     /// `HELLO [2 [AUTH user pass] [SETNAME name]]`: RESP2 only.
@@ -203,19 +222,20 @@ impl Session {
             let opt = String::from_utf8_lossy(&argv[i]).to_uppercase();
             match opt.as_str() {
                 "AUTH" if i + 2 < argv.len() => {
-                    if !self.password_ok(&argv[i + 2]) {
+                    let Some(grant) = self.password_grant(&argv[i + 2]) else {
+                        self.rejected("HELLO AUTH");
                         return error(
                             "WRONGPASS invalid username-password pair or user is disabled.",
                         );
-                    }
-                    self.authed = true;
+                    };
+                    self.grant = Some(grant);
                     i += 3;
                 }
                 "SETNAME" if i + 1 < argv.len() => i += 2,
                 _ => return error(format!("ERR Syntax error in HELLO option '{opt}'")),
             }
         }
-        if !self.authed {
+        if self.grant.is_none() {
             return error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
         }
         let role = if self.node.role().write_epoch.is_some() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use proto_common::tls::{self, MaybeTls, Tls};
 use redis_protocol::codec::Resp2;
 use redis_protocol::resp2::types::BytesFrame;
 use tokio::net::TcpStream;
@@ -21,7 +22,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One connection.
 pub struct Conn {
-    framed: Framed<TcpStream, Resp2>,
+    framed: Framed<MaybeTls<TcpStream>, Resp2>,
     /// `host:port`, for messages.
     addr: String,
 }
@@ -33,13 +34,14 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    /// Connects to `addr` and authenticates with `password`, if given.
-    pub async fn connect(addr: &str, password: Option<&str>) -> Result<Conn, String> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| format!("connecting to {addr} timed out after {CONNECT_TIMEOUT:?}"))?
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
+    /// Connects to `addr` (in TLS with `tls`: the active's RESP port) and
+    /// authenticates with `password`, if given.
+    pub async fn connect(
+        addr: &str,
+        password: Option<&str>,
+        tls: Option<&Tls>,
+    ) -> Result<Conn, String> {
+        let stream = tls::connect(addr, tls, CONNECT_TIMEOUT).await?;
         let mut conn = Conn {
             framed: Framed::new(stream, Resp2::default()),
             addr: addr.to_string(),
@@ -60,7 +62,7 @@ impl Conn {
     }
 
     /// The framed stream, for a task that pipelines on its own.
-    pub fn into_framed(self) -> Framed<TcpStream, Resp2> {
+    pub fn into_framed(self) -> Framed<MaybeTls<TcpStream>, Resp2> {
         self.framed
     }
 

@@ -24,5 +24,6 @@ pub mod rewind;
 pub mod sender;
 pub mod snapshot_install;
 pub mod snapshot_send;
+pub mod transport;
 
 pub use replication::Replication;

@@ -15,16 +15,20 @@
 //! for any standby that fell behind.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::{Buf, BytesMut};
 use parking_lot::{Mutex, MutexGuard};
+use proto_common::tls::MaybeTls;
 use proto_common::wire::{Envelope, Frame, ReplCodec};
 use proto_common::{Epoch, LogIndex, NodeId, Position};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio_util::codec::Encoder;
 
+use super::transport::ReplWrite;
 use super::Replication;
 use crate::commit::{Shipper, WrittenBatch};
 
@@ -49,9 +53,18 @@ pub struct State {
     closed: bool,
 }
 
+/// Where the framed bytes go.
+enum Sink {
+    /// The socket itself: whoever frames writes what it takes at once.
+    Plain(OwnedWriteHalf),
+    /// A TLS session, written by a task of its own: `pump` wakes it when
+    /// bytes are buffered, it signals `drained` after each write.
+    Pumped { pump: Arc<Notify>, drained: Notify },
+}
+
 /// One standby connection's outgoing stream.
 pub struct Outbox {
-    sock: OwnedWriteHalf,
+    sink: Sink,
     state: Mutex<State>,
     /// Wakes the task from the writer: bytes were left over, live shipping
     /// stopped, or the socket failed.
@@ -65,17 +78,28 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(
-        sock: OwnedWriteHalf,
+        sock: ReplWrite,
         epoch: Epoch,
         codec: ReplCodec,
         repl: Arc<Replication>,
         id: NodeId,
         prev: Position,
         next: LogIndex,
-    ) -> Outbox {
+    ) -> Arc<Outbox> {
         let commit = repl.node.commit.commit_index();
-        Outbox {
-            sock,
+        let (sink, tls) = match sock {
+            ReplWrite::Plain(w) => (Sink::Plain(w), None),
+            ReplWrite::Tls(w) => {
+                let pump = Arc::new(Notify::new());
+                let sink = Sink::Pumped {
+                    pump: pump.clone(),
+                    drained: Notify::new(),
+                };
+                (sink, Some((w, pump)))
+            }
+        };
+        let outbox = Arc::new(Outbox {
+            sink,
             state: Mutex::new(State {
                 buf: BytesMut::with_capacity(64 << 10),
                 live: false,
@@ -91,7 +115,11 @@ impl Outbox {
             commit,
             repl,
             id,
+        });
+        if let Some((w, wake)) = tls {
+            tokio::spawn(pump(Arc::downgrade(&outbox), w, wake));
         }
+        outbox
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -122,10 +150,20 @@ impl Outbox {
         Ok(())
     }
 
-    /// Writes buffered bytes until the socket is full or the buffer empty.
+    /// Writes buffered bytes until the socket is full or the buffer empty
+    /// (or, in TLS, wakes the task that writes them).
     fn flush(&self, st: &mut State) {
+        let sock = match &self.sink {
+            Sink::Plain(sock) => sock,
+            Sink::Pumped { pump, .. } => {
+                if !st.buf.is_empty() {
+                    pump.notify_one();
+                }
+                return;
+            }
+        };
         while !st.buf.is_empty() && st.error.is_none() {
-            match self.sock.try_write(&st.buf) {
+            match sock.try_write(&st.buf) {
                 Ok(0) => st.error = Some("the standby closed the connection".into()),
                 Ok(n) => st.buf.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -172,12 +210,25 @@ impl Outbox {
         }
     }
 
-    /// Waits until the socket can take bytes.
+    /// Waits until the socket can take bytes (in TLS: until the task
+    /// wrote what it had).
     async fn writable(&self) -> Result<(), String> {
-        self.sock
-            .writable()
-            .await
-            .map_err(|e| format!("send failed: {e}"))
+        match &self.sink {
+            Sink::Plain(sock) => sock
+                .writable()
+                .await
+                .map_err(|e| format!("send failed: {e}")),
+            Sink::Pumped { drained, .. } => {
+                drained.notified().await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether bytes left in the buffer need the connection's task (a full
+    /// socket); in TLS the writing task takes them.
+    fn backlog(&self, st: &State) -> bool {
+        matches!(self.sink, Sink::Plain(_)) && !st.buf.is_empty()
     }
 
     /// Waits for a wake-up from the writer.
@@ -190,6 +241,58 @@ impl Outbox {
         let mut st = self.lock();
         st.closed = true;
         st.live = false;
+        drop(st);
+        if let Sink::Pumped { pump, .. } = &self.sink {
+            pump.notify_one();
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if let Sink::Pumped { pump, .. } = &self.sink {
+            pump.notify_one();
+        }
+    }
+}
+
+/// Writes a TLS connection's buffered frames, in order, until the
+/// connection closes or fails.
+async fn pump(
+    outbox: Weak<Outbox>,
+    mut sock: tokio::io::WriteHalf<MaybeTls<TcpStream>>,
+    wake: Arc<Notify>,
+) {
+    loop {
+        wake.notified().await;
+        loop {
+            let Some(outbox) = outbox.upgrade() else {
+                return;
+            };
+            let chunk = {
+                let mut st = outbox.lock();
+                if st.closed || st.error.is_some() {
+                    return;
+                }
+                if st.buf.is_empty() {
+                    break;
+                }
+                st.buf.split().freeze()
+            };
+            let written = async {
+                sock.write_all(&chunk).await?;
+                sock.flush().await
+            }
+            .await;
+            if let Err(e) = written {
+                outbox.lock().error = Some(format!("send failed: {e}"));
+                outbox.wake.notify_one();
+            }
+            let Sink::Pumped { drained, .. } = &outbox.sink else {
+                return;
+            };
+            drained.notify_one();
+        }
     }
 }
 
@@ -219,7 +322,7 @@ impl Shipper for Outbox {
             self.wake.notify_one();
             return;
         }
-        if !st.buf.is_empty() {
+        if self.backlog(&st) {
             // The socket is full: the task waits for it to drain.
             self.wake.notify_one();
         }

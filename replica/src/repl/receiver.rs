@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::transport::{self, ReplRead, ReplWrite};
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
 use proto_common::heartbeat::ActiveInfo;
@@ -22,7 +23,6 @@ use proto_common::record::{self, HEADER_LEN};
 use proto_common::wire::frame::MAX_HELLO_EPOCHS;
 use proto_common::wire::{Envelope, Frame, Hello, ReplCodec};
 use proto_common::{auth, Epoch, LogIndex, Position};
-use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -69,15 +69,13 @@ pub async fn follow(repl: Arc<Replication>, active: ActiveInfo, scope: Cancellat
 async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), String> {
     let node = &repl.node;
     let settings = &node.settings;
-    let stream = tokio::time::timeout(
+    let stream = proto_common::tls::connect(
+        &active.repl_addr,
+        settings.tls.as_deref(),
         Duration::from_secs(2),
-        TcpStream::connect(&active.repl_addr),
     )
-    .await
-    .map_err(|_| format!("connecting to {} timed out", active.repl_addr))?
-    .map_err(|e| format!("cannot connect to {}: {e}", active.repl_addr))?;
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+    .await?;
+    let (rd, wr) = transport::split(stream);
     let codec = ReplCodec::new(settings.max_frame_bytes);
     let mut reader = FramedRead::new(rd, codec.clone());
     let mut writer = FramedWrite::new(wr, codec);
@@ -327,7 +325,7 @@ impl Staged {
 /// Appends and fsyncs what is staged, applies the commit index, and acks.
 async fn flush(
     repl: &Replication,
-    writer: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, ReplCodec>,
+    writer: &mut FramedWrite<ReplWrite, ReplCodec>,
     staged: &mut Staged,
 ) -> Result<(), String> {
     let staged = std::mem::take(staged);
@@ -363,7 +361,7 @@ async fn flush(
 /// Tells the active our durable position.
 async fn send_ack(
     repl: &Replication,
-    writer: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, ReplCodec>,
+    writer: &mut FramedWrite<ReplWrite, ReplCodec>,
 ) -> Result<(), String> {
     let position = repl.node.commit.durable();
     let epoch = repl.node.role().epoch;
@@ -399,7 +397,7 @@ fn stale(epoch: Epoch, seen: Epoch) -> String {
 
 async fn install_snapshot(
     repl: &Replication,
-    reader: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, ReplCodec>,
+    reader: &mut FramedRead<ReplRead, ReplCodec>,
     position: Position,
     size: u64,
 ) -> Result<(), String> {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use proto_common::auth::Token;
 use proto_common::heartbeat::{ActiveInfo, Following};
+use proto_common::tls::{self, MaybeTls, Side};
 use proto_common::{Epoch, Position};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -69,8 +70,19 @@ impl Replication {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
                     let scope = self.scope.lock().child_token();
-                    tokio::spawn(sender::serve_standby(self.clone(), stream, peer, scope));
+                    let repl = self.clone();
+                    tokio::spawn(async move {
+                        let stream = match &repl.node.settings.tls {
+                            None => MaybeTls::Plain(stream),
+                            Some(tls) => match tls.accept(stream, Side::Peers).await {
+                                Ok(s) => s,
+                                Err(e) => return tls::log_handshake_failure(peer, &e),
+                            },
+                        };
+                        sender::serve_standby(repl, stream, peer, scope).await
+                    });
                 }
                 Err(e) => tracing::warn!(error = %e, "accepting a replication connection failed"),
             }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use proto_common::auth;
+use proto_common::tls::MaybeTls;
 use proto_common::wire::{Challenge, Envelope, Frame, Refusal, RefuseCode, ReplCodec, Welcome};
 use proto_common::{Epoch, LogIndex, NodeId, Position};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ use tracing::Instrument;
 use super::divergence::{self, LogShape};
 use super::outbox::Outbox;
 use super::snapshot_send::Outgoing;
+use super::transport::{self, ReplRead, ReplWrite};
 use super::Replication;
 use crate::commit::Shipper;
 use crate::log::ReadOutcome;
@@ -30,20 +31,19 @@ const CHUNK: usize = 4 << 20;
 /// How long a standby may take to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Writer = FramedWrite<OwnedWriteHalf, ReplCodec>;
-type Reader = FramedRead<OwnedReadHalf, ReplCodec>;
+type Writer = FramedWrite<ReplWrite, ReplCodec>;
+type Reader = FramedRead<ReplRead, ReplCodec>;
 
 /// Serves one standby connection until it closes or the role ends.
 pub async fn serve_standby(
     repl: Arc<Replication>,
-    stream: TcpStream,
+    stream: MaybeTls<TcpStream>,
     peer: SocketAddr,
     scope: CancellationToken,
 ) {
     let span = tracing::info_span!("standby_conn", peer = %peer, standby = tracing::field::Empty);
     async move {
-        let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = transport::split(stream);
         let codec = ReplCodec::new(repl.node.settings.max_frame_bytes);
         let reader = FramedRead::new(rd, codec.clone());
         let writer = FramedWrite::new(wr, codec);
@@ -210,7 +210,7 @@ async fn session(
         .unwrap_or(Position::ZERO);
     let sock = writer.into_inner();
     let codec = ReplCodec::new(settings.max_frame_bytes);
-    let outbox = Arc::new(Outbox::new(
+    let outbox = Outbox::new(
         sock,
         epoch,
         codec,
@@ -218,7 +218,7 @@ async fn session(
         id.clone(),
         prev,
         plan.from,
-    ));
+    );
     if let Some(after) = plan.truncate {
         let mut st = outbox.lock();
         outbox.push(&mut st, Frame::Truncate { after })?;

@@ -8,16 +8,19 @@
 //! docs of [`crate::client`] for when a request is resent.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
+use proto_common::tls::{MaybeTls, Tls};
 use tokio::net::TcpStream;
 
+use super::credentials;
 use super::error::ClientError;
 use super::paths::{key_path, list_path};
 use super::response::KvResponse;
@@ -37,18 +40,53 @@ pub struct KvClient {
     sender: Option<SendRequest<Full<Bytes>>>,
     /// Bound on one request (connect, send, full body).
     timeout: Duration,
+    /// For `https://` URLs.
+    tls: Option<Arc<Tls>>,
+    /// Sent as `Authorization` on every request, when set.
+    authorization: Option<String>,
 }
 
 impl KvClient {
-    /// A client for `http://host:port`; connects lazily on the first request.
+    /// A client for `http://host:port` (or `https://`); connects lazily on
+    /// the first request. A server the harness started with TLS or a token
+    /// is reached with them (see [`super::credentials`]).
     pub fn new(base_url: &str) -> Result<KvClient, ClientError> {
+        let known = base_url
+            .trim_end_matches('/')
+            .parse::<Uri>()
+            .ok()
+            .and_then(|u| u.authority().map(|a| a.to_string()))
+            .and_then(|a| credentials::for_authority(&a));
+        let Some(known) = known else {
+            return KvClient::bare(base_url, None);
+        };
+        let client = KvClient::bare(base_url, known.tls)?;
+        Ok(match known.token {
+            Some(token) => client.with_bearer(&token),
+            None => client,
+        })
+    }
+
+    /// A client with exactly `tls` and no credential, whatever the harness
+    /// knows about the server.
+    pub fn bare(base_url: &str, tls: Option<Arc<Tls>>) -> Result<KvClient, ClientError> {
+        KvClient::with_tls(base_url, tls)
+    }
+
+    /// A client for `http://host:port`, or `https://host:port` with `tls`.
+    fn with_tls(base_url: &str, tls: Option<Arc<Tls>>) -> Result<KvClient, ClientError> {
         let trimmed = base_url.trim_end_matches('/');
         let uri: Uri = trimmed
             .parse()
             .map_err(|e| ClientError::InvalidRequest(format!("url {base_url:?}: {e}")))?;
-        if uri.scheme_str() != Some("http") {
+        let scheme_ok = match uri.scheme_str() {
+            Some("http") => true,
+            Some("https") => tls.is_some(),
+            _ => false,
+        };
+        if !scheme_ok {
             return Err(ClientError::InvalidRequest(format!(
-                "url {base_url:?} must start with http:// (TLS is not supported here)"
+                "url {base_url:?} must start with http:// (or https:// with a TLS configuration)"
             )));
         }
         if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
@@ -68,7 +106,21 @@ impl KvClient {
             authority,
             sender: None,
             timeout: DEFAULT_TIMEOUT,
+            tls: tls.filter(|_| uri.scheme_str() == Some("https")),
+            authorization: None,
         })
+    }
+
+    /// Sends no `Authorization` unless a request names one.
+    pub fn without_credential(mut self) -> KvClient {
+        self.authorization = None;
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn with_bearer(mut self, token: &str) -> KvClient {
+        self.authorization = Some(format!("Bearer {}", token.trim()));
+        self
     }
 
     /// Sets the bound on each request.
@@ -227,6 +279,11 @@ impl KvClient {
             .header(HOST, &self.authority)
             .body(Full::new(body))
             .map_err(|e| ClientError::InvalidRequest(format!("path {path:?}: {e}")))?;
+        if let Some(auth) = &self.authorization {
+            let value = HeaderValue::from_str(auth)
+                .map_err(|e| ClientError::InvalidRequest(format!("authorization: {e}")))?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
         if !headers
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
@@ -258,6 +315,13 @@ impl KvClient {
                 .map_err(ClientError::Connect)?;
             // Small request/response pairs: Nagle would add up to 40 ms.
             stream.set_nodelay(true).map_err(ClientError::Connect)?;
+            let stream = match &self.tls {
+                None => MaybeTls::Plain(stream),
+                Some(tls) => tls
+                    .connect(proto_common::tls::host_of(&self.authority), stream)
+                    .await
+                    .map_err(ClientError::Connect)?,
+            };
             let (sender, connection) = http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(ClientError::Http)?;

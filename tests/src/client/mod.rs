@@ -24,8 +24,10 @@
 //! (percent-encoding keys and queries), `error.rs` (transport failures),
 //! `response.rs` (answers and the API's JSON shapes), `raw.rs` (requests
 //! written byte for byte: chunked bodies, lying headers), `resp.rs` (a
-//! minimal Redis client for proxy mode).
+//! minimal Redis client for proxy mode), `credentials.rs` (the TLS and
+//! token of servers the harness started).
 
+pub mod credentials;
 mod error;
 mod kv_client;
 mod paths;

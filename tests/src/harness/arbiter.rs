@@ -18,7 +18,7 @@ use hyper::Method;
 
 use super::binaries::arbiter_binary;
 use super::dirs::TestDir;
-use super::ports::{free_port, loopback_url};
+use super::ports::{free_port, loopback_url_with};
 use super::process::{describe_exit, ChildGuard, ProcessSpec};
 use super::wait::wait_for;
 use crate::client::{KvClient, KvResponse};
@@ -57,6 +57,8 @@ pub struct ArbiterConfig {
     pub program: Option<PathBuf>,
     /// Where the stdout/stderr logs go: the test's directory.
     log_dir: PathBuf,
+    /// Serves TLS (given `--tls-*` flags): its URL is `https://`.
+    pub https: bool,
 }
 
 impl ArbiterConfig {
@@ -76,6 +78,7 @@ impl ArbiterConfig {
             extra_args: Vec::new(),
             program: None,
             log_dir: dir.path().to_path_buf(),
+            https: false,
         }
     }
 
@@ -125,9 +128,29 @@ impl ArbiterConfig {
         self
     }
 
-    /// `http://127.0.0.1:{port}`.
+    /// With TLS: `certs`' certificate for `name`, an `https://` URL, and
+    /// the test's clients told how to reach it (with `token`, if any).
+    pub fn tls(
+        mut self,
+        certs: &super::TestCerts,
+        name: &str,
+        token: Option<String>,
+    ) -> ArbiterConfig {
+        self.extra_args.extend(certs.args(name));
+        self.https = true;
+        crate::client::credentials::remember(
+            &format!("127.0.0.1:{}", self.port),
+            crate::client::credentials::Credentials {
+                tls: Some(certs.client.clone()),
+                token,
+            },
+        );
+        self
+    }
+
+    /// `http://127.0.0.1:{port}` (`https://` with TLS).
     pub fn url(&self) -> String {
-        loopback_url(self.port)
+        loopback_url_with(self.port, self.https)
     }
 
     /// The command line: `arbiter run` with these flags.
@@ -263,6 +286,7 @@ impl ArbiterProcess {
             headers.push(("authorization", value));
         }
         self.client()
+            .without_credential()
             .request(Method::POST, path, &headers, body.to_string())
             .await
             .map_err(|e| format!("POST {}{path}: {e}", self.url()))

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use proto_common::heartbeat::Role;
 
 use super::arbiter::ArbiterProcess;
+use super::certs::TestCerts;
 use super::cluster_builder::ClusterBuilder;
 use super::dirs::TestDir;
 use super::ports::free_port;
@@ -34,6 +35,26 @@ pub struct ActiveNode {
     pub epoch: u64,
     /// Its client URL.
     pub url: String,
+}
+
+/// The token in `file`, if given.
+pub(super) fn read_token(file: Option<&Path>) -> Option<String> {
+    std::fs::read_to_string(file?)
+        .ok()
+        .map(|t| t.trim().to_string())
+}
+
+/// Tells the test's clients to send `token` to the server on `port`.
+pub(super) fn remember_token(port: u16, token: Option<String>) {
+    if let Some(token) = token {
+        crate::client::credentials::remember(
+            &format!("127.0.0.1:{port}"),
+            crate::client::credentials::Credentials {
+                tls: None,
+                token: Some(token),
+            },
+        );
+    }
 }
 
 /// A running cluster; every process is killed on drop.
@@ -54,6 +75,8 @@ pub struct Cluster {
     pub(super) replica_program: Option<PathBuf>,
     /// `--segment-bytes` of every replica, when not the harness's.
     pub(super) segment_bytes: Option<u64>,
+    /// The cluster's CA and certificates, when it runs TLS.
+    pub(super) certs: Option<TestCerts>,
 }
 
 impl Cluster {
@@ -70,6 +93,16 @@ impl Cluster {
     /// The token file, if the cluster has a token.
     pub fn token_file(&self) -> Option<&Path> {
         self.token_file.as_deref()
+    }
+
+    /// The cluster token, if it has one.
+    pub fn token(&self) -> Option<String> {
+        read_token(self.token_file.as_deref())
+    }
+
+    /// The CA and certificates, when the cluster runs TLS.
+    pub fn certs(&self) -> Option<&TestCerts> {
+        self.certs.as_ref()
     }
 
     /// The standard configuration of replica `id` of this cluster, with the
@@ -120,6 +153,16 @@ impl Cluster {
         }
         if let Some(bytes) = self.segment_bytes {
             config = config.segment_bytes(bytes);
+        }
+        let token = read_token(token_file);
+        match &self.certs {
+            Some(certs) => {
+                if !certs.cert(id).exists() {
+                    certs.renew(&[id]).expect("a certificate for a new replica");
+                }
+                config = config.tls(certs, id, token);
+            }
+            None => remember_token(config.port, token),
         }
         config
     }

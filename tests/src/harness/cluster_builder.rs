@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::arbiter::ArbiterConfig;
+use super::certs::TestCerts;
 use super::cluster::{ActiveNode, Cluster};
 use super::dirs::TestDir;
 
@@ -50,6 +51,9 @@ pub struct ClusterBuilder {
     initial_wait_ms: Option<u64>,
     /// Whether every process gets `--token-file`.
     token: bool,
+    /// Whether every process serves TLS (certificates from
+    /// `deploy/make-certs.sh`).
+    tls: bool,
     /// Extra flags for the arbiter.
     arbiter_args: Vec<String>,
     /// Extra flags for every replica.
@@ -82,6 +86,7 @@ impl Default for ClusterBuilder {
             sync_standbys: None,
             initial_wait_ms: Some(300),
             token: false,
+            tls: false,
             arbiter_args: Vec::new(),
             replica_args: Vec::new(),
             replica_env: Vec::new(),
@@ -175,6 +180,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Every process serves TLS with a certificate from a new CA in
+    /// `{test dir}/tls`, and connects to the others in TLS.
+    pub fn with_tls(mut self) -> ClusterBuilder {
+        self.tls = true;
+        self
+    }
+
     /// Extra flags for the arbiter.
     pub fn arbiter_args<I, S>(mut self, args: I) -> ClusterBuilder
     where
@@ -250,6 +262,17 @@ impl ClusterBuilder {
         if let Some(path) = &token_file {
             config = config.token_file(path);
         }
+        let token = super::cluster::read_token(token_file.as_deref());
+        let certs = if self.tls {
+            let mut names = vec!["arbiter"];
+            names.extend(self.nodes.iter().map(|n| n.id.as_str()));
+            let certs = TestCerts::make(&dir.join("tls"), &names)?;
+            config = config.tls(&certs, "arbiter", token.clone());
+            Some(certs)
+        } else {
+            super::cluster::remember_token(config.port, token);
+            None
+        };
         if let Some(bin_dir) = &self.bin_dir {
             config = config.program(bin_dir.join("arbiter"));
         }
@@ -269,6 +292,7 @@ impl ClusterBuilder {
             replica_env: self.replica_env.clone(),
             replica_program: self.bin_dir.as_ref().map(|d| d.join("replica")),
             segment_bytes: self.segment_bytes,
+            certs,
         };
         let mut spawned = Vec::new();
         for node in &self.nodes {

@@ -37,6 +37,7 @@
 pub mod arbiter;
 pub mod binaries;
 pub mod browser;
+pub mod certs;
 pub mod cluster;
 pub mod cluster_builder;
 pub mod dirs;
@@ -56,6 +57,7 @@ pub mod wait;
 
 pub use arbiter::{ArbiterConfig, ArbiterProcess};
 pub use binaries::{arbiter_binary, bin_dir, binary, replica_binary};
+pub use certs::TestCerts;
 pub use cluster::{ActiveNode, Cluster};
 pub use cluster_builder::ClusterBuilder;
 pub use dirs::TestDir;

@@ -49,6 +49,15 @@ pub fn loopback_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// `https://127.0.0.1:{port}` when `https`, else [`loopback_url`].
+pub fn loopback_url_with(port: u16, https: bool) -> String {
+    if https {
+        format!("https://127.0.0.1:{port}")
+    } else {
+        loopback_url(port)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

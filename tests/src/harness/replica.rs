@@ -19,7 +19,7 @@ use hyper::Method;
 
 use super::binaries::replica_binary;
 use super::dirs::TestDir;
-use super::ports::{free_port, loopback_url};
+use super::ports::{free_port, loopback_url_with};
 use super::process::{describe_exit, ChildGuard, ProcessSpec};
 use super::wait::wait_for;
 use crate::client::KvClient;
@@ -53,6 +53,8 @@ pub struct ReplicaConfig {
     pub program: Option<PathBuf>,
     /// Where the stdout/stderr logs go: the test's directory.
     log_dir: PathBuf,
+    /// Serves TLS (given `--tls-*` flags): its URL is `https://`.
+    pub https: bool,
     /// The name of the log files; the node id unless set otherwise.
     log_name: String,
 }
@@ -69,6 +71,7 @@ impl ReplicaConfig {
             segment_bytes: TEST_SEGMENT_BYTES,
             program: None,
             log_dir: dir.path().to_path_buf(),
+            https: false,
             log_name: node_id.to_string(),
         }
     }
@@ -114,9 +117,29 @@ impl ReplicaConfig {
         self
     }
 
-    /// `http://127.0.0.1:{port}`.
+    /// With TLS: `certs`' certificate for `name`, an `https://` URL, and
+    /// the test's clients told how to reach it (with `token`, if any).
+    pub fn tls(
+        mut self,
+        certs: &super::TestCerts,
+        name: &str,
+        token: Option<String>,
+    ) -> ReplicaConfig {
+        self.extra_args.extend(certs.args(name));
+        self.https = true;
+        crate::client::credentials::remember(
+            &format!("127.0.0.1:{}", self.port),
+            crate::client::credentials::Credentials {
+                tls: Some(certs.client.clone()),
+                token,
+            },
+        );
+        self
+    }
+
+    /// `http://127.0.0.1:{port}` (`https://` with TLS).
     pub fn url(&self) -> String {
-        loopback_url(self.port)
+        loopback_url_with(self.port, self.https)
     }
 
     /// The command line: `replica run` with this node's flags.
@@ -179,6 +202,14 @@ impl ReplicaProcess {
 
     pub fn port(&self) -> u16 {
         self.config.port
+    }
+
+    /// Its `--repl-listen` address, when it has one.
+    pub fn repl_addr(&self) -> Option<String> {
+        let args = &self.config.extra_args;
+        args.iter()
+            .position(|a| a == "--repl-listen")
+            .and_then(|i| args.get(i + 1).cloned())
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -14,7 +14,7 @@ use clap::Parser;
 #[derive(Clone, Debug, Parser)]
 #[command(name = "loadgen", version)]
 pub struct Config {
-    /// Where to send load: `http://host:port` (an understudy replica) or
+    /// Where to send load: `http(s)://host:port` (an understudy replica) or
     /// `etcd://host:port[,host:port...]`. Repeat for several targets; each
     /// is measured on its own, one after another.
     #[arg(long = "target", required = true, value_parser = Target::parse)]
@@ -62,6 +62,11 @@ pub struct Config {
     /// Print one JSON object per target on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// For `https://` targets: the CA that signed the replicas'
+    /// certificates.
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
 
     /// Pace the load to about this many operations per second in total
     /// (split over the clients); a client that falls behind its schedule
@@ -127,12 +132,20 @@ impl Target {
             }
             return Ok(Target::Etcd(endpoints));
         }
-        if text.starts_with("http://") {
-            crate::client::KvClient::new(text).map_err(|e| e.to_string())?;
+        if text.starts_with("http://") || text.starts_with("https://") {
+            let uri: hyper::Uri = text
+                .trim_end_matches('/')
+                .parse()
+                .map_err(|e| format!("target {text:?}: {e}"))?;
+            if uri.authority().is_none() || uri.path_and_query().is_some_and(|p| p.as_str() != "/")
+            {
+                return Err(format!("target {text:?} must be http(s)://host:port"));
+            }
             return Ok(Target::Http(text.trim_end_matches('/').to_string()));
         }
         Err(format!(
-            "target {text:?} must start with http:// (a replica) or etcd:// (an etcd cluster)"
+            "target {text:?} must start with http:// or https:// (a replica) or etcd:// (an \
+             etcd cluster)"
         ))
     }
 }
@@ -164,6 +177,34 @@ impl Run {
 
 impl Config {
     /// Checks the flags together; the message names the value and the fix.
+    /// With `--tls-ca`: every `https://` target is reached in TLS trusting
+    /// that CA (see `client::credentials`).
+    pub fn remember_tls(&self) -> Result<(), String> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(());
+        };
+        let tls = proto_common::tls::TlsFiles::client(Some(ca.clone()), None, None)?
+            .map(|f| proto_common::tls::Tls::load(f, false))
+            .transpose()?;
+        for target in &self.targets {
+            if let Target::Http(url) = target {
+                let authority = url
+                    .parse::<hyper::Uri>()
+                    .ok()
+                    .and_then(|u| u.authority().map(|a| a.to_string()))
+                    .unwrap_or_default();
+                crate::client::credentials::remember(
+                    &authority,
+                    crate::client::credentials::Credentials {
+                        tls: tls.clone(),
+                        token: None,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.clients == 0 {
             return Err("--clients=0: need at least one client".into());

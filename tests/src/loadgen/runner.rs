@@ -37,6 +37,7 @@ use super::workload::{checksum, parse_value_id, value_id, Op, OpKind, Workload};
 /// `setup_error` instead.
 pub async fn run(config: &Config) -> Result<Vec<TargetReport>, String> {
     config.validate()?;
+    config.remember_tls()?;
     let filled;
     let config = if config.fill {
         // Every key once: as many operations as keys, none before.

@@ -22,6 +22,9 @@ pub enum Phase {
     /// Resident memory after loading 1 M and 5 M keys and overwriting,
     /// against etcd.
     Memory,
+    /// The replicated write benchmark on two clusters, TLS off and TLS on
+    /// (every listener and connection), alternated `--rounds` times.
+    Tls,
 }
 
 /// Replication benchmark against a three-member etcd.
@@ -56,7 +59,7 @@ pub struct Config {
     /// tenth of it for the single-client run).
     #[arg(long, default_value_t = 300_000)]
     pub redis_requests: u64,
-    /// `--phase redis`: runs of each target, alternated.
+    /// `--phase redis` and `--phase tls`: runs of each target, alternated.
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// Also measure every understudy target with Debian's `wrk` and

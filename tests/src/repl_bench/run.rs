@@ -83,6 +83,10 @@ pub async fn run(config: &Config) -> Result<Report, String> {
         report.memory = super::memory::run(config, &dir).await?;
         return Ok(report);
     }
+    if config.phase == Phase::Tls {
+        (report.throughput, report.wrk) = tls(config).await?;
+        return Ok(report);
+    }
     let wants = |p: Phase| config.phase == Phase::All || config.phase == p;
     let etcd = if wants(Phase::Throughput) {
         let etcd = EtcdCluster::start(3, &dir.join("etcd"))
@@ -168,6 +172,50 @@ pub async fn run(config: &Config) -> Result<Report, String> {
         report.catchup = Some(catchup(config, &cluster, &active.url, &dir).await?);
     }
     Ok(report)
+}
+
+/// Two clusters alike but for TLS (the same binaries, timing, sync
+/// standby; the TLS one with certificates from `deploy/make-certs.sh` on
+/// every listener and connection, mutual TLS on replication and
+/// heartbeats), measured in turn with loadgen (and wrk with `--wrk`), 64
+/// and 1 clients, `--rounds` times with the order swapped each round.
+async fn tls(config: &Config) -> Result<(Vec<TargetReport>, Vec<WrkRow>), String> {
+    let start = |name: &'static str, tls: bool| async move {
+        let dir = TestDir::new(name).map_err(|e| e.to_string())?;
+        let mut builder = Cluster::builder()
+            .bin_dir(&config.bin_dir)
+            .builtin_timing()
+            .sync_standbys(1)
+            .segment_bytes(64 << 20);
+        if tls {
+            builder = builder
+                .with_tls()
+                .arbiter_args(["--tls-client-auth"])
+                .replica_args(["--tls-client-auth"]);
+        }
+        let cluster = builder.start(&dir).await?;
+        let active = cluster.wait_formed(Duration::from_secs(30)).await?;
+        Ok::<_, String>((dir, cluster, active.url))
+    };
+    let (_plain_dir, _plain, plain_url) = start("repl-bench-plain", false).await?;
+    let (_tls_dir, _tls, tls_url) = start("repl-bench-tls", true).await?;
+    let mut rows = Vec::new();
+    let mut wrk_rows = Vec::new();
+    for round in 0..config.rounds {
+        let mut order = [&plain_url, &tls_url];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for url in order {
+            for clients in [config.clients, 1] {
+                rows.extend(load(config, &[url], clients, None, config.value_size).await?);
+                if config.wrk {
+                    wrk_rows.push(wrk(config, url, clients).await?);
+                }
+            }
+        }
+    }
+    Ok((rows, wrk_rows))
 }
 
 /// A standalone replica (fsync on, production segment size) against a
