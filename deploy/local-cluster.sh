@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # A local understudy cluster: one arbiter and two replicas on loopback, or
 # with --etcd a local etcd and two arbiters electing a leader there, or with
-# --redis two redis-servers fronted by the replicas (proxy mode).
+# --redis two redis-servers fronted by the replicas (proxy mode); with --tls
+# every listener and connection in TLS, with a local CA made by
+# deploy/make-certs.sh.
 # Installs prerequisites, builds release binaries, starts everything, prints
 # the URLs, and stops it all on Ctrl-C.
 #
 #   deploy/local-cluster.sh            # arbiter :7700, replicas a :7000, b :7001
 #   deploy/local-cluster.sh --etcd     # + etcd :2379, arbiters :7700 and :7701
 #   deploy/local-cluster.sh --redis    # + redis-servers :6391, :6392; Redis clients on :6381, :6382
+#   deploy/local-cluster.sh --tls      # https:// everywhere; CA and certificates in $dir/tls
 #
 # State lives in $UNDERSTUDY_LOCAL_DIR (default: /tmp/understudy-local); it
 # survives restarts of this script, so a killed replica comes back with its data.
@@ -16,11 +19,13 @@ cd "$(dirname "$0")/.."
 
 with_etcd=false
 with_redis=false
+with_tls=false
 for arg in "$@"; do
   case "$arg" in
     --etcd) with_etcd=true ;;
     --redis) with_redis=true ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --tls) with_tls=true ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -65,21 +70,39 @@ start() { # name, log, command...
   echo "started $name (pid $!, log $log, command $dir/${name// /-}.cmd)"
 }
 
-arbiters=http://127.0.0.1:7700
+scheme=http
+curl=(curl)
+cli_tls=()
+redis_tls=
+tls() { :; }
+if $with_tls; then
+  deploy/make-certs.sh "$dir/tls" arbiter a b
+  scheme=https
+  curl=(curl --cacert "$dir/tls/ca.pem")
+  cli_tls=(--tls-ca "$dir/tls/ca.pem")
+  redis_tls="--tls --cacert $dir/tls/ca.pem "
+  # The TLS flags for the process named $1.
+  tls() { tls_args=(--tls-cert "$dir/tls/$1.pem" --tls-key "$dir/tls/$1-key.pem" --tls-ca "$dir/tls/ca.pem"); }
+fi
+tls_args=()
+
+arbiters=$scheme://127.0.0.1:7700
 if $with_etcd; then
   start etcd "$dir/etcd.log" etcd --data-dir "$dir/etcd" \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
     --initial-cluster default=http://127.0.0.1:2380
   store=etcd://127.0.0.1:2379
+  tls arbiter
   for port in 7700 7701; do
     start "arbiter :$port" "$dir/arbiter-$port.log" "$bin/arbiter" run --cluster local \
-      --listen 127.0.0.1:$port --store "$store"
+      --listen 127.0.0.1:$port --store "$store" "${tls_args[@]}"
   done
-  arbiters=http://127.0.0.1:7700,http://127.0.0.1:7701
+  arbiters=$scheme://127.0.0.1:7700,$scheme://127.0.0.1:7701
 else
+  tls arbiter
   start arbiter "$dir/arbiter.log" "$bin/arbiter" run --cluster local \
-    --listen 127.0.0.1:7700 --store "file:$dir/arbiter.json"
+    --listen 127.0.0.1:7700 --store "file:$dir/arbiter.json" "${tls_args[@]}"
 fi
 
 i=0
@@ -96,16 +119,17 @@ for node in a b; do
     done
     proxy=(--upstream "redis://127.0.0.1:$((6391 + i))" --resp-listen "127.0.0.1:$((6381 + i))")
   fi
+  tls $node
   start "replica $node" "$dir/replica-$node.log" "$bin/replica" run --cluster local \
     --node-id $node --data-dir "$dir/$node" \
     --listen 127.0.0.1:$((7000 + i)) --repl-listen 127.0.0.1:$((7100 + i)) \
-    --arbiter "$arbiters" "${proxy[@]}"
+    --arbiter "$arbiters" "${proxy[@]}" "${tls_args[@]}"
   i=$((i + 1))
 done
 
 echo "waiting for the first active..."
 for _ in $(seq 200); do
-  if curl -sf http://127.0.0.1:7000/v1/role >/dev/null || curl -sf http://127.0.0.1:7001/v1/role >/dev/null; then
+  if "${curl[@]}" -sf $scheme://127.0.0.1:7000/v1/role >/dev/null || "${curl[@]}" -sf $scheme://127.0.0.1:7001/v1/role >/dev/null; then
     break
   fi
   sleep 0.1
@@ -115,13 +139,13 @@ if $with_redis; then
   cat <<EOF
 
 understudy is running in proxy mode (cluster "local", state in $dir):
-  arbiter   $arbiters   (dashboard: http://127.0.0.1:7700/)
+  arbiter   $arbiters   (dashboard: $scheme://127.0.0.1:7700/)
   replica a (pid ${pids[-3]}): Redis clients on 127.0.0.1:6381, in front of redis-server :6391
   replica b (pid ${pids[-1]}): Redis clients on 127.0.0.1:6382, in front of redis-server :6392
 
-  redis-cli -p 6381 set greeting hello
-  redis-cli -p 6382 get greeting
-  $bin/arbiter status --arbiter http://127.0.0.1:7700
+  redis-cli -p 6381 $redis_tlsset greeting hello
+  redis-cli -p 6382 $redis_tlsget greeting
+  $bin/arbiter status --arbiter $scheme://127.0.0.1:7700 ${cli_tls[*]}
 
 Press Ctrl-C to stop.
 EOF
@@ -129,16 +153,16 @@ else
   cat <<EOF
 
 understudy is running (cluster "local", state in $dir):
-  arbiter   $arbiters   (dashboard: http://127.0.0.1:7700/)
-  replica a (pid ${pids[-2]}): http://127.0.0.1:7000
-  replica b (pid ${pids[-1]}): http://127.0.0.1:7001
+  arbiter   $arbiters   (dashboard: $scheme://127.0.0.1:7700/)
+  replica a (pid ${pids[-2]}): $scheme://127.0.0.1:7000
+  replica b (pid ${pids[-1]}): $scheme://127.0.0.1:7001
 
-  curl -X PUT --data-binary hello http://127.0.0.1:7000/v1/kv/greeting
-  curl http://127.0.0.1:7001/v1/kv/greeting
-  $bin/arbiter status --arbiter http://127.0.0.1:7700
+  ${curl[*]} -X PUT --data-binary hello $scheme://127.0.0.1:7000/v1/kv/greeting
+  ${curl[*]} $scheme://127.0.0.1:7001/v1/kv/greeting
+  $bin/arbiter status --arbiter $scheme://127.0.0.1:7700 ${cli_tls[*]}
 
 Press Ctrl-C to stop.
 EOF
 fi
-$bin/arbiter status --arbiter http://127.0.0.1:7700 || true
+$bin/arbiter status --arbiter $scheme://127.0.0.1:7700 "${cli_tls[@]}" || true
 wait

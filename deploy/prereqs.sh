@@ -8,7 +8,7 @@
 # fault suite's network partitions), and the tools that check the deployment
 # kit: haproxy, promtool (Debian's prometheus package) and systemd-analyze;
 # chromium and chromedriver (the dashboard's test in a real browser),
-# libfaketime (the fault suite's clock skew); on
+# libfaketime (the fault suite's clock skew), openssl (deploy/make-certs.sh); on
 # Debian via apt-get; and kubernetes-validate (the Kubernetes manifests'
 # schema check) via pip. Rust itself must already be installed.
 set -euo pipefail
@@ -18,6 +18,8 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# deploy/make-certs.sh (the TLS tests' and local TLS cluster's certificates).
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # jemalloc (the replica's allocator) is built from C with make.
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v make >/dev/null 2>&1 || need+=(make)
