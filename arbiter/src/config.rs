@@ -233,7 +233,7 @@ impl Options {
                  delays arbiter failover"
             ));
         }
-        if matches!(store, StoreSpec::Etcd(_))
+        if matches!(store, StoreSpec::Etcd { .. })
             && listen.ip().is_unspecified()
             && self.advertise_url.is_none()
         {
@@ -269,6 +269,13 @@ impl Options {
                      reach it with https://"
                 ));
             }
+        }
+        if matches!(store, StoreSpec::Etcd { tls: true, .. }) && tls.is_none() {
+            return Err(
+                "store=etcds://… needs the CA that signed etcd's certificate: set --tls-cert, \
+                 --tls-key and --tls-ca (the certificate is offered to etcd when it asks for one)"
+                    .into(),
+            );
         }
         let read_token = self
             .read_token_file
@@ -422,6 +429,20 @@ mod tests {
             store: Some("file:/tmp/state.json".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn etcd_in_tls_needs_the_tls_files() {
+        let err = Options {
+            store: Some("etcds://127.0.0.1:2379".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.contains("etcds://") && err.contains("--tls-ca"),
+            "{err}"
+        );
     }
 
     #[test]

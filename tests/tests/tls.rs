@@ -1,12 +1,16 @@
 //! Transport security end to end: a cluster whose every listener and
 //! connection is TLS (certificates from `deploy/make-certs.sh`), client
-//! credentials on the data API, and certificates reloaded from disk.
+//! credentials on the data API, certificates reloaded from disk, and the
+//! arbiter's etcd in mutual TLS.
 
 use std::time::Duration;
 
 use proto_common::tls::{self, MaybeTls, Tls, TlsFiles};
-use understudy_tests::client::KvClient;
-use understudy_tests::harness::{serial, wait_until, Cluster, ReplicaConfig, TestCerts, TestDir};
+use understudy_tests::client::{credentials, KvClient};
+use understudy_tests::harness::{
+    arbiter_binary, etcd_binary, free_ports, serial, wait_for, wait_until, Cluster, ProcessSpec,
+    ReplicaConfig, TestCerts, TestDir,
+};
 use understudy_tests::loadgen::background::failover_load_config;
 use understudy_tests::loadgen::BackgroundLoad;
 
@@ -307,4 +311,98 @@ fn pem_der(path: &std::path::Path) -> Vec<u8> {
         .unwrap()
         .unwrap()
         .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arbiters_keep_their_state_in_an_etcd_that_speaks_only_mutual_tls() {
+    let _serial = serial().await;
+    let dir = TestDir::new("tls-etcd").unwrap();
+    let certs = TestCerts::make(&dir.join("tls"), &["etcd", "arbiter", "r1", "r2"]).unwrap();
+    let [client_port, peer_port, arbiter_port] = free_ports(3)[..] else {
+        unreachable!()
+    };
+    let tls_file = |name: &str| certs.dir.join(name).display().to_string();
+    let _etcd = ProcessSpec::new("etcd", etcd_binary(), dir.path())
+        .arg("--name=etcd")
+        .arg(format!("--data-dir={}", dir.join("etcd.data").display()))
+        .arg(format!(
+            "--listen-client-urls=https://127.0.0.1:{client_port}"
+        ))
+        .arg(format!(
+            "--advertise-client-urls=https://127.0.0.1:{client_port}"
+        ))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
+        .arg(format!(
+            "--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"
+        ))
+        .arg(format!(
+            "--initial-cluster=etcd=http://127.0.0.1:{peer_port}"
+        ))
+        .arg(format!("--cert-file={}", tls_file("etcd.pem")))
+        .arg(format!("--key-file={}", tls_file("etcd-key.pem")))
+        .arg(format!("--trusted-ca-file={}", tls_file("ca.pem")))
+        .arg("--client-cert-auth")
+        .arg("--logger=zap")
+        .spawn()
+        .unwrap();
+    let arbiter_url = format!("https://127.0.0.1:{arbiter_port}");
+    let _arbiter = ProcessSpec::new("arbiter", arbiter_binary(), dir.path())
+        .args(["run", "--cluster", "c", "--initial-wait-ms", "500"])
+        .arg(format!("--listen=127.0.0.1:{arbiter_port}"))
+        .arg(format!("--store=etcds://127.0.0.1:{client_port}"))
+        .args(certs.args("arbiter"))
+        .spawn()
+        .unwrap();
+    credentials::remember(
+        &format!("127.0.0.1:{arbiter_port}"),
+        credentials::Credentials {
+            tls: Some(certs.client.clone()),
+            token: None,
+        },
+    );
+    let mut replicas = Vec::new();
+    for id in ["r1", "r2"] {
+        let replica = ReplicaConfig::new(&dir, id)
+            .args([
+                "--repl-listen".to_string(),
+                format!("127.0.0.1:{}", free_ports(1)[0]),
+                "--arbiter".to_string(),
+                arbiter_url.clone(),
+                "--cluster".to_string(),
+                "c".to_string(),
+            ])
+            .tls(&certs, id, None)
+            .start()
+            .await
+            .unwrap();
+        replicas.push(replica);
+    }
+    // The arbiter led (its campaign and state live in etcd) and formed the
+    // cluster: an active takes a write.
+    let active_url = wait_for(DEADLINE, "an active formed through etcd in TLS", || {
+        let urls: Vec<String> = replicas.iter().map(|r| r.url()).collect();
+        async move {
+            for url in urls {
+                let mut c = KvClient::new(&url).ok()?;
+                if c.put("through-etcd", "1").await.ok()?.status == 200 {
+                    return Some(url);
+                }
+            }
+            None
+        }
+    })
+    .await
+    .unwrap();
+    let mut status = KvClient::new(&arbiter_url).unwrap();
+    let s = status
+        .request(hyper::Method::GET, "/v1/status", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(s.status, 200, "{}", s.body_text());
+    assert!(
+        s.body_text().contains("\"is_leader\":true"),
+        "{}",
+        s.body_text()
+    );
+    println!("etcd over mutual TLS: active at {active_url}");
 }

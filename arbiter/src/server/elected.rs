@@ -27,6 +27,7 @@ use super::tenure::{stopped, Seat};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::election::{Candidate, Elector};
+use crate::store::StoreSpec;
 use crate::store::{EtcdStore, StateStore};
 
 /// Smallest drift the election assumes between this host's clock rate and
@@ -53,7 +54,11 @@ pub async fn run(
             .to_string()
     });
     let clock = Clock::start();
-    let store = EtcdStore::connect(endpoints, &settings.cluster)
+    let etcd_tls = match &settings.store {
+        StoreSpec::Etcd { tls: true, .. } => settings.tls.as_ref().map(|t| t.files().clone()),
+        _ => None,
+    };
+    let store = EtcdStore::connect(endpoints, &settings.cluster, etcd_tls.as_ref())
         .await
         .map_err(|e| format!("cannot use etcd ({}): {e}", e.code()))?;
     let candidate = Candidate {

@@ -52,12 +52,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     match &settings.store {
-        StoreSpec::Etcd(endpoints) => {
+        StoreSpec::Etcd { endpoints, .. } => {
             let endpoints = endpoints.clone();
             elected::run(listener, settings, &endpoints, shutdown).await
         }
         StoreSpec::File(_) => {
-            let store = settings.store.open(&settings.cluster).await?;
+            let store = settings.store.open(&settings.cluster, None).await?;
             run_with_store(listener, settings, store, shutdown).await
         }
     }

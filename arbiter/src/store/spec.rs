@@ -15,14 +15,17 @@ use std::sync::Arc;
 use super::cas::StateStore;
 use super::etcd::EtcdStore;
 use super::file::FileStore;
+use proto_common::tls::TlsFiles;
 
 /// A parsed `--store` value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreSpec {
     /// `file:PATH`: a JSON file under an exclusive lock.
     File(PathBuf),
-    /// `etcd://h1:2379,h2:2379`: the endpoints of one etcd cluster.
-    Etcd(Vec<String>),
+    /// `etcd://h1:2379,h2:2379`: the endpoints of one etcd cluster;
+    /// `etcds://…`: the same in TLS (`tls`), with the arbiter's CA and
+    /// certificate.
+    Etcd { endpoints: Vec<String>, tls: bool },
 }
 
 impl FromStr for StoreSpec {
@@ -39,7 +42,11 @@ impl FromStr for StoreSpec {
             }
             return Ok(StoreSpec::File(PathBuf::from(path)));
         }
-        if let Some(rest) = text.strip_prefix("etcd://") {
+        let etcd = text
+            .strip_prefix("etcd://")
+            .map(|r| (r, false))
+            .or_else(|| text.strip_prefix("etcds://").map(|r| (r, true)));
+        if let Some((rest, tls)) = etcd {
             let endpoints: Vec<String> = rest
                 .trim_end_matches('/')
                 .split(',')
@@ -50,10 +57,11 @@ impl FromStr for StoreSpec {
                     "store={text:?}: endpoint {bad:?} is not HOST:PORT; use etcd://h1:2379,h2:2379"
                 ));
             }
-            return Ok(StoreSpec::Etcd(endpoints));
+            return Ok(StoreSpec::Etcd { endpoints, tls });
         }
         Err(format!(
-            "store={text:?} is not a store; use file:PATH (one arbiter) or etcd://HOST:PORT,… (several)"
+            "store={text:?} is not a store; use file:PATH (one arbiter) or etcd://HOST:PORT,… \
+             (several; etcds:// for etcd in TLS)"
         ))
     }
 }
@@ -62,7 +70,10 @@ impl fmt::Display for StoreSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreSpec::File(path) => write!(f, "file:{}", path.display()),
-            StoreSpec::Etcd(endpoints) => write!(f, "etcd://{}", endpoints.join(",")),
+            StoreSpec::Etcd { endpoints, tls } => {
+                let scheme = if *tls { "etcds" } else { "etcd" };
+                write!(f, "{scheme}://{}", endpoints.join(","))
+            }
         }
     }
 }
@@ -72,7 +83,11 @@ impl StoreSpec {
     /// (a corrupt or locked file fails here, at start-up, naming the path);
     /// for etcd, connects and returns the cluster's store *read-only* — its
     /// writes need a term of leadership ([`EtcdStore::fenced`]).
-    pub async fn open(&self, cluster: &str) -> Result<Arc<dyn StateStore>, String> {
+    pub async fn open(
+        &self,
+        cluster: &str,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Arc<dyn StateStore>, String> {
         match self {
             StoreSpec::File(path) => {
                 let path = path.clone();
@@ -82,8 +97,8 @@ impl StoreSpec {
                     .map_err(|e| format!("{} ({}): {e}", self, e.code()))?;
                 Ok(Arc::new(store))
             }
-            StoreSpec::Etcd(endpoints) => {
-                let store = EtcdStore::connect(endpoints, cluster)
+            StoreSpec::Etcd { endpoints, tls: on } => {
+                let store = EtcdStore::connect(endpoints, cluster, tls.filter(|_| *on))
                     .await
                     .map_err(|e| format!("{self} ({}): {e}", e.code()))?;
                 Ok(Arc::new(store))
@@ -120,9 +135,21 @@ mod tests {
         let etcd: StoreSpec = "etcd://h1:2379, h2:2379".parse().unwrap();
         assert_eq!(
             etcd,
-            StoreSpec::Etcd(vec!["h1:2379".into(), "h2:2379".into()])
+            StoreSpec::Etcd {
+                endpoints: vec!["h1:2379".into(), "h2:2379".into()],
+                tls: false
+            }
         );
         assert_eq!(etcd.to_string(), "etcd://h1:2379,h2:2379");
+        let tls: StoreSpec = "etcds://h1:2379".parse().unwrap();
+        assert_eq!(
+            tls,
+            StoreSpec::Etcd {
+                endpoints: vec!["h1:2379".into()],
+                tls: true
+            }
+        );
+        assert_eq!(tls.to_string(), "etcds://h1:2379");
     }
 
     #[test]
@@ -143,7 +170,7 @@ mod tests {
         // Nothing listens there: the client connects lazily, and the write
         // is refused before any etcd call could matter.
         let spec: StoreSpec = "etcd://127.0.0.1:1".parse().unwrap();
-        let store = spec.open("c1").await.expect("connecting is lazy");
+        let store = spec.open("c1", None).await.expect("connecting is lazy");
         assert!(
             store.describe().contains("/c1/state"),
             "{}",

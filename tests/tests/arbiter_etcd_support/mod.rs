@@ -167,7 +167,7 @@ pub struct InProcess {
 impl InProcess {
     /// A candidate `url` for `cluster` at `endpoints` with lease `ttl_s`.
     pub async fn new(endpoints: &[String], cluster: &str, url: &str, ttl_s: u64) -> InProcess {
-        let store = EtcdStore::connect(endpoints, cluster)
+        let store = EtcdStore::connect(endpoints, cluster, None)
             .await
             .expect("etcd connection");
         let candidate = Candidate {

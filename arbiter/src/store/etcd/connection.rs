@@ -11,7 +11,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use proto_common::tls::TlsFiles;
 
 use crate::store::StoreError;
 
@@ -29,20 +30,43 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// within about 1.5 s, not after the kernel's TCP timeout.
 const KEEPALIVE: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(1));
 
-/// Connects to the etcd cluster at `endpoints` (`host:port` each).
+/// Connects to the etcd cluster at `endpoints` (`host:port` each), in TLS
+/// with `tls` (the CA that signed etcd's certificates; the certificate
+/// offered when etcd asks for one). etcd's connection keeps the files read
+/// here: a renewed certificate is used after a restart.
 ///
 /// The channel connects lazily and balances across members, so this only
 /// fails on malformed endpoints; an unreachable etcd shows up on the first
 /// call. `require_leader` makes a member cut off from its quorum refuse at
 /// once instead of serving (or hanging on) a request it cannot commit.
-pub async fn connect(endpoints: &[String]) -> Result<Client, StoreError> {
-    let urls: Vec<String> = endpoints.iter().map(|e| format!("http://{e}")).collect();
-    let options = ConnectOptions::new()
+pub async fn connect(endpoints: &[String], tls: Option<&TlsFiles>) -> Result<Client, StoreError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let urls: Vec<String> = endpoints
+        .iter()
+        .map(|e| format!("{scheme}://{e}"))
+        .collect();
+    let described = describe(endpoints);
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_keep_alive(KEEPALIVE.0, KEEPALIVE.1)
         .with_keep_alive_while_idle(true)
         .with_require_leader(true);
-    let described = describe(endpoints);
+    if let Some(files) = tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| {
+                unavailable(
+                    &described,
+                    "connect",
+                    &format!("cannot read {}: {e}", p.display()),
+                )
+            })
+        };
+        let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(read(&files.ca)?));
+        if let Some((cert, key)) = &files.identity {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        options = options.with_tls(config);
+    }
     match tokio::time::timeout(CALL_TIMEOUT, Client::connect(urls, Some(options))).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(unavailable(&described, "connect", &e.to_string())),
@@ -149,7 +173,7 @@ mod tests {
             .unwrap()
             .port();
         let endpoints = vec![format!("127.0.0.1:{port}")];
-        let client = connect(&endpoints).await.expect("connecting is lazy");
+        let client = connect(&endpoints, None).await.expect("connecting is lazy");
         (client, describe(&endpoints), port)
     }
 

@@ -82,9 +82,14 @@ impl std::fmt::Debug for EtcdStore {
 }
 
 impl EtcdStore {
-    /// A read-only store of `cluster` at `endpoints` (`host:port` each).
-    pub async fn connect(endpoints: &[String], cluster: &str) -> Result<EtcdStore, StoreError> {
-        let client = connection::connect(endpoints).await?;
+    /// A read-only store of `cluster` at `endpoints` (`host:port` each),
+    /// in TLS with `tls`.
+    pub async fn connect(
+        endpoints: &[String],
+        cluster: &str,
+        tls: Option<&proto_common::tls::TlsFiles>,
+    ) -> Result<EtcdStore, StoreError> {
+        let client = connection::connect(endpoints, tls).await?;
         Ok(EtcdStore::new(client, endpoints, cluster))
     }
 
