@@ -1,7 +1,7 @@
 //! Transport security end to end: a cluster whose every listener and
 //! connection is TLS (certificates from `deploy/make-certs.sh`), client
 //! credentials on the data API, certificates reloaded from disk, and the
-//! arbiter's etcd in mutual TLS.
+//! arbiter's etcd in mutual TLS, and Redis clients in TLS (proxy mode).
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use proto_common::tls::{self, MaybeTls, Tls, TlsFiles};
 use understudy_tests::client::{credentials, KvClient};
 use understudy_tests::harness::{
     arbiter_binary, etcd_binary, free_ports, serial, wait_for, wait_until, Cluster, ProcessSpec,
-    ReplicaConfig, TestCerts, TestDir,
+    ProxyCluster, ReplicaConfig, TestCerts, TestDir,
 };
 use understudy_tests::loadgen::background::failover_load_config;
 use understudy_tests::loadgen::BackgroundLoad;
@@ -405,4 +405,77 @@ async fn arbiters_keep_their_state_in_an_etcd_that_speaks_only_mutual_tls() {
         s.body_text()
     );
     println!("etcd over mutual TLS: active at {active_url}");
+}
+
+/// `redis-cli` (Debian's redis-tools) against `port` with `args`; its
+/// output, or why it failed.
+async fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--no-auth-warning"])
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli runs (deploy/prereqs.sh installs redis-tools)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_clients_reach_proxy_mode_in_tls_with_their_tokens() {
+    let _serial = serial().await;
+    let dir = TestDir::new("tls-resp").unwrap();
+    let read_token = dir.join("read.token");
+    std::fs::write(&read_token, "resp-read-only-0123456789\n").unwrap();
+    let proxy = ProxyCluster::start(&dir, &["a", "b"], |b| {
+        b.with_tls().with_token().replica_args([
+            "--read-token-file".to_string(),
+            read_token.display().to_string(),
+        ])
+    })
+    .await
+    .unwrap();
+    let active = proxy.cluster.wait_for_active(DEADLINE).await.unwrap();
+    let standby = proxy.cluster.other_than(&active.id);
+    let ca = proxy.cluster.certs().unwrap().dir.join("ca.pem");
+    let ca = ca.display().to_string();
+    let token = proxy.cluster.token().unwrap();
+    let tls = ["--tls", "--cacert", ca.as_str()];
+
+    // Through the standby: it forwards to the active's RESP port in TLS.
+    let on_standby = proxy.resp[&standby];
+    let set = redis_cli(
+        on_standby,
+        &[&tls[..], &["-a", &token, "SET", "k", "v"]].concat(),
+    )
+    .await;
+    assert_eq!(set, "OK");
+    let get = redis_cli(
+        proxy.resp[&active.id],
+        &[&tls[..], &["-a", &token, "GET", "k"]].concat(),
+    )
+    .await;
+    assert_eq!(get, "v");
+    // The read-only token reads and may not write.
+    let ro = ["-a", "resp-read-only-0123456789"];
+    let get = redis_cli(on_standby, &[&tls[..], &ro[..], &["GET", "k"]].concat()).await;
+    assert_eq!(get, "v");
+    let set = redis_cli(
+        on_standby,
+        &[&tls[..], &ro[..], &["SET", "k", "w"]].concat(),
+    )
+    .await;
+    assert!(set.contains("NOPERM") && set.contains("read-only"), "{set}");
+    // Without the token, or without TLS, nothing.
+    let get = redis_cli(on_standby, &[&tls[..], &["GET", "k"]].concat()).await;
+    assert!(get.contains("NOAUTH"), "{get}");
+    let plain = redis_cli(on_standby, &["-a", &token, "GET", "k"]).await;
+    assert_ne!(
+        plain, "v",
+        "a clear-text client got an answer from a TLS port"
+    );
+    let log = proxy.cluster.replica(&standby).stderr();
+    assert!(log.contains("TLS handshake failed"), "{log}");
 }
