@@ -136,15 +136,8 @@ impl ArbiterConfig {
         name: &str,
         token: Option<String>,
     ) -> ArbiterConfig {
-        self.extra_args.extend(certs.args(name));
+        self.extra_args.extend(certs.serve(name, self.port, token));
         self.https = true;
-        crate::client::credentials::remember(
-            &format!("127.0.0.1:{}", self.port),
-            crate::client::credentials::Credentials {
-                tls: Some(certs.client.clone()),
-                token,
-            },
-        );
         self
     }
 

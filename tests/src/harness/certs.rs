@@ -59,6 +59,19 @@ impl TestCerts {
         ]
     }
 
+    /// For process `name` serving on `127.0.0.1:port`: its flags, with the
+    /// test's clients told to reach it in TLS (sending `token`, if any).
+    pub fn serve(&self, name: &str, port: u16, token: Option<String>) -> Vec<String> {
+        crate::client::credentials::remember(
+            &format!("127.0.0.1:{port}"),
+            crate::client::credentials::Credentials {
+                tls: Some(self.client.clone()),
+                token,
+            },
+        );
+        self.args(name)
+    }
+
     pub fn cert(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.pem"))
     }
