@@ -483,6 +483,11 @@ async fn redis_clients_reach_proxy_mode_in_tls_with_their_tokens() {
         plain, "v",
         "a clear-text client got an answer from a TLS port"
     );
-    let log = proxy.cluster.replica(&standby).stderr();
-    assert!(log.contains("TLS handshake failed"), "{log}");
+    let replica = proxy.cluster.replica(&standby);
+    wait_until(DEADLINE, "the refused handshake is logged", || {
+        let log = replica.stderr();
+        async move { log.contains("TLS handshake failed") }
+    })
+    .await
+    .unwrap();
 }
