@@ -143,8 +143,8 @@ understudy is running in proxy mode (cluster "local", state in $dir):
   replica a (pid ${pids[-3]}): Redis clients on 127.0.0.1:6381, in front of redis-server :6391
   replica b (pid ${pids[-1]}): Redis clients on 127.0.0.1:6382, in front of redis-server :6392
 
-  redis-cli -p 6381 $redis_tlsset greeting hello
-  redis-cli -p 6382 $redis_tlsget greeting
+  redis-cli -p 6381 ${redis_tls}set greeting hello
+  redis-cli -p 6382 ${redis_tls}get greeting
   $bin/arbiter status --arbiter $scheme://127.0.0.1:7700 ${cli_tls[*]}
 
 Press Ctrl-C to stop.
