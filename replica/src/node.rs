@@ -230,6 +230,18 @@ impl Node {
         self.role.read().clone()
     }
 
+    /// The epoch client writes are stamped with (`None` unless active),
+    /// without copying the whole role (every proxied read asks).
+    pub fn write_epoch(&self) -> Option<Epoch> {
+        self.role.read().write_epoch
+    }
+
+    /// [`Node::write_epoch`], and the switchover target while fenced.
+    pub fn write_epoch_and_fence(&self) -> (Option<Epoch>, Option<proto_common::NodeId>) {
+        let role = self.role.read();
+        (role.write_epoch, role.fenced_for.clone())
+    }
+
     /// Replaces the embedded store's whole state (a snapshot install, a
     /// rewind); the log must already end where `state` does.
     pub fn replace_state(&self, state: KvState) {

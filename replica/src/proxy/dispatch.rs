@@ -73,9 +73,12 @@ pub fn classify(core: &ProxyCore, argv: &[Bytes]) -> Kind {
         Lookup::Found(info) => info,
         Lookup::Invalid(e) => return Kind::Refused(e),
     };
-    let upper = name.to_uppercase();
-    let refused =
-        |why: &str| Kind::Refused(format!("ERR {upper} is not supported by understudy: {why}"));
+    let refused = |why: &str| {
+        Kind::Refused(format!(
+            "ERR {} is not supported by understudy: {why}",
+            name.to_uppercase()
+        ))
+    };
     match name.as_str() {
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "script" | "fcall" | "fcall_ro"
         | "function" => {
@@ -189,9 +192,9 @@ pub async fn exec(s: &mut Session, queued: Vec<Vec<Bytes>>) -> Reply {
 /// Why reads and writes cannot be served by this active right now, if
 /// they cannot (the same rules as the key-value API's linearizable reads).
 fn active_refuses(s: &Session) -> Option<String> {
-    let role = s.node.role();
-    let epoch = role.write_epoch?;
-    if let Some(target) = role.fenced_for {
+    let (epoch, fenced_for) = s.node.write_epoch_and_fence();
+    let epoch = epoch?;
+    if let Some(target) = fenced_for {
         return Some(format!(
             "TRYAGAIN a planned switchover to {target} is under way; retry in a moment"
         ));
@@ -214,7 +217,7 @@ fn active_refuses(s: &Session) -> Option<String> {
 }
 
 async fn read(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
-    let active = s.node.role().write_epoch.is_some();
+    let active = s.node.write_epoch().is_some();
     if !active {
         return match s.core.settings.standby_reads {
             StandbyReads::Local => local(s, cmds, multi).await,
@@ -239,7 +242,8 @@ async fn read(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
             continue;
         }
         let keyspace = ["keys", "scan", "dbsize", "randomkey"]
-            .contains(&String::from_utf8_lossy(&argv[0]).to_lowercase().as_str());
+            .iter()
+            .any(|k| argv[0].eq_ignore_ascii_case(k.as_bytes()));
         if keyspace {
             due.extend(all_due(s));
         } else {
