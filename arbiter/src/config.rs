@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use proto_common::auth::{Access, Token};
 use proto_common::params::ClusterParams;
-use proto_common::tls::{check_plaintext, Tls, TlsFiles};
+use proto_common::tls::{check_plaintext, Tls};
 use serde::Deserialize;
 
 use crate::store::StoreSpec;
@@ -250,12 +250,12 @@ impl Options {
         if token.is_none() {
             check_loopback_without_token(listen)?;
         }
-        let tls = TlsFiles::from_settings(self.tls_cert, self.tls_key, self.tls_ca)?
-            .map(|files| Tls::load(files, self.tls_client_auth.unwrap_or(false)))
-            .transpose()?;
-        if tls.is_none() && self.tls_client_auth == Some(true) {
-            return Err("tls_client_auth needs TLS: set --tls-cert, --tls-key and --tls-ca".into());
-        }
+        let tls = Tls::from_settings(
+            self.tls_cert,
+            self.tls_key,
+            self.tls_ca,
+            self.tls_client_auth,
+        )?;
         check_plaintext(
             "listen",
             listen,

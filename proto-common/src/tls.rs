@@ -263,6 +263,23 @@ impl Tls {
         }))
     }
 
+    /// A server process's TLS from its `tls_cert`, `tls_key`, `tls_ca` and
+    /// `tls_client_auth` settings; `None` without any.
+    pub fn from_settings(
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        ca: Option<PathBuf>,
+        client_auth: Option<bool>,
+    ) -> Result<Option<Arc<Tls>>, String> {
+        let tls = TlsFiles::from_settings(cert, key, ca)?
+            .map(|files| Tls::load(files, client_auth.unwrap_or(false)))
+            .transpose()?;
+        if tls.is_none() && client_auth == Some(true) {
+            return Err("tls_client_auth needs TLS: set --tls-cert, --tls-key and --tls-ca".into());
+        }
+        Ok(tls)
+    }
+
     pub fn files(&self) -> &TlsFiles {
         &self.files
     }

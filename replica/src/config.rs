@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use proto_common::auth::{Access, Token};
-use proto_common::tls::{check_plaintext, Tls, TlsFiles};
+use proto_common::tls::{check_plaintext, Tls};
 use proto_common::NodeId;
 use serde::Deserialize;
 
@@ -288,12 +288,12 @@ impl Options {
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             format!("listen={listen_text:?} is not an address; use IP:PORT such as 127.0.0.1:7000")
         })?;
-        let tls = TlsFiles::from_settings(self.tls_cert, self.tls_key, self.tls_ca)?
-            .map(|files| Tls::load(files, self.tls_client_auth.unwrap_or(false)))
-            .transpose()?;
-        if tls.is_none() && self.tls_client_auth == Some(true) {
-            return Err("tls_client_auth needs TLS: set --tls-cert, --tls-key and --tls-ca".into());
-        }
+        let tls = Tls::from_settings(
+            self.tls_cert,
+            self.tls_key,
+            self.tls_ca,
+            self.tls_client_auth,
+        )?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let advertise_url = self
             .advertise_url
