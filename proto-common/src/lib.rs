@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod cpus;
 pub mod error;
 pub mod exposition;
 pub mod heartbeat;

@@ -122,6 +122,12 @@ pub struct Options {
     /// Proxy mode: where Redis clients connect (RESP2) [default: 127.0.0.1:6380].
     #[arg(long, env = "UNDERSTUDY_RESP_LISTEN")]
     pub resp_listen: Option<String>,
+    /// Proxy mode: pin the RESP thread (every Redis client's session) to
+    /// these CPUs, written as `0`, `0,2` or `1-3`; put it on the CPU of the
+    /// upstream's main thread (Redis: `server_cpulist`). See README,
+    /// "Proxy mode" [default: not pinned].
+    #[arg(long, env = "UNDERSTUDY_RESP_CPUS")]
+    pub resp_cpus: Option<String>,
     /// RESP address other replicas forward commands to [default: <resp-listen>].
     #[arg(long, env = "UNDERSTUDY_ADVERTISE_RESP")]
     pub advertise_resp: Option<String>,
@@ -270,7 +276,7 @@ impl Options {
             snapshot_every_bytes, max_key_bytes, max_value_bytes, max_body_bytes, max_txn_ops,
             max_list_limit, max_requests, max_pending_writes, cluster, token_file, token, repl_listen, advertise_repl,
             max_frame_bytes, forward, min_version_wait_ms, arbiter, priority, idle_poll_us,
-            upstream, upstream_password_file, resp_listen, advertise_resp, advertise_upstream,
+            upstream, upstream_password_file, resp_listen, resp_cpus, advertise_resp, advertise_upstream,
             standby_reads, client_password_file, adopt_upstream_data, marker_db, tls_cert, tls_key,
             tls_ca, tls_client_auth, insecure_plaintext, client_token_file, read_token_file)
     }
@@ -449,6 +455,7 @@ impl Options {
                 upstream: self.upstream,
                 upstream_password_file: self.upstream_password_file,
                 resp_listen: self.resp_listen,
+                resp_cpus: self.resp_cpus,
                 advertise_resp: self.advertise_resp,
                 advertise_upstream: self.advertise_upstream,
                 standby_reads: self.standby_reads,

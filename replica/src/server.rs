@@ -107,8 +107,13 @@ pub async fn run(
         spawn_heartbeats(repl.clone(), stop.clone())?;
     }
     if let (Some(core), Some(l)) = (node.proxy.clone(), resp_listener) {
+        let resp_cpus = core
+            .settings
+            .resp_cpus
+            .as_deref()
+            .map_or_else(|| "not pinned".to_string(), proto_common::cpus::format);
         tracing::info!(resp_listen = %core.settings.resp_listen, upstream = %core.settings.upstream,
-            "proxy mode: serving Redis clients");
+            %resp_cpus, "proxy mode: serving Redis clients");
         crate::proxy::server::spawn_on_own_thread(
             core.clone(),
             node.clone(),

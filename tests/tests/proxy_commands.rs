@@ -8,12 +8,16 @@
 //!
 //! Also: refused commands get `-ERR` naming the command; garbage closes
 //! only its own connection; an oversize argument is answered and the
-//! connection goes on.
+//! connection goes on. The RESP thread runs on the CPUs `--resp-cpus`
+//! names, and a CPU the process may not use is refused at start.
 
 use std::time::Duration;
 
+use proto_common::cpus;
 use understudy_tests::client::resp::{show, Frame, RespClient};
-use understudy_tests::harness::{serial, ProxyCluster, RedisServer, TestDir};
+use understudy_tests::harness::{
+    free_port, serial, ProxyCluster, RedisServer, ReplicaConfig, TestDir,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -481,5 +485,72 @@ async fn auth_pipelining_and_local_standby_reads() {
         show(&info).contains("role:master") && show(&info).contains("connected_slaves:1"),
         "{}",
         show(&info)
+    );
+}
+
+/// The CPUs thread `name` of process `pid` may run on, as the kernel
+/// writes them (`Cpus_allowed_list`).
+fn thread_cpus(pid: u32, name: &str) -> Option<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.flatten().find_map(|t| {
+        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+        if comm.trim() != name {
+            return None;
+        }
+        let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resp_thread_runs_on_the_cpus_named_and_an_unusable_cpu_is_refused() {
+    let _serial = serial().await;
+    let dir = TestDir::new("proxy-cpus").unwrap();
+    let redis = RedisServer::start(&dir, "upstream").await.unwrap();
+    let port = free_port();
+    let config = |name: &str, cpus: &str| {
+        ReplicaConfig::new(&dir, name).args([
+            "--upstream".to_string(),
+            redis.url(),
+            "--resp-listen".to_string(),
+            format!("127.0.0.1:{port}"),
+            "--resp-cpus".to_string(),
+            cpus.to_string(),
+        ])
+    };
+    // The last CPU this test may use, so that the pin is visible as a
+    // change whenever more than one is allowed.
+    let allowed = cpus::allowed().unwrap();
+    let last = *allowed.last().unwrap();
+    let allowed = cpus::format(&allowed);
+
+    let mut solo = config("solo", &last.to_string()).start().await.unwrap();
+    let mut c = RespClient::connect(&format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    assert_eq!(show(&c.call(&["SET", "k", "v"]).await.unwrap()), "OK");
+    let pid = solo.process().pid();
+    assert_eq!(thread_cpus(pid, "resp"), Some(last.to_string()));
+    // Only that thread: the rest of the replica runs where it may.
+    assert_eq!(thread_cpus(pid, "replica"), Some(allowed.clone()));
+    solo.process().kill().unwrap();
+
+    // A CPU beyond the allowed set: refused at start, naming both.
+    let mut refused = config("beyond", "1023").spawn().unwrap();
+    let status = refused
+        .process()
+        .wait_for_exit(DEADLINE)
+        .await
+        .unwrap()
+        .expect("it must refuse to start");
+    assert_eq!(status.code(), Some(2));
+    let log = std::fs::read_to_string(dir.join("beyond.stderr.log")).unwrap();
+    assert!(
+        log.contains("resp_cpus=1023 names CPU 1023")
+            && log.contains(&format!("may run only on CPUs {allowed}")),
+        "{log}"
     );
 }

@@ -4,12 +4,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use proto_common::cpus;
+
 /// The proxy-mode part of `Options`, as given.
 #[derive(Debug, Default)]
 pub struct ProxyOptions {
     pub upstream: Option<String>,
     pub upstream_password_file: Option<PathBuf>,
     pub resp_listen: Option<String>,
+    pub resp_cpus: Option<String>,
     pub advertise_resp: Option<String>,
     pub advertise_upstream: Option<String>,
     pub standby_reads: Option<String>,
@@ -36,6 +39,8 @@ pub struct ProxySettings {
     pub upstream_password: Option<String>,
     /// Where Redis clients connect.
     pub resp_listen: SocketAddr,
+    /// The CPUs the RESP thread is pinned to; `None`: not pinned.
+    pub resp_cpus: Option<Vec<usize>>,
     /// The RESP address other replicas forward to.
     pub advertise_resp: String,
     /// The upstream's address for other replicas' upstreams (REPLICAOF).
@@ -56,6 +61,7 @@ pub fn resolve(o: ProxyOptions, has_token: bool) -> Result<Option<ProxySettings>
     let Some(upstream_url) = o.upstream else {
         for (name, given) in [
             ("resp_listen", o.resp_listen.is_some()),
+            ("resp_cpus", o.resp_cpus.is_some()),
             ("upstream_password_file", o.upstream_password_file.is_some()),
             ("standby_reads", o.standby_reads.is_some()),
             ("adopt_upstream_data", o.adopt_upstream_data.is_some()),
@@ -114,6 +120,15 @@ pub fn resolve(o: ProxyOptions, has_token: bool) -> Result<Option<ProxySettings>
              127.0.0.1"
         ));
     }
+    let resp_cpus = o
+        .resp_cpus
+        .as_deref()
+        .map(|text| {
+            let cpus = cpus::parse("resp_cpus", text)?;
+            cpus::check_allowed("resp_cpus", &cpus)?;
+            Ok::<_, String>(cpus)
+        })
+        .transpose()?;
     let standby_reads = match o.standby_reads.as_deref().unwrap_or("forward") {
         "forward" => StandbyReads::Forward,
         "local" => StandbyReads::Local,
@@ -135,6 +150,7 @@ pub fn resolve(o: ProxyOptions, has_token: bool) -> Result<Option<ProxySettings>
         upstream,
         upstream_password,
         resp_listen,
+        resp_cpus,
         standby_reads,
         client_password,
         adopt_upstream_data: o.adopt_upstream_data.unwrap_or(false),
@@ -188,5 +204,11 @@ mod tests {
         let mut o = opts("redis://127.0.0.1:6379");
         o.standby_reads = Some("sometimes".into());
         assert!(resolve(o, false).unwrap_err().contains("\"forward\""));
+        let mut o = opts("redis://127.0.0.1:6379");
+        o.resp_cpus = Some("1023".into());
+        assert!(resolve(o, false).unwrap_err().contains("resp_cpus=1023"));
+        let mut o = opts("redis://127.0.0.1:6379");
+        o.resp_cpus = Some("0-".into());
+        assert!(resolve(o, false).unwrap_err().contains("resp_cpus=\"0-\""));
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto_common::cpus;
 use proto_common::tls::{log_handshake_failure, MaybeTls, Side};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +24,18 @@ const EXPIRE_BATCH: usize = 1000;
 /// runtime: every session and the shared upstream connection wake each
 /// other on one thread, with no cross-thread wake-ups on the path of each
 /// command.
+///
+/// The thread is pinned to `resp_cpus` first, if set; a pin that fails is
+/// an error, not a silent fallback. A read through the proxy passes three
+/// busy threads: the client's, this one and the upstream's main thread.
+/// Where the kernel puts them matters more than anything in this code: on
+/// two cores, with this thread and the upstream on one CPU and the client
+/// on the other, the upstream's half of a read wakes a thread on the same
+/// CPU; left to the scheduler, the three move around as their loads shift
+/// and that half often wakes the other CPU (BENCHMARKS.md, "Proxy mode",
+/// has the measurements). Redis pins its main thread with
+/// `server_cpulist`; `resp_cpus` does the same for this thread, so the two
+/// can share a CPU.
 pub fn spawn_on_own_thread(
     core: Arc<ProxyCore>,
     node: Arc<Node>,
@@ -37,9 +50,17 @@ pub fn spawn_on_own_thread(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the RESP runtime: {e}"))?;
+    let cpus = core.settings.resp_cpus.clone();
+    let (pinned_tx, pinned) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("resp".into())
         .spawn(move || {
+            let pinned = cpus.as_deref().map_or(Ok(()), cpus::pin_current_thread);
+            let ok = pinned.is_ok();
+            let _ = pinned_tx.send(pinned);
+            if !ok {
+                return;
+            }
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
                     Ok(l) => serve(core, node, repl, l, stop).await,
@@ -48,6 +69,9 @@ pub fn spawn_on_own_thread(
             })
         })
         .map_err(|e| format!("cannot start the RESP thread: {e}"))?;
+    pinned
+        .recv()
+        .map_err(|_| "the RESP thread ended before it started serving".to_string())??;
     Ok(())
 }
 
