@@ -31,21 +31,53 @@ impl ProxyCluster {
         ids: &[&str],
         build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
     ) -> Result<ProxyCluster, String> {
+        ProxyCluster::start_with(dir, ids, false, build).await
+    }
+
+    /// [`ProxyCluster::start`], each replica's RESP thread and its
+    /// redis-server's main thread pinned to one CPU (`--resp-cpus`,
+    /// `server_cpulist`), the n-th pair to the n-th allowed CPU (round
+    /// robin): the placement the README recommends.
+    pub async fn start_pinned(
+        dir: &TestDir,
+        ids: &[&str],
+        build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
+    ) -> Result<ProxyCluster, String> {
+        ProxyCluster::start_with(dir, ids, true, build).await
+    }
+
+    async fn start_with(
+        dir: &TestDir,
+        ids: &[&str],
+        pinned: bool,
+        build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
+    ) -> Result<ProxyCluster, String> {
+        let cpus = if pinned {
+            proto_common::cpus::allowed()?
+        } else {
+            Vec::new()
+        };
         let mut redis = BTreeMap::new();
         let mut resp = BTreeMap::new();
         let mut builder = build(Cluster::builder().replicas(ids.iter().copied()));
-        for id in ids {
-            let server = RedisServer::start(dir, &format!("{id}-redis")).await?;
+        for (i, id) in ids.iter().enumerate() {
+            let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()].to_string());
+            let mut redis_args = vec!["--appendonly", "no"];
+            let mut node_args = Vec::new();
+            if let Some(cpu) = &cpu {
+                redis_args.extend(["--server_cpulist", cpu]);
+                node_args.extend(["--resp-cpus".to_string(), cpu.clone()]);
+            }
+            let name = format!("{id}-redis");
+            let server = RedisServer::start_with(dir, &name, &redis_args).await?;
             let port = free_port();
-            builder = builder.node_args(
-                id,
-                [
-                    "--upstream".to_string(),
-                    server.url(),
-                    "--resp-listen".to_string(),
-                    format!("127.0.0.1:{port}"),
-                ],
-            );
+            node_args.extend([
+                "--upstream".to_string(),
+                server.url(),
+                "--resp-listen".to_string(),
+                format!("127.0.0.1:{port}"),
+            ]);
+            builder = builder.node_args(id, node_args);
             redis.insert(id.to_string(), server);
             resp.insert(id.to_string(), port);
         }

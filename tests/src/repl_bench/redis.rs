@@ -8,7 +8,12 @@
 //! fsynced in the log on the active and on the standby before it is
 //! acknowledged. Measured against the active's RESP port:
 //! `redis-benchmark -t set,get -c <clients> -d <value size> -r 100000` and
-//! `-t set -c 1`, each target in turn, `--rounds` times alternated.
+//! `-t set -c 1`, each target in turn, `--rounds` times, the order reversed
+//! every other round. A second such cluster runs with the placement the
+//! README recommends: each replica's RESP thread and its redis-server's
+//! main thread pinned to one CPU (`--resp-cpus`, `server_cpulist`), a's
+//! pair on the first CPU and b's on the next; redis-benchmark and the
+//! redis-server alone are not pinned.
 
 use std::process::Stdio;
 
@@ -43,6 +48,19 @@ pub async fn run(config: &Config, dir: &TestDir) -> Result<Vec<RedisRow>, String
         .cluster
         .wait_active_with_sync_standby(std::time::Duration::from_secs(30))
         .await?;
+    let pinned_dir = TestDir::new("repl-bench-redis-pinned")
+        .map_err(|e| format!("cannot make a directory for the pinned cluster: {e}"))?;
+    let pinned = ProxyCluster::start_pinned(&pinned_dir, &["a", "b"], |b| {
+        b.bin_dir(&config.bin_dir)
+            .builtin_timing()
+            .sync_standbys(1)
+            .segment_bytes(64 << 20)
+    })
+    .await?;
+    let (pinned_active, _) = pinned
+        .cluster
+        .wait_active_with_sync_standby(std::time::Duration::from_secs(30))
+        .await?;
     let alone = RedisServer::start_with(
         dir,
         "alone",
@@ -53,6 +71,10 @@ pub async fn run(config: &Config, dir: &TestDir) -> Result<Vec<RedisRow>, String
         (
             "understudy (active + sync standby)",
             cluster.resp[&active.id],
+        ),
+        (
+            "understudy, RESP thread pinned",
+            pinned.resp[&pinned_active.id],
         ),
         ("redis-server alone, appendfsync always", alone.port),
     ];
