@@ -105,19 +105,36 @@ else
     --listen 127.0.0.1:7700 --store "file:$dir/arbiter.json" "${tls_args[@]}"
 fi
 
+# Proxy mode: each replica's RESP thread shares a CPU with its
+# redis-server's main thread (README, "Proxy mode", on placement): a's pair
+# on the first CPU this script may use, b's on the next.
+cpus=()
+if $with_redis; then
+  read -ra cpus < <(taskset -cp $$ | sed 's/.*: //' | tr ',' '\n' |
+    awk -F- '{ for (c = $1; c <= ($2 == "" ? $1 : $2); c++) printf "%d ", c } END { print "" }')
+fi
+
 i=0
 for node in a b; do
   proxy=()
   if $with_redis; then
+    cpu=${cpus[i % ${#cpus[@]}]}
     # The upstream: no persistence (the replicas' log is the durable copy).
     mkdir -p "$dir/redis-$node"
     start "redis-server $node" "$dir/redis-$node.log" redis-server --port $((6391 + i)) \
-      --bind 127.0.0.1 --save "" --appendonly no --dir "$dir/redis-$node"
+      --bind 127.0.0.1 --save "" --appendonly no --dir "$dir/redis-$node" \
+      --server_cpulist "$cpu"
     for _ in $(seq 100); do
       redis-cli -p $((6391 + i)) ping >/dev/null 2>&1 && break
       sleep 0.05
     done
-    proxy=(--upstream "redis://127.0.0.1:$((6391 + i))" --resp-listen "127.0.0.1:$((6381 + i))")
+    if ! redis-cli -p $((6391 + i)) ping >/dev/null 2>&1; then
+      echo "redis-server $node did not start; the end of $dir/redis-$node.log:" >&2
+      tail -5 "$dir/redis-$node.log" >&2
+      exit 1
+    fi
+    proxy=(--upstream "redis://127.0.0.1:$((6391 + i))" --resp-listen "127.0.0.1:$((6381 + i))"
+      --resp-cpus "$cpu")
   fi
   tls $node
   start "replica $node" "$dir/replica-$node.log" "$bin/replica" run --cluster local \
@@ -140,8 +157,8 @@ if $with_redis; then
 
 understudy is running in proxy mode (cluster "local", state in $dir):
   arbiter   $arbiters   (dashboard: $scheme://127.0.0.1:7700/)
-  replica a (pid ${pids[-3]}): Redis clients on 127.0.0.1:6381, in front of redis-server :6391
-  replica b (pid ${pids[-1]}): Redis clients on 127.0.0.1:6382, in front of redis-server :6392
+  replica a (pid ${pids[-3]}): Redis clients on 127.0.0.1:6381, in front of redis-server :6391 (both on CPU ${cpus[0]})
+  replica b (pid ${pids[-1]}): Redis clients on 127.0.0.1:6382, in front of redis-server :6392 (both on CPU ${cpus[1 % ${#cpus[@]}]})
 
   redis-cli -p 6381 ${redis_tls}set greeting hello
   redis-cli -p 6382 ${redis_tls}get greeting
