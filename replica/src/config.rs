@@ -607,6 +607,19 @@ mod tests {
         assert_eq!(s.node_id.as_str(), "a");
         assert_eq!(s.limits.max_key_bytes, 1024);
         assert_eq!(s.forward, ForwardMode::Proxy);
+        // Every commented-out setting is a real one, of the right type.
+        let commented: Vec<&str> = include_str!("../../deploy/replica.toml")
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .collect();
+        assert!(commented.len() > 10, "{commented:?}");
+        for line in commented {
+            toml::from_str::<Options>(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
     }
 
     #[test]
