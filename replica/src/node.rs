@@ -315,12 +315,11 @@ fn open_upstream(
     use crate::proxy::machine::{UpstreamAddr, UpstreamMachine};
     let start = tokio::runtime::Handle::current()
         .block_on(crate::proxy::start::check(&settings, reader, base))?;
-    let addr = UpstreamAddr {
-        addr: settings.upstream.clone(),
-        password: settings.upstream_password.clone(),
-        marker_db: settings.marker_db,
-    };
-    let machine = Arc::new(UpstreamMachine::start(addr, start.applied, answerer));
+    let machine = Arc::new(UpstreamMachine::start(
+        UpstreamAddr::of(&settings),
+        start.applied,
+        answerer,
+    ));
     let committed = start.applied.index.max(hint);
     if start.resync.is_none() && start.applied.index < hint {
         machine.replay(reader.clone(), start.applied, hint);

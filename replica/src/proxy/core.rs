@@ -68,11 +68,7 @@ impl ProxyCore {
     }
 
     pub fn upstream(&self) -> UpstreamAddr {
-        UpstreamAddr {
-            addr: self.settings.upstream.clone(),
-            password: self.settings.upstream_password.clone(),
-            marker_db: self.settings.marker_db,
-        }
+        UpstreamAddr::of(&self.settings)
     }
 
     /// Why a full resync is due, if it is: decided at start or by a

@@ -61,6 +61,15 @@ pub struct UpstreamAddr {
 }
 
 impl UpstreamAddr {
+    /// The upstream of these settings.
+    pub fn of(settings: &super::ProxySettings) -> UpstreamAddr {
+        UpstreamAddr {
+            addr: settings.upstream.clone(),
+            password: settings.upstream_password.clone(),
+            marker_db: settings.marker_db,
+        }
+    }
+
     pub async fn connect(&self) -> Result<Conn, String> {
         Conn::connect(&self.addr, self.password.as_deref(), None).await
     }

@@ -41,11 +41,7 @@ pub async fn check(
     reader: &LogReader,
     log_base: Position,
 ) -> Result<Start, String> {
-    let upstream = UpstreamAddr {
-        addr: settings.upstream.clone(),
-        password: settings.upstream_password.clone(),
-        marker_db: settings.marker_db,
-    };
+    let upstream = UpstreamAddr::of(settings);
     let addr = &settings.upstream;
     let mut conn = upstream
         .connect()
