@@ -108,14 +108,9 @@ async fn data_without_a_marker_is_refused_unless_adopted() {
 
     // Refused, naming the problem and the fix.
     let mut refused = config(false).spawn().unwrap();
-    let status = refused
-        .process()
-        .wait_for_exit(DEADLINE)
-        .await
-        .unwrap()
-        .expect("it must refuse to start");
+    let status = refused.wait_for_exit(DEADLINE).await.unwrap();
     assert_eq!(status.code(), Some(2));
-    let log = log_of(&dir, "solo");
+    let log = refused.stderr();
     assert!(
         log.contains("holds 2 keys but no applied marker") && log.contains("--adopt-upstream-data"),
         "{log}"
