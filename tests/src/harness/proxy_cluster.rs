@@ -34,19 +34,11 @@ impl ProxyCluster {
         ProxyCluster::start_with(dir, ids, false, build).await
     }
 
-    /// [`ProxyCluster::start`], each replica's RESP thread and its
-    /// redis-server's main thread pinned to one CPU (`--resp-cpus`,
-    /// `server_cpulist`), the n-th pair to the n-th allowed CPU (round
-    /// robin): the placement the README recommends.
-    pub async fn start_pinned(
-        dir: &TestDir,
-        ids: &[&str],
-        build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
-    ) -> Result<ProxyCluster, String> {
-        ProxyCluster::start_with(dir, ids, true, build).await
-    }
-
-    async fn start_with(
+    /// [`ProxyCluster::start`], or with `pinned` each replica's RESP
+    /// thread and its redis-server's main thread on one CPU
+    /// (`--resp-cpus`, `server_cpulist`), the n-th pair on the n-th allowed
+    /// CPU (round robin): the placement the README recommends.
+    pub async fn start_with(
         dir: &TestDir,
         ids: &[&str],
         pinned: bool,

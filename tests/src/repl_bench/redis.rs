@@ -37,30 +37,10 @@ pub struct RedisRow {
 
 /// Runs the phase (see the module docs).
 pub async fn run(config: &Config, dir: &TestDir) -> Result<Vec<RedisRow>, String> {
-    let cluster = ProxyCluster::start(dir, &["a", "b"], |b| {
-        b.bin_dir(&config.bin_dir)
-            .builtin_timing()
-            .sync_standbys(1)
-            .segment_bytes(64 << 20)
-    })
-    .await?;
-    let (active, _) = cluster
-        .cluster
-        .wait_active_with_sync_standby(std::time::Duration::from_secs(30))
-        .await?;
+    let (_cluster, port) = start_cluster(config, dir, false).await?;
     let pinned_dir = TestDir::new("repl-bench-redis-pinned")
         .map_err(|e| format!("cannot make a directory for the pinned cluster: {e}"))?;
-    let pinned = ProxyCluster::start_pinned(&pinned_dir, &["a", "b"], |b| {
-        b.bin_dir(&config.bin_dir)
-            .builtin_timing()
-            .sync_standbys(1)
-            .segment_bytes(64 << 20)
-    })
-    .await?;
-    let (pinned_active, _) = pinned
-        .cluster
-        .wait_active_with_sync_standby(std::time::Duration::from_secs(30))
-        .await?;
+    let (_pinned, pinned_port) = start_cluster(config, &pinned_dir, true).await?;
     let alone = RedisServer::start_with(
         dir,
         "alone",
@@ -68,14 +48,8 @@ pub async fn run(config: &Config, dir: &TestDir) -> Result<Vec<RedisRow>, String
     )
     .await?;
     let targets = [
-        (
-            "understudy (active + sync standby)",
-            cluster.resp[&active.id],
-        ),
-        (
-            "understudy, RESP thread pinned",
-            pinned.resp[&pinned_active.id],
-        ),
+        ("understudy (active + sync standby)", port),
+        ("understudy, RESP thread pinned", pinned_port),
         ("redis-server alone, appendfsync always", alone.port),
     ];
     let mut rows = Vec::new();
@@ -117,6 +91,28 @@ pub async fn run(config: &Config, dir: &TestDir) -> Result<Vec<RedisRow>, String
         }
     }
     Ok(rows)
+}
+
+/// A proxy cluster of a and b with a sync standby (RESP threads and
+/// redis-servers `pinned` or not), and its active's RESP port.
+async fn start_cluster(
+    config: &Config,
+    dir: &TestDir,
+    pinned: bool,
+) -> Result<(ProxyCluster, u16), String> {
+    let cluster = ProxyCluster::start_with(dir, &["a", "b"], pinned, |b| {
+        b.bin_dir(&config.bin_dir)
+            .builtin_timing()
+            .sync_standbys(1)
+            .segment_bytes(64 << 20)
+    })
+    .await?;
+    let (active, _) = cluster
+        .cluster
+        .wait_active_with_sync_standby(std::time::Duration::from_secs(30))
+        .await?;
+    let port = cluster.resp[&active.id];
+    Ok((cluster, port))
 }
 
 async fn benchmark(target: &str, args: &[&str]) -> Result<Vec<RedisRow>, String> {
