@@ -4,8 +4,10 @@
 # --redis two redis-servers fronted by the replicas (proxy mode); with --tls
 # every listener and connection in TLS, with a local CA made by
 # deploy/make-certs.sh.
-# Installs prerequisites, builds release binaries, starts everything, prints
-# the URLs, and stops it all on Ctrl-C.
+# Installs what it runs (deploy/prereqs.sh: the build's tools, and etcd,
+# redis-server or openssl only with the flag that uses them), builds release
+# binaries, starts everything, prints the URLs and the time it took, and
+# stops it all on Ctrl-C.
 #
 #   deploy/local-cluster.sh            # arbiter :7700, replicas a :7000, b :7001
 #   deploy/local-cluster.sh --etcd     # + etcd :2379, arbiters :7700 and :7701
@@ -25,14 +27,26 @@ for arg in "$@"; do
     --etcd) with_etcd=true ;;
     --redis) with_redis=true ;;
     --tls) with_tls=true ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
 
-deploy/prereqs.sh
-cargo build --release --bins -q
+started_at=$(date +%s%N)
+parts=(build cluster)
+$with_etcd && parts+=(etcd)
+$with_redis && parts+=(redis)
+$with_tls && parts+=(tls)
+deploy/prereqs.sh "${parts[@]}"
+
 bin=$PWD/target/release
+if [ ! -x "$bin/replica" ] || [ ! -x "$bin/arbiter" ]; then
+  # Measured on a 2-core machine with an empty target/: about 4 minutes
+  # (BENCHMARKS.md, "First contact"). Cargo shows its progress below.
+  echo "building understudy's release binaries for the first time:" \
+    "about 4 minutes on 2 cores, less on more ($(nproc) here)" >&2
+fi
+cargo build --release --bins
 dir=${UNDERSTUDY_LOCAL_DIR:-/tmp/understudy-local}
 mkdir -p "$dir"
 pids=()
@@ -145,17 +159,26 @@ for node in a b; do
 done
 
 echo "waiting for the first active..."
-for _ in $(seq 200); do
+formed=false
+for _ in $(seq 300); do
   if "${curl[@]}" -sf $scheme://127.0.0.1:7000/v1/role >/dev/null || "${curl[@]}" -sf $scheme://127.0.0.1:7001/v1/role >/dev/null; then
+    formed=true
     break
   fi
   sleep 0.1
 done
+if ! $formed; then
+  echo "no replica became active within 30 s; the ends of the logs in $dir:" >&2
+  for log in "$dir"/*.log; do echo "== $log" >&2; tail -5 "$log" >&2; done
+  exit 1
+fi
+took_ms=$((($(date +%s%N) - started_at) / 1000000))
+took="$((took_ms / 1000)).$(printf %03d $((took_ms % 1000)) | cut -c1) s from the command to a running cluster"
 
 if $with_redis; then
   cat <<EOF
 
-understudy is running in proxy mode (cluster "local", state in $dir):
+understudy is running in proxy mode (cluster "local", state in $dir; $took):
   arbiter   $arbiters   (dashboard: $scheme://127.0.0.1:7700/)
   replica a (pid ${pids[-3]}): Redis clients on 127.0.0.1:6381, in front of redis-server :6391 (both on CPU ${cpus[0]})
   replica b (pid ${pids[-1]}): Redis clients on 127.0.0.1:6382, in front of redis-server :6392 (both on CPU ${cpus[1 % ${#cpus[@]}]})
@@ -169,7 +192,7 @@ EOF
 else
   cat <<EOF
 
-understudy is running (cluster "local", state in $dir):
+understudy is running (cluster "local", state in $dir; $took):
   arbiter   $arbiters   (dashboard: $scheme://127.0.0.1:7700/)
   replica a (pid ${pids[-2]}): $scheme://127.0.0.1:7000
   replica b (pid ${pids[-1]}): $scheme://127.0.0.1:7001

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole understudy test suite: unit, scenario, and end-to-end tests with
-# real processes. Installs its prerequisites first (see prereqs.sh).
+# The whole understudy test suite: formatting and lints, then unit,
+# scenario, and end-to-end tests with real processes. Installs its
+# prerequisites first (deploy/prereqs.sh test).
 #
 # Nothing may depend on how long the machine has been up, so the suite also
 # runs in Linux time namespaces (as root) where CLOCK_BOOTTIME and
@@ -29,7 +30,7 @@ while (($#)); do
       break
       ;;
     -h | --help)
-      sed -n '2,12p' "$0"
+      sed -n '2,13p' "$0"
       exit 0
       ;;
     *)
@@ -46,7 +47,17 @@ case "$clocks" in
     ;;
 esac
 
-deploy/prereqs.sh
+deploy/prereqs.sh test
+
+# The code is formatted and lint-free before anything is tested: a lint
+# that does not fit the project is allowed by name, with the reason, in
+# the crate that allows it.
+echo "== cargo fmt --all --check" >&2
+if ! cargo fmt --all --check; then
+  echo "the code is not formatted: run cargo fmt --all" >&2
+  exit 1
+fi
+
 # A fresh clone gains nothing from incremental compilation, and its cache
 # doubles the size of the build (about 2.5 GB without it).
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
@@ -57,6 +68,8 @@ if ((free_kib < 4 * 1024 * 1024)); then
 fi
 # End-to-end tests start the real binaries from this target directory.
 cargo build --workspace --bins
+echo "== cargo clippy --workspace --all-targets -- -D warnings" >&2
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== the whole suite, real clock ($(cut -d' ' -f1 /proc/uptime) s since boot)" >&2
 cargo test --workspace "$@"
 

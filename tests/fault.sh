@@ -13,6 +13,6 @@
 # could not be done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-deploy/prereqs.sh
+deploy/prereqs.sh test
 cargo build --release --workspace --bins
 exec target/release/fault-suite "$@"
