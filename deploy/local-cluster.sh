@@ -46,7 +46,7 @@ if [ ! -x "$bin/replica" ] || [ ! -x "$bin/arbiter" ]; then
   echo "building understudy's release binaries for the first time:" \
     "about 4 minutes on 2 cores, less on more ($(nproc) here)" >&2
 fi
-cargo build --release --bins
+cargo build --release -p replica -p arbiter --bins
 dir=${UNDERSTUDY_LOCAL_DIR:-/tmp/understudy-local}
 mkdir -p "$dir"
 pids=()
