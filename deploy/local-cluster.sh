@@ -41,10 +41,10 @@ deploy/prereqs.sh "${parts[@]}"
 
 bin=$PWD/target/release
 if [ ! -x "$bin/replica" ] || [ ! -x "$bin/arbiter" ]; then
-  # Measured on a 2-core machine with an empty target/: about 4 minutes
+  # Measured on a 2-core machine with an empty target/: 4 min 40 s
   # (BENCHMARKS.md, "First contact"). Cargo shows its progress below.
   echo "building understudy's release binaries for the first time:" \
-    "about 4 minutes on 2 cores, less on more ($(nproc) here)" >&2
+    "about 5 minutes on 2 cores, less on more ($(nproc) here)" >&2
 fi
 cargo build --release -p replica -p arbiter --bins
 dir=${UNDERSTUDY_LOCAL_DIR:-/tmp/understudy-local}
