@@ -113,7 +113,7 @@ mod tests {
     fn bodies_are_parsed_with_useful_errors() {
         #[derive(serde::Deserialize, Debug)]
         struct Req {
-            #[allow(dead_code)]
+            #[allow(dead_code)] // read only by the parser under test
             enabled: bool,
         }
         let err = parse_json::<Req>(Ok(Bytes::from_static(b"{\"enabled\":")), "request", false)

@@ -2,7 +2,7 @@
 //! temporary data directory, roles driven through the library (the way the
 //! heartbeat loop drives them), stopped when dropped.
 
-#![allow(dead_code)]
+#![allow(dead_code)] // each test file uses a different part
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -322,6 +322,8 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    // Every part of a run's report is a separate measurement taken by the run;
+    // a struct only to pass them here would repeat the report's own fields.
     #[allow(clippy::too_many_arguments)]
     fn new(
         options: &ClusterOptions,
