@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::log::group_commit::{CommitSink, PendingEntry, Responder};
 use crate::metrics::Metrics;
+use crate::role::Term;
 use crate::state::Outcome;
 use crate::state_machine::StateMachine;
 use crate::sync_set::SyncSet;
@@ -78,15 +79,19 @@ pub trait Shipper: Send + Sync {
 /// Who decides what is committed.
 #[derive(Debug)]
 enum Mode {
-    /// The active: local durability plus every sync member's acknowledgement.
+    /// The active in a term: local durability plus every sync member's
+    /// acknowledgement.
     Leading(SyncState),
     /// A standby: whatever the active says is committed (and is durable here).
     Following { leader_commit: LogIndex },
 }
 
 /// The active's view of the sync set.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SyncState {
+    /// The term this replica leads in; writes waiting when its lease runs
+    /// out are answered at once (see `role::lapse`).
+    term: Arc<Term>,
     set: SyncSet,
     /// Commit index when `set.version` was adopted.
     adopted_at: LogIndex,
@@ -102,9 +107,14 @@ struct Inner {
     commit: LogIndex,
     mode: Mode,
     failed: Option<String>,
-    /// The active's lease has run out (see `lease::watch_lapses`): writes
+}
+
+impl Inner {
+    /// Leading in a term whose lease ran out (or that ended): writes
     /// reaching the tracker are answered at once, their outcome unknown.
-    lapsed: bool,
+    fn lapsed(&self) -> bool {
+        matches!(&self.mode, Mode::Leading(sync) if !sync.term.may_answer())
+    }
 }
 
 /// Tracks durability and acknowledgements, applies committed entries and
@@ -120,8 +130,6 @@ pub struct CommitTracker {
     shippers: RwLock<Vec<Arc<dyn Shipper>>>,
     /// Local durable position, for a standby's acknowledgements.
     durable_tx: watch::Sender<Position>,
-    /// The cluster's `sync_standbys` is 0 (see `set_async_mode`).
-    async_mode: std::sync::atomic::AtomicBool,
 }
 
 impl CommitTracker {
@@ -145,14 +153,12 @@ impl CommitTracker {
                     leader_commit: committed,
                 },
                 failed: None,
-                lapsed: false,
             }),
             sm,
             metrics,
             commit_tx,
             shippers: RwLock::new(Vec::new()),
             durable_tx,
-            async_mode: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -201,12 +207,17 @@ impl CommitTracker {
         self.inner.lock().failed.clone()
     }
 
-    /// Becomes the committer: from now on the sync set decides.
-    pub fn lead(&self, set: SyncSet) {
+    /// Becomes the committer in `term`: from now on the sync set decides.
+    /// A term that already ended is not led (its demotion may have been
+    /// carried out before this call).
+    pub fn lead(&self, term: Arc<Term>, set: SyncSet) {
         let mut inner = self.inner.lock();
+        if term.has_ended() {
+            return;
+        }
         let adopted_at = inner.commit;
-        inner.lapsed = false;
         inner.mode = Mode::Leading(SyncState {
+            term,
             set,
             adopted_at,
             confirmed: 0,
@@ -295,24 +306,18 @@ impl CommitTracker {
 
     /// The active's lease ran out: every client still waiting for a commit
     /// is told at once that its write's outcome is unknown, and so is every
-    /// write registered until [`CommitTracker::lease_held`]. The entries
+    /// write registered while it stays lapsed (`registered`). The entries
     /// stay in the log and commit if the standbys acknowledge them (the
     /// lease may be renewed), or are cut by a new active; either way no
     /// client is left waiting on a commit a cut-off active cannot get.
     pub fn lease_lapsed(&self) {
         let mut inner = self.inner.lock();
-        if !matches!(inner.mode, Mode::Leading(_)) {
+        if !inner.lapsed() {
             return;
         }
-        inner.lapsed = true;
         let waiting = Self::take_waiting(&mut inner);
         drop(inner);
         answer_lapsed(waiting);
-    }
-
-    /// The lease holds again (renewed): writes wait for their commit.
-    pub fn lease_held(&self) {
-        self.inner.lock().lapsed = false;
     }
 
     fn take_waiting(inner: &mut Inner) -> Vec<(Position, Responder)> {
@@ -323,10 +328,14 @@ impl CommitTracker {
             .collect()
     }
 
-    /// Stops leading: clients still waiting are told the outcome is unknown.
-    pub fn follow(&self, why: &str) {
+    /// Stops leading `term` (it ended): clients still waiting are told the
+    /// outcome is unknown. Changes nothing when leading another term (a
+    /// newer grant was carried out first) or following already.
+    pub fn stop_leading(&self, term: &Arc<Term>, why: &str) {
         let mut inner = self.inner.lock();
-        inner.lapsed = false;
+        if !matches!(&inner.mode, Mode::Leading(sync) if Arc::ptr_eq(&sync.term, term)) {
+            return;
+        }
         let commit = inner.commit;
         inner.mode = Mode::Following {
             leader_commit: commit,
@@ -386,18 +395,6 @@ impl CommitTracker {
         Ok(())
     }
 
-    /// Records whether the cluster runs in async mode (`sync_standbys = 0`)
-    /// per the arbiter's latest reply: only then may committed entries be
-    /// cut by a new active (`repl::cut`). Unknown counts as sync.
-    pub fn set_async_mode(&self, on: bool) {
-        self.async_mode
-            .store(on, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn async_mode(&self) -> bool {
-        self.async_mode.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// The state and the log were replaced from outside the log (a
     /// snapshot install, a rewind, a full resync): both now end at
     /// `applied`, which is committed.
@@ -439,7 +436,6 @@ impl CommitTracker {
             return;
         }
         inner.commit = target;
-        let leading = matches!(inner.mode, Mode::Leading(_));
         let split = inner
             .pending
             .iter()
@@ -447,9 +443,9 @@ impl CommitTracker {
             .unwrap_or(inner.pending.len());
         let committed: Vec<PendingEntry> = inner.pending.drain(..split).collect();
         // Handed over under the lock, so batches reach the state machine in
-        // log order; it applies them and answers their clients (with the
-        // lease checked right before, see `state_machine::answer`).
-        self.sm.apply(committed, leading);
+        // log order; it applies them and hands each waiting write its
+        // outcome (its client is answered through the role's guard).
+        self.sm.apply(committed);
         drop(inner);
         self.commit_tx.send_replace(target);
     }
@@ -481,7 +477,7 @@ impl CommitSink for CommitTracker {
         // Accepted just before strict mode started blocking, or just
         // before the lease ran out.
         let abandoned = Self::take_blocked(&mut inner);
-        let lapsed = if inner.lapsed {
+        let lapsed = if inner.lapsed() {
             Self::take_waiting(&mut inner)
         } else {
             Vec::new()

@@ -19,7 +19,7 @@ const HANDOVER_LIMIT: Duration = Duration::from_secs(5);
 /// If `node` is the active of a cluster, asks the arbiter to switch over
 /// and waits (bounded) until this node is no longer active.
 pub async fn hand_over(node: Arc<Node>) {
-    if node.settings.arbiters.is_empty() || node.role().write_epoch.is_none() {
+    if node.settings.arbiters.is_empty() || node.role().state.term().is_none() {
         return;
     }
     let client = HttpClient::new(Duration::from_secs(1), node.settings.tls.clone());
@@ -57,10 +57,10 @@ pub async fn hand_over(node: Arc<Node>) {
         return;
     }
     let deadline = tokio::time::Instant::now() + HANDOVER_LIMIT;
-    while node.role().write_epoch.is_some() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    if node.role().write_epoch.is_some() {
+    let mut role = node.roles.subscribe();
+    let handed_over = role.wait_for(|r| r.state.term().is_none());
+    let handed_over = tokio::time::timeout_at(deadline, handed_over).await;
+    if !matches!(handed_over, Ok(Ok(_))) {
         tracing::warn!("switchover did not complete within 5 s; shutting down anyway");
     } else {
         tracing::info!("handed over to the new active; shutting down");

@@ -1,6 +1,7 @@
 //! The heartbeat loop: every `heartbeat_ms` (or sooner, when the arbiter
-//! asks) report to the arbiter, feed the reply to the role machine, and
-//! carry out its actions — promote, renew the lease, follow, demote, fence.
+//! asks) report to the arbiter, feed the reply to the role's owner
+//! (`role::Roles`), and have its actions carried out — promote, follow,
+//! demote, fence. The lease is renewed by the role itself.
 //!
 //! The loop is strictly sequential: a reply's actions finish before the
 //! next heartbeat is built, so a heartbeat always describes a settled role.
@@ -18,7 +19,7 @@ use proto_common::params::ClusterParams;
 use tokio_util::sync::CancellationToken;
 
 use crate::repl::Replication;
-use crate::role::{Action, Local, RoleMachine};
+use crate::role::{Action, RoleState};
 use proto_common::clock;
 
 /// Longest connecting to an arbiter may take.
@@ -31,7 +32,6 @@ const DRAIN_POLL: Duration = Duration::from_millis(1);
 pub struct HeartbeatLoop {
     repl: Arc<Replication>,
     client: HttpClient,
-    machine: RoleMachine,
     /// Arbiter URLs in the order given; `current` is the one in use.
     arbiters: Vec<String>,
     current: usize,
@@ -47,13 +47,7 @@ pub struct HeartbeatLoop {
 impl HeartbeatLoop {
     pub fn new(repl: Arc<Replication>) -> HeartbeatLoop {
         let node = &repl.node;
-        let state = node.node_state();
         HeartbeatLoop {
-            machine: RoleMachine::new(
-                node.settings.node_id.clone(),
-                node.role().epoch,
-                state.active_epoch,
-            ),
             arbiters: node.settings.arbiters.clone(),
             client: HttpClient::new(CONNECT_TIMEOUT, node.settings.tls.clone()),
             current: 0,
@@ -69,7 +63,6 @@ impl HeartbeatLoop {
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
             self.step_down_on_storage_failure().await;
-            self.sync_with_node();
             self.seq += 1;
             let hb = self.build();
             let t_send = clock::now_nanos();
@@ -85,14 +78,10 @@ impl HeartbeatLoop {
                     self.reinit(n);
                 }
                 self.params = reply.params.clone();
-                self.repl
-                    .node
-                    .commit
-                    .set_async_mode(reply.params.sync_standbys == 0);
                 delay = Duration::from_millis(
                     reply.next_heartbeat_ms.unwrap_or(reply.params.heartbeat_ms),
                 );
-                let actions = self.machine.on_reply(hb.seq, t_send, &reply);
+                let actions = self.repl.node.roles.on_reply(hb.seq, t_send, &reply);
                 self.execute(actions).await;
             }
             let mut next = started + delay;
@@ -100,7 +89,8 @@ impl HeartbeatLoop {
                 if self.fenced_and_drained() {
                     next = tokio::time::Instant::now();
                 }
-                let wake = if matches!(self.machine.local(), Local::Fenced { .. }) {
+                let fenced = matches!(self.repl.node.role().state, RoleState::Fenced { .. });
+                let wake = if fenced {
                     next.min(tokio::time::Instant::now() + DRAIN_POLL)
                 } else {
                     next
@@ -126,7 +116,7 @@ impl HeartbeatLoop {
     fn reinit(&mut self, n: u64) {
         let node = &self.repl.node;
         if n <= node.node_state().reinitialized
-            || node.role().write_epoch.is_some()
+            || node.role().state.term().is_some()
             || node.settings.proxy.is_some()
         {
             return;
@@ -141,7 +131,7 @@ impl HeartbeatLoop {
     /// replica once the lease of its last grant has ended.
     async fn step_down_on_storage_failure(&mut self) {
         let node = &self.repl.node;
-        if node.role().write_epoch.is_none() {
+        if node.role().state.term().is_none() {
             return;
         }
         let why = match (
@@ -158,16 +148,7 @@ impl HeartbeatLoop {
             ),
             (None, None) => return,
         };
-        self.repl.demote(&why).await;
-    }
-
-    /// A sender may have demoted the node (a standby showed a newer epoch):
-    /// the role machine must know before the next heartbeat is built.
-    fn sync_with_node(&mut self) {
-        let role = self.repl.node.role();
-        if role.write_epoch.is_none() && *self.machine.local() != Local::Standby {
-            self.machine.deposed(role.epoch);
-        }
+        self.repl.step_down(&why).await;
     }
 
     fn build(&self) -> Heartbeat {
@@ -176,7 +157,7 @@ impl HeartbeatLoop {
         let role = node.role();
         let state = node.node_state();
         let durable = node.commit.durable();
-        let active = role.write_epoch.is_some();
+        let active = role.state.term().is_some();
         let failure = node.health_problem();
         Heartbeat {
             cluster: settings.cluster.clone(),
@@ -185,7 +166,7 @@ impl HeartbeatLoop {
             client_url: settings.advertise_url.clone(),
             repl_addr: settings.advertise_repl.clone().unwrap_or_default(),
             role: if active { Role::Active } else { Role::Standby },
-            epoch: role.epoch,
+            epoch: role.seen,
             active_epoch: state.active_epoch,
             position: durable,
             commit_index: node.commit.commit_index_now(),
@@ -200,9 +181,9 @@ impl HeartbeatLoop {
             } else {
                 Vec::new()
             },
-            handoff: role.fenced_for.map(|target| Handoff {
-                drained: self.drained_for(&target),
-                target,
+            handoff: role.state.fenced_for().map(|target| Handoff {
+                drained: self.drained_for(target),
+                target: target.clone(),
             }),
             reinitialized: state.reinitialized,
             can_reinit: settings.proxy.is_none(),
@@ -224,9 +205,9 @@ impl HeartbeatLoop {
     }
 
     fn fenced_and_drained(&self) -> bool {
-        match self.machine.local() {
-            Local::Fenced { target, .. } => self.drained_for(target),
-            _ => false,
+        match self.repl.node.role().state.fenced_for() {
+            Some(target) => self.drained_for(target),
+            None => false,
         }
     }
 
@@ -308,54 +289,29 @@ impl HeartbeatLoop {
         }))
     }
 
+    /// Has the actions carried out; the reason of a refusal or a failed
+    /// promotion is reported as `detail` until the next success.
     async fn execute(&mut self, actions: Vec<Action>) {
+        let mut warned = None;
+        let mut rest = Vec::with_capacity(actions.len());
         for action in actions {
-            let node = &self.repl.node;
             match action {
-                Action::NoteEpoch(e) => {
-                    if let Err(why) = node.note_epoch(e) {
-                        tracing::error!(error = %why, "cannot record the epoch");
-                    }
+                Action::Warn(why) => warned = Some(why),
+                Action::Promote { .. } => {
+                    self.detail = None;
+                    rest.push(action);
                 }
-                Action::Promote { epoch, sync } => match self.repl.promote(epoch, sync).await {
-                    Ok(_) => self.detail = None,
-                    Err(why) => {
-                        tracing::error!(epoch = %epoch, error = %why, "promotion failed");
-                        self.detail = Some(why);
-                        self.machine.deposed(epoch);
-                        self.repl.demote("promotion failed").await;
-                        // The rest of this reply's actions (the lease
-                        // renewal, a fence) were for the active it did not
-                        // become.
-                        return;
-                    }
-                },
-                Action::Renew {
-                    t_send,
-                    lease_nanos,
-                } => node.lease.grant(t_send, Duration::from_nanos(lease_nanos)),
-                Action::SetSyncSet(sync) => self.repl.set_sync_set(sync),
-                Action::Demote { why } => self.repl.demote(&why).await,
-                Action::Follow { active, epoch } => {
-                    if let Err(why) = self.repl.follow(active, epoch).await {
-                        tracing::error!(error = %why, "cannot follow the active");
-                    }
-                }
-                Action::Fence { target } => {
-                    tracing::info!(target = %target, "switchover: fencing writes and draining");
-                    node.fence(&target).await;
-                }
-                Action::Unfence => {
-                    tracing::info!("switchover cancelled: taking writes again");
-                    node.unfence().await;
-                }
-                Action::Warn(why) => {
-                    if self.detail.as_deref() != Some(&why) {
-                        tracing::warn!("{why}");
-                    }
-                    self.detail = Some(why);
-                }
+                other => rest.push(other),
             }
+        }
+        if let Some(why) = warned {
+            if self.detail.as_deref() != Some(&why) {
+                tracing::warn!("{why}");
+            }
+            self.detail = Some(why);
+        }
+        if let Err(why) = self.repl.execute(rest).await {
+            self.detail = Some(why);
         }
     }
 }

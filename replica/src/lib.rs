@@ -10,10 +10,11 @@
 //! - [`commit`]: the commit rule, visibility, answering clients;
 //!   [`sync_set`]: the standbys it waits for, and strict mode.
 //! - [`snapshot`], [`node_state`]: what else persists across restarts.
-//! - [`lease`]: the active's lease on a suspend-proof clock.
 //! - [`repl`]: log shipping (sender, receiver, divergence, quarantine).
-//! - [`role`], [`heartbeat`], [`handover`]: the role state machine, the loop
-//!   that feeds it from the arbiter, and the switchover on SIGTERM.
+//! - [`role`]: what this replica is now (one owner), the active's term,
+//!   its lease and the guard every answer as the active goes through;
+//!   [`heartbeat`], [`handover`]: the loop that feeds it from the arbiter,
+//!   and the switchover on SIGTERM.
 //! - [`node`]: opening a data directory, replay, the write path.
 //! - [`api`]: the client HTTP API; [`metrics`]: Prometheus metrics.
 //! - [`proxy`]: proxy mode, fronting a standalone Redis server.
@@ -27,7 +28,6 @@ pub mod failpoint;
 pub mod handover;
 pub mod heartbeat;
 pub mod idle_poll;
-pub mod lease;
 pub mod log;
 pub mod metrics;
 pub mod node;

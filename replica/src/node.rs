@@ -1,7 +1,7 @@
 //! A replica node: opens its data directory (snapshot, log, node state),
-//! replays, and holds what the roles switch (the write epoch, the fence,
-//! the standby's view of the active). The role transitions are in
-//! `node/role.rs`, the write path in `node/write.rs`.
+//! replays, and holds the parts a replica is made of: the log, the commit
+//! rule, the state machine, and the role's owner. What a role change does
+//! to storage is in `node/role.rs`, the write path in `node/write.rs`.
 //!
 //! Data directory layout:
 //! ```text
@@ -20,42 +20,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use proto_common::heartbeat::Role;
 use proto_common::record::{self, Decoded};
-use proto_common::{Epoch, Position};
+use proto_common::Position;
 
 use crate::command::Command;
 use crate::commit::CommitTracker;
 use crate::config::Settings;
 use crate::idle_poll::IdlePoll;
-use crate::lease::Lease;
 use crate::log::group_commit::{GroupCommit, PendingEntry};
 use crate::log::{Log, LogOptions, LogReader, ReadOutcome};
 use crate::metrics::Metrics;
 use crate::node_state::NodeState;
+use crate::role::Roles;
 use crate::snapshot;
 use crate::state::KvState;
 use crate::state_machine::{Answerer, KvMachine, StateMachine};
 
 mod role;
 mod write;
-
-/// What the node currently is, as the API needs to know it.
-#[derive(Debug, Clone)]
-pub struct RoleView {
-    pub role: Role,
-    /// The epoch client writes are stamped with; `None` unless active.
-    pub write_epoch: Option<Epoch>,
-    /// Highest epoch seen.
-    pub epoch: Epoch,
-    /// The active's client URL, when known and not us.
-    pub active_url: Option<String>,
-    /// Why writes are refused right now, for error messages.
-    pub not_writable: Option<String>,
-    /// Set while handing over to this standby in a planned switchover: the
-    /// active takes no new writes but keeps shipping and committing.
-    pub fenced_for: Option<proto_common::NodeId>,
-}
 
 /// Whether a snapshot is being written, and how much log has been written
 /// since the last one (a snapshot starts when that passes
@@ -74,12 +56,9 @@ pub struct Node {
     pub commit: Arc<CommitTracker>,
     pub log: GroupCommit,
     pub reader: LogReader,
-    pub lease: Arc<Lease>,
     pub metrics: Arc<Metrics>,
-    role: RwLock<RoleView>,
-    /// Woken when the active this replica knows of changes (or it becomes
-    /// the active itself): requests relayed to the old one stop waiting.
-    pub active_changed: tokio::sync::Notify,
+    /// What this replica is now: its one owner (`role::Roles`).
+    pub roles: Arc<Roles>,
     /// Persisted node facts; the mutex serializes writers of the file.
     node_state: Mutex<NodeState>,
     /// Snapshot activity, for housekeeping and status.
@@ -144,8 +123,7 @@ impl Node {
         let hint = node_state.commit_hint.min(last.index);
 
         let kv = Arc::new(RwLock::new(state));
-        let lease = Arc::new(Lease::default());
-        let answerer = Answerer::new(lease.clone(), metrics.clone());
+        let answerer = Answerer::new(metrics.clone());
         let (sm, proxy, pending, committed): (Arc<dyn StateMachine>, _, _, _) =
             match settings.proxy.clone() {
                 None => {
@@ -177,9 +155,14 @@ impl Node {
             committed,
             pending,
         ));
-        let log = GroupCommit::start(log, commit.clone())
-            .map_err(|e| format!("cannot start the group-commit thread: {e}"))?;
         let epoch = node_state.seen_epoch.max(last.epoch);
+        let roles = Arc::new(Roles::new(
+            settings.node_id.clone(),
+            epoch,
+            node_state.active_epoch,
+        ));
+        let log = GroupCommit::start(log, commit.clone(), roles.subscribe())
+            .map_err(|e| format!("cannot start the group-commit thread: {e}"))?;
         metrics.epoch.set(epoch.0 as i64);
         metrics
             .quarantined_entries
@@ -193,17 +176,8 @@ impl Node {
             commit,
             log,
             reader,
-            lease,
             metrics,
-            role: RwLock::new(RoleView {
-                role: Role::Standby,
-                write_epoch: None,
-                epoch,
-                active_url: None,
-                not_writable: Some("this replica has not been made active".into()),
-                fenced_for: None,
-            }),
-            active_changed: tokio::sync::Notify::new(),
+            roles,
             node_state: Mutex::new(node_state),
             snapshots: SnapshotActivity::default(),
             idle_poll,
@@ -226,20 +200,9 @@ impl Node {
         &self.settings.data_dir
     }
 
-    pub fn role(&self) -> RoleView {
-        self.role.read().clone()
-    }
-
-    /// The epoch client writes are stamped with (`None` unless active),
-    /// without copying the whole role (every proxied read asks).
-    pub fn write_epoch(&self) -> Option<Epoch> {
-        self.role.read().write_epoch
-    }
-
-    /// [`Node::write_epoch`], and the switchover target while fenced.
-    pub fn write_epoch_and_fence(&self) -> (Option<Epoch>, Option<proto_common::NodeId>) {
-        let role = self.role.read();
-        (role.write_epoch, role.fenced_for.clone())
+    /// The role now (see `role::Roles`).
+    pub fn role(&self) -> Arc<crate::role::RoleView> {
+        self.roles.now()
     }
 
     /// Replaces the embedded store's whole state (a snapshot install, a

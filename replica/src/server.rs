@@ -131,7 +131,7 @@ pub async fn run(
         let stop = stop.clone();
         tls.clone().watch(async move { stop.cancelled().await });
     }
-    let listener = gate::listener(listener, node.lease.clone(), node.settings.tls.clone())
+    let listener = gate::listener(listener, node.settings.tls.clone())
         .map_err(|e| format!("client API listener: {e}"))?;
     let app = api::router(node.clone()).into_make_service_with_connect_info::<ConnGate>();
     let result = axum::serve(listener, app)
@@ -149,7 +149,7 @@ pub async fn run(
 /// runtime: a busy client runtime never delays the heartbeat that renews
 /// the active's lease (with a 150 ms lease, a heartbeat queued behind client
 /// work for a few tens of milliseconds cost writes under load). The lease's
-/// watch (`lease::watch_lapses`) runs there too.
+/// watch (`role::lapse::watch_lapses`) runs there too.
 fn spawn_heartbeats(repl: Arc<Replication>, stop: CancellationToken) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -160,8 +160,8 @@ fn spawn_heartbeats(repl: Arc<Replication>, stop: CancellationToken) -> Result<(
         .spawn(move || {
             runtime.block_on(async move {
                 let node = &repl.node;
-                tokio::spawn(crate::lease::watch_lapses(
-                    node.lease.clone(),
+                tokio::spawn(crate::role::lapse::watch_lapses(
+                    node.roles.clone(),
                     node.commit.clone(),
                     stop.clone(),
                 ));

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use proto_common::Position;
 use redis_protocol::resp2::types::BytesFrame;
 use replica::command::{Command, RespCmd, RespEntry};
-use replica::lease::Lease;
 use replica::metrics::Metrics;
 use replica::proxy::machine::{UpstreamAddr, UpstreamMachine};
 use replica::proxy::upstream::Conn;
@@ -96,7 +95,6 @@ async fn the_upstream_machine_passes_the_conformance_suite() {
             let addr = server.addr.clone();
             servers.lock().push(server);
             let metrics = Arc::new(Metrics::new());
-            let lease = Arc::new(Lease::default());
             let upstream = UpstreamAddr {
                 addr: addr.clone(),
                 password: None,
@@ -105,11 +103,10 @@ async fn the_upstream_machine_passes_the_conformance_suite() {
             let machine = Arc::new(UpstreamMachine::start(
                 upstream,
                 Position::ZERO,
-                Answerer::new(lease.clone(), metrics),
+                Answerer::new(metrics),
             ));
             Subject {
                 machine,
-                lease,
                 set: Box::new(set),
                 get: Box::new(move |k| {
                     let addr = addr.clone();

@@ -171,7 +171,7 @@ async fn a_standby_that_saw_a_newer_epoch_deposes_the_active() {
     .unwrap();
     expect_refusal_then_close(&mut raw, RefuseCode::StaleEpoch).await;
     assert!(
-        a.node.role().write_epoch.is_none(),
+        a.node.role().state.term().is_none(),
         "still active after learning a newer epoch"
     );
     let err = a.put("after", "deposed").await.unwrap_err();
@@ -183,7 +183,7 @@ async fn a_standby_that_saw_a_newer_epoch_deposes_the_active() {
 async fn hello_with_the_largest_epoch_changes_nothing(name: &str, token: &Token, code: RefuseCode) {
     capture_logs();
     let a = active_with_data(name).await;
-    let before = a.node.role().epoch;
+    let before = a.node.role().seen;
     let mut raw = connect(&a).await;
     let (_, c) = challenge(&mut raw).await;
     raw.send(Envelope {
@@ -194,8 +194,12 @@ async fn hello_with_the_largest_epoch_changes_nothing(name: &str, token: &Token,
     .unwrap();
     expect_refusal_then_close(&mut raw, code).await;
     let role = a.node.role();
-    assert_eq!(role.write_epoch, Some(before), "the active was deposed");
-    assert_eq!(role.epoch, before, "the forged epoch was believed");
+    assert_eq!(
+        role.state.writable_epoch(),
+        Some(before),
+        "the active was deposed"
+    );
+    assert_eq!(role.seen, before, "the forged epoch was believed");
     assert_eq!(
         a.node.node_state().seen_epoch,
         before,
@@ -256,7 +260,7 @@ async fn garbage_and_oversize_frames_close_the_connection_and_change_nothing() {
     );
     logged(&[&local, "exceeds the limit"]).await;
     assert_eq!(a.dump(), before);
-    assert!(a.node.role().write_epoch.is_some());
+    assert!(a.node.role().state.term().is_some());
 }
 
 // ---- a raw active against a real standby ------------------------------------
@@ -476,7 +480,7 @@ async fn an_unauthenticated_challenge_cannot_raise_the_standbys_epoch() {
     assert!(closed);
     logged(&["fa-forged", "did not prove it holds the cluster token"]).await;
     assert_eq!(
-        b.node.role().epoch,
+        b.node.role().seen,
         Epoch(2),
         "the forged epoch was believed"
     );
@@ -502,7 +506,7 @@ async fn a_standby_refuses_an_implausible_epoch_even_from_a_proven_active() {
     .await;
     assert!(closed);
     logged(&["fa-huge", "is implausible"]).await;
-    assert_eq!(b.node.role().epoch, Epoch(2));
+    assert_eq!(b.node.role().seen, Epoch(2));
     assert_eq!(b.node.reader.last(), Position::ZERO);
 }
 
@@ -562,5 +566,5 @@ async fn a_hello_describing_an_impossible_log_is_refused() {
     .unwrap();
     expect_refusal_then_close(&mut raw, RefuseCode::Protocol).await;
     logged(&["sb-impossible", "describes an impossible log"]).await;
-    assert_eq!(a.node.role().write_epoch, Some(epoch));
+    assert_eq!(a.node.role().state.writable_epoch(), Some(epoch));
 }

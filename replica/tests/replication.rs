@@ -81,7 +81,7 @@ async fn a_divergent_tail_is_quarantined_and_the_states_become_identical() {
     // Async mode: a commits alone, so its unshipped tail is applied on a.
     let a = TestNode::start("a", |_| {}).await;
     let b = TestNode::start("b", |_| {}).await;
-    a.node.commit.set_async_mode(true); // as the arbiter's replies say
+    a.node.roles.set_async_mode(true); // as the arbiter's replies say
     a.make_active(1, &[]).await;
     b.follow(&a, 1).await;
     for i in 0..50 {
@@ -119,17 +119,7 @@ async fn with_a_sync_standby_nothing_is_acknowledged_until_it_has_it() {
     // task is even polled.
     let opened = a.node.commit.durable().index;
     // No standby connected: the write must wait.
-    let pending = {
-        let a_node = a.node.clone();
-        tokio::spawn(async move {
-            a_node
-                .write(replica::command::Command::Put {
-                    key: "k".into(),
-                    value: "v".into(),
-                })
-                .await
-        })
-    };
+    let pending = support::spawn_put(&a.node, "k", "v");
     eventually(WAIT, "the write to be durable on a", || {
         a.node.commit.durable().index > opened
     })
@@ -156,17 +146,7 @@ async fn with_a_sync_standby_nothing_is_acknowledged_until_it_has_it() {
     // And a divergent, uncommitted tail on a is cut when b takes over.
     b.make_active(2, &[]).await;
     let before = a.node.commit.durable().index;
-    let stuck = {
-        let a_node = a.node.clone();
-        tokio::spawn(async move {
-            a_node
-                .write(replica::command::Command::Put {
-                    key: "never".into(),
-                    value: "acked".into(),
-                })
-                .await
-        })
-    };
+    let stuck = support::spawn_put(&a.node, "never", "acked");
     // In a's log (durable there) but never acknowledged by b: pending.
     eventually(WAIT, "the stuck write to be durable on a", || {
         a.node.commit.durable().index > before
@@ -233,7 +213,7 @@ async fn a_snapshot_holding_cut_entries_is_set_aside_whole_before_a_full_resync(
     let small = |o: &mut replica::config::Options| o.segment_bytes = Some(64 << 10);
     let a = TestNode::start("a", small).await;
     let b = TestNode::start("b", small).await;
-    a.node.commit.set_async_mode(true);
+    a.node.roles.set_async_mode(true);
     let shared = diverge(&a, &b, 200, 2000).await;
     // a's snapshot now holds entries b never had, and the log before them
     // is compacted away.
@@ -276,16 +256,7 @@ async fn a_failed_promotion_commits_and_applies_nothing() {
     a.make_active(1, &[&b, &c]).await;
     b.follow(&a, 1).await;
     let writes: Vec<_> = (0..3)
-        .map(|i| {
-            let node = a.node.clone();
-            tokio::spawn(async move {
-                node.write(replica::command::Command::Put {
-                    key: format!("pending{i}").into(),
-                    value: "v".into(),
-                })
-                .await
-            })
-        })
+        .map(|i| support::spawn_put(&a.node, &format!("pending{i}"), "v"))
         .collect();
     eventually(WAIT, "b to hold a's entries", || {
         b.node.commit.durable().index.0 >= 4
@@ -299,7 +270,11 @@ async fn a_failed_promotion_commits_and_applies_nothing() {
         .unwrap();
     let err = b
         .repl
-        .promote(proto_common::Epoch(5), replica::sync_set::SyncSet::local())
+        .grant(
+            proto_common::Epoch(5),
+            replica::sync_set::SyncSet::local(),
+            support::NEVER_ENDING,
+        )
         .await
         .unwrap_err();
     assert!(

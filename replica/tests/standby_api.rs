@@ -61,8 +61,8 @@ async fn pair(tweak_b: impl FnOnce(&mut replica::config::Options)) -> (TestNode,
     })
     .await;
     // Async mode (no sync set), as the arbiter's replies would say.
-    a.node.commit.set_async_mode(true);
-    b.node.commit.set_async_mode(true);
+    a.node.roles.set_async_mode(true);
+    b.node.roles.set_async_mode(true);
     a.make_active(1, &[]).await;
     b.follow(&a, 1).await;
     (a, b)
@@ -202,8 +202,12 @@ async fn restart_replays_the_snapshot_and_the_log() {
             .await
             .unwrap();
     }
+    let guard = a.node.roles.writer().unwrap();
     a.node
-        .write(replica::command::Command::Delete { key: "k000".into() })
+        .write(
+            &guard,
+            replica::command::Command::Delete { key: "k000".into() },
+        )
         .await
         .unwrap();
     let before = a.dump();
@@ -226,7 +230,7 @@ async fn a_fenced_active_serves_no_linearizable_reads() {
     assert_eq!(call("GET", &url, &[], "").await.status, 200);
     // A switchover to b fences a: the arbiter may name b any moment now,
     // while a's own lease still runs.
-    a.node.fence(&b.id).await;
+    a.repl.fence(b.id.clone()).await;
     let got = call("GET", &url, &[], "").await;
     assert_eq!(got.status, 503, "{}", String::from_utf8_lossy(&got.body));
     let e = got.json();
@@ -265,8 +269,17 @@ async fn a_new_active_serves_linearizable_reads_only_once_its_epoch_is_committed
 /// A standby whose idea of the active's URL is `url`.
 async fn standby_forwarding_to(url: &str) -> TestNode {
     let b = TestNode::start("b", |_| {}).await;
-    b.node
-        .set_standby_view(Some(url.to_string()), "a standby".into());
+    // Its replication address refuses connections: b keeps trying to
+    // follow, and forwards clients to `url` meanwhile.
+    let nobody = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let repl_addr = nobody.local_addr().unwrap().to_string();
+    drop(nobody);
+    let active = proto_common::heartbeat::ActiveInfo {
+        node_id: proto_common::NodeId::new("a").unwrap(),
+        client_url: url.to_string(),
+        repl_addr,
+    };
+    b.repl.follow(active, proto_common::Epoch(1)).await.unwrap();
     b
 }
 

@@ -7,6 +7,7 @@ use axum::Json;
 use proto_common::{ErrorBody, ErrorCode};
 
 use crate::commit::WriteError;
+use crate::role::NotActive;
 
 /// An error answer of the client API.
 #[derive(Debug, Clone)]
@@ -40,6 +41,16 @@ impl From<WriteError> for ApiError {
             WriteError::NoSyncStandby(m) => ApiError::new(ErrorCode::NoSyncStandby, m),
             WriteError::Overloaded(m) => ApiError::new(ErrorCode::Overloaded, m),
         }
+    }
+}
+
+impl From<NotActive> for ApiError {
+    fn from(e: NotActive) -> ApiError {
+        let active = match &e {
+            NotActive::Standby { active_url, .. } => active_url.clone(),
+            _ => None,
+        };
+        ApiError::new(ErrorCode::NotWritable, e.to_string()).with_active(active)
     }
 }
 

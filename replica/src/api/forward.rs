@@ -71,23 +71,21 @@ impl Forwarder {
 impl Forwarder {
     /// Sends `req` to the active (or redirects), for a replica that is not it.
     pub async fn relay(&self, node: &Node, req: Relay<'_>) -> Result<Response, ApiError> {
-        // Armed before the role is read, so a change right after it counts.
-        let active_changed = node.active_changed.notified();
-        tokio::pin!(active_changed);
-        active_changed.as_mut().enable();
         let role = node.role();
+        let active_changed = node.roles.active_moved(role.active_url());
+        tokio::pin!(active_changed);
         let why = role
-            .not_writable
-            .clone()
+            .not_writable()
             .unwrap_or_else(|| "this replica is not the active".into());
+        let active_url = role.active_url().map(str::to_string);
         if req.headers.contains_key(FORWARDED_BY) {
             return Err(ApiError::new(
                 ErrorCode::NotWritable,
                 format!("{why}; this request was already forwarded once, so it is not sent on"),
             )
-            .with_active(role.active_url));
+            .with_active(active_url));
         }
-        let Some(active) = role.active_url else {
+        let Some(active) = active_url else {
             return Err(ApiError::new(
                 ErrorCode::NotWritable,
                 format!("{why}; no active is known right now — retry shortly"),

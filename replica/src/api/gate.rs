@@ -1,54 +1,58 @@
 //! The last line of the lease rule: no write acknowledgement leaves the
 //! process after the lease has ended.
 //!
-//! The lease is checked when a write arrives, when it commits, and when its
-//! handler answers (lease.rs); yet a process can be paused (SIGSTOP, a VM
-//! stall) after the handler's check and before the answer's bytes reach the
+//! A write's guard (`role::ActiveGuard`) is checked when the write arrives
+//! and again once it is committed; yet a process can be paused (SIGSTOP, a
+//! VM stall) after that check and before the answer's bytes reach the
 //! socket, and resume long after its lease — and after another replica
 //! became the active. So every client connection's socket is wrapped: a
-//! handler that answers a write *arms* its connection's gate, and while
-//! armed, every write to the socket checks the lease immediately before the
-//! system call. A lapsed lease turns the answer into a broken connection;
-//! the client sees an error (outcome unknown), never a late "200 OK". The
-//! gate disarms once the answer is flushed.
+//! handler that answers a write *arms* its connection's gate with the
+//! write's guard, and while armed, every write to the socket checks the
+//! guard immediately before the system call. A lapsed lease turns the
+//! answer into a broken connection; the client sees an error (outcome
+//! unknown), never a late "200 OK". The gate disarms once the answer is
+//! flushed.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
+use parking_lot::Mutex;
 use proto_common::tls::{Incoming, Side, Tls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::lease::Lease;
+use crate::role::ActiveGuard;
 
 /// One connection's gate.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct AckGate {
-    /// Set while a write acknowledgement is on its way out.
-    armed: AtomicBool,
-    lease: Arc<Lease>,
+    /// The guard of the write acknowledgement on its way out, if one is.
+    armed: Mutex<Option<ActiveGuard>>,
 }
 
 impl AckGate {
     /// Guards the answer about to be written on this connection.
-    pub fn arm(&self) {
-        self.armed.store(true, Ordering::SeqCst);
+    pub fn arm(&self, guard: &ActiveGuard) {
+        *self.armed.lock() = Some(guard.clone());
     }
 
     fn check(&self) -> io::Result<()> {
-        if self.armed.load(Ordering::SeqCst) && !self.lease.is_valid() {
-            return Err(io::Error::new(
+        match &*self.armed.lock() {
+            Some(guard) if guard.check().is_err() => Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the lease ended before this write's acknowledgement was sent",
-            ));
+            )),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    fn disarm(&self) {
+        *self.armed.lock() = None;
     }
 }
 
@@ -102,7 +106,7 @@ impl AsyncWrite for GatedIo {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let done = Pin::new(&mut self.inner).poll_flush(cx);
         if matches!(done, Poll::Ready(Ok(()))) {
-            self.gate.armed.store(false, Ordering::SeqCst);
+            self.gate.disarm();
         }
         done
     }
@@ -114,26 +118,19 @@ impl AsyncWrite for GatedIo {
 
 /// Wraps an accepted connection in a gate (under TLS, when TLS is on, so
 /// every system call that writes is checked).
-pub fn gated(tcp: TcpStream, lease: Arc<Lease>) -> GatedIo {
-    let gate = Arc::new(AckGate {
-        armed: AtomicBool::new(false),
-        lease,
-    });
-    GatedIo { inner: tcp, gate }
+pub fn gated(tcp: TcpStream) -> GatedIo {
+    GatedIo {
+        inner: tcp,
+        gate: Arc::new(AckGate::default()),
+    }
 }
 
 /// The client API's listener: gated connections, in TLS when configured.
 pub type GatedListener = Incoming<GatedIo>;
 
 /// A listener for the client API on `listener`.
-pub fn listener(
-    listener: TcpListener,
-    lease: Arc<Lease>,
-    tls: Option<Arc<Tls>>,
-) -> io::Result<GatedListener> {
-    Incoming::new(listener, tls.map(|t| (t, Side::Clients)), move |tcp| {
-        gated(tcp, lease.clone())
-    })
+pub fn listener(listener: TcpListener, tls: Option<Arc<Tls>>) -> io::Result<GatedListener> {
+    Incoming::new(listener, tls.map(|t| (t, Side::Clients)), gated)
 }
 
 impl Connected<IncomingStream<'_, GatedListener>> for ConnGate {

@@ -57,22 +57,21 @@ pub struct ReplicaStatus {
 
 pub fn status_of(node: &Node) -> ReplicaStatus {
     let role = node.role();
-    let writable =
-        role.write_epoch.is_some() && node.lease.is_valid() && node.commit.failure().is_none();
+    let term = role.state.term();
+    let writable = node.roles.holds_lease() && node.commit.failure().is_none();
     ReplicaStatus {
         node_id: node.settings.node_id.to_string(),
-        role: role.role,
+        role: role.state.role(),
         writable,
-        epoch: role.epoch,
+        epoch: role.seen,
         position: node.commit.durable(),
         applied: node.applied(),
         commit_index: node.commit.commit_index_now(),
-        active_url: role.active_url,
-        lease_remaining_ms: match role.role {
-            Role::Active => node.lease.remaining_nanos().map(|n| n / 1_000_000),
-            Role::Standby => None,
-        },
-        not_writable: role.not_writable,
+        active_url: role.active_url().map(str::to_string),
+        lease_remaining_ms: term
+            .and_then(|t| t.lease().remaining_nanos())
+            .map(|n| n / 1_000_000),
+        not_writable: role.not_writable(),
         storage_failure: node.commit.failure(),
         quarantined_entries: node.node_state().quarantined_entries,
         snapshot_in_progress: node.snapshots.in_progress.load(Ordering::Relaxed),
@@ -81,7 +80,7 @@ pub fn status_of(node: &Node) -> ReplicaStatus {
             .log_bytes
             .get()
             .saturating_sub(node.snapshots.log_bytes_at_last.load(Ordering::Relaxed)),
-        handing_over_to: role.fenced_for.map(|t| t.to_string()),
+        handing_over_to: role.state.fenced_for().map(|t| t.to_string()),
     }
 }
 

@@ -41,27 +41,37 @@ pub async fn get_key(
     let key = key_from_path(uri.path(), &node.settings.limits)?;
     let params: GetParams = serde_urlencoded::from_str(uri.query().unwrap_or(""))
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad query: {e}")))?;
-    match params.consistency.as_deref() {
-        None | Some("local") => wait_for_min_version(node, &headers).await?,
-        Some("linearizable") => {
-            if node.role().write_epoch.is_none() {
+    let guard = match params.consistency.as_deref() {
+        None | Some("local") => {
+            wait_for_min_version(node, &headers).await?;
+            None
+        }
+        Some("linearizable") => match node.roles.reader(node.applied()) {
+            Ok(guard) => Some(guard),
+            Err(e) if e.is_standby() => {
                 let relay = Relay::new(&method, &uri, &headers, Bytes::new());
                 return api.forwarder.relay(node, relay).await;
             }
-            check_linearizable(node)?;
-        }
+            Err(e) => return Err(e.into()),
+        },
         Some(other) => {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
                 format!("consistency={other:?}; use \"local\" (default) or \"linearizable\""),
             ))
         }
-    }
+    };
     node.metrics.reads.inc();
     let (entry, applied) = {
         let kv = node.kv.read();
         (kv.get(&key).cloned(), kv.applied())
     };
+    // A linearizable read was served under the lease only if the lease
+    // still holds once it has been read (a pause in between could have let
+    // another active take writes).
+    if let Some(guard) = &guard {
+        guard.check()?;
+    }
     match entry {
         Some(e) => {
             let mut resp = e.value.into_response();
@@ -79,39 +89,6 @@ pub async fn get_key(
             format!("no key {:?}", String::from_utf8_lossy(&key)),
         )),
     }
-}
-
-/// Whether this active may promise that a read sees every acknowledged
-/// write: it holds the lease, is not handing over (a fenced active's grant
-/// ends early, when the arbiter names the switchover's target), and has
-/// committed its own epoch's first entry — until then, writes an earlier
-/// active acknowledged may still wait here to be applied.
-fn check_linearizable(node: &Node) -> Result<(), ApiError> {
-    let role = node.role();
-    let refuse = |why: String| Err(ApiError::new(ErrorCode::NotWritable, why));
-    let Some(epoch) = role.write_epoch else {
-        return refuse("this replica is not the active; retry".into());
-    };
-    if let Some(target) = role.fenced_for {
-        return refuse(format!(
-            "a planned switchover to {target} is under way, so this replica cannot promise the \
-             latest data; retry in a moment"
-        ));
-    }
-    if !node.lease.is_valid() {
-        return refuse(
-            "this active's lease has lapsed, so it cannot promise the latest data; retry".into(),
-        );
-    }
-    let applied = node.applied();
-    if applied.epoch < epoch {
-        return refuse(format!(
-            "this replica became the active in epoch {epoch} and has not yet committed its \
-             first entry (applied {applied}), so writes acknowledged before may not be visible \
-             yet; retry in a moment"
-        ));
-    }
-    Ok(())
 }
 
 /// `PUT /v1/kv/{key}`: the body is the value.
@@ -160,25 +137,15 @@ pub async fn submit(
     command: Command,
     key: Option<&str>,
 ) -> Result<Response, ApiError> {
-    if api.node.role().write_epoch.is_none() {
-        return api.forwarder.relay(&api.node, relay).await;
-    }
-    let ack = api.node.write(command).await?;
-    // Last look at the lease before answering: a process paused between the
-    // commit and this point must not answer "ok" after its lease ended
-    // (lease.rs). The write is committed; the client learns only that the
-    // outcome is unknown and reads it back.
-    if !api.node.lease.is_valid() {
-        return Err(ApiError::new(
-            ErrorCode::OutcomeUnknown,
-            format!(
-                "the lease ended before the answer for write {} could be sent; read it back \
-                 from the active",
-                ack.position
-            ),
-        ));
-    }
-    gate.gate.arm();
+    let guard = match api.node.roles.writer() {
+        Ok(guard) => guard,
+        Err(e) if e.is_standby() => return api.forwarder.relay(&api.node, relay).await,
+        Err(e) => return Err(e.into()),
+    };
+    // Checked again once committed (`Node::write`), and by the connection's
+    // gate on every write to the socket until the answer is out.
+    let ack = api.node.write(&guard, command).await?;
+    gate.gate.arm(&guard);
     write_response(&api.node, ack, key)
 }
 

@@ -80,7 +80,7 @@ pub async fn wait_for_min_version(node: &Node, headers: &HeaderMap) -> Result<()
                      log failed ({why}); read from the active or another standby"
                 ),
             )
-            .with_active(node.role().active_url));
+            .with_active(node.role().active_url().map(str::to_string)));
         }
         match tokio::time::timeout_at(deadline, applied.changed()).await {
             Ok(Ok(())) => continue,
@@ -94,7 +94,7 @@ pub async fn wait_for_min_version(node: &Node, headers: &HeaderMap) -> Result<()
                         node.settings.min_version_wait.as_millis()
                     ),
                 )
-                .with_active(role.active_url));
+                .with_active(role.active_url().map(str::to_string)));
             }
         }
     }

@@ -6,6 +6,12 @@
 //! form the next batch, so batches grow with load and a lone writer waits
 //! for nothing. Each batch is handed to replication right after the
 //! `write()` and *before* the fsync, so the standbys' fsyncs overlap ours.
+//!
+//! Which epoch client writes may be appended in is the role's to say
+//! (`role::Roles`): a write stamped at intake with epoch E is appended only
+//! while the published role is the active in E and not handing over, read
+//! under the same lock the append takes. [`LogRequest::Barrier`] lets a
+//! role change wait until every append that began before it has ended.
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -17,10 +23,11 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use proto_common::record;
 use proto_common::{Epoch, LogIndex, Position};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::writer::Log;
 use crate::command::Command;
+use crate::role::RoleView;
 
 /// Largest batch one fsync covers; bounds the latency a huge burst adds.
 const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -53,7 +60,7 @@ pub trait CommitSink: Send + Sync + 'static {
 /// Requests to the group-commit thread.
 pub enum LogRequest {
     /// A client write on the active, stamped at intake with the epoch the
-    /// active was serving; refused if that epoch is no longer being written.
+    /// active was serving; refused if the role no longer writes that epoch.
     Write {
         epoch: Epoch,
         command: Command,
@@ -61,12 +68,15 @@ pub enum LogRequest {
         responder: Responder,
         received: Instant,
     },
-    /// Start (`Some`) or stop (`None`) taking client writes in an epoch.
-    /// Starting appends a `Noop` entry that opens the epoch.
-    SetWriteEpoch {
-        epoch: Option<Epoch>,
+    /// Opens `epoch` for a new term: appends a `Noop` entry at its first
+    /// index (unless the log already ends in it) and makes it durable.
+    OpenEpoch {
+        epoch: Epoch,
         done: oneshot::Sender<io::Result<Position>>,
     },
+    /// Answers once every append that began before it has ended (after a
+    /// role change: later appends see the new role).
+    Barrier { done: oneshot::Sender<()> },
     /// Cut every entry after the index; returns the raw records cut.
     Truncate {
         after: LogIndex,
@@ -100,13 +110,15 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the thread; it runs until every handle is dropped.
-    pub fn start(log: Log, sink: Arc<dyn CommitSink>) -> io::Result<GroupCommit> {
+    /// Starts the thread; it runs until every handle is dropped. `role`
+    /// says which epoch client writes may be appended in.
+    pub fn start(
+        log: Log,
+        sink: Arc<dyn CommitSink>,
+        role: watch::Receiver<Arc<RoleView>>,
+    ) -> io::Result<GroupCommit> {
         let (tx, rx) = mpsc::channel();
-        let shared = Arc::new(Mutex::new(Shared {
-            log,
-            write_epoch: None,
-        }));
+        let shared = Arc::new(Mutex::new(Shared { log, role }));
         let direct = DirectLog {
             shared: shared.clone(),
             sink: sink.clone(),
@@ -128,12 +140,18 @@ impl GroupCommit {
     }
 }
 
-/// What the log's writers share: the log and the epoch client writes are
-/// stamped with (set only by the group-commit thread's control requests).
+/// What the log's writers share: the log, and the role that says which
+/// epoch client writes may be appended in.
 pub struct Shared {
     log: Log,
-    /// The epoch client writes are stamped with, when this replica is active.
-    write_epoch: Option<Epoch>,
+    role: watch::Receiver<Arc<RoleView>>,
+}
+
+impl Shared {
+    /// Whether a client write stamped with `epoch` may be appended now.
+    fn takes(&self, epoch: Epoch) -> bool {
+        self.role.borrow().state.writable_epoch() == Some(epoch) && self.log.failure().is_none()
+    }
 }
 
 /// Appends replicated records on the caller's thread.
@@ -207,13 +225,13 @@ impl DirectLog {
         else {
             return Err(Box::new(req));
         };
-        let Shared { log, write_epoch } = &mut *shared;
-        if *write_epoch != Some(epoch) || log.failure().is_some() {
+        if !shared.takes(epoch) {
             let _ = responder.send(Err(crate::commit::WriteError::NotWritable(format!(
                 "this replica stopped taking writes in epoch {epoch}"
             ))));
             return Ok(());
         }
+        let log = &mut shared.log;
         let pos = Position {
             epoch,
             index: log.last().index.next(),
@@ -296,11 +314,10 @@ impl Worker {
     fn batch(&mut self, first: LogRequest, rx: &Receiver<LogRequest>) -> Option<LogRequest> {
         let shared = self.shared.clone();
         let mut shared = shared.lock();
-        let Shared { log, write_epoch } = &mut *shared;
         self.buf.clear();
         let mut entries: Vec<(Position, u32)> = Vec::new();
         let mut pending: Vec<PendingEntry> = Vec::new();
-        let mut last = log.last();
+        let mut last = shared.log.last();
         let mut next = Some(first);
         let mut carry = None;
         while let Some(req) = next.take() {
@@ -312,7 +329,7 @@ impl Worker {
                     responder,
                     received,
                 } => {
-                    if *write_epoch != Some(epoch) || log.failure().is_some() {
+                    if !shared.takes(epoch) {
                         let _ = responder.send(Err(crate::commit::WriteError::NotWritable(
                             format!("this replica stopped taking writes in epoch {epoch}"),
                         )));
@@ -346,17 +363,20 @@ impl Worker {
             return carry;
         }
         let bytes = self.buf.split().freeze();
-        let _ = commit_batch(log, &*self.sink, &bytes, &entries, pending);
+        let _ = commit_batch(&mut shared.log, &*self.sink, &bytes, &entries, pending);
         carry
     }
 
     fn control(&mut self, req: LogRequest) {
         let shared = self.shared.clone();
         let mut shared = shared.lock();
-        let Shared { log, write_epoch } = &mut *shared;
+        let log = &mut shared.log;
         match req {
-            LogRequest::SetWriteEpoch { epoch, done } => {
-                let _ = done.send(self.set_write_epoch(log, write_epoch, epoch));
+            LogRequest::OpenEpoch { epoch, done } => {
+                let _ = done.send(self.open_epoch(log, epoch));
+            }
+            LogRequest::Barrier { done } => {
+                let _ = done.send(());
             }
             LogRequest::Truncate { after, done } => {
                 let _ = done.send(log.truncate_after(after));
@@ -379,19 +399,10 @@ impl Worker {
         }
     }
 
-    /// Switches the epoch client writes are stamped with. Opening an epoch
-    /// writes a `Noop` at its first index and waits until it is durable, so
-    /// the new epoch is visible in this replica's position at once.
-    fn set_write_epoch(
-        &mut self,
-        log: &mut Log,
-        write_epoch: &mut Option<Epoch>,
-        epoch: Option<Epoch>,
-    ) -> io::Result<Position> {
-        let Some(epoch) = epoch else {
-            *write_epoch = None;
-            return Ok(log.last());
-        };
+    /// Opens `epoch`: writes a `Noop` at its first index and waits until it
+    /// is durable, so the new epoch is visible in this replica's position
+    /// at once.
+    fn open_epoch(&mut self, log: &mut Log, epoch: Epoch) -> io::Result<Position> {
         let last = log.last();
         if epoch < last.epoch {
             return Err(io::Error::other(format!(
@@ -399,7 +410,6 @@ impl Worker {
                 last.epoch
             )));
         }
-        *write_epoch = Some(epoch);
         if last.epoch == epoch {
             return Ok(last);
         }

@@ -1,7 +1,7 @@
 //! The write path of a node: the checks a client write passes at intake
-//! (role, switchover fence, lease, a failed log, strict mode, the bound on
-//! pending writes), then the commit on the caller's thread or in the
-//! group-commit thread's next batch, and the answer.
+//! (the role's guard, a failed log, strict mode, the bound on pending
+//! writes), then the commit on the caller's thread or in the group-commit
+//! thread's next batch, and the guard's check right before the answer.
 
 use std::time::Instant;
 
@@ -11,37 +11,18 @@ use super::Node;
 use crate::command::Command;
 use crate::commit::{WriteAck, WriteError};
 use crate::log::group_commit::LogRequest;
+use crate::role::ActiveGuard;
 
 impl Node {
-    /// Submits a client write and waits for its commit. Checks the lease
-    /// on the way in; the commit tracker checks it again on the way out.
-    pub async fn write(&self, command: Command) -> Result<WriteAck, WriteError> {
-        let epoch =
-            {
-                let role = self.role.read();
-                if role.fenced_for.is_some() {
-                    return Err(WriteError::NotWritable(
-                        role.not_writable
-                            .clone()
-                            .unwrap_or_else(|| "a planned switchover is under way".into()),
-                    ));
-                }
-                match role.write_epoch {
-                    Some(e) if self.lease.is_valid() => e,
-                    Some(_) => return Err(WriteError::NotWritable(
-                        "this replica's lease as active has lapsed (it cannot reach the arbiter); \
-                         writes resume when the arbiter renews it or another replica takes over"
-                            .into(),
-                    )),
-                    None => {
-                        return Err(WriteError::NotWritable(
-                            role.not_writable
-                                .clone()
-                                .unwrap_or_else(|| "this replica is not the active".into()),
-                        ))
-                    }
-                }
-            };
+    /// Submits a client write under `guard` (the right to write, taken from
+    /// the role at intake) and waits for its commit. The guard is checked
+    /// again once the write is committed, right before the answer: a
+    /// process paused past its lease answers "outcome unknown", never "ok".
+    pub async fn write(
+        &self,
+        guard: &ActiveGuard,
+        command: Command,
+    ) -> Result<WriteAck, WriteError> {
         if let Some(why) = self.commit.failure() {
             // Refused before it was written: retrying elsewhere is safe,
             // and another replica takes over once this one stepped down.
@@ -66,7 +47,7 @@ impl Node {
         let payload = command.encode();
         let (tx, rx) = oneshot::channel();
         let mut req = LogRequest::Write {
-            epoch,
+            epoch: guard.epoch(),
             command,
             payload,
             responder: tx,
@@ -81,16 +62,31 @@ impl Node {
         // proxy-mode session runs on a single-threaded one).
         let may_block = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if may_block && !self.log.direct().is_busy() && self.commit.commits_locally() {
-            match tokio::task::block_in_place(|| self.log.direct().try_write_inline(req)) {
-                Ok(()) => return rx.await.unwrap_or_else(|_| Err(dropped())),
-                Err(back) => req = *back,
+        let answer = 'sent: {
+            if may_block && !self.log.direct().is_busy() && self.commit.commits_locally() {
+                match tokio::task::block_in_place(|| self.log.direct().try_write_inline(req)) {
+                    Ok(()) => break 'sent rx.await,
+                    Err(back) => req = *back,
+                }
             }
+            self.log
+                .send(req)
+                .map_err(|_| WriteError::Storage("the group-commit thread stopped".into()))?;
+            rx.await
+        };
+        let ack = answer.unwrap_or_else(|_| Err(dropped()))?;
+        if guard.check().is_err() {
+            return Err(WriteError::Indeterminate(format!(
+                "the lease ended before the answer for write {} could be sent; it is committed \
+                 here but a failover may be under way — read it back from the active",
+                ack.position
+            )));
         }
-        self.log
-            .send(req)
-            .map_err(|_| WriteError::Storage("the group-commit thread stopped".into()))?;
-        rx.await.unwrap_or_else(|_| Err(dropped()))
+        if let Some(left) = guard.term().lease().remaining_nanos() {
+            self.metrics
+                .observe_lease_margin(left, guard.term().lease().length_nanos());
+        }
+        Ok(ack)
     }
 }
 

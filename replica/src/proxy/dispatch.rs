@@ -32,6 +32,7 @@ use super::upstream::Conn;
 use crate::api::forward::ACTIVE_CHANGED_GRACE;
 use crate::command::{Command, Expire, RespCmd, RespEntry};
 use crate::commit::WriteError;
+use crate::role::ActiveGuard;
 use crate::state::Outcome;
 
 /// Most due expiries committed in one entry.
@@ -189,44 +190,34 @@ pub async fn exec(s: &mut Session, queued: Vec<Vec<Bytes>>) -> Reply {
     }
 }
 
-/// Why reads and writes cannot be served by this active right now, if
-/// they cannot (the same rules as the key-value API's linearizable reads).
-fn active_refuses(s: &Session) -> Option<String> {
-    let (epoch, fenced_for) = s.node.write_epoch_and_fence();
-    let epoch = epoch?;
-    if let Some(target) = fenced_for {
-        return Some(format!(
-            "TRYAGAIN a planned switchover to {target} is under way; retry in a moment"
-        ));
+/// Whether this replica answers as the active now: `Ok(Some(guard))` on
+/// the active (the role's reader guard, and an upstream it can use),
+/// `Ok(None)` on a standby, or the refusal a client gets (`TRYAGAIN`).
+fn as_active(s: &Session) -> Result<Option<ActiveGuard>, Reply> {
+    match s.node.roles.reader(s.node.applied()) {
+        Ok(guard) => match s.core.machine.problem() {
+            Some(p) => Err(error(format!(
+                "TRYAGAIN this replica's upstream cannot be used: {p}"
+            ))
+            .into()),
+            None => Ok(Some(guard)),
+        },
+        Err(e) if e.is_standby() => Ok(None),
+        Err(e) => Err(error(format!("TRYAGAIN {e}")).into()),
     }
-    if !s.node.lease.is_valid() {
-        return Some(
-            "TRYAGAIN this active's lease has lapsed (it cannot reach the arbiter); retry".into(),
-        );
-    }
-    if s.node.applied().epoch < epoch {
-        return Some(format!(
-            "TRYAGAIN this replica became the active in epoch {epoch} and has not yet applied \
-             its first entry; retry in a moment"
-        ));
-    }
-    s.core
-        .machine
-        .problem()
-        .map(|p| format!("TRYAGAIN this replica's upstream cannot be used: {p}"))
 }
 
 async fn read(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
-    let active = s.node.write_epoch().is_some();
-    if !active {
-        return match s.core.settings.standby_reads {
-            StandbyReads::Local => local(s, cmds, multi).await,
-            StandbyReads::Forward => forward(s, cmds, multi, false).await,
-        };
-    }
-    if let Some(why) = active_refuses(s) {
-        return error(why).into();
-    }
+    let guard = match as_active(s) {
+        Ok(Some(guard)) => guard,
+        Ok(None) => {
+            return match s.core.settings.standby_reads {
+                StandbyReads::Local => local(s, cmds, multi).await,
+                StandbyReads::Forward => forward(s, cmds, multi, false).await,
+            }
+        }
+        Err(refused) => return refused,
+    };
     // Expiries due on the keys read are committed first: a reader never
     // sees a key its deadline has passed.
     let mut due = Vec::new();
@@ -254,11 +245,18 @@ async fn read(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
         }
     }
     if !due.is_empty() {
-        if let Err(e) = commit_expiries(s, due).await {
+        if let Err(e) = commit_expiries(s, &guard, due).await {
             return e;
         }
     }
-    local(s, cmds, multi).await
+    let reply = local(s, cmds, multi).await;
+    // Served under the lease only if the lease still holds once the
+    // upstream has answered (a pause in between could have let another
+    // active take writes).
+    match guard.check() {
+        Ok(()) => reply,
+        Err(e) => error(format!("TRYAGAIN {e}")).into(),
+    }
 }
 
 /// Runs reads on the local upstream (through the shared connection).
@@ -368,25 +366,28 @@ fn all_due(s: &Session) -> Vec<Expire> {
 }
 
 /// Logs and waits for an entry of expiries only.
-async fn commit_expiries(s: &Session, expire: Vec<Expire>) -> Result<(), Reply> {
+async fn commit_expiries(
+    s: &Session,
+    guard: &ActiveGuard,
+    expire: Vec<Expire>,
+) -> Result<(), Reply> {
     let entry = RespEntry {
         multi: false,
         expire,
         cmds: Vec::new(),
     };
-    match s.node.write(Command::Resp(entry)).await {
+    match s.node.write(guard, Command::Resp(entry)).await {
         Ok(_) => Ok(()),
         Err(e) => Err(write_error(e)),
     }
 }
 
 async fn write(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
-    if s.node.role().write_epoch.is_none() {
-        return forward(s, cmds, multi, true).await;
-    }
-    if let Some(why) = active_refuses(s) {
-        return error(why).into();
-    }
+    let guard = match as_active(s) {
+        Ok(Some(guard)) => guard,
+        Ok(None) => return forward(s, cmds, multi, true).await,
+        Err(refused) => return refused,
+    };
     let now = now_ms();
     let mut entry = RespEntry {
         multi,
@@ -430,16 +431,9 @@ async fn write(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool) -> Reply {
     if multi {
         s.db = db;
     }
-    match s.node.write(Command::Resp(entry)).await {
-        // Last look at the lease before answering (as the key-value API
-        // does): a process paused between the commit and here must not
-        // answer "OK" after its lease ended (lease.rs).
-        Ok(ack) if !s.node.lease.is_valid() => error(format!(
-            "UNKNOWN outcome unknown: the lease ended before the answer for write {} could be \
-             sent; read it back",
-            ack.position
-        ))
-        .into(),
+    // The guard is checked again once the write is committed, right
+    // before the answer (`Node::write`).
+    match s.node.write(&guard, Command::Resp(entry)).await {
         Ok(ack) => match ack.outcome {
             Outcome::Reply(bytes) => Reply::Encoded(bytes),
             Outcome::Mismatch(why) => error(format!("ERR {why}")).into(),
@@ -470,16 +464,12 @@ fn write_error(e: WriteError) -> Reply {
 /// [`ACTIVE_CHANGED_GRACE`] more (a handing-over active answers within
 /// it) before the client is told, rather than after the whole timeout.
 async fn forward(s: &mut Session, cmds: Vec<Vec<Bytes>>, multi: bool, writes: bool) -> Reply {
-    // Armed before the active is read, so a change right after it counts.
-    let node = s.node.clone();
-    let active_changed = node.active_changed.notified();
+    let role = s.node.role();
+    let active_changed = s.node.roles.active_moved(role.active_url());
     tokio::pin!(active_changed);
-    active_changed.as_mut().enable();
     let Some(addr) = s.core.active_resp() else {
-        let why = s
-            .node
-            .role()
-            .not_writable
+        let why = role
+            .not_writable()
             .unwrap_or_else(|| "this replica is not the active".into());
         return error(format!(
             "TRYAGAIN {why}; no active is known right now — retry shortly"

@@ -17,7 +17,7 @@ fn replication_section(s: &Session) -> String {
     let role = node.role();
     let applied = node.applied();
     let mut out = String::from("# Replication\r\n");
-    if role.write_epoch.is_some() {
+    if role.state.term().is_some() {
         let standbys = s.repl.followers.report(node.commit.durable().index);
         out.push_str("role:master\r\n");
         out.push_str(&format!(
@@ -57,7 +57,7 @@ fn replication_section(s: &Session) -> String {
     }
     out.push_str(&format!(
         "understudy_epoch:{}\r\nunderstudy_applied:{applied}\r\nunderstudy_durable:{}\r\n",
-        role.epoch,
+        role.seen,
         node.commit.durable()
     ));
     out
@@ -125,7 +125,7 @@ pub fn role(s: &Session) -> BytesFrame {
     let node = &s.node;
     let applied = node.applied().index.0 as i64;
     let b = |t: String| BytesFrame::BulkString(Bytes::from(t));
-    if node.role().write_epoch.is_some() {
+    if node.role().state.term().is_some() {
         let standbys = s.repl.followers.report(node.commit.durable().index);
         BytesFrame::Array(vec![
             b("master".into()),

@@ -130,7 +130,7 @@ impl Shared {
 }
 
 enum Work {
-    Apply(Vec<PendingEntry>, bool),
+    Apply(Vec<PendingEntry>),
     /// Replay committed entries from the log, `(from, to]` by index.
     Replay(LogReader, Position, proto_common::LogIndex),
     Reset(Position),
@@ -185,9 +185,9 @@ impl UpstreamMachine {
 }
 
 impl StateMachine for UpstreamMachine {
-    fn apply(&self, entries: Vec<PendingEntry>, leading: bool) {
+    fn apply(&self, entries: Vec<PendingEntry>) {
         if !entries.is_empty() {
-            let _ = self.tx.send(Work::Apply(entries, leading));
+            let _ = self.tx.send(Work::Apply(entries));
         }
     }
 
@@ -226,7 +226,6 @@ struct ApplyLoop {
 /// One transaction's entries and who waits for them.
 struct Group {
     entries: Vec<PendingEntry>,
-    leading: bool,
 }
 
 impl ApplyLoop {
@@ -254,11 +253,11 @@ impl ApplyLoop {
                     self.catch_up_with_reset().await;
                 }
                 Work::Replay(reader, from, to) => self.replay(reader, from, to).await,
-                Work::Apply(mut entries, leading) => {
-                    // Take whatever else is waiting with the same rule.
+                Work::Apply(mut entries) => {
+                    // Take whatever else is waiting.
                     while entries.len() < MAX_BATCH {
                         match self.rx.try_recv() {
-                            Ok(Work::Apply(more, l)) if l == leading => entries.extend(more),
+                            Ok(Work::Apply(more)) => entries.extend(more),
                             Ok(other) => {
                                 backlog.push_back(other);
                                 break;
@@ -266,7 +265,7 @@ impl ApplyLoop {
                             Err(_) => break,
                         }
                     }
-                    self.apply_entries(entries, leading).await;
+                    self.apply_entries(entries).await;
                 }
             }
         }
@@ -325,7 +324,7 @@ impl ApplyLoop {
             count += entries.len() as u64;
             while !entries.is_empty() {
                 let rest = entries.split_off(entries.len().min(MAX_BATCH));
-                self.apply_entries(std::mem::replace(&mut entries, rest), false)
+                self.apply_entries(std::mem::replace(&mut entries, rest))
                     .await;
             }
         }
@@ -340,7 +339,7 @@ impl ApplyLoop {
 
     /// Applies entries (skipping any already applied), one transaction per
     /// group, retrying until the upstream takes them.
-    async fn apply_entries(&mut self, entries: Vec<PendingEntry>, leading: bool) {
+    async fn apply_entries(&mut self, entries: Vec<PendingEntry>) {
         let applied = *self.shared.applied.borrow();
         let mut group: Vec<PendingEntry> = Vec::new();
         for e in entries {
@@ -356,18 +355,13 @@ impl ApplyLoop {
             if expires && !group.is_empty() {
                 self.apply_group(Group {
                     entries: std::mem::take(&mut group),
-                    leading,
                 })
                 .await;
             }
             group.push(e);
         }
         if !group.is_empty() {
-            self.apply_group(Group {
-                entries: group,
-                leading,
-            })
-            .await;
+            self.apply_group(Group { entries: group }).await;
         }
     }
 
@@ -488,7 +482,7 @@ impl ApplyLoop {
                 None => unknown.push(r),
             }
         }
-        self.answerer.answer(group.leading, answers);
+        self.answerer.answer(answers);
         for r in unknown {
             let _ = r.send(Err(crate::commit::WriteError::Indeterminate(
                 "this write was applied but the upstream's reply was lost; read it back".into(),

@@ -124,15 +124,10 @@ pub async fn expire_loop(core: Arc<ProxyCore>, node: Arc<Node>, stop: Cancellati
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let role = node.role();
-        let Some(epoch) = role.write_epoch else {
+        let Ok(guard) = node.roles.reader(node.applied()) else {
             continue;
         };
-        if role.fenced_for.is_some()
-            || !node.lease.is_valid()
-            || node.applied().epoch < epoch
-            || core.machine.problem().is_some()
-        {
+        if core.machine.problem().is_some() {
             continue;
         }
         let due: Vec<Expire> = core
@@ -157,7 +152,7 @@ pub async fn expire_loop(core: Arc<ProxyCore>, node: Arc<Node>, stop: Cancellati
             expire: due,
             cmds: Vec::new(),
         };
-        if let Err(e) = node.write(Command::Resp(entry)).await {
+        if let Err(e) = node.write(&guard, Command::Resp(entry)).await {
             tracing::debug!(error = %e, keys = n, "committing expiries failed; next round retries");
         }
     }

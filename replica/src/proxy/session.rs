@@ -238,7 +238,7 @@ impl Session {
         if self.grant.is_none() {
             return error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
         }
-        let role = if self.node.role().write_epoch.is_some() {
+        let role = if self.node.role().state.term().is_some() {
             "master"
         } else {
             "replica"

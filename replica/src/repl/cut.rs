@@ -45,7 +45,7 @@ pub async fn cut_after(
         ));
     }
     let committed = node.commit.commit_index_now();
-    if after.index < committed.max(node.applied().index) && !node.commit.async_mode() {
+    if after.index < committed.max(node.applied().index) && !node.role().async_mode {
         return Err(format!(
             "the active {} asks to cut every entry after {after}, but entries up to index \
              {committed} are committed here and the cluster runs with sync_standbys >= 1: \
@@ -58,7 +58,7 @@ pub async fn cut_after(
     let reason = format!(
         "divergent tail after {after}: the active {} (epoch {}) does not have these entries",
         active.node_id,
-        node.role().epoch
+        node.role().seen
     );
 
     let tail = read_from(node, after.index.max(base.index).next())?;

@@ -98,7 +98,7 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
     };
     // Refusing a stale epoch changes nothing; a newer one is believed only
     // once the active has proved it holds the token (below).
-    let seen = node.role().epoch;
+    let seen = node.role().seen;
     if epoch < seen {
         return Err(stale(epoch, seen));
     }
@@ -183,13 +183,6 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
             return Err("full resync done; reconnecting to follow the log".into());
         }
     }
-    node.set_standby_view(
-        Some(welcome.client_url.clone()),
-        format!(
-            "this replica is a standby; the active is {}",
-            active.node_id
-        ),
-    );
     repl.set_connected(true);
     tracing::info!(active = %active.node_id, position = %last, "following the active");
 
@@ -364,7 +357,7 @@ async fn send_ack(
     writer: &mut FramedWrite<ReplWrite, ReplCodec>,
 ) -> Result<(), String> {
     let position = repl.node.commit.durable();
-    let epoch = repl.node.role().epoch;
+    let epoch = repl.node.role().seen;
     writer
         .send(Envelope {
             epoch,
@@ -378,7 +371,7 @@ async fn send_ack(
 /// ones, unless implausibly far ahead (`Epoch::check_plausible`). Only for
 /// frames from an active that proved it holds the token.
 fn check_epoch(repl: &Replication, epoch: Epoch) -> Result<Epoch, String> {
-    let seen = repl.node.role().epoch;
+    let seen = repl.node.role().seen;
     if epoch < seen {
         return Err(stale(epoch, seen));
     }

@@ -6,27 +6,23 @@
 //! on every switch, so a demoted active drops every standby connection at
 //! once and a promoted standby stops following before it takes a write.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use proto_common::auth::Token;
 use proto_common::heartbeat::{ActiveInfo, Following};
 use proto_common::tls::{self, MaybeTls, Side};
-use proto_common::{Epoch, Position};
+use proto_common::{clock, Epoch, Position};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::Followers;
 use super::{receiver, sender};
 use crate::node::Node;
+use crate::role::{Action, Term};
 use crate::sync_set::SyncSet;
-
-/// Whom a standby follows and whether the stream is up.
-#[derive(Debug, Clone, Default)]
-struct FollowState {
-    active: Option<ActiveInfo>,
-    connected: bool,
-}
 
 /// Replication for one node.
 pub struct Replication {
@@ -37,7 +33,8 @@ pub struct Replication {
     pub followers: Followers,
     /// Cancelled when the current role ends.
     scope: Mutex<CancellationToken>,
-    follow: Mutex<FollowState>,
+    /// The standby's stream from the active it follows is up.
+    connected: AtomicBool,
     /// Wakes the heartbeat loop early (the stream from the active ended).
     pub heartbeat_wake: tokio::sync::Notify,
 }
@@ -55,7 +52,7 @@ impl Replication {
             token,
             followers,
             scope: Mutex::new(CancellationToken::new()),
-            follow: Mutex::new(FollowState::default()),
+            connected: AtomicBool::new(false),
             heartbeat_wake: tokio::sync::Notify::new(),
         })
     }
@@ -97,60 +94,131 @@ impl Replication {
         scope.clone()
     }
 
-    /// Becomes the active in `epoch` with the given sync set. Stops
-    /// following first; then opens the epoch (a `Noop` entry) and only then
-    /// starts committing under the sync-set rule, so a promotion that fails
-    /// (the epoch refused, the disk failed) has committed and applied
-    /// nothing. The entries it already holds are committed once the sync
-    /// set has the `Noop` (DESIGN.md, "Visibility follows commit").
-    pub async fn promote(&self, epoch: Epoch, sync: SyncSet) -> Result<Position, String> {
-        if self.node.role().write_epoch == Some(epoch) {
-            self.node.commit.set_sync_set(sync);
-            return Ok(self.node.commit.durable());
+    /// Carries out the role machine's actions, in order. A promotion that
+    /// fails is undone (the role steps down) and the rest of the actions,
+    /// which were for the active it did not become, are dropped; the
+    /// reason is returned.
+    pub async fn execute(self: &Arc<Self>, actions: Vec<Action>) -> Result<(), String> {
+        for action in actions {
+            match action {
+                Action::NoteEpoch(e) => {
+                    if let Err(why) = self.node.persist_epoch(e) {
+                        tracing::error!(error = %why, "cannot record the epoch");
+                    }
+                }
+                Action::Promote { term, sync } => {
+                    if let Err(why) = self.promote(&term, sync).await {
+                        tracing::error!(epoch = %term.epoch(), error = %why, "promotion failed");
+                        for undo in self.node.roles.promotion_failed(term.epoch(), &why) {
+                            if let Action::Demote { term, why } = undo {
+                                self.demote(&term, &why).await;
+                            }
+                        }
+                        return Err(why);
+                    }
+                }
+                Action::SetSyncSet(sync) => self.node.commit.set_sync_set(sync),
+                Action::Demote { term, why } => self.demote(&term, &why).await,
+                Action::Follow { active, epoch } => {
+                    if let Err(why) = self.start_following(active, epoch) {
+                        tracing::error!(error = %why, "cannot follow the active");
+                    }
+                }
+                Action::Fence { target } => {
+                    tracing::info!(target = %target, "switchover: fencing writes and draining");
+                    self.node.log_barrier().await;
+                }
+                Action::Unfence => tracing::info!("switchover cancelled: taking writes again"),
+                Action::Warn(why) => tracing::warn!("{why}"),
+            }
         }
+        Ok(())
+    }
+
+    /// Becomes the active in `term`: stops following first; then opens the
+    /// epoch (a `Noop` entry), starts committing under the sync-set rule,
+    /// and only then takes writes (`Roles::opened`), so a promotion that
+    /// fails (the epoch refused, the disk failed) has committed and applied
+    /// nothing. The entries it already holds are committed once the sync
+    /// set has the `Noop` (DESIGN.md, "Commit rule and the sync set").
+    async fn promote(&self, term: &Arc<Term>, sync: SyncSet) -> Result<Position, String> {
         self.new_scope();
-        *self.follow.lock() = FollowState::default();
+        self.connected.store(false, Ordering::SeqCst);
         self.followers.clear();
-        let pos = self.node.become_active(epoch).await?;
-        self.node.commit.lead(sync);
-        tracing::info!(epoch = %epoch, position = %pos, "promoted to active");
+        let epoch = term.epoch();
+        let pos = self.node.open_term(epoch).await?;
+        self.node.commit.lead(term.clone(), sync);
+        if self.node.roles.opened(epoch).is_some() {
+            tracing::info!(epoch = %epoch, position = %pos, "promoted to active");
+        } else {
+            tracing::warn!(epoch = %epoch, "the term ended while its epoch was opened");
+        }
         Ok(pos)
     }
 
-    /// Adopts a new sync set or rule (active only).
-    pub fn set_sync_set(&self, sync: SyncSet) {
-        self.node.commit.set_sync_set(sync);
+    /// `term` ended: waits for the appends begun under it, tells the
+    /// clients still waiting that their outcome is unknown, and drops every
+    /// standby connection.
+    async fn demote(&self, term: &Arc<Term>, why: &str) {
+        self.node.log_barrier().await;
+        self.node.commit.stop_leading(term, why);
+        self.new_scope();
+        self.followers.clear();
+        self.connected.store(false, Ordering::SeqCst);
+        tracing::warn!(epoch = %term.epoch(), reason = %why, "stepped down to standby");
     }
 
-    /// Follows `active` in `epoch`. Demotes this replica first if it was the
-    /// active. Idempotent: following the same active again changes nothing.
-    pub async fn follow(self: &Arc<Self>, active: ActiveInfo, epoch: Epoch) -> Result<(), String> {
-        self.node.note_epoch(epoch)?;
-        if self.node.role().write_epoch.is_some() {
-            self.node
-                .stop_writes(&format!(
-                    "this replica was demoted: {} is the active in epoch {epoch}",
-                    active.node_id
-                ))
-                .await;
-            tracing::warn!(epoch = %epoch, active = %active.node_id, "demoted to standby");
-        } else if self.follow.lock().active.as_ref() == Some(&active) {
-            return Ok(());
-        }
+    /// Follows `active`: a receiver on a thread of its own, in a new scope.
+    fn start_following(self: &Arc<Self>, active: ActiveInfo, epoch: Epoch) -> Result<(), String> {
         let scope = self.new_scope();
         self.followers.clear();
-        *self.follow.lock() = FollowState {
-            active: Some(active.clone()),
-            connected: false,
-        };
-        self.node.set_standby_view(
-            Some(active.client_url.clone()),
-            format!(
-                "this replica is a standby; the active is {}",
-                active.node_id
-            ),
-        );
+        self.connected.store(false, Ordering::SeqCst);
+        tracing::info!(active = %active.node_id, epoch = %epoch, "following");
         self.spawn_receiver(active, scope)
+    }
+
+    /// Follows `active` in `epoch`, as a heartbeat reply naming it would
+    /// (ending this replica's term first, if it had one). Idempotent.
+    pub async fn follow(self: &Arc<Self>, active: ActiveInfo, epoch: Epoch) -> Result<(), String> {
+        let actions = self.node.roles.follow(active, epoch);
+        self.execute(actions).await
+    }
+
+    /// Becomes (or stays) the active in `epoch` with `sync`, with a lease
+    /// of `lease` from now, as a heartbeat reply granting it would.
+    /// Returns the durable position.
+    pub async fn grant(
+        self: &Arc<Self>,
+        epoch: Epoch,
+        sync: SyncSet,
+        lease: Duration,
+    ) -> Result<Position, String> {
+        let actions = self
+            .node
+            .roles
+            .grant(epoch, sync, (clock::now_nanos(), lease));
+        self.execute(actions).await?;
+        Ok(self.node.commit.durable())
+    }
+
+    /// Stops new writes for a planned switchover to `target`, as a reply
+    /// naming it would.
+    pub async fn fence(self: &Arc<Self>, target: proto_common::NodeId) {
+        let actions = self.node.roles.fence(target);
+        let _ = self.execute(actions).await;
+    }
+
+    /// Stops being the active because a newer epoch exists; follows nobody
+    /// until told whom to follow.
+    pub async fn deposed(self: &Arc<Self>, epoch: Epoch, why: &str) {
+        let actions = self.node.roles.deposed(epoch, why);
+        let _ = self.execute(actions).await;
+    }
+
+    /// Stops being the active (a failed log, an unusable upstream).
+    pub async fn step_down(self: &Arc<Self>, why: &str) {
+        let actions = self.node.roles.step_down(why);
+        let _ = self.execute(actions).await;
     }
 
     /// Runs the standby's side on a thread of its own, with its own
@@ -176,37 +244,20 @@ impl Replication {
         Ok(())
     }
 
-    /// Stops being the active because a newer epoch exists; follows nobody
-    /// until told whom to follow.
-    pub async fn deposed(&self, epoch: Epoch, why: &str) {
-        let _ = self.node.note_epoch(epoch);
-        self.demote(why).await;
-    }
-
-    /// Stops taking writes and drops every standby connection.
-    pub async fn demote(&self, why: &str) {
-        self.node.stop_writes(why).await;
-        self.new_scope();
-        self.followers.clear();
-        *self.follow.lock() = FollowState::default();
-        tracing::warn!(reason = %why, "stepped down to standby");
-    }
-
     /// Stops whatever the current role runs (shutdown).
     pub fn stop(&self) {
         self.scope.lock().cancel();
     }
 
     pub(super) fn set_connected(&self, connected: bool) {
-        self.follow.lock().connected = connected;
+        self.connected.store(connected, Ordering::SeqCst);
     }
 
     /// The standby's stream, for heartbeats and status.
     pub fn following(&self) -> Option<Following> {
-        let f = self.follow.lock();
-        f.active.as_ref().map(|a| Following {
+        self.node.role().state.following().map(|a| Following {
             active: a.node_id.clone(),
-            connected: f.connected,
+            connected: self.connected.load(Ordering::SeqCst),
         })
     }
 }

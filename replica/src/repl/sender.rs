@@ -78,13 +78,13 @@ async fn session(
     let node = &repl.node;
     let settings = &node.settings;
     let role = node.role();
-    let Some(epoch) = role.write_epoch else {
+    let Some(epoch) = role.state.term().map(|t| t.epoch()) else {
         let hint = role
-            .active_url
+            .active_url()
             .map(|u| format!("; the active is at {u}"))
             .unwrap_or_default();
         let why = format!("{} is not the active{hint}", settings.node_id);
-        return Err(refuse(&mut writer, role.epoch, RefuseCode::NotActive, why).await);
+        return Err(refuse(&mut writer, role.seen, RefuseCode::NotActive, why).await);
     };
     let nonce = auth::new_nonce();
     send(
@@ -147,7 +147,7 @@ async fn session(
     if their_epoch > epoch {
         // Authenticated, but an epoch absurdly far ahead is still a
         // corrupted or forged number, not news of another active.
-        if let Err(why) = their_epoch.check_plausible(node.role().epoch) {
+        if let Err(why) = their_epoch.check_plausible(node.role().seen) {
             let why = format!("standby {} sent {why}", hello.node_id);
             return Err(refuse(&mut writer, epoch, RefuseCode::Protocol, why).await);
         }

@@ -3,8 +3,8 @@
 //! unit tests, the upstream machine against a real redis-server in
 //! `replica/tests/proxy_conformance.rs`.
 //!
-//! Each case gets a fresh [`Subject`] from the factory: the machine, its
-//! lease, how to write a key and how a reader reads one.
+//! Each case gets a fresh [`Subject`] from the factory: the machine, how
+//! to write a key and how a reader reads one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +18,6 @@ use tokio::sync::oneshot;
 use super::StateMachine;
 use crate::command::Command;
 use crate::commit::WriteResult;
-use crate::lease::Lease;
 use crate::log::group_commit::PendingEntry;
 
 /// How long a case waits for something asynchronous.
@@ -33,8 +32,6 @@ type GetFn = Box<dyn Fn(&str) -> Read + Send + Sync>;
 /// One machine under test.
 pub struct Subject {
     pub machine: Arc<dyn StateMachine>,
-    /// The lease its answers are checked against.
-    pub lease: Arc<Lease>,
     /// The command that sets `key` to `value`.
     pub set: SetFn,
     /// What a reader of this state sees at `key`.
@@ -43,11 +40,10 @@ pub struct Subject {
 
 impl Subject {
     /// The embedded store's subject.
-    pub fn kv(machine: Arc<super::KvMachine>, lease: Arc<Lease>) -> Subject {
+    pub fn kv(machine: Arc<super::KvMachine>) -> Subject {
         let reader = machine.clone();
         Subject {
             machine,
-            lease,
             set: Box::new(|k, v| Command::Put {
                 key: Bytes::copy_from_slice(k.as_bytes()),
                 value: Bytes::copy_from_slice(v.as_bytes()),
@@ -68,7 +64,6 @@ where
 {
     applies_in_order_and_reports_the_last_position(make().await).await;
     answers_only_once_the_effect_is_visible(make().await).await;
-    answers_nothing_ok_once_the_lease_has_lapsed(make().await).await;
     many_small_calls_apply_like_one_large_one(make().await).await;
 }
 
@@ -120,7 +115,7 @@ async fn applies_in_order_and_reports_the_last_position(s: Subject) {
         entry(4, (s.set)("other", "x")),
         entry(5, Command::Noop),
     ];
-    s.machine.apply(entries, false);
+    s.machine.apply(entries);
     wait_applied(&s, pos(5)).await;
     assert_eq!(s.machine.applied(), pos(5));
     assert_eq!((s.get)("k").await.as_deref(), Some(&b"two"[..]));
@@ -128,7 +123,6 @@ async fn applies_in_order_and_reports_the_last_position(s: Subject) {
 }
 
 async fn answers_only_once_the_effect_is_visible(s: Subject) {
-    s.lease.make_unlimited();
     let mut waiting = Vec::new();
     let mut batch = Vec::new();
     for i in 1..=20u64 {
@@ -136,7 +130,7 @@ async fn answers_only_once_the_effect_is_visible(s: Subject) {
         batch.push(e);
         waiting.push((i, rx));
     }
-    s.machine.apply(batch, true);
+    s.machine.apply(batch);
     for (i, rx) in waiting {
         let ack = tokio::time::timeout(WAIT, rx)
             .await
@@ -154,24 +148,10 @@ async fn answers_only_once_the_effect_is_visible(s: Subject) {
     }
 }
 
-async fn answers_nothing_ok_once_the_lease_has_lapsed(s: Subject) {
-    // Default lease: never granted, so it is not valid.
-    let (e, rx) = waited_entry(1, (s.set)("late", "v"));
-    s.machine.apply(vec![e], true);
-    let answer = tokio::time::timeout(WAIT, rx).await.unwrap().unwrap();
-    assert!(
-        matches!(answer, Err(crate::commit::WriteError::Indeterminate(_))),
-        "{answer:?}"
-    );
-    // Applied all the same: it was committed.
-    wait_applied(&s, pos(1)).await;
-    assert_eq!((s.get)("late").await.as_deref(), Some(&b"v"[..]));
-}
-
 async fn many_small_calls_apply_like_one_large_one(s: Subject) {
     for i in 1..=50u64 {
         s.machine
-            .apply(vec![entry(i, (s.set)("counter", &i.to_string()))], false);
+            .apply(vec![entry(i, (s.set)("counter", &i.to_string()))]);
     }
     wait_applied(&s, pos(50)).await;
     assert_eq!((s.get)("counter").await.as_deref(), Some(&b"50"[..]));

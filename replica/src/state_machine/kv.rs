@@ -43,7 +43,7 @@ impl KvMachine {
 }
 
 impl StateMachine for KvMachine {
-    fn apply(&self, entries: Vec<PendingEntry>, leading: bool) {
+    fn apply(&self, entries: Vec<PendingEntry>) {
         let mut answers = Vec::new();
         let applied = {
             let mut kv = self.kv.write();
@@ -57,7 +57,7 @@ impl StateMachine for KvMachine {
         };
         self.metrics.applied_index.set(applied.index.0 as i64);
         self.applied_tx.send_replace(applied);
-        self.answerer.answer(leading, answers);
+        self.answerer.answer(answers);
     }
 
     fn applied(&self) -> Position {
@@ -78,18 +78,15 @@ impl StateMachine for KvMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::Lease;
     use crate::state_machine::conformance;
 
     #[tokio::test]
     async fn passes_the_conformance_suite() {
         conformance::run(|| {
             let metrics = Arc::new(Metrics::new());
-            let lease = Arc::new(Lease::default());
             let kv = Arc::new(RwLock::new(KvState::default()));
-            let machine =
-                KvMachine::new(kv, Answerer::new(lease.clone(), metrics.clone()), metrics);
-            async move { conformance::Subject::kv(Arc::new(machine), lease) }
+            let machine = KvMachine::new(kv, Answerer::new(metrics.clone()), metrics);
+            async move { conformance::Subject::kv(Arc::new(machine)) }
         })
         .await;
     }

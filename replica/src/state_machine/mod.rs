@@ -11,9 +11,10 @@
 //!   applied by an apply loop in transactions that also record the applied
 //!   position in the upstream.
 //!
-//! [`answer`] is the one place a waiting client is answered (with the
-//! lease checked right before); [`conformance`] is the suite every
-//! implementation passes.
+//! [`answer`] is the one place a waiting write gets its outcome;
+//! [`conformance`] is the suite every implementation passes. The lease is
+//! not the state machine's business: the write path answers its client
+//! through the role's guard.
 
 pub mod answer;
 #[cfg(any(test, feature = "conformance"))]
@@ -40,9 +41,8 @@ pub use kv::KvMachine;
 ///   to readers, and `applied()` has reached the entry by then;
 /// - `applied()` never goes backwards except through `reset`.
 pub trait StateMachine: Send + Sync {
-    /// Applies committed entries. `leading`: this replica is the active,
-    /// so answers are checked against its lease (`Answerer`).
-    fn apply(&self, entries: Vec<PendingEntry>, leading: bool);
+    /// Applies committed entries.
+    fn apply(&self, entries: Vec<PendingEntry>);
 
     /// The position of the last entry readers see.
     fn applied(&self) -> Position;

@@ -19,6 +19,9 @@ use replica::sync_set::SyncSet;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// A lease no test outlives.
+pub const NEVER_ENDING: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// A running in-process replica.
 pub struct TestNode {
     pub id: NodeId,
@@ -103,9 +106,10 @@ impl TestNode {
             version: 1,
             strict: false,
         };
-        let pos = self.repl.promote(Epoch(epoch), sync).await.unwrap();
-        self.node.lease.make_unlimited();
-        pos
+        self.repl
+            .grant(Epoch(epoch), sync, NEVER_ENDING)
+            .await
+            .unwrap()
     }
 
     pub async fn follow(&self, active: &TestNode, epoch: u64) {
@@ -113,12 +117,7 @@ impl TestNode {
     }
 
     pub async fn put(&self, key: &str, value: &str) -> WriteResult {
-        self.node
-            .write(Command::Put {
-                key: Bytes::copy_from_slice(key.as_bytes()),
-                value: Bytes::copy_from_slice(value.as_bytes()),
-            })
-            .await
+        put_on(&self.node, key, value).await
     }
 
     /// Every key, value and version this node has applied.
@@ -170,4 +169,27 @@ pub async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> 
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Writes `key` on `node` as a client of its API would: under the role's
+/// writer guard.
+pub async fn put_on(node: &Node, key: &str, value: &str) -> WriteResult {
+    let guard = node
+        .roles
+        .writer()
+        .map_err(|e| replica::commit::WriteError::NotWritable(e.to_string()))?;
+    node.write(
+        &guard,
+        Command::Put {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        },
+    )
+    .await
+}
+
+/// [`put_on`] in a task of its own.
+pub fn spawn_put(node: &Arc<Node>, key: &str, value: &str) -> tokio::task::JoinHandle<WriteResult> {
+    let (node, key, value) = (node.clone(), key.to_string(), value.to_string());
+    tokio::spawn(async move { put_on(&node, &key, &value).await })
 }

@@ -1,33 +1,24 @@
-//! The active's lease: may this replica acknowledge a write right now?
+//! The active's lease: until when may this replica answer as the active?
 //!
-//! The rule (DESIGN.md, "Heartbeats, lease and fencing"): the active may
-//! accept and acknowledge writes only until `t_send + lease_ms·(1 − drift)`
-//! on its own clock, where `t_send` is when it sent the heartbeat that the
-//! arbiter answered with "active, epoch E". The arbiter waits until
-//! `t_grant + lease_ms·(1 + drift)` on its clock before naming anyone else;
-//! since `t_send < t_grant` and clock rates differ by less than `drift`, this
-//! lease has ended before another active begins.
+//! The rule (DESIGN.md, "The lease"): the active may accept and acknowledge
+//! writes only until `t_send + lease_ms·(1 − drift)` on its own clock, where
+//! `t_send` is when it sent the heartbeat that the arbiter answered with
+//! "active, epoch E". The arbiter waits until `t_grant + lease_ms·(1 +
+//! drift)` on its clock before naming anyone else; since `t_send < t_grant`
+//! and clock rates differ by less than `drift`, this lease has ended before
+//! another active begins.
 //!
-//! The lease is checked twice: when a write arrives, and again right before
-//! its acknowledgement is sent, so a process paused past its lease (SIGSTOP,
-//! a long GC-like stall, a VM pause) acknowledges nothing when it resumes.
-//! And when it runs out while writes wait for their commit (the active is
-//! cut off from the arbiter and its standbys), [`watch_lapses`] answers
-//! them at once: their outcome is unknown, and a client that waits for a
-//! commit that cannot come is a client that cannot fail over.
+//! Each term (`term.rs`) has a lease of its own; `Term::may_answer` is its
+//! only reader for that question, and `lapse.rs` answers the writes that
+//! wait for a commit when it runs out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use proto_common::clock;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::commit::CommitTracker;
-
-/// Deadline of the current grant, shared by the heartbeat loop (which
-/// extends it) and the write path (which checks it).
+/// Deadline of a term's current grant: the role machine extends it, the
+/// term's guards check it.
 #[derive(Debug, Default)]
 pub struct Lease {
     /// `clock::now_nanos()` value until which writes may be acknowledged;
@@ -41,7 +32,7 @@ pub struct Lease {
 
 impl Lease {
     /// A lease that never ends: a standalone replica is its own active.
-    pub fn unlimited() -> Lease {
+    pub(super) fn unlimited() -> Lease {
         Lease {
             until: AtomicU64::new(u64::MAX),
             length: AtomicU64::new(0),
@@ -49,15 +40,9 @@ impl Lease {
         }
     }
 
-    /// Turns this lease into one that never ends (standalone mode).
-    pub fn make_unlimited(&self) {
-        self.until.store(u64::MAX, Ordering::SeqCst);
-        self.changed.notify_waiters();
-    }
-
     /// Extends the lease after a grant for a heartbeat sent at `t_send`.
     /// Never shortens it: an older reply arriving late changes nothing.
-    pub fn grant(&self, t_send: u64, duration: std::time::Duration) {
+    pub(super) fn grant(&self, t_send: u64, duration: std::time::Duration) {
         // Capped below `u64::MAX`, which means "unlimited".
         let until = t_send
             .saturating_add(duration.as_nanos() as u64)
@@ -69,21 +54,27 @@ impl Lease {
     }
 
     /// Ends the lease at once (demotion, switchover fence).
-    pub fn revoke(&self) {
+    pub(super) fn revoke(&self) {
         self.until.store(0, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
 
-    /// Whether writes may be acknowledged now.
-    pub fn is_valid(&self) -> bool {
+    /// Whether writes may be acknowledged now (ask the term: `Term::may_answer`).
+    pub(super) fn is_valid(&self) -> bool {
         self.is_valid_at(clock::now_nanos())
     }
 
     /// Whether writes may be acknowledged at `now` (a `clock::now_nanos()`
     /// reading).
-    pub fn is_valid_at(&self, now: u64) -> bool {
+    pub(super) fn is_valid_at(&self, now: u64) -> bool {
         let until = self.until.load(Ordering::SeqCst);
         until == u64::MAX || now < until
+    }
+
+    /// Completes when the deadline moves (a grant, a revocation). Register
+    /// it (`enable`) before reading the deadline, so no move is missed.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// The length of the last grant, ns (0 before any).
@@ -103,44 +94,6 @@ impl Lease {
             return None;
         }
         Some(until.saturating_sub(now))
-    }
-}
-
-/// Until `stop`: whenever the lease runs out, the writes still waiting for
-/// their commit are told at once that their outcome is unknown (and so are
-/// any that reach the commit tracker while it stays lapsed). Without this a
-/// cut-off active's waiting writes hang until the client gives up: the
-/// commit cannot come (its standbys are unreachable) and the demotion only
-/// comes when it reaches the arbiter again.
-pub async fn watch_lapses(lease: Arc<Lease>, commit: Arc<CommitTracker>, stop: CancellationToken) {
-    loop {
-        let changed = lease.changed.notified();
-        tokio::pin!(changed);
-        // Registered before the deadline is read, so a grant in between
-        // still wakes this loop.
-        changed.as_mut().enable();
-        let wait = match lease.remaining_nanos() {
-            None => None,
-            Some(0) => {
-                commit.lease_lapsed();
-                None
-            }
-            Some(left) => {
-                commit.lease_held();
-                Some(Duration::from_nanos(left))
-            }
-        };
-        match wait {
-            Some(left) => tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = &mut changed => {}
-                _ = tokio::time::sleep(left) => {}
-            },
-            None => tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = &mut changed => {}
-            },
-        }
     }
 }
 
