@@ -20,45 +20,13 @@ use parking_lot::{Mutex, RwLock};
 use proto_common::{LogIndex, NodeId, Position};
 use tokio::sync::watch;
 
-use crate::log::group_commit::{CommitSink, PendingEntry, Responder};
+use crate::log::group_commit::CommitSink;
 use crate::metrics::Metrics;
+use crate::pending::{PendingEntry, Responder};
+pub use crate::pending::{WriteAck, WriteError, WriteResult};
 use crate::role::Term;
-use crate::state::Outcome;
 use crate::state_machine::StateMachine;
 use crate::sync_set::SyncSet;
-
-/// What a client write ends with.
-pub type WriteResult = Result<WriteAck, WriteError>;
-
-/// A committed write: its position and what applying it did.
-#[derive(Debug, Clone)]
-pub struct WriteAck {
-    pub position: Position,
-    pub outcome: Outcome,
-}
-
-/// Why a write was not acknowledged.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum WriteError {
-    /// Refused before it was written, or abandoned by a demotion; retryable.
-    #[error("{0}")]
-    NotWritable(String),
-    /// Written, possibly committed, but the lease ended before the answer:
-    /// the outcome is unknown to the client.
-    #[error("{0}")]
-    Indeterminate(String),
-    /// The disk failed.
-    #[error("{0}")]
-    Storage(String),
-    /// Strict mode and too few sync standbys: refused before it was
-    /// written; retryable once the arbiter has added a standby.
-    #[error("{0}")]
-    NoSyncStandby(String),
-    /// `max_pending_writes` writes are waiting already: refused before it
-    /// was written; retryable.
-    #[error("{0}")]
-    Overloaded(String),
-}
 
 /// A batch the active wrote, for the replication senders.
 #[derive(Debug, Clone)]

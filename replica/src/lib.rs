@@ -7,6 +7,8 @@
 //! - [`log`]: the segmented, checksummed write log and group commit.
 //! - [`command`], [`state`]: log entry payloads and the key-value state machine.
 //! - [`state_machine`]: the seam between the log and what it is applied to.
+//! - [`pending`]: a write on its way from the log to the state machine,
+//!   and its outcome.
 //! - [`commit`]: the commit rule, visibility, answering clients;
 //!   [`sync_set`]: the standbys it waits for, and strict mode.
 //! - [`snapshot`], [`node_state`]: what else persists across restarts.
@@ -32,6 +34,7 @@ pub mod log;
 pub mod metrics;
 pub mod node;
 pub mod node_state;
+pub mod pending;
 pub mod proxy;
 pub mod reinit;
 pub mod repl;

@@ -160,9 +160,10 @@ fn spawn_heartbeats(repl: Arc<Replication>, stop: CancellationToken) -> Result<(
         .spawn(move || {
             runtime.block_on(async move {
                 let node = &repl.node;
+                let commit = node.commit.clone();
                 tokio::spawn(crate::role::lapse::watch_lapses(
                     node.roles.clone(),
-                    node.commit.clone(),
+                    move || commit.lease_lapsed(),
                     stop.clone(),
                 ));
                 HeartbeatLoop::new(repl).run(stop).await

@@ -13,7 +13,7 @@ use proto_common::{Epoch, NodeId};
 use super::decision::{DecisionKind, DecisionLog, DecisionRecord, Stamp};
 use super::detector::Detector;
 use super::draft::ProposedWrite;
-use super::switchover::Switchover;
+use super::handover::Switchover;
 use super::time::Millis;
 use crate::store::{ClusterState, StoreError};
 

@@ -23,7 +23,7 @@ use super::arbiter::Core;
 use super::decision::DecisionKind;
 use super::draft::ProposedWrite;
 use super::epoch_change::EpochPlan;
-use super::switchover::SWITCHOVER_HEARTBEAT_MS;
+use super::handover::SWITCHOVER_HEARTBEAT_MS;
 use super::time::{arbiter_wait_ms, Millis};
 use crate::error::ArbiterError;
 

@@ -8,7 +8,7 @@
 //!    writes, lets the target catch up to its exact last position, and
 //!    heartbeats at once with `handoff { target, drained: true }`. Both it
 //!    and the target are asked to heartbeat every
-//!    [`SWITCHOVER_HEARTBEAT_MS`] meanwhile.
+//!    [`super::handover::SWITCHOVER_HEARTBEAT_MS`] meanwhile.
 //! 3. When the active's heartbeat shows the drained handoff and the target's
 //!    acknowledged position equal to the active's, the core writes epoch+1
 //!    with the target as active. The drained report is the old active's
@@ -18,50 +18,14 @@
 //!    is cancelled: the active's next reply has no `switchover_to`, which
 //!    lets it take writes again.
 
-use proto_common::heartbeat::Heartbeat;
-use proto_common::{Epoch, NodeId};
+use proto_common::NodeId;
 
 use super::arbiter::Core;
 use super::candidates::{self, View, Why};
 use super::decision::DecisionKind;
+use super::handover::Switchover;
 use super::time::{arbiter_wait_ms, suspect_after_ms, Millis};
 use crate::error::ArbiterError;
-
-/// The heartbeat interval asked of the active and the target during a
-/// switchover, so the handover completes in a few ms rather than a beat.
-pub const SWITCHOVER_HEARTBEAT_MS: u64 = 5;
-
-/// A switchover under way.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Switchover {
-    /// The active handing over.
-    pub from: NodeId,
-    /// The standby taking over.
-    pub target: NodeId,
-    /// The epoch it started in; a different epoch means it is moot.
-    pub epoch: Epoch,
-    /// When it started.
-    pub started: Millis,
-    /// When it is cancelled if not complete.
-    pub deadline: Millis,
-}
-
-impl Switchover {
-    /// Whether the active's `report` completes the handover: drained to our
-    /// target, in our epoch, and the target has acknowledged exactly the
-    /// active's last position.
-    pub fn is_complete(&self, report: &Heartbeat) -> bool {
-        let drained = report
-            .handoff
-            .as_ref()
-            .is_some_and(|h| h.drained && h.target == self.target);
-        let target_acked = report
-            .standbys
-            .iter()
-            .any(|s| s.node_id == self.target && s.acked == report.position);
-        report.node_id == self.from && report.epoch == self.epoch && drained && target_acked
-    }
-}
 
 impl Core {
     /// Starts a planned switchover to `to`, or to the best candidate. Returns

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::http::{advertised_url, serve_http};
 use super::metrics::Metrics;
 use super::office::{Follower, Office};
 use super::routes::App;
-use super::run::{advertised_url, serve_http};
 use super::tenure::{stopped, Seat};
 use crate::clock::Clock;
 use crate::config::Settings;

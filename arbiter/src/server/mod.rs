@@ -10,6 +10,8 @@
 //! ```
 //!
 //! - [`run`](mod@run): `run(listener, settings, shutdown)` and friends.
+//! - `http`: the advertised URL, and serving the API on a listener (TLS
+//!   when configured) until shutdown.
 //! - `elected`: the etcd mode — campaign, serve each won term, step down.
 //! - `tenure`: one term served — load, a fresh `Core::take_office`, tick,
 //!   tear down in a safe order.
@@ -23,14 +25,12 @@
 //! - `routes`: the axum router and handlers; `request`: token and body
 //!   checks; `api_error`: JSON error answers.
 //! - [`metrics`]: Prometheus metrics; `dashboard`: the `GET /` page.
-//!
-//! Deliberately left out here: TLS (front the API with a TLS proxy for
-//! now).
 
 mod api_error;
 mod bootstrap;
 mod dashboard;
 mod elected;
+mod http;
 pub mod metrics;
 pub mod office;
 mod operations;

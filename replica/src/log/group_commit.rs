@@ -27,23 +27,11 @@ use tokio::sync::{oneshot, watch};
 
 use super::writer::Log;
 use crate::command::Command;
+use crate::pending::{PendingEntry, Responder, WriteError};
 use crate::role::RoleView;
 
 /// Largest batch one fsync covers; bounds the latency a huge burst adds.
 const MAX_BATCH_BYTES: usize = 4 << 20;
-
-/// An entry on its way to the state machine: its position, its command, and
-/// (on the active) the client waiting for its outcome.
-pub struct PendingEntry {
-    pub position: Position,
-    pub command: Command,
-    pub responder: Option<Responder>,
-    /// When the write arrived, for the latency histogram.
-    pub received: Option<Instant>,
-}
-
-/// Receives a write's outcome once it is committed and applied (or failed).
-pub type Responder = oneshot::Sender<crate::commit::WriteResult>;
 
 /// What the group-commit thread reports, in order, for each batch.
 pub trait CommitSink: Send + Sync + 'static {
@@ -226,7 +214,7 @@ impl DirectLog {
             return Err(Box::new(req));
         };
         if !shared.takes(epoch) {
-            let _ = responder.send(Err(crate::commit::WriteError::NotWritable(format!(
+            let _ = responder.send(Err(WriteError::NotWritable(format!(
                 "this replica stopped taking writes in epoch {epoch}"
             ))));
             return Ok(());
@@ -330,9 +318,9 @@ impl Worker {
                     received,
                 } => {
                     if !shared.takes(epoch) {
-                        let _ = responder.send(Err(crate::commit::WriteError::NotWritable(
-                            format!("this replica stopped taking writes in epoch {epoch}"),
-                        )));
+                        let _ = responder.send(Err(WriteError::NotWritable(format!(
+                            "this replica stopped taking writes in epoch {epoch}"
+                        ))));
                     } else {
                         let pos = Position {
                             epoch,

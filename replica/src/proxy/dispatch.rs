@@ -21,12 +21,12 @@ use bytes::Bytes;
 use proto_common::auth::Grant;
 use redis_protocol::resp2::types::BytesFrame;
 
+use super::client::Session;
 use super::config::StandbyReads;
 use super::core::ProxyCore;
 use super::expiry::{now_ms, unshift_reply};
 use super::resp::{error, Reply};
 use super::rewrite;
-use super::session::Session;
 use super::table::{CommandTable, Lookup};
 use super::upstream::Conn;
 use crate::api::forward::ACTIVE_CHANGED_GRACE;

@@ -7,8 +7,8 @@
 use bytes::Bytes;
 use redis_protocol::resp2::types::BytesFrame;
 
+use super::client::Session;
 use super::resp::{error, Reply};
-use super::session::Session;
 use super::upstream::text;
 
 /// Our `# Replication` section.

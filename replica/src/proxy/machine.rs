@@ -37,8 +37,8 @@ use super::expiry::{unshift_reply, DeadlineIndex};
 use super::resp::{self, command};
 use super::upstream::{error_text, Conn};
 use crate::command::{Command, RespEntry};
-use crate::log::group_commit::{PendingEntry, Responder};
 use crate::log::{LogReader, ReadOutcome};
+use crate::pending::{PendingEntry, Responder, WriteError};
 use crate::state::Outcome;
 use crate::state_machine::{Answerer, StateMachine};
 
@@ -345,7 +345,7 @@ impl ApplyLoop {
         for e in entries {
             if e.position.index <= applied.index {
                 if let Some(r) = e.responder {
-                    let _ = r.send(Err(crate::commit::WriteError::Indeterminate(
+                    let _ = r.send(Err(WriteError::Indeterminate(
                         "this write was already in the upstream (a full resync brought it); read it back".into(),
                     )));
                 }
@@ -430,7 +430,7 @@ impl ApplyLoop {
                     .partition(|e| e.position.index <= applied.index);
                 for e in done {
                     if let Some(r) = e.responder {
-                        let _ = r.send(Err(crate::commit::WriteError::Indeterminate(
+                        let _ = r.send(Err(WriteError::Indeterminate(
                             "the upstream was replaced by a full resync before this write's reply \
                              was read; read it back"
                                 .into(),
@@ -484,7 +484,7 @@ impl ApplyLoop {
         }
         self.answerer.answer(answers);
         for r in unknown {
-            let _ = r.send(Err(crate::commit::WriteError::Indeterminate(
+            let _ = r.send(Err(WriteError::Indeterminate(
                 "this write was applied but the upstream's reply was lost; read it back".into(),
             )));
         }

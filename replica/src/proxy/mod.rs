@@ -17,8 +17,9 @@
 //! - [`resync`]: a full resync through `REPLICAOF`.
 //! - [`core`]: what a proxy-mode replica shares.
 //! - [`mux`]: the one pipelined upstream connection all sessions read on.
-//! - [`session`], [`dispatch`], [`info`]: one client connection; what
-//!   happens to each command; `INFO` and `ROLE`.
+//! - [`client`], [`session`], [`dispatch`], [`info`]: one client
+//!   connection's state and its loop; what happens to each command;
+//!   `INFO` and `ROLE`.
 //! - [`server`]: the RESP listener and the active's expiry task.
 //!
 //! Deliberately left out: RESP3, client-side caching, scripts, `WATCH`,
@@ -26,6 +27,7 @@
 //! and compacting the log (the log is the only durable copy while the
 //! upstreams run without persistence).
 
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod dispatch;

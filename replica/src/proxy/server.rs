@@ -8,9 +8,9 @@ use proto_common::tls::{log_handshake_failure, MaybeTls, Side};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::client::Session;
 use super::core::ProxyCore;
 use super::expiry::now_ms;
-use super::session::Session;
 use crate::command::{Command, Expire, RespEntry};
 use crate::node::Node;
 use crate::repl::Replication;

@@ -8,49 +8,18 @@
 //! gets its replies in order and each command sees the effects of the ones
 //! before it; replies are flushed once no request is left in the buffer.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use std::net::SocketAddr;
 
 use proto_common::auth::{constant_time_eq, Grant};
 use redis_protocol::resp2::types::BytesFrame;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 
-use super::core::ProxyCore;
+use super::client::{Multi, Session};
 use super::dispatch::{self, Kind};
 use super::info;
 use super::resp::{error, ok, Reply, Request, RespCodec};
-use super::upstream::Conn;
-use crate::node::Node;
-use crate::repl::Replication;
-
-/// A client's `MULTI` block being queued.
-#[derive(Debug, Default)]
-pub struct Multi {
-    pub queued: Vec<Vec<Bytes>>,
-    /// A command refused while queueing: `EXEC` then aborts.
-    pub refused: bool,
-}
-
-/// One client connection.
-pub struct Session {
-    pub core: Arc<ProxyCore>,
-    pub node: Arc<Node>,
-    pub repl: Arc<Replication>,
-    /// What the client's `AUTH` allows; `None` until it authenticates.
-    pub grant: Option<Grant>,
-    /// The client's address, for the log.
-    pub peer: SocketAddr,
-    /// The database the client selected.
-    pub db: u8,
-    pub multi: Option<Multi>,
-    /// To the active's RESP port (a standby forwarding), its address and
-    /// the database selected on it.
-    pub forward: Option<(String, Conn, u8)>,
-}
 
 /// What the connection does after a reply.
 enum Next {
@@ -59,25 +28,6 @@ enum Next {
 }
 
 impl Session {
-    pub fn new(
-        core: Arc<ProxyCore>,
-        node: Arc<Node>,
-        repl: Arc<Replication>,
-        peer: SocketAddr,
-    ) -> Session {
-        let open = !node.settings.access.required() && core.settings.client_password.is_none();
-        Session {
-            core,
-            node,
-            repl,
-            grant: open.then_some(Grant::ReadWrite),
-            peer,
-            db: 0,
-            multi: None,
-            forward: None,
-        }
-    }
-
     /// Serves the connection until the client leaves or sends garbage.
     pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, stream: S) {
         let limits = &self.node.settings.limits;

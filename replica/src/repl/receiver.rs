@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use super::snapshot_install::Incoming;
 use super::Replication;
 use crate::command::Command;
-use crate::log::group_commit::{LogRequest, PendingEntry};
+use crate::log::group_commit::LogRequest;
+use crate::pending::PendingEntry;
 use crate::snapshot;
 
 /// Follows `active` until `scope` is cancelled, reconnecting with backoff.

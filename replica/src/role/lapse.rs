@@ -9,12 +9,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::roles::Roles;
-use crate::commit::CommitTracker;
 
-/// Until `stop`: whenever the current term's lease runs out, the commit
-/// tracker answers the writes still waiting (`CommitTracker::lease_lapsed`;
-/// it answers those that arrive while it stays lapsed by itself).
-pub async fn watch_lapses(roles: Arc<Roles>, commit: Arc<CommitTracker>, stop: CancellationToken) {
+/// Until `stop`: whenever the current term's lease runs out, `lapsed` is
+/// called (the commit rule answers the writes still waiting:
+/// `CommitTracker::lease_lapsed`; it answers those that arrive while it
+/// stays lapsed by itself).
+pub async fn watch_lapses(roles: Arc<Roles>, lapsed: impl Fn(), stop: CancellationToken) {
     let mut role = roles.subscribe();
     loop {
         let term = role.borrow_and_update().state.term().cloned();
@@ -32,7 +32,7 @@ pub async fn watch_lapses(roles: Arc<Roles>, commit: Arc<CommitTracker>, stop: C
         moved.as_mut().enable();
         let left = term.lease().remaining_nanos();
         if left == Some(0) {
-            commit.lease_lapsed();
+            lapsed();
         }
         let deadline = async {
             match left {

@@ -8,9 +8,8 @@ use std::time::Instant;
 
 use proto_common::Position;
 
-use crate::commit::WriteAck;
-use crate::log::group_commit::Responder;
 use crate::metrics::Metrics;
+use crate::pending::{Responder, WriteAck};
 use crate::state::Outcome;
 
 /// Hands applied writes' outcomes to their waiting tasks.

@@ -17,8 +17,8 @@ use tokio::sync::oneshot;
 
 use super::StateMachine;
 use crate::command::Command;
-use crate::commit::WriteResult;
-use crate::log::group_commit::PendingEntry;
+use crate::pending::PendingEntry;
+use crate::pending::WriteResult;
 
 /// How long a case waits for something asynchronous.
 const WAIT: Duration = Duration::from_secs(10);

@@ -9,8 +9,8 @@ use proto_common::Position;
 use tokio::sync::watch;
 
 use super::{Answerer, StateMachine};
-use crate::log::group_commit::PendingEntry;
 use crate::metrics::Metrics;
+use crate::pending::PendingEntry;
 use crate::state::KvState;
 
 /// The embedded store behind the log.

@@ -24,7 +24,7 @@ pub mod kv;
 use proto_common::Position;
 use tokio::sync::watch;
 
-use crate::log::group_commit::PendingEntry;
+use crate::pending::PendingEntry;
 
 pub use answer::Answerer;
 pub use kv::KvMachine;
