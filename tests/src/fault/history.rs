@@ -171,6 +171,16 @@ impl History {
         ops.push(op);
     }
 
+    /// How many operations so far satisfy `pred` (without copying them).
+    pub fn count(&self, pred: impl Fn(&Op) -> bool) -> usize {
+        self.ops
+            .lock()
+            .expect("history lock")
+            .iter()
+            .filter(|o| pred(o))
+            .count()
+    }
+
     /// Every operation so far, in the order recorded.
     pub fn snapshot(&self) -> Vec<Op> {
         self.ops.lock().expect("history lock").clone()

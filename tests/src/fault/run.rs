@@ -86,10 +86,7 @@ impl Run {
     /// Acknowledged writes so far.
     pub fn acked_writes(&self) -> usize {
         self.history
-            .snapshot()
-            .iter()
-            .filter(|o| o.kind.writes() && o.outcome == Outcome::Ok)
-            .count()
+            .count(|o| o.kind.writes() && o.outcome == Outcome::Ok)
     }
 
     /// Records a fault a test injected by hand (for the report's gaps).
