@@ -6,9 +6,11 @@
 //!
 //! The long form is `tests/fault.sh --minutes N` (RELIABILITY.md).
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use understudy_tests::fault::cluster::{fill_disk, ClusterOptions, Topology};
+use understudy_tests::fault::history::Outcome;
 use understudy_tests::fault::nemesis::{wait_recovered, Fault, FaultKind, Schedule};
 use understudy_tests::fault::run::{Run, RunReport};
 use understudy_tests::harness::{serial, wait_for, TestDir};
@@ -116,6 +118,12 @@ async fn every_fault_once_on_two_arbiters_and_etcd_breaks_no_promise() {
 /// runs out; a standby is promoted without them. The checker must report
 /// them lost (and the old active's copies are set aside in quarantine when
 /// it rejoins).
+///
+/// The random clients may send the isolated active no write at all in
+/// that second: a client that picked a standby waits there for its
+/// forwarded write until the promotion, and soon every client has. So a
+/// writer of the test's own sends writes straight to the isolated active
+/// until it acknowledges one, and the checker must report that one lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_reports_writes_lost_in_async_mode() {
     let _serial = serial().await;
@@ -124,11 +132,12 @@ async fn the_checker_reports_writes_lost_in_async_mode() {
         sync_standbys: 0,
         ..ClusterOptions::default()
     };
-    let run = Run::start(dir.path(), options, seed(), CLIENTS)
+    let mut run = Run::start(dir.path(), options, seed(), CLIENTS)
         .await
         .unwrap();
     let (_, status) = run.cluster.leader_status().await.unwrap();
     let active = status.active.unwrap().as_str().to_string();
+    let writer = tokio::sync::Mutex::new(run.writer(&active).expect("the active is a replica"));
     let member = run.cluster.replica(&active).unwrap();
     let others: Vec<u32> = run
         .cluster
@@ -136,9 +145,50 @@ async fn the_checker_reports_writes_lost_in_async_mode() {
         .into_iter()
         .filter(|u| *u != member.uid)
         .collect();
+    let partition_started = std::time::Instant::now();
     run.firewall
         .partition(member.uid, &member.ports, &others)
         .unwrap();
+    let partition_took = partition_started.elapsed();
+    // From here on nothing the isolated active sends reaches another
+    // cluster process: a write it acknowledges now is in no standby's log.
+    let answers = RefCell::new(Vec::new());
+    let lost_write = wait_for(
+        DEADLINE,
+        "a write acknowledged by the isolated active",
+        || {
+            let (writer, answers) = (&writer, &answers);
+            async move {
+                let op = writer.lock().await.add().await;
+                if op.outcome == Outcome::Ok {
+                    return Some(Ok(op));
+                }
+                answers.borrow_mut().push(op.code.clone());
+                // Its lease has ended: it acknowledges nothing more.
+                (op.code == "not_writable").then_some(Err(op.code))
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|code| format!("the isolated active answered {code}")))
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: it acknowledged no write between the partition (which took {partition_took:?} \
+             to make) and the end of its lease; answers: {:?}",
+            answers.borrow()
+        )
+    });
+    eprintln!(
+        "{active}, isolated (the partition took {partition_took:?}), acknowledged {} at {} \
+         after {} refusals",
+        lost_write.key,
+        lost_write
+            .version
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        answers.borrow().len()
+    );
     wait_for(DEADLINE, "a standby promoted", || {
         let cluster = &run.cluster;
         let old = active.clone();
@@ -169,6 +219,13 @@ async fn the_checker_reports_writes_lost_in_async_mode() {
         !lost.is_empty(),
         "the checker reported no lost write: {:?}",
         report.findings.anomalies
+    );
+    assert!(
+        lost.iter().any(|a| a.ops.contains(&lost_write.id)),
+        "the checker did not report the write the isolated active acknowledged after the \
+         partition ({}) as lost; it reported: {:?}",
+        lost_write.describe(0),
+        lost
     );
     if report.findings.acked_adds > 0 && lost.iter().any(|a| a.check == "set") {
         assert!(
