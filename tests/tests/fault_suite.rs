@@ -6,9 +6,11 @@
 //!
 //! The long form is `tests/fault.sh --minutes N` (RELIABILITY.md).
 
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use understudy_tests::fault::cluster::{fill_disk, ClusterOptions, Topology};
+use understudy_tests::fault::history::Outcome;
 use understudy_tests::fault::nemesis::{wait_recovered, Fault, FaultKind, Schedule};
 use understudy_tests::fault::run::{Run, RunReport};
 use understudy_tests::harness::{serial, wait_for, TestDir};
@@ -116,6 +118,12 @@ async fn every_fault_once_on_two_arbiters_and_etcd_breaks_no_promise() {
 /// runs out; a standby is promoted without them. The checker must report
 /// them lost (and the old active's copies are set aside in quarantine when
 /// it rejoins).
+///
+/// The random clients may send the isolated active no write at all in
+/// that second: a client that picked a standby waits there for its
+/// forwarded write until the promotion, and soon every client has. So a
+/// writer of the test's own sends writes straight to the isolated active
+/// until it acknowledges one, and the checker must report that one lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_reports_writes_lost_in_async_mode() {
     let _serial = serial().await;
@@ -124,11 +132,12 @@ async fn the_checker_reports_writes_lost_in_async_mode() {
         sync_standbys: 0,
         ..ClusterOptions::default()
     };
-    let run = Run::start(dir.path(), options, seed(), CLIENTS)
+    let mut run = Run::start(dir.path(), options, seed(), CLIENTS)
         .await
         .unwrap();
     let (_, status) = run.cluster.leader_status().await.unwrap();
     let active = status.active.unwrap().as_str().to_string();
+    let writer = tokio::sync::Mutex::new(run.writer(&active).expect("the active is a replica"));
     let member = run.cluster.replica(&active).unwrap();
     let others: Vec<u32> = run
         .cluster
@@ -136,9 +145,50 @@ async fn the_checker_reports_writes_lost_in_async_mode() {
         .into_iter()
         .filter(|u| *u != member.uid)
         .collect();
+    let partition_started = std::time::Instant::now();
     run.firewall
         .partition(member.uid, &member.ports, &others)
         .unwrap();
+    let partition_took = partition_started.elapsed();
+    // From here on nothing the isolated active sends reaches another
+    // cluster process: a write it acknowledges now is in no standby's log.
+    let answers = RefCell::new(Vec::new());
+    let lost_write = wait_for(
+        DEADLINE,
+        "a write acknowledged by the isolated active",
+        || {
+            let (writer, answers) = (&writer, &answers);
+            async move {
+                let op = writer.lock().await.add().await;
+                if op.outcome == Outcome::Ok {
+                    return Some(Ok(op));
+                }
+                answers.borrow_mut().push(op.code.clone());
+                // Its lease has ended: it acknowledges nothing more.
+                (op.code == "not_writable").then_some(Err(op.code))
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|code| format!("the isolated active answered {code}")))
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: it acknowledged no write between the partition (which took {partition_took:?} \
+             to make) and the end of its lease; answers: {:?}",
+            answers.borrow()
+        )
+    });
+    eprintln!(
+        "{active}, isolated (the partition took {partition_took:?}), acknowledged {} at {} \
+         after {} refusals",
+        lost_write.key,
+        lost_write
+            .version
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        answers.borrow().len()
+    );
     wait_for(DEADLINE, "a standby promoted", || {
         let cluster = &run.cluster;
         let old = active.clone();
@@ -170,6 +220,13 @@ async fn the_checker_reports_writes_lost_in_async_mode() {
         "the checker reported no lost write: {:?}",
         report.findings.anomalies
     );
+    assert!(
+        lost.iter().any(|a| a.ops.contains(&lost_write.id)),
+        "the checker did not report the write the isolated active acknowledged after the \
+         partition ({}) as lost; it reported: {:?}",
+        lost_write.describe(0),
+        lost
+    );
     if report.findings.acked_adds > 0 && lost.iter().any(|a| a.check == "set") {
         assert!(
             report.findings.present_adds < report.findings.acked_adds,
@@ -180,8 +237,26 @@ async fn the_checker_reports_writes_lost_in_async_mode() {
     }
 }
 
+/// The disk-full test's log segments.
+const SEGMENT_BYTES: u64 = 1 << 20;
+
+/// The size of each value the disk-full test writes to fill the full
+/// standby's log (a quarter of a segment).
+const PUSH_VALUE_BYTES: usize = 256 << 10;
+
+/// A replica's `/v1/status`, when it answers.
+async fn replica_status_json(url: &str) -> Option<serde_json::Value> {
+    let raw = understudy_tests::client::KvClient::new(url)
+        .ok()?
+        .request(hyper::Method::GET, "/v1/status", &[], "")
+        .await
+        .ok()?;
+    serde_json::from_slice(&raw.body).ok()
+}
+
 /// A sync standby's disk fills up (its data directory is a small tmpfs,
-/// filled with a ballast file): its write log fails and stops, its
+/// filled with a ballast file) and the test writes to the active until the
+/// standby's write log needs space it cannot get: the log fails and stops, its
 /// connection closes, the arbiter replaces it in the sync set with the
 /// other standby, and writes go on. Once space is freed and it is
 /// restarted (a failed write log takes no more writes until then), it
@@ -194,7 +269,7 @@ async fn a_sync_standby_whose_disk_fills_up_is_replaced_and_nothing_is_lost() {
     let dir = TestDir::new("fault-suite-disk-full").unwrap();
     let options = ClusterOptions {
         disk_mib: Some(96),
-        segment_bytes: Some(1 << 20),
+        segment_bytes: Some(SEGMENT_BYTES),
         ..ClusterOptions::default()
     };
     let mut run = Run::start(dir.path(), options, seed(), CLIENTS)
@@ -209,29 +284,63 @@ async fn a_sync_standby_whose_disk_fills_up_is_replaced_and_nothing_is_lost() {
         .find(|n| *n != active)
         .expect("a confirmed sync standby");
     let data_dir = run.cluster.replica(&full).unwrap().data_dir.clone();
+    let url = run.cluster.replica(&full).unwrap().url.clone();
+    let active_url = run.cluster.replica(&active).unwrap().url.clone();
     let start_ns = run.history.now_ns();
     let ballast = fill_disk(&data_dir).unwrap();
 
-    let url = run.cluster.replica(&full).unwrap().url.clone();
+    // A full disk does not fail the log at once: the rest of its current
+    // segment and the next one, preallocated (zero-filled) before the disk
+    // filled up, still take entries, up to twice SEGMENT_BYTES; only the
+    // segment after them cannot be made. The clients' small writes (about
+    // 55 log bytes each) need over a minute for that on a busy machine, so
+    // the test writes it itself: large values to the active, which ships
+    // them to the full standby, until its log fails.
+    let pushed = Cell::new((0usize, 0usize));
+    let last = RefCell::new(String::new());
     let failure = wait_for(DEADLINE, "the full standby's write log failed", || {
-        let url = url.clone();
+        let (url, active_url, pushed, last) = (&url, &active_url, &pushed, &last);
+        let (full, active) = (&full, &active);
         async move {
-            let raw = understudy_tests::client::KvClient::new(&url)
+            let v = replica_status_json(url).await?;
+            if let Some(failure) = v["storage_failure"].as_str() {
+                return Some(failure.to_string());
+            }
+            let (sent, acked) = pushed.get();
+            let answer = understudy_tests::client::KvClient::new(active_url)
                 .ok()?
-                .request(hyper::Method::GET, "/v1/status", &[], "")
-                .await
-                .ok()?;
-            let v: serde_json::Value = serde_json::from_slice(&raw.body).ok()?;
-            v["storage_failure"].as_str().map(str::to_string)
+                .put(format!("fill/{sent}"), vec![b'x'; PUSH_VALUE_BYTES])
+                .await;
+            let answer = match answer {
+                Ok(r) if r.is_success() => {
+                    pushed.set((sent + 1, acked + 1));
+                    "acknowledged".to_string()
+                }
+                Ok(r) => {
+                    pushed.set((sent + 1, acked));
+                    format!("{} {}", r.status, r.body_text())
+                }
+                Err(e) => {
+                    pushed.set((sent + 1, acked));
+                    e.to_string()
+                }
+            };
+            let (sent, acked) = pushed.get();
+            *last.borrow_mut() = format!(
+                "{full} is at position {} with {} log bytes since its last snapshot and no \
+                 storage failure; the test sent {sent} values of {PUSH_VALUE_BYTES} bytes to \
+                 {active} ({acked} acknowledged; the last: {answer})",
+                v["position"], v["log_bytes_since_snapshot"]
+            );
+            None
         }
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}: {}", last.borrow()));
     eprintln!("{full}: {failure}");
     // It will never reach a newer version: a read that asks for one is
     // told so at once, not after the whole X-Min-Version wait (which held
     // every client that picked it for a second: a 0.9 s write gap).
-    let active_url = run.cluster.replica(&active).unwrap().url.clone();
     let mut to_active = understudy_tests::client::KvClient::new(&active_url).unwrap();
     let newer = to_active.put("newer", "v").await.unwrap();
     let newer_version = newer.write_version().expect("a version").to_string();

@@ -107,6 +107,48 @@ impl Clients {
     }
 }
 
+/// A client a test drives itself: it sends `add`s to one replica it
+/// names, when the test asks, and records them in the history like any
+/// other client's, so the checkers judge them too. For a test that needs
+/// writes to reach one replica at a given moment, which the random
+/// clients may or may not send (most of them can be waiting on other
+/// replicas just then).
+pub struct Writer {
+    client: Client,
+    target: usize,
+}
+
+impl Writer {
+    /// A client numbered `id` (not one of the random clients' numbers:
+    /// keys are `s/{id}/{n}`) sending to `targets[target]`.
+    pub fn new(id: u32, targets: Vec<Target>, target: usize, history: Arc<History>) -> Writer {
+        Writer {
+            client: Client {
+                id,
+                rng: StdRng::seed_from_u64(id as u64),
+                targets: Arc::new(targets),
+                conns: HashMap::new(),
+                resp_conns: HashMap::new(),
+                history,
+                register_ops: Arc::new(AtomicU64::new(0)),
+                session: None,
+                seen: HashMap::new(),
+                written: Vec::new(),
+                active: None,
+                n: 0,
+            },
+            target,
+        }
+    }
+
+    /// One `add` of a fresh key, recorded; returns the operation as
+    /// recorded (its outcome, code and version).
+    pub async fn add(&mut self) -> Op {
+        let request = self.client.add_request();
+        self.client.perform(request, self.target).await
+    }
+}
+
 struct Client {
     id: u32,
     rng: StdRng,
@@ -145,18 +187,12 @@ impl Client {
     }
 
     async fn one(&mut self) {
-        self.n += 1;
-        let value = format!("{}.{}", self.id, self.n);
         let roll = self.rng.random_range(0..100);
         let request = if roll < 25 || (roll >= 80 && self.written.is_empty()) {
-            Request {
-                kind: Kind::Add,
-                key: format!("s/{}/{}", self.id, self.n),
-                value: Some(value),
-                expect: None,
-                min_version: None,
-            }
+            self.add_request()
         } else if roll < 80 {
+            self.n += 1;
+            let value = format!("{}.{}", self.id, self.n);
             let key = self.register_key();
             let resp = self.targets[0].resp.is_some();
             let (kind, value, expect) = match roll {
@@ -176,6 +212,7 @@ impl Client {
                 min_version: None,
             }
         } else {
+            self.n += 1;
             let key = self.written[self.rng.random_range(0..self.written.len())].clone();
             Request {
                 kind: Kind::ReadAt,
@@ -189,8 +226,31 @@ impl Client {
             (Kind::Read, Some(active)) if self.rng.random_range(0..10) < 8 => active,
             _ => self.rng.random_range(0..self.targets.len()),
         };
+        let op = self.perform(request, target).await;
+        if op.outcome == Outcome::Fail {
+            // As a real client would: not a hot loop against a replica
+            // that refuses at once (it is down, or not the active).
+            tokio::time::sleep(FAIL_PAUSE).await;
+        }
+    }
+
+    /// An `add` of a key of this client's own.
+    fn add_request(&mut self) -> Request {
+        self.n += 1;
+        Request {
+            kind: Kind::Add,
+            key: format!("s/{}/{}", self.id, self.n),
+            value: Some(format!("{}.{}", self.id, self.n)),
+            expect: None,
+            min_version: None,
+        }
+    }
+
+    /// Sends `request` to `target`, judges the answer and records the
+    /// operation; returns it as recorded.
+    async fn perform(&mut self, request: Request, target: usize) -> Op {
         let invoke_ns = self.history.now_ns();
-        let op = if self.targets[target].resp.is_some() {
+        let mut op = if self.targets[target].resp.is_some() {
             let answer = self.send_resp(target, &request).await;
             let complete_ns = self.history.now_ns();
             self.judge_resp(request, target, invoke_ns, complete_ns, answer)
@@ -199,13 +259,8 @@ impl Client {
             let complete_ns = self.history.now_ns();
             self.judge(request, target, invoke_ns, complete_ns, answer)
         };
-        let refused = op.outcome == Outcome::Fail;
-        self.history.record(op);
-        if refused {
-            // As a real client would: not a hot loop against a replica
-            // that refuses at once (it is down, or not the active).
-            tokio::time::sleep(FAIL_PAUSE).await;
-        }
+        op.id = self.history.record(op.clone());
+        op
     }
 
     fn register_key(&mut self) -> String {

@@ -164,11 +164,23 @@ impl History {
         self.clock.unix_ns(Instant::now())
     }
 
-    /// Records `op`, numbering it.
-    pub fn record(&self, mut op: Op) {
+    /// Records `op`, numbering it; returns its number.
+    pub fn record(&self, mut op: Op) -> usize {
         let mut ops = self.ops.lock().expect("history lock");
-        op.id = ops.len();
+        let id = ops.len();
+        op.id = id;
         ops.push(op);
+        id
+    }
+
+    /// How many operations so far satisfy `pred` (without copying them).
+    pub fn count(&self, pred: impl Fn(&Op) -> bool) -> usize {
+        self.ops
+            .lock()
+            .expect("history lock")
+            .iter()
+            .filter(|o| pred(o))
+            .count()
     }
 
     /// Every operation so far, in the order recorded.

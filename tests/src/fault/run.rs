@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::checks::{self, Anomaly, FinalData, Findings};
-use super::clients::{Clients, Target};
+use super::clients::{Clients, Target, Writer};
 use super::cluster::{ClusterOptions, FaultCluster};
 use super::firewall::{self, Firewall};
 use super::history::{History, Kind, Op, Outcome};
@@ -30,6 +30,9 @@ pub struct Run {
     pub firewall: Firewall,
     pub history: Arc<History>,
     clients: Option<Clients>,
+    targets: Vec<Target>,
+    /// Writers the test asked for ([`Run::writer`]).
+    writers: u32,
     options: ClusterOptions,
     seed: u64,
     client_count: usize,
@@ -59,7 +62,7 @@ impl Run {
         nemesis::wait_recovered(&cluster, &history)
             .await
             .map_err(|e| format!("the cluster did not form: {e}"))?;
-        let targets = cluster
+        let targets: Vec<Target> = cluster
             .replicas
             .iter()
             .map(|m| Target {
@@ -69,12 +72,14 @@ impl Run {
             })
             .collect();
         let started_ns = history.now_ns();
-        let clients = Clients::start(targets, client_count, seed, history.clone());
+        let clients = Clients::start(targets.clone(), client_count, seed, history.clone());
         Ok(Run {
             cluster,
             firewall,
             history,
             clients: Some(clients),
+            targets,
+            writers: 0,
             options,
             seed,
             client_count,
@@ -86,10 +91,22 @@ impl Run {
     /// Acknowledged writes so far.
     pub fn acked_writes(&self) -> usize {
         self.history
-            .snapshot()
-            .iter()
-            .filter(|o| o.kind.writes() && o.outcome == Outcome::Ok)
-            .count()
+            .count(|o| o.kind.writes() && o.outcome == Outcome::Ok)
+    }
+
+    /// A client of the test's own that writes to replica `node` when asked
+    /// (numbered after the random clients; its operations are in the
+    /// history and checked like theirs).
+    pub fn writer(&mut self, node: &str) -> Option<Writer> {
+        let target = self.targets.iter().position(|t| t.node == node)?;
+        let id = (self.client_count as u32) + self.writers;
+        self.writers += 1;
+        Some(Writer::new(
+            id,
+            self.targets.clone(),
+            target,
+            self.history.clone(),
+        ))
     }
 
     /// Records a fault a test injected by hand (for the report's gaps).
