@@ -1,7 +1,7 @@
 //! The arbiter's clocks: a monotonic one for decisions, a wall clock for
 //! people.
 //!
-//! The lease wait (DESIGN.md, "Heartbeats, lease and fencing") must never
+//! The lease wait (DESIGN.md, "The arbiter's wait") must never
 //! run *fast* against real time. `CLOCK_MONOTONIC` stops while a machine is
 //! suspended: an arbiter resumed from a suspend would think less time had
 //! passed than did — safe for the lease wait (it only waits longer), but

@@ -1,7 +1,7 @@
 //! The clock both sides of the lease rule use: `CLOCK_BOOTTIME`, in
 //! nanoseconds.
 //!
-//! The lease rule (DESIGN.md, "Heartbeats, lease and fencing") needs clocks
+//! The lease rule (DESIGN.md, "The lease rule") needs clocks
 //! that never run slow relative to real time. `CLOCK_MONOTONIC` stops while
 //! a machine is suspended: an active resumed after a suspend longer than its
 //! lease would think the lease still valid, and an arbiter would notice a

@@ -2,9 +2,9 @@
 //!
 //! The reply is the only way a replica learns its role: every replica starts
 //! as a standby and becomes active only when a reply says "active, epoch E".
-//! The lease rule built on these messages (DESIGN.md, "Heartbeats, lease and
-//! fencing") is implemented next to its users: `replica::lease` on the
-//! replica side and the arbiter's failure detector on the other.
+//! The lease rule built on these messages (DESIGN.md, "The lease rule") is
+//! implemented next to its users: `replica::role::lease` on the replica
+//! side and the arbiter's failure detector on the other.
 
 use serde::{Deserialize, Serialize};
 

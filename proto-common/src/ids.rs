@@ -188,7 +188,7 @@ impl fmt::Display for LogIndex {
 /// `(epoch, index)` of a log entry; the data version `E.I`.
 ///
 /// Field order matters: the derived `Ord` compares the epoch first, which is
-/// the lexicographic order DESIGN.md requires.
+/// the lexicographic order DESIGN.md, "Numbers everybody shares", requires.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]

@@ -42,7 +42,7 @@ pub enum Command {
     Resp(RespEntry),
 }
 
-/// Proxy mode's entry (DESIGN.md, "Fronting a standalone service"): due
+/// Proxy mode's entry (DESIGN.md, "Logging client commands"): due
 /// expiries first, then commands already made deterministic by the active
 /// (`proxy::rewrite`), each with the database it runs in and the keys it
 /// touches (so every replica updates its deadline index alike).

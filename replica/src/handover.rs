@@ -1,8 +1,7 @@
-//! SIGTERM on an active: hand over first (DESIGN.md, "Arbiter decisions":
-//! "SIGTERM on an active does a switchover first when a standby is in
-//! sync"). The replica asks the arbiter for a switchover, keeps serving
-//! while it is fenced and drained, and stops once it has been demoted — or
-//! after a bound, when no standby could take over.
+//! SIGTERM on an active: hand over first (DESIGN.md, "Switchover"). The
+//! replica asks the arbiter for a switchover, keeps serving while it is
+//! fenced and drained, and stops once it has been demoted — or after a
+//! bound, when no standby could take over.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! Two clusters with different names share one etcd (DESIGN.md: "all keys
-//! live under `/<cluster-name>/` so one etcd serves many clusters"), each
+//! Two clusters with different names share one etcd (DESIGN.md, "The state
+//! store": every key of a cluster lives under `/<cluster>/`), each
 //! with its own arbiter and real replicas — `alpha` with two, `beta` with
 //! one. `arbiter_etcd_election.rs` checks the separation at the arbiter
 //! level (keys, state, leader); this test checks what clients see:

@@ -1,7 +1,7 @@
-//! Expiry is decided by the active and carried by the log (DESIGN.md):
-//! every upstream holds the same (shifted) deadline, clients see Redis's
-//! own TTLs, a key past its deadline is never read on the active, and the
-//! active's expiry is applied on every replica alike.
+//! Expiry is decided by the active and carried by the log (DESIGN.md,
+//! "Expiry"): every upstream holds the same (shifted) deadline, clients see
+//! Redis's own TTLs, a key past its deadline is never read on the active,
+//! and the active's expiry is applied on every replica alike.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Recovery in proxy mode (DESIGN.md, "Crash recovery"): a restarted
+//! Recovery in proxy mode (DESIGN.md, "The applied marker"): a restarted
 //! replica continues from the applied marker its upstream holds; an
 //! upstream with data but no marker is refused unless adopted; an upstream
 //! whose marker the log does not hold is not served but refilled from the

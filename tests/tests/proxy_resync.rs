@@ -1,8 +1,8 @@
-//! Full resync through `REPLICAOF` (DESIGN.md, "Full resync"), by itself:
-//! a standby whose upstream was flushed behind understudy's back, or
-//! restarted empty (no persistence), fills it again from the active's; a
-//! new standby with an empty upstream catches up the same way while writes
-//! go on. Each ends with the active's data exactly.
+//! Full resync through `REPLICAOF` (DESIGN.md, "The applied marker"), by
+//! itself: a standby whose upstream was flushed behind understudy's back,
+//! or restarted empty (no persistence), fills it again from the active's;
+//! a new standby with an empty upstream catches up the same way while
+//! writes go on. Each ends with the active's data exactly.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! What a user sees when the real `replica` binary restarts on a damaged
-//! log (DESIGN.md, "The write log"):
+//! log (DESIGN.md, "Recovery"):
 //! - a torn last record (a write the crash interrupted) is cut, a warning
 //!   names the file and offset, and the replica starts with everything
 //!   before it and takes new writes;

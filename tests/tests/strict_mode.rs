@@ -1,4 +1,4 @@
-//! `strict = true` (DESIGN.md, "Commit rule and the sync set"): with the
+//! `strict = true` (DESIGN.md, "Strict mode"): with the
 //! only standby gone, the active acknowledges nothing; once the standby is
 //! back and caught up, writes resume with no operator action.
 //!

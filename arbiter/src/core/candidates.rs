@@ -4,7 +4,7 @@
 //! wins), then **priority**, then the lowest **node id**. Eligibility
 //! differs by occasion:
 //!
-//! - *First formation* (DESIGN.md, "Arbiter decisions"): any live, healthy
+//! - *First formation* (DESIGN.md, "Formation"): any live, healthy
 //!   replica with `priority > 0`.
 //! - *Failover with `k ≥ 1`*: additionally a member of the current sync set
 //!   **and** of its confirmed part. Only those hold every acknowledged write

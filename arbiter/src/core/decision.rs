@@ -1,6 +1,6 @@
 //! Decision records: every decision the arbiter takes, and every one it
 //! does *not* take, with the reason — so an operator can always answer "why
-//! did / didn't it fail over?" (DESIGN.md, "Arbiter decisions").
+//! did / didn't it fail over?" (DESIGN.md, "Decision records").
 //!
 //! [`DecisionLog`] keeps the recent ones in memory for `GET /v1/status` and
 //! writes each to the tracing log once. Decisions *not* taken repeat every

@@ -7,8 +7,8 @@
 //! A grant (a reply with `role: Active`) lets its holder take writes until
 //! `t_send + lease·(1 − drift)` on the holder's clock. The arbiter records
 //! `t_grant = now` when it builds the reply — after the heartbeat arrived, so
-//! `t_send < t_grant` — and the lease argument (DESIGN.md, "Heartbeats, lease
-//! and fencing") gives: once `now ≥ t_grant + lease·(1 + drift)` that lease
+//! `t_send < t_grant` — and the lease argument (DESIGN.md, "The arbiter's
+//! wait") gives: once `now ≥ t_grant + lease·(1 + drift)` that lease
 //! is over. Two rules follow, enforced here and nowhere else:
 //!
 //! - **no promotion** while the last grant may be live ([`Detector::lease_end`]);

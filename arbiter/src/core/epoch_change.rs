@@ -171,7 +171,7 @@ impl Core {
     /// The recorded active says it lost its role for good: name a new
     /// active (possibly itself, in a new epoch) once the lease of the last
     /// grant has ended. The report alone is not proof that nobody holds
-    /// the lease (DESIGN.md, "Arbiter's wait"): a second process started
+    /// the lease (DESIGN.md, "The arbiter's wait"): a second process started
     /// with the active's node id, or an active that believed a forged
     /// epoch, can say "standby" while the process holding the grant still
     /// takes writes.

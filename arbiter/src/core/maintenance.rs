@@ -1,5 +1,5 @@
 //! Maintenance mode: the operator's switch for "no automatic failover"
-//! (DESIGN.md, "Arbiter decisions"). It is stored, so it survives arbiter
+//! (DESIGN.md, "Maintenance"). It is stored, so it survives arbiter
 //! restarts and leader changes. While it is on the arbiter still answers
 //! heartbeats, grants the active, keeps the sync set and honours planned
 //! switchovers; it only records each failover it does not take.

@@ -1,6 +1,6 @@
 //! Membership upkeep: replicas join by heartbeating, change address or
 //! priority by heartbeating with new values, and are dropped after
-//! `remove_after_ms` of silence (DESIGN.md, "Arbiter decisions": identity is
+//! `remove_after_ms` of silence (DESIGN.md, "Membership": identity is
 //! the node id, and no configuration change is needed for any of this).
 //!
 //! A member is never dropped while it is the recorded active, a member of

@@ -15,8 +15,8 @@
 //!
 //! # Why no acknowledged write is lost and no two actives overlap
 //!
-//! The rules are DESIGN.md's ("Commit rule and the sync set", "Heartbeats,
-//! lease and fencing", "Arbiter decisions"); this is where they are enforced.
+//! The rules are DESIGN.md's ("Commit rule and the sync set", "The lease",
+//! "Arbiter decisions"); this is where they are enforced.
 //!
 //! 1. **Epochs are fenced by the store.** A new active is named only by a
 //!    compare-and-swap that bumps the epoch (`epoch_change.rs`). One write is

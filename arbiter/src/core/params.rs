@@ -1,5 +1,5 @@
-//! Hot update of the cluster parameters (`POST /v1/params`, DESIGN.md:
-//! "hot update of parameters is a store write by the leader").
+//! Hot update of the cluster parameters (`POST /v1/params`, DESIGN.md,
+//! "Timing parameters": a store write by the leader).
 //!
 //! The new parameters are validated as a whole (`ClusterParams::validate`,
 //! whose messages name the values and the rule), written by the same

@@ -1,6 +1,6 @@
 //! Planned switchover: hand the active role to a chosen, caught-up standby
 //! without losing a write and without waiting for a lease to run out
-//! (DESIGN.md, "Arbiter decisions").
+//! (DESIGN.md, "Switchover").
 //!
 //! 1. `Core::switchover` picks the target and starts the handover (in
 //!    memory only; see the `Core::switchover` field).

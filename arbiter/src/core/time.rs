@@ -4,7 +4,7 @@
 //! The core never reads a clock. The shell passes `Instant`-derived
 //! milliseconds; tests pass a fake clock. Only differences of `Millis` mean
 //! anything, which is exactly what the lease argument needs (DESIGN.md,
-//! "Heartbeats, lease and fencing": clock *rate*, never offset).
+//! "The arbiter's wait": clock *rate*, never offset).
 
 use std::fmt;
 use std::ops::Add;

@@ -12,7 +12,7 @@
 //!
 //! # Why two arbiters never both let an active's lease overlap another's
 //!
-//! The replica-side rule is DESIGN.md's "Heartbeats, lease and fencing":
+//! The rule is DESIGN.md's "The lease rule" and "The arbiter's wait":
 //! an active takes writes until `t_send + lease·(1−drift)` (its clock) and
 //! the arbiter that granted at `t_grant > t_send` promotes nobody else
 //! before `t_grant + lease·(1+drift)` (its clock). A change of arbiter

@@ -1,5 +1,5 @@
-//! What happens to a client's command (DESIGN.md, "Fronting a standalone
-//! service"):
+//! What happens to a client's command (DESIGN.md, "Logging client
+//! commands", "Sessions and refusals"):
 //!
 //! - **refused** with `-ERR` naming the command, why, and what to do
 //!   instead: scripts and functions, `WATCH`, blocking commands, pub/sub,

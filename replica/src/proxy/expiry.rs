@@ -1,5 +1,5 @@
-//! Expiry decided by the active and carried by the log (DESIGN.md, "Expiry
-//! is decided by the active").
+//! Expiry decided by the active and carried by the log (DESIGN.md,
+//! "Expiry").
 //!
 //! Two upstreams that expire keys by their own clocks diverge, so none
 //! does: every deadline is stored in the upstreams [`SHIFT_MS`] later than

@@ -1,8 +1,8 @@
-//! `INFO` and `ROLE` with understudy's view of replication (DESIGN.md:
-//! "`INFO replication` and `ROLE` answer with understudy's view"). The
-//! upstream's own replication section would say "master, no replicas" on
-//! every replica; clients and tools that read it must see which replica is
-//! the active and how far behind the others are.
+//! `INFO` and `ROLE` with understudy's view of replication (DESIGN.md,
+//! "Sessions and refusals"). The upstream's own replication section would
+//! say "master, no replicas" on every replica; clients and tools that read
+//! it must see which replica is the active and how far behind the others
+//! are.
 
 use bytes::Bytes;
 use redis_protocol::resp2::types::BytesFrame;

@@ -1,4 +1,4 @@
-//! Proxy mode (DESIGN.md, "Fronting a standalone service (proxy mode)"):
+//! Proxy mode (DESIGN.md, "Proxy mode (first form)"):
 //! the replica fronts a standalone Redis-compatible server, its
 //! *upstream*, and serves Redis clients on a RESP port. Writes are made
 //! deterministic, logged, replicated and committed like any entry, then

@@ -1,7 +1,7 @@
-//! Full resync (DESIGN.md, "Full resync"): a standby whose upstream is new,
-//! lost its data, or holds writes the cluster does not, fills it from the
-//! active's upstream with Redis's own replication, then follows the log
-//! from the marker that came with the data.
+//! Full resync (DESIGN.md, "The applied marker"): a standby whose upstream
+//! is new, lost its data, or holds writes the cluster does not, fills it
+//! from the active's upstream with Redis's own replication, then follows
+//! the log from the marker that came with the data.
 //!
 //! 1. `REPLICAOF` the active's upstream (advertised in the handshake) and
 //!    wait until the initial sync is done (`master_link_status:up`, no

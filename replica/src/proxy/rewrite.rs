@@ -1,4 +1,4 @@
-//! Deterministic entries (DESIGN.md, "Deterministic entries"): the log
+//! Deterministic entries (DESIGN.md, "Logging client commands"): the log
 //! holds what every upstream will run, so the active rewrites what would
 //! otherwise depend on each server's clock, and refuses what would depend
 //! on each server's randomness.

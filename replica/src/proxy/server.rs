@@ -114,7 +114,7 @@ pub async fn serve(
 }
 
 /// On the active: commits an expiry for every key whose deadline passed
-/// (DESIGN.md, "Expiry is decided by the active"). Standbys only apply
+/// (DESIGN.md, "Expiry"). Standbys only apply
 /// what the active logged.
 pub async fn expire_loop(core: Arc<ProxyCore>, node: Arc<Node>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(EXPIRE_EVERY);

@@ -1,4 +1,4 @@
-//! Starting in front of an upstream (DESIGN.md, "Crash recovery"): check
+//! Starting in front of an upstream (DESIGN.md, "The applied marker"): check
 //! that the upstream can be ours alone, read its applied marker, and
 //! decide against the log what happens next.
 //!

@@ -1,7 +1,7 @@
 //! The upstream's own command table (`COMMAND`), read at start: which
 //! commands exist, how many arguments each takes, which write (the `write`
-//! flag decides what is logged — DESIGN.md: "from the upstream's own
-//! COMMAND table, not from a list we maintain"), and where their keys are.
+//! flag decides what is logged, not a list kept here — DESIGN.md,
+//! "Logging client commands"), and where their keys are.
 
 use std::collections::HashMap;
 

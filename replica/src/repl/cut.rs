@@ -1,6 +1,6 @@
-//! Cutting a divergent tail on a standby (DESIGN.md, "Replication"): the
-//! active found that this replica's log goes on past their common prefix
-//! and sent `Truncate { after }`.
+//! Cutting a divergent tail on a standby (DESIGN.md, "Divergence and
+//! quarantine"): the active found that this replica's log goes on past
+//! their common prefix and sent `Truncate { after }`.
 //!
 //! The order is what makes it safe:
 //! 1. **Check** that the cut is one this replica may make. Entries it

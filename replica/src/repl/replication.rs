@@ -140,7 +140,7 @@ impl Replication {
     /// and only then takes writes (`Roles::opened`), so a promotion that
     /// fails (the epoch refused, the disk failed) has committed and applied
     /// nothing. The entries it already holds are committed once the sync
-    /// set has the `Noop` (DESIGN.md, "Commit rule and the sync set").
+    /// set has the `Noop` (DESIGN.md, "Visibility follows commit").
     async fn promote(&self, term: &Arc<Term>, sync: SyncSet) -> Result<Position, String> {
         self.new_scope();
         self.connected.store(false, Ordering::SeqCst);

@@ -1,5 +1,5 @@
 //! The seam between the log and what its entries mean (DESIGN.md,
-//! "Fronting a standalone service"): a [`StateMachine`] takes committed
+//! "Proxy mode (first form)"): a [`StateMachine`] takes committed
 //! entries in log order and makes them visible to readers, then answers
 //! the clients waiting for them. The log, replication, the commit rule, the
 //! lease and the arbiter are the same whatever sits behind it.
