@@ -47,7 +47,8 @@ pub struct Options {
     #[arg(long, env = "UNDERSTUDY_ARBITER_LISTEN")]
     pub listen: Option<String>,
     /// URL replicas and operators use to reach this arbiter, returned as
-    /// `leader` in replies and status [default: http://<listen>].
+    /// `leader` in replies and status [default: http://<listen>, or
+    /// https://<listen> with TLS].
     #[arg(long, env = "UNDERSTUDY_ARBITER_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
     /// Cluster name; heartbeats naming another cluster are refused
@@ -153,7 +154,7 @@ pub struct Settings {
     /// Address to bind (tests bind their own listener and ignore it).
     pub listen: SocketAddr,
     /// The URL given to replicas and operators as `leader`; `None` derives
-    /// `http://<bound address>` once bound, so port 0 works in tests.
+    /// `http(s)://<bound address>` once bound, so port 0 works in tests.
     pub advertise_url: Option<String>,
     /// Checked against every heartbeat and the stored state.
     pub cluster: String,

@@ -24,8 +24,6 @@
 //! - [`error`]: `ArbiterError`, with stable codes for the JSON error body.
 //! - [`failpoint`]: `UNDERSTUDY_FAILPOINT`, a fault-injection hook for
 //!   end-to-end tests (abort right after an epoch bump is stored).
-//!
-//! Still to come: TLS (to replicas and operators, and to etcd).
 
 pub mod cli;
 pub mod clock;

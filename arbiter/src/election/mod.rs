@@ -60,8 +60,9 @@
 //! grant while B has already won; epoch fencing still keeps a sync-mode
 //! cluster from acknowledging a write on both sides.
 //!
-//! Deliberately left out: TLS and authentication to etcd, and pre-voting
-//! or priorities among arbiters (any arbiter may lead; they are alike).
+//! Deliberately left out: pre-voting or priorities among arbiters (any
+//! arbiter may lead; they are alike). etcd is reached in TLS with
+//! `etcds://` (`store::etcd::connection`).
 
 pub mod campaign;
 pub mod keepalive;

@@ -7,7 +7,7 @@
 //! Two implementations:
 //! - [`kv::KvMachine`]: the embedded key-value store (the default), applied
 //!   in memory on the committing thread.
-//! - `proxy::apply::UpstreamMachine`: a standalone Redis-compatible server,
+//! - `proxy::machine::UpstreamMachine`: a standalone Redis-compatible server,
 //!   applied by an apply loop in transactions that also record the applied
 //!   position in the upstream.
 //!
