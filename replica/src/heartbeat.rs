@@ -65,6 +65,11 @@ impl HeartbeatLoop {
             self.step_down_on_storage_failure().await;
             self.seq += 1;
             let hb = self.build();
+            if let Some(handoff) = hb.handoff.as_ref().filter(|h| h.drained) {
+                // A promise this heartbeat makes: the target holds every
+                // entry of this term, and no other will be written in it.
+                self.repl.node.roles.drained(&handoff.target);
+            }
             let t_send = clock::now_nanos();
             let started = tokio::time::Instant::now();
             let reply = tokio::select! {

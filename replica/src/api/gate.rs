@@ -43,7 +43,7 @@ impl AckGate {
 
     fn check(&self) -> io::Result<()> {
         match &*self.armed.lock() {
-            Some(guard) if guard.check().is_err() => Err(io::Error::new(
+            Some(guard) if guard.check_committed().is_err() => Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the lease ended before this write's acknowledgement was sent",
             )),

@@ -75,7 +75,7 @@ impl Node {
             rx.await
         };
         let ack = answer.unwrap_or_else(|_| Err(dropped()))?;
-        if guard.check().is_err() {
+        if guard.check_committed().is_err() {
             return Err(WriteError::Indeterminate(format!(
                 "the lease ended before the answer for write {} could be sent; it is committed \
                  here but a failover may be under way — read it back from the active",

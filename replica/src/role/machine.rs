@@ -46,8 +46,13 @@ pub enum RoleState {
     /// The active: takes writes while the term's lease holds.
     Active(Arc<Term>),
     /// Active, but handing over to `target`: takes no new writes, still
-    /// commits and answers the ones it holds.
-    Fenced { term: Arc<Term>, target: NodeId },
+    /// commits and answers the ones it holds. `drained`: this replica has
+    /// told the arbiter that `target` holds every entry it wrote.
+    Fenced {
+        term: Arc<Term>,
+        target: NodeId,
+        drained: bool,
+    },
 }
 
 impl RoleState {
@@ -338,6 +343,16 @@ impl RoleMachine {
     }
 
     fn on_standby(&mut self, epoch: Epoch, active: Option<&ActiveInfo>, out: &mut Vec<Action>) {
+        if let RoleState::Fenced {
+            term,
+            target,
+            drained: true,
+        } = &self.state
+        {
+            if active.is_some_and(|a| a.node_id == *target) {
+                term.end_handed_over();
+            }
+        }
         if self.state.granted().is_some() {
             let why = match active {
                 Some(a) => format!(
@@ -361,8 +376,23 @@ impl RoleMachine {
         self.state = RoleState::Fenced {
             term: term.clone(),
             target: target.clone(),
+            drained: false,
         };
         vec![Action::Fence { target }]
+    }
+
+    /// This replica reported (in a heartbeat) that it is fenced for
+    /// `target` and `target` holds every entry it wrote: if the arbiter
+    /// then names `target` the active, the handover is complete.
+    pub fn drained(&mut self, to: &NodeId) {
+        if let RoleState::Fenced {
+            target, drained, ..
+        } = &mut self.state
+        {
+            if target == to {
+                *drained = true;
+            }
+        }
     }
 
     /// Records whether the cluster runs with `sync_standbys = 0` (from a
@@ -595,6 +625,36 @@ mod tests {
         assert_eq!(
             kinds(&m.on_reply(2, 2, &reply(Role::Active, 1, Some("a")))),
             ["warn"]
+        );
+    }
+
+    #[test]
+    fn only_a_drained_handover_lets_committed_writes_be_acknowledged_late() {
+        let drained_run = |report_drained: bool, successor: &str| {
+            let mut m = RoleMachine::new(id("a"), Epoch(0), Epoch(0));
+            m.on_reply(1, 1, &reply(Role::Active, 1, Some("a")));
+            let term = m.opened(Epoch(1)).unwrap();
+            let mut r = reply(Role::Active, 1, Some("a"));
+            r.switchover_to = Some(id("b"));
+            m.on_reply(2, 2, &r);
+            if report_drained {
+                m.drained(&id("b"));
+            }
+            let out = m.on_reply(3, 3, &reply(Role::Standby, 2, Some(successor)));
+            assert_eq!(kinds(&out), ["note_epoch", "demote", "follow"]);
+            let guard = crate::role::ActiveGuard::new(term);
+            (guard.check().is_ok(), guard.check_committed().is_ok())
+        };
+        assert_eq!(drained_run(true, "b"), (false, true));
+        assert_eq!(
+            drained_run(false, "b"),
+            (false, false),
+            "not reported drained"
+        );
+        assert_eq!(
+            drained_run(true, "c"),
+            (false, false),
+            "another active was named"
         );
     }
 

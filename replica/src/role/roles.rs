@@ -174,6 +174,11 @@ impl Roles {
         self.step(|m| m.grant(epoch, sync, lease))
     }
 
+    /// See `RoleMachine::drained`.
+    pub fn drained(&self, target: &NodeId) {
+        self.step(|m| m.drained(target))
+    }
+
     pub fn fence(&self, target: NodeId) -> Vec<Action> {
         self.step(|m| m.fence(target))
     }
@@ -241,12 +246,14 @@ fn same(a: &RoleView, b: &RoleView) -> bool {
             RoleState::Fenced {
                 term: x,
                 target: tx,
+                drained: dx,
             },
             RoleState::Fenced {
                 term: y,
                 target: ty,
+                drained: dy,
             },
-        ) => Arc::ptr_eq(x, y) && tx == ty,
+        ) => Arc::ptr_eq(x, y) && tx == ty && dx == dy,
         _ => false,
     };
     state && a.seen == b.seen && a.async_mode == b.async_mode

@@ -8,6 +8,13 @@
 //! calls [`ActiveGuard::check`] at the moment of the answer. A term that
 //! ended (demotion, a newer epoch seen, a step-down) answers nothing, even
 //! if a late grant extended its lease: a new term is a new value.
+//!
+//! One exception, for writes already committed: a term that ended by a
+//! drained handover (a planned switchover whose target acknowledged every
+//! entry of the term, and no write was taken after) may still acknowledge
+//! them ([`ActiveGuard::check_committed`]): the new active holds each of
+//! them, so the late "ok" is only a slow answer, never a lost write. Reads
+//! and new writes are refused as after any other end.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +32,8 @@ pub struct Term {
     lease: Lease,
     /// Set once when the term ends; never cleared.
     ended: AtomicBool,
+    /// Set when it ended by a drained handover (see the module docs).
+    handed_over: AtomicBool,
 }
 
 impl Term {
@@ -34,6 +43,7 @@ impl Term {
             epoch,
             lease: Lease::default(),
             ended: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
         })
     }
 
@@ -43,6 +53,7 @@ impl Term {
             epoch,
             lease: Lease::unlimited(),
             ended: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
         })
     }
 
@@ -74,6 +85,18 @@ impl Term {
     pub(super) fn end(&self) {
         self.ended.store(true, Ordering::SeqCst);
         self.lease.revoke();
+    }
+
+    /// Ends the term by a drained handover: its committed writes are all
+    /// held by the new active and may still be acknowledged.
+    pub(super) fn end_handed_over(&self) {
+        self.handed_over.store(true, Ordering::SeqCst);
+        self.end();
+    }
+
+    /// Whether a write this term committed may be acknowledged now.
+    fn may_acknowledge_committed(&self) -> bool {
+        self.may_answer() || self.handed_over.load(Ordering::SeqCst)
     }
 }
 
@@ -140,6 +163,17 @@ impl ActiveGuard {
         }
     }
 
+    /// [`ActiveGuard::check`] for the answer of a write this term has
+    /// already committed: also passes once the term ended by a drained
+    /// handover (the new active holds the write).
+    pub fn check_committed(&self) -> Result<(), NotActive> {
+        if self.term.may_acknowledge_committed() {
+            Ok(())
+        } else {
+            Err(NotActive::LeaseLapsed)
+        }
+    }
+
     /// The term, for a socket that re-checks it on every write (`api::gate`).
     pub fn term(&self) -> &Arc<Term> {
         &self.term
@@ -167,6 +201,21 @@ mod tests {
             "an ended term stays ended"
         );
         assert!(term.has_ended());
+    }
+
+    #[test]
+    fn a_term_handed_over_acknowledges_committed_writes_and_nothing_else() {
+        let term = Term::new(Epoch(2));
+        term.renew(clock::now_nanos(), Duration::from_secs(60));
+        let guard = ActiveGuard::new(term.clone());
+        term.end_handed_over();
+        assert_eq!(guard.check(), Err(NotActive::LeaseLapsed));
+        assert_eq!(guard.check_committed(), Ok(()));
+        let other = Term::new(Epoch(3));
+        other.renew(clock::now_nanos(), Duration::from_secs(60));
+        other.end();
+        let guard = ActiveGuard::new(other);
+        assert_eq!(guard.check_committed(), Err(NotActive::LeaseLapsed));
     }
 
     #[test]
