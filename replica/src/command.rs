@@ -11,6 +11,7 @@
 //! Txn    = 3, n_compares: u32, Compare*, n_ops: u32, Op*
 //! Noop   = 4                         (written by a new active to open its epoch)
 //! Resp   = 5, multi: u8, n_expire: u32, Expire*, n_cmds: u32, RespCmd*  (proxy mode)
+//! Stream = 6, StreamEntry            (proxy mode: see `proxy::entry`)
 //! Expire  = db:u8 key deadline_ms:i64 (delete key if its deadline is still this)
 //! RespCmd = db:u8 n_args:u32 arg* n_keys:u32 key*
 //! Compare = 1 key epoch:u64 index:u64    (key's last write is exactly this position)
@@ -40,6 +41,8 @@ pub enum Command {
     Noop,
     /// Proxy mode: what every upstream runs, in one transaction.
     Resp(RespEntry),
+    /// Proxy mode: a piece of the upstream's replication stream.
+    Stream(crate::proxy::entry::StreamEntry),
 }
 
 /// Proxy mode's entry (DESIGN.md, "Logging client commands"): due
@@ -105,6 +108,7 @@ const DELETE: u8 = 2;
 const TXN: u8 = 3;
 const NOOP: u8 = 4;
 const RESP: u8 = 5;
+const STREAM: u8 = 6;
 
 impl Command {
     pub fn encode(&self) -> Bytes {
@@ -158,6 +162,10 @@ impl Command {
                 }
             }
             Command::Noop => buf.put_u8(NOOP),
+            Command::Stream(entry) => {
+                buf.put_u8(STREAM);
+                entry.encode_into(&mut buf);
+            }
             Command::Resp(entry) => {
                 buf.put_u8(RESP);
                 buf.put_u8(entry.multi as u8);
@@ -190,6 +198,10 @@ impl Command {
             Command::Delete { key } => 5 + key.len(),
             Command::Txn { .. } => 256,
             Command::Noop => 1,
+            Command::Stream(crate::proxy::entry::StreamEntry::Chunk { bytes, .. }) => {
+                14 + bytes.len()
+            }
+            Command::Stream(_) => 50,
             Command::Resp(e) => {
                 10 + e
                     .cmds
@@ -291,6 +303,9 @@ impl Command {
                     cmds,
                 })
             }
+            STREAM => Command::Stream(
+                crate::proxy::entry::StreamEntry::decode(&mut buf).map_err(|e| e.to_string())?,
+            ),
             t => return Err(format!("unknown command tag {t}")),
         };
         if buf.has_remaining() {

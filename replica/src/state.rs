@@ -149,7 +149,7 @@ impl KvState {
                 Outcome::Written
             }
             Command::Noop => Outcome::Written,
-            Command::Resp(_) => Outcome::Mismatch(
+            Command::Resp(_) | Command::Stream(_) => Outcome::Mismatch(
                 "the log holds a proxy-mode (Redis) entry, but this replica runs the embedded \
                  store: every replica of a cluster must be started alike (all with --upstream, \
                  or none)"

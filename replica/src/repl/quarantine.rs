@@ -173,6 +173,7 @@ fn summarize(position: Position, payload: &[u8]) -> EntrySummary {
                 .chain(e.expire.iter().map(|x| key(&x.key)))
                 .collect(),
         ),
+        Ok(Command::Stream(_)) => ("redis stream", vec![]),
         Err(_) => ("unknown", vec![]),
     };
     EntrySummary { position, op, keys }
