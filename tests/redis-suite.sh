@@ -244,8 +244,13 @@ for b in redis-server redis-cli redis-benchmark redis-check-aof redis-check-rdb;
 done
 mkdir -p "$tree/tests/tmp"
 
+# runtest reads every flag before --list-tests: this checks the flags
+# passed through, before anything is started.
 all_units=()
-while read -r u; do all_units+=("$u"); done < <(cd "$tree" && ./runtest --list-tests)
+if ! listed=$(cd "$tree" && ./runtest "${runtest_flags[@]}" --list-tests 2>&1); then
+  bad_arg "runtest refused the flags '${runtest_flags[*]}': $(head -1 <<<"$listed")"
+fi
+while read -r u; do [[ $u == */* ]] && all_units+=("$u"); done <<<"$listed"
 ((${#all_units[@]})) || die "'./runtest --list-tests' in $tree listed no units; is tclsh8.6 installed (apt-get install tcl)?"
 units=()
 if ((${#units_wanted[@]})); then
