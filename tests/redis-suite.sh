@@ -46,7 +46,9 @@
 # (the deb-src lists, when this script needs its own), runs/<time>/ (one
 # run: each unit's full output in out/<target>/, the processes' logs in
 # procs/, and the results: summary.txt, units.tsv, tests.tsv,
-# comparison.tsv, targets.tsv; runs/latest points at the newest).
+# comparison.tsv, regressions.tsv, targets.tsv; runs/latest points at the
+# newest). comparison.tsv has a row per test with its outcome on each
+# target: `diff` two runs' files to see what changed.
 # Every process it starts is stopped when it ends, also on failure or Ctrl-C.
 #
 # Exit status: 0 the suite ran (whatever its counts), 1 it could not run
