@@ -8,6 +8,7 @@
 #   deploy/prereqs.sh redis    # local-cluster.sh --redis: redis-server and redis-cli
 #   deploy/prereqs.sh tls      # local-cluster.sh --tls: openssl (deploy/make-certs.sh)
 #   deploy/prereqs.sh test     # the whole test suite: all of the above and its own tools
+#   deploy/prereqs.sh redis-suite  # tests/redis-suite.sh (Redis's own tests): redis, tcl, dpkg-dev
 #
 # Several parts may be named at once (`deploy/prereqs.sh build redis`).
 # Packages come from Debian (apt-get); the test suite's schema check of the
@@ -40,6 +41,12 @@ part_redis() {
   have redis-server || want redis-server "the upstreams that proxy mode fronts"
   have redis-cli || want redis-tools "redis-cli and redis-benchmark, to talk to them"
 }
+part_redis_suite() {
+  part_redis
+  # runtest looks for tclsh8.5, 8.6 or 8.7 by those names.
+  have tclsh8.6 || have tclsh8.7 || have tclsh8.5 || want tcl "Redis's test suite is written in Tcl (runtest)"
+  have dpkg-source || want dpkg-dev "apt-get source unpacks Redis's source package with dpkg-source"
+}
 part_tls() { have openssl || want openssl "deploy/make-certs.sh makes the CA and certificates with it"; }
 part_test() {
   part_build
@@ -63,8 +70,9 @@ test_pip=false
 for part in "$@"; do
   case "$part" in
     build | cluster | etcd | redis | tls | test) "part_$part" ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
-    *) echo "deploy/prereqs.sh: unknown part '$part' (build, cluster, etcd, redis, tls or test)" >&2; exit 2 ;;
+    redis-suite) part_redis_suite ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "deploy/prereqs.sh: unknown part '$part' (build, cluster, etcd, redis, tls, redis-suite or test)" >&2; exit 2 ;;
   esac
 done
 
