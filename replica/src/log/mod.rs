@@ -6,7 +6,9 @@
 //! - [`writer`]: the single writer (append, sync, roll, truncate, compact).
 //! - [`recovery`]: opening the log after a crash (torn tail vs corruption).
 //! - [`group_commit`]: the thread that batches concurrent writes into one fsync.
+//! - [`cursor`]: reading records one at a time from an index on.
 
+pub mod cursor;
 pub mod group_commit;
 pub mod prealloc;
 pub mod recovery;

@@ -1,0 +1,125 @@
+//! The reply gate (DESIGN.md, "Proxy mode"): no reply reveals an effect
+//! before it is committed. Each reply carries the upstream's replication
+//! offset at the moment it was produced (from a `ROLE` pipelined behind
+//! its command); it leaves only once the log has committed the stream up to
+//! that offset, and only while the active's term may answer.
+//!
+//! One rule, one type; the committed offset comes from a `watch` channel
+//! (the stream machine's in a replica, a plain sender in tests).
+
+use tokio::sync::watch;
+
+use crate::role::{ActiveGuard, NotActive};
+
+/// Why a reply may not be released.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Held {
+    /// The term ended or its lease ran out before the reply's effects were
+    /// committed and answered.
+    #[error("{0}")]
+    NotActive(#[from] NotActive),
+    /// The committed offset stopped being published (the replica is
+    /// shutting down or the stream machine was replaced).
+    #[error("the replica stopped committing the upstream's stream")]
+    Stopped,
+}
+
+/// Releases replies once their offset is committed.
+#[derive(Clone, Debug)]
+pub struct ReplyGate {
+    committed: watch::Receiver<u64>,
+}
+
+impl ReplyGate {
+    pub fn new(committed: watch::Receiver<u64>) -> ReplyGate {
+        ReplyGate { committed }
+    }
+
+    /// The committed offset now.
+    pub fn committed(&self) -> u64 {
+        *self.committed.borrow()
+    }
+
+    /// Waits until the stream is committed up to `offset`, then checks
+    /// `guard` at that moment: `Ok` means the reply may be written now.
+    pub async fn release(&mut self, offset: u64, guard: &ActiveGuard) -> Result<(), Held> {
+        if *self.committed.borrow() < offset {
+            self.committed
+                .wait_for(|c| *c >= offset)
+                .await
+                .map_err(|_| Held::Stopped)?;
+        }
+        guard.check()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::role::Roles;
+    use crate::sync_set::SyncSet;
+    use proto_common::{clock, Epoch, NodeId};
+    use std::time::Duration;
+
+    fn active() -> (Roles, ActiveGuard) {
+        let roles = Roles::new(NodeId::new("a").unwrap(), Epoch(0), Epoch(0));
+        roles.grant(
+            Epoch(1),
+            SyncSet::local(),
+            (clock::now_nanos(), Duration::from_secs(60)),
+        );
+        roles.opened(Epoch(1)).unwrap();
+        let guard = roles.writer().unwrap();
+        (roles, guard)
+    }
+
+    #[tokio::test]
+    async fn a_reply_waits_for_its_offset_and_no_longer() {
+        let (_roles, guard) = active();
+        let (committed, rx) = watch::channel(100u64);
+        let mut gate = ReplyGate::new(rx);
+        // At or below the committed offset: at once.
+        gate.release(100, &guard).await.unwrap();
+        gate.release(7, &guard).await.unwrap();
+        // Above: only once the offset is committed.
+        let waiting = {
+            let mut gate = gate.clone();
+            let guard = guard.clone();
+            tokio::spawn(async move { gate.release(150, &guard).await })
+        };
+        committed.send_replace(149);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "released below its offset");
+        committed.send_replace(150);
+        waiting.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn nothing_leaves_once_the_term_has_ended() {
+        let (roles, guard) = active();
+        let (committed, rx) = watch::channel(0u64);
+        let mut gate = ReplyGate::new(rx);
+        let waiting = {
+            let mut gate = gate.clone();
+            let guard = guard.clone();
+            tokio::spawn(async move { gate.release(10, &guard).await })
+        };
+        roles.step_down("the upstream cannot be used");
+        committed.send_replace(10);
+        assert_eq!(
+            waiting.await.unwrap(),
+            Err(Held::NotActive(NotActive::LeaseLapsed))
+        );
+        assert!(gate.release(0, &guard).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_gate_whose_source_is_gone_says_so() {
+        let (_roles, guard) = active();
+        let (committed, rx) = watch::channel(0u64);
+        let mut gate = ReplyGate::new(rx);
+        drop(committed);
+        assert_eq!(gate.release(5, &guard).await, Err(Held::Stopped));
+    }
+}

@@ -1,0 +1,191 @@
+//! RDB snapshots of the stream (DESIGN.md, "Proxy mode"): the data of an
+//! upstream at a stream position `(replid, offset)`, as Redis's own RDB
+//! bytes (opaque to understudy). A replica keeps its newest one under
+//! `rdb/` in its data directory, written durably (temporary file, fsync,
+//! rename, fsync of the directory) before anything relies on it. It is
+//! what a full resync of this replica's own upstream starts from, when no
+//! newer RDB can be fetched from the active's upstream.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use proto_common::tls::Tls;
+use tokio::io::AsyncWriteExt;
+
+use super::entry::ReplId;
+use super::link::{Link, LinkError, Psync};
+
+/// An RDB at a stream position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub replid: ReplId,
+    pub offset: u64,
+    pub path: PathBuf,
+    pub len: u64,
+}
+
+/// What went wrong getting or keeping an RDB.
+#[derive(Debug, thiserror::Error)]
+pub enum RdbError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("{addr} answered PSYNC ? -1 with {answer:?} instead of a full resync")]
+    NotFull { addr: String, answer: String },
+    #[error("writing the RDB snapshot {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn name(replid: &ReplId, offset: u64) -> String {
+    format!("stream-{offset:020}-{replid}.rdb")
+}
+
+/// The newest snapshot in `dir`, if any.
+pub fn newest(dir: &Path) -> io::Result<Option<Snapshot>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut best: Option<Snapshot> = None;
+    for entry in entries {
+        let entry = entry?;
+        let file = entry.file_name();
+        let Some(rest) = file
+            .to_str()
+            .and_then(|n| n.strip_prefix("stream-"))
+            .and_then(|n| n.strip_suffix(".rdb"))
+        else {
+            continue;
+        };
+        let Some((offset, replid)) = rest.split_once('-') else {
+            continue;
+        };
+        let (Ok(offset), Some(replid)) = (offset.parse::<u64>(), ReplId::parse(replid)) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|b| offset > b.offset) {
+            best = Some(Snapshot {
+                replid,
+                offset,
+                path: entry.path(),
+                len: entry.metadata()?.len(),
+            });
+        }
+    }
+    Ok(best)
+}
+
+/// A snapshot being written: call [`Writer::finish`] once the RDB is in.
+pub struct Writer {
+    dir: PathBuf,
+    tmp: PathBuf,
+    pub file: tokio::fs::File,
+}
+
+impl Writer {
+    pub async fn create(dir: &Path) -> Result<Writer, RdbError> {
+        let io_err = |source| RdbError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        tokio::fs::create_dir_all(dir).await.map_err(io_err)?;
+        let tmp = dir.join(format!("incoming-{}.tmp", std::process::id()));
+        let file = tokio::fs::File::create(&tmp).await.map_err(io_err)?;
+        Ok(Writer {
+            dir: dir.to_path_buf(),
+            tmp,
+            file,
+        })
+    }
+
+    /// Makes the RDB durable under its position's name and deletes older
+    /// snapshots.
+    pub async fn finish(mut self, replid: ReplId, offset: u64) -> Result<Snapshot, RdbError> {
+        let path = self.dir.join(name(&replid, offset));
+        let io_err = |source| RdbError::Io {
+            path: path.clone(),
+            source,
+        };
+        self.file.flush().await.map_err(io_err)?;
+        self.file.sync_all().await.map_err(io_err)?;
+        let len = self.file.metadata().await.map_err(io_err)?.len();
+        tokio::fs::rename(&self.tmp, &path).await.map_err(io_err)?;
+        let dir = self.dir.clone();
+        let keep = path.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            std::fs::File::open(&dir)?.sync_all()?;
+            for entry in std::fs::read_dir(&dir)? {
+                let p = entry?.path();
+                let is_rdb = p.extension().is_some_and(|e| e == "rdb");
+                if p != keep && (is_rdb || p.extension().is_some_and(|e| e == "tmp")) {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| io_err(io::Error::other(e)))?
+        .map_err(io_err)?;
+        Ok(Snapshot {
+            replid,
+            offset,
+            path,
+            len,
+        })
+    }
+}
+
+/// Fetches an RDB of the master at `addr` (as a Redis replica that wants
+/// only the RDB: `REPLCONF rdb-only 1`, `PSYNC ? -1`) into `dir`.
+pub async fn fetch(
+    addr: &str,
+    password: Option<&str>,
+    tls: Option<&Tls>,
+    dir: &Path,
+) -> Result<Snapshot, RdbError> {
+    let mut link = Link::connect(addr, tls).await?;
+    link.handshake(password, 0, true).await?;
+    let (replid, offset) = match link.psync(None, 0).await? {
+        Psync::FullResync { replid, offset } => (replid, offset),
+        other => {
+            return Err(RdbError::NotFull {
+                addr: addr.to_string(),
+                answer: format!("{other:?}"),
+            })
+        }
+    };
+    let replid = ReplId::parse(&replid).ok_or_else(|| RdbError::NotFull {
+        addr: addr.to_string(),
+        answer: format!("+FULLRESYNC {replid} {offset}"),
+    })?;
+    let mut writer = Writer::create(dir).await?;
+    link.read_rdb(&mut writer.file).await?;
+    writer.finish(replid, offset).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_newest_snapshot_is_kept_and_found() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(newest(dir.path()).unwrap(), None);
+        let a = ReplId::parse(&"a".repeat(40)).unwrap();
+        let b = ReplId::parse(&"b".repeat(40)).unwrap();
+        for (id, offset, body) in [(&a, 10, &b"old"[..]), (&b, 500, &b"newer"[..])] {
+            let mut w = Writer::create(dir.path()).await.unwrap();
+            w.file.write_all(body).await.unwrap();
+            let snap = w.finish(id.clone(), offset).await.unwrap();
+            assert_eq!(snap.len, body.len() as u64);
+        }
+        let snap = newest(dir.path()).unwrap().unwrap();
+        assert_eq!((snap.replid, snap.offset), (b, 500));
+        assert_eq!(std::fs::read(&snap.path).unwrap(), b"newer");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "the older one is deleted"
+        );
+    }
+}

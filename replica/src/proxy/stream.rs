@@ -1,0 +1,163 @@
+//! The upstream's replication stream as a [`StateMachine`]: applying a
+//! committed entry makes it part of the committed history (`history.rs`)
+//! and moves the committed offset that releases replies on the active
+//! (`gate.rs`) and bounds what a standby feeds its own upstream
+//! (`feed.rs`). Nothing is written to an upstream here: the active's
+//! upstream produced the stream, a standby's is fed by the feed.
+
+use parking_lot::Mutex;
+use proto_common::{LogIndex, Position};
+use tokio::sync::watch;
+
+use super::entry::ReplId;
+use super::history::{Continuation, History};
+use crate::command::Command;
+use crate::log::cursor::{Cursor, Next};
+use crate::log::LogReader;
+use crate::pending::PendingEntry;
+use crate::state_machine::{Answerer, StateMachine};
+
+/// The stream behind the log.
+pub struct StreamMachine {
+    history: Mutex<History>,
+    applied: watch::Sender<Position>,
+    /// The committed stream offset (replies wait for it).
+    committed: watch::Sender<u64>,
+    reader: LogReader,
+    answerer: Answerer,
+    /// Why the upstream cannot be used now, if it cannot.
+    problem: Mutex<Option<String>>,
+}
+
+impl StreamMachine {
+    /// Rebuilds the history from the log's entries up to `committed`.
+    pub fn open(
+        reader: LogReader,
+        committed: LogIndex,
+        answerer: Answerer,
+    ) -> Result<StreamMachine, String> {
+        let (history, applied) = rebuild(&reader, committed)?;
+        let offset = history.committed();
+        Ok(StreamMachine {
+            history: Mutex::new(history),
+            applied: watch::channel(applied).0,
+            committed: watch::channel(offset).0,
+            reader,
+            answerer,
+            problem: Mutex::new(None),
+        })
+    }
+
+    /// Follows the committed stream offset.
+    pub fn committed_offset(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// The current replication id and committed offset, once the stream
+    /// has begun.
+    pub fn current(&self) -> Option<(ReplId, u64)> {
+        self.history
+            .lock()
+            .current()
+            .map(|(id, offset)| (id.clone(), offset))
+    }
+
+    /// Whether a replica at `(replid, offset)` may continue from here.
+    pub fn continuation(&self, replid: Option<&ReplId>, offset: u64) -> Continuation {
+        self.history.lock().continuation(replid, offset)
+    }
+
+    /// The log, for the feed.
+    pub fn reader(&self) -> &LogReader {
+        &self.reader
+    }
+
+    pub fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock() = problem;
+    }
+}
+
+impl StateMachine for StreamMachine {
+    fn apply(&self, entries: Vec<PendingEntry>) {
+        let Some(last) = entries.last().map(|e| e.position) else {
+            return;
+        };
+        let mut answers = Vec::new();
+        let offset = {
+            let mut history = self.history.lock();
+            for e in entries {
+                if let Command::Stream(s) = &e.command {
+                    history.note(e.position.index, s);
+                }
+                if let Some(r) = e.responder {
+                    answers.push((r, e.position, crate::state::Outcome::Written, e.received));
+                }
+            }
+            history.committed()
+        };
+        self.applied.send_replace(last);
+        self.committed.send_if_modified(|c| {
+            let moved = *c != offset;
+            *c = offset;
+            moved
+        });
+        self.answerer.answer(answers);
+    }
+
+    fn applied(&self) -> Position {
+        *self.applied.borrow()
+    }
+
+    fn watch_applied(&self) -> watch::Receiver<Position> {
+        self.applied.subscribe()
+    }
+
+    fn reset(&self, applied: Position) {
+        match rebuild(&self.reader, applied.index) {
+            Ok((history, at)) => {
+                let offset = history.committed();
+                *self.history.lock() = history;
+                self.applied.send_replace(at);
+                self.committed.send_replace(offset);
+            }
+            Err(why) => self.set_problem(Some(why)),
+        }
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.problem.lock().clone()
+    }
+}
+
+/// The history of the log's stream entries up to `upto`, and the position
+/// of the last entry read.
+fn rebuild(reader: &LogReader, upto: LogIndex) -> Result<(History, Position), String> {
+    let mut history = History::default();
+    let mut at = reader.base();
+    let mut cursor = Cursor::new(reader.clone(), reader.base().index.next());
+    while cursor.index() <= upto {
+        match cursor.next().map_err(|e| format!("reading the log: {e}"))? {
+            Next::Record(position, payload) => {
+                let command = Command::decode(&payload)
+                    .map_err(|e| format!("log entry {position} cannot be decoded: {e}"))?;
+                if let Command::Stream(s) = &command {
+                    history.note(position.index, s);
+                } else if !matches!(command, Command::Noop) {
+                    return Err(format!(
+                        "log entry {position} is not a proxy-mode entry: every replica of a \
+                         cluster must be started alike (all with --upstream, or none)"
+                    ));
+                }
+                at = position;
+            }
+            Next::End => break,
+            Next::Compacted => {
+                return Err(format!(
+                    "log entry {} was compacted away, but proxy mode keeps every entry",
+                    cursor.index()
+                ))
+            }
+        }
+    }
+    Ok((history, at))
+}
