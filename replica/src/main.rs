@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(replica::server::serve(settings, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+        Err(e) => fail(&e.to_string()),
     }
 }
 
