@@ -96,6 +96,30 @@ impl Compare {
     }
 }
 
+/// Why a payload is not a command. Records are checksummed, so this means
+/// a bug or a record written by an incompatible version.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The payload ends inside a field.
+    #[error("command truncated")]
+    Truncated,
+    /// A length prefix runs past the end of the payload.
+    #[error("field of {len} bytes but only {left} left")]
+    FieldTooLong { len: usize, left: usize },
+    #[error("unknown command tag {0}")]
+    UnknownCommand(u8),
+    #[error("unknown compare tag {0}")]
+    UnknownCompare(u8),
+    #[error("unknown op tag {0}")]
+    UnknownOp(u8),
+    /// Bytes left over after a whole command.
+    #[error("{0} trailing bytes after command")]
+    Trailing(usize),
+    /// A proxy-mode entry that cannot be read.
+    #[error(transparent)]
+    Stream(#[from] crate::proxy::entry::EntryError),
+}
+
 /// A write inside a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -218,7 +242,7 @@ impl Command {
 
     /// Decodes a payload. Records are checksummed, so a decode failure means
     /// a bug or a record written by an incompatible version.
-    pub fn decode(payload: &Bytes) -> Result<Command, String> {
+    pub fn decode(payload: &Bytes) -> Result<Command, DecodeError> {
         let mut buf = payload.clone();
         let cmd = match take_u8(&mut buf)? {
             PUT => Command::Put {
@@ -250,7 +274,7 @@ impl Command {
                             key: take_field(&mut buf)?,
                             value: take_field(&mut buf)?,
                         },
-                        t => return Err(format!("unknown compare tag {t}")),
+                        t => return Err(DecodeError::UnknownCompare(t)),
                     });
                 }
                 let n = take_u32(&mut buf)? as usize;
@@ -264,7 +288,7 @@ impl Command {
                         2 => Op::Delete {
                             key: take_field(&mut buf)?,
                         },
-                        t => return Err(format!("unknown op tag {t}")),
+                        t => return Err(DecodeError::UnknownOp(t)),
                     });
                 }
                 Command::Txn { compares, ops }
@@ -303,13 +327,11 @@ impl Command {
                     cmds,
                 })
             }
-            STREAM => Command::Stream(
-                crate::proxy::entry::StreamEntry::decode(&mut buf).map_err(|e| e.to_string())?,
-            ),
-            t => return Err(format!("unknown command tag {t}")),
+            STREAM => Command::Stream(crate::proxy::entry::StreamEntry::decode(&mut buf)?),
+            t => return Err(DecodeError::UnknownCommand(t)),
         };
         if buf.has_remaining() {
-            return Err(format!("{} trailing bytes after command", buf.remaining()));
+            return Err(DecodeError::Trailing(buf.remaining()));
         }
         Ok(cmd)
     }
@@ -320,34 +342,34 @@ fn put_field(buf: &mut BytesMut, field: &[u8]) {
     buf.put_slice(field);
 }
 
-fn take_u8(buf: &mut Bytes) -> Result<u8, String> {
+fn take_u8(buf: &mut Bytes) -> Result<u8, DecodeError> {
     if buf.remaining() < 1 {
-        return Err("command truncated".into());
+        return Err(DecodeError::Truncated);
     }
     Ok(buf.get_u8())
 }
 
-fn take_u32(buf: &mut Bytes) -> Result<u32, String> {
+fn take_u32(buf: &mut Bytes) -> Result<u32, DecodeError> {
     if buf.remaining() < 4 {
-        return Err("command truncated".into());
+        return Err(DecodeError::Truncated);
     }
     Ok(buf.get_u32_le())
 }
 
-fn take_u64(buf: &mut Bytes) -> Result<u64, String> {
+fn take_u64(buf: &mut Bytes) -> Result<u64, DecodeError> {
     if buf.remaining() < 8 {
-        return Err("command truncated".into());
+        return Err(DecodeError::Truncated);
     }
     Ok(buf.get_u64_le())
 }
 
-fn take_field(buf: &mut Bytes) -> Result<Bytes, String> {
+fn take_field(buf: &mut Bytes) -> Result<Bytes, DecodeError> {
     let len = take_u32(buf)? as usize;
     if buf.remaining() < len {
-        return Err(format!(
-            "field of {len} bytes but only {} left",
-            buf.remaining()
-        ));
+        return Err(DecodeError::FieldTooLong {
+            len,
+            left: buf.remaining(),
+        });
     }
     Ok(buf.split_to(len))
 }
@@ -426,8 +448,16 @@ mod tests {
 
     #[test]
     fn garbage_is_rejected_not_panicking() {
-        for bad in [&[][..], &[9], &[1, 5, 0, 0, 0, b'a'], &[4, 0]] {
-            assert!(Command::decode(&Bytes::copy_from_slice(bad)).is_err());
+        for (bad, why) in [
+            (&[][..], DecodeError::Truncated),
+            (&[9], DecodeError::UnknownCommand(9)),
+            (
+                &[1, 5, 0, 0, 0, b'a'],
+                DecodeError::FieldTooLong { len: 5, left: 1 },
+            ),
+            (&[4, 0], DecodeError::Trailing(1)),
+        ] {
+            assert_eq!(Command::decode(&Bytes::copy_from_slice(bad)), Err(why));
         }
     }
 }

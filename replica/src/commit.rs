@@ -28,6 +28,19 @@ use crate::role::Term;
 use crate::state_machine::StateMachine;
 use crate::sync_set::SyncSet;
 
+/// A cut below the commit index reached the commit rule, which only drops
+/// uncommitted entries: the state machine must be rewound instead
+/// (`repl::cut` does so, in async mode only).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the log was cut after {after}, below the commit index {commit}: the state machine must be \
+     rewound, not trimmed"
+)]
+pub struct CutBelowCommit {
+    pub after: Position,
+    pub commit: LogIndex,
+}
+
 /// A batch the active wrote, for the replication senders.
 #[derive(Debug, Clone)]
 pub struct WrittenBatch {
@@ -335,14 +348,13 @@ impl CommitTracker {
     /// Entries after `new_last` were cut from the log (divergent tail).
     /// Committed entries are never dropped here (`cut.rs` rewinds the state
     /// machine for those, in async mode only).
-    pub fn truncated(&self, new_last: Position) -> Result<(), String> {
+    pub fn truncated(&self, new_last: Position) -> Result<(), CutBelowCommit> {
         let mut inner = self.inner.lock();
         if new_last.index < inner.commit {
-            return Err(format!(
-                "the log was cut after {new_last}, below the commit index {}: the state \
-                 machine must be rewound, not trimmed",
-                inner.commit
-            ));
+            return Err(CutBelowCommit {
+                after: new_last,
+                commit: inner.commit,
+            });
         }
         while inner
             .pending

@@ -14,6 +14,9 @@ use proto_common::tls::{check_plaintext, Tls};
 use proto_common::NodeId;
 use serde::Deserialize;
 
+mod error;
+pub use error::ConfigError;
+
 /// Everything `replica run` can be told. Flags and environment override
 /// the file; the file overrides defaults.
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
@@ -264,10 +267,15 @@ macro_rules! overlay {
 
 impl Options {
     /// Reads a TOML file into options.
-    pub fn from_file(path: &std::path::Path) -> Result<Options, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    pub fn from_file(path: &std::path::Path) -> Result<Options, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
     }
 
     /// `self` wins over `lower` field by field.
@@ -282,46 +290,56 @@ impl Options {
     }
 
     /// Applies defaults and checks every rule.
-    pub fn resolve(self) -> Result<Settings, String> {
-        let node_id = NodeId::new(self.node_id.ok_or(
-            "node_id is required: pass --node-id, set UNDERSTUDY_NODE_ID or node_id in the config file",
-        )?)
-        .map_err(|e| format!("node_id: {e}"))?;
-        let data_dir = self.data_dir.ok_or(
-            "data_dir is required: pass --data-dir, set UNDERSTUDY_DATA_DIR or data_dir in the config file",
-        )?;
+    pub fn resolve(self) -> Result<Settings, ConfigError> {
+        let node_id = NodeId::new(self.node_id.ok_or(ConfigError::Missing {
+            key: "node_id",
+            flag: "--node-id",
+            env: "UNDERSTUDY_NODE_ID",
+        })?)
+        .map_err(ConfigError::NodeId)?;
+        let data_dir = self.data_dir.ok_or(ConfigError::Missing {
+            key: "data_dir",
+            flag: "--data-dir",
+            env: "UNDERSTUDY_DATA_DIR",
+        })?;
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:7000".into());
-        let listen: SocketAddr = listen_text.parse().map_err(|_| {
-            format!("listen={listen_text:?} is not an address; use IP:PORT such as 127.0.0.1:7000")
+        let listen: SocketAddr = listen_text.parse().map_err(|_| ConfigError::NotAnAddress {
+            key: "listen",
+            value: listen_text.clone(),
+            example: "127.0.0.1:7000",
         })?;
         let tls = Tls::from_settings(
             self.tls_cert,
             self.tls_key,
             self.tls_ca,
             self.tls_client_auth,
-        )?;
+        )
+        .map_err(ConfigError::Tls)?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let advertise_url = self
             .advertise_url
             .unwrap_or_else(|| format!("{scheme}://{listen}"));
         if !(advertise_url.starts_with("http://") || advertise_url.starts_with("https://")) {
-            return Err(format!(
-                "advertise_url={advertise_url:?} must start with http:// or https://"
-            ));
+            return Err(ConfigError::NotHttpUrl {
+                key: "advertise_url",
+                value: advertise_url,
+            });
         }
         if tls.is_some() && !advertise_url.starts_with("https://") {
-            return Err(format!(
-                "advertise_url={advertise_url:?}: the client API serves TLS, so other nodes \
-                 must reach it with https://"
-            ));
+            return Err(ConfigError::AdvertiseNeedsHttps {
+                value: advertise_url,
+            });
         }
         let fsync = match self.fsync.as_deref().unwrap_or("always") {
             "always" => true,
             "never" => false,
             other => {
-                return Err(format!(
-                    "fsync={other:?} is not a policy; use \"always\" (default) or \"never\""
-                ))
+                return Err(ConfigError::NotAChoice {
+                    key: "fsync",
+                    value: other.to_string(),
+                    kind: "policy",
+                    choices: "\"always\" (default) or \"never\"",
+                })
             }
         };
         let segment_bytes = self.segment_bytes.unwrap_or(64 << 20);
@@ -356,10 +374,10 @@ impl Options {
             32 << 20,
         )?;
         if limits.max_value_bytes > limits.max_body_bytes {
-            return Err(format!(
-                "max_value_bytes={} must not exceed max_body_bytes={}",
-                limits.max_value_bytes, limits.max_body_bytes
-            ));
+            return Err(ConfigError::ValueExceedsBody {
+                value: limits.max_value_bytes,
+                body: limits.max_body_bytes,
+            });
         }
         check_range("max_txn_ops", limits.max_txn_ops as u64, 1, 10_000)?;
         check_range("max_list_limit", limits.max_list_limit as u64, 1, 100_000)?;
@@ -371,18 +389,23 @@ impl Options {
             1_000_000,
         )?;
         let cluster = self.cluster.unwrap_or_else(|| "understudy".into());
-        check_cluster_name(&cluster)?;
+        check_cluster_name(&cluster).map_err(ConfigError::Cluster)?;
         let token = match (self.token, self.token_file) {
-            (Some(t), _) => Some(Token::new(&t).map_err(|e| format!("UNDERSTUDY_TOKEN: {e}"))?),
-            (None, Some(path)) => Some(Token::from_file(&path)?),
+            (Some(t), _) => Some(Token::new(&t).map_err(ConfigError::TokenEnv)?),
+            (None, Some(path)) => Some(Token::from_file(&path).map_err(ConfigError::TokenFile)?),
             (None, None) => None,
         };
         let repl_listen = match self.repl_listen {
-            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
-                format!(
-                    "repl_listen={text:?} is not an address; use IP:PORT such as 127.0.0.1:7100"
+            Some(text) => {
+                Some(
+                    text.parse::<SocketAddr>()
+                        .map_err(|_| ConfigError::NotAnAddress {
+                            key: "repl_listen",
+                            value: text.clone(),
+                            example: "127.0.0.1:7100",
+                        })?,
                 )
-            })?),
+            }
             None => None,
         };
         let advertise_repl = self
@@ -392,10 +415,7 @@ impl Options {
             for (name, addr) in [("listen", Some(listen)), ("repl_listen", repl_listen)] {
                 if let Some(addr) = addr {
                     if !addr.ip().is_loopback() {
-                        return Err(format!(
-                            "{name}={addr} is not a loopback address and no cluster token is set; \
-                             set --token-file or UNDERSTUDY_TOKEN, or listen on 127.0.0.1"
-                        ));
+                        return Err(ConfigError::NeedsToken { key: name, addr });
                     }
                 }
             }
@@ -408,19 +428,21 @@ impl Options {
             256 << 20,
         )?;
         if max_frame_bytes < limits.max_body_bytes + 4096 {
-            return Err(format!(
-                "max_frame_bytes={max_frame_bytes} must exceed max_body_bytes={} by at least 4096 \
-                 (a frame must hold the largest write)",
-                limits.max_body_bytes
-            ));
+            return Err(ConfigError::FrameTooSmall {
+                frame: max_frame_bytes,
+                body: limits.max_body_bytes,
+            });
         }
         let forward = match self.forward.as_deref().unwrap_or("proxy") {
             "proxy" => ForwardMode::Proxy,
             "redirect" => ForwardMode::Redirect,
             other => {
-                return Err(format!(
-                    "forward={other:?} is not a mode; use \"proxy\" (default) or \"redirect\""
-                ))
+                return Err(ConfigError::NotAChoice {
+                    key: "forward",
+                    value: other.to_string(),
+                    kind: "mode",
+                    choices: "\"proxy\" (default) or \"redirect\"",
+                })
             }
         };
         let wait = self.min_version_wait_ms.unwrap_or(1000);
@@ -438,17 +460,14 @@ impl Options {
             .collect();
         for url in &arbiters {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!(
-                    "arbiter={url:?} must be an http:// or https:// URL"
-                ));
+                return Err(ConfigError::NotHttpUrl {
+                    key: "arbiter",
+                    value: url.clone(),
+                });
             }
         }
         if !arbiters.is_empty() && repl_listen.is_none() {
-            return Err(
-                "with --arbiter, --repl-listen is required: any replica may become the active \
-                 and must then serve its standbys"
-                    .into(),
-            );
+            return Err(ConfigError::ArbiterNeedsReplListen);
         }
         let proxy = crate::proxy::config::resolve(
             crate::proxy::config::ProxyOptions {
@@ -464,7 +483,8 @@ impl Options {
                 marker_db: self.marker_db,
             },
             token.is_some(),
-        )?;
+        )
+        .map_err(ConfigError::Proxy)?;
         let insecure_plaintext = self.insecure_plaintext.unwrap_or(false);
         let resp_listen = proxy.as_ref().map(|p| p.resp_listen);
         for (name, addr) in [
@@ -473,17 +493,20 @@ impl Options {
             ("resp_listen", resp_listen),
         ] {
             if let Some(addr) = addr {
-                check_plaintext(name, addr, tls.is_some(), insecure_plaintext)?;
+                check_plaintext(name, addr, tls.is_some(), insecure_plaintext)
+                    .map_err(ConfigError::Plaintext)?;
             }
         }
         let access = Access::new(
             token.clone(),
             self.client_token_file
                 .map(|p| Token::from_file(&p))
-                .transpose()?,
+                .transpose()
+                .map_err(ConfigError::TokenFile)?,
             self.read_token_file
                 .map(|p| Token::from_file(&p))
-                .transpose()?,
+                .transpose()
+                .map_err(ConfigError::TokenFile)?,
         );
         Ok(Settings {
             node_id,
@@ -516,9 +539,14 @@ pub const DEFAULT_IDLE_POLL_US: u64 = 0;
 
 pub use proto_common::ids::check_cluster_name;
 
-fn check_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
+fn check_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if value < min || value > max {
-        return Err(format!("{name}={value} must be between {min} and {max}"));
+        return Err(ConfigError::OutOfRange {
+            key,
+            value,
+            min,
+            max,
+        });
     }
     Ok(())
 }
@@ -557,7 +585,11 @@ mod tests {
         }
         .resolve()
         .unwrap_err();
-        assert_eq!(err, "idle_poll_us=10001 must be between 0 and 10000");
+        assert_eq!(
+            err.to_string(),
+            "idle_poll_us=10001 must be between 0 and 10000"
+        );
+        assert_eq!(err.code(), "out_of_range");
     }
 
     #[test]
@@ -581,14 +613,16 @@ mod tests {
             ..base()
         }
         .resolve()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("max_value_bytes=10485760") && err.contains("max_body_bytes=1048576"));
         let err = Options {
             fsync: Some("sometimes".into()),
             ..base()
         }
         .resolve()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("sometimes"), "{err}");
         let err = Options {
             node_id: None,
@@ -596,7 +630,11 @@ mod tests {
         }
         .resolve()
         .unwrap_err();
-        assert!(err.contains("--node-id"), "{err}");
+        assert!(
+            matches!(err, ConfigError::Missing { key: "node_id", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--node-id"), "{err}");
         assert!(toml::from_str::<Options>("no_such_key = 1").is_err());
     }
 
@@ -629,7 +667,8 @@ mod tests {
             ..base()
         }
         .resolve()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("listen=0.0.0.0:7000") && err.contains("token"),
             "{err}"
@@ -649,7 +688,8 @@ mod tests {
             ..base()
         }
         .resolve()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("listen=0.0.0.0:7000") && err.contains("TLS"),
             "{err}"
@@ -659,7 +699,8 @@ mod tests {
             ..base()
         }
         .resolve()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("repl_listen"), "{err}");
     }
 }

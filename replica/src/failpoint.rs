@@ -24,6 +24,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::config::ConfigError;
+
 /// The environment variable that arms a failpoint.
 pub const ENV: &str = "UNDERSTUDY_FAILPOINT";
 
@@ -38,28 +40,25 @@ pub enum Failpoint {
 
 impl Failpoint {
     /// Parses `fsync_error_if_exists:PATH`.
-    pub fn parse(text: &str) -> Result<Failpoint, String> {
+    pub fn parse(text: &str) -> Result<Failpoint, ConfigError> {
         match text.trim().split_once(':') {
             Some(("fsync_error_if_exists", path)) if !path.is_empty() => {
                 Ok(Failpoint::FsyncErrorIfExists(PathBuf::from(path)))
             }
-            _ => Err(format!(
-                "{ENV}={text:?} names no failpoint; the only one is fsync_error_if_exists:PATH \
-                 (a test hook: unset it outside tests)"
-            )),
+            _ => Err(ConfigError::UnknownFailpoint {
+                text: text.to_string(),
+            }),
         }
     }
 }
 
 /// Reads [`ENV`] and arms the failpoint it names (unset or empty: none).
 /// Call once, at start-up, before serving.
-pub fn arm_from_env() -> Result<Option<Failpoint>, String> {
+pub fn arm_from_env() -> Result<Option<Failpoint>, ConfigError> {
     let Some(raw) = std::env::var_os(ENV) else {
         return Ok(None);
     };
-    let text = raw
-        .to_str()
-        .ok_or_else(|| format!("{ENV} is not valid UTF-8"))?;
+    let text = raw.to_str().ok_or(ConfigError::FailpointNotUtf8)?;
     if text.trim().is_empty() {
         return Ok(None);
     }
@@ -90,8 +89,8 @@ mod tests {
     #[test]
     fn parses_the_failpoint() {
         assert_eq!(
-            Failpoint::parse(" fsync_error_if_exists:/tmp/x "),
-            Ok(Failpoint::FsyncErrorIfExists("/tmp/x".into()))
+            Failpoint::parse(" fsync_error_if_exists:/tmp/x ").unwrap(),
+            Failpoint::FsyncErrorIfExists("/tmp/x".into())
         );
         for bad in [
             "fsync_error_if_exists:",
@@ -99,7 +98,11 @@ mod tests {
             "abort_after_epoch_bump",
         ] {
             let err = Failpoint::parse(bad).unwrap_err();
-            assert!(err.contains("fsync_error_if_exists:PATH"), "{err}");
+            assert_eq!(err.code(), "unknown_failpoint");
+            assert!(
+                err.to_string().contains("fsync_error_if_exists:PATH"),
+                "{err}"
+            );
         }
     }
 

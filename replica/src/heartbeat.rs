@@ -316,7 +316,7 @@ impl HeartbeatLoop {
             self.detail = Some(why);
         }
         if let Err(why) = self.repl.execute(rest).await {
-            self.detail = Some(why);
+            self.detail = Some(why.to_string());
         }
     }
 }

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     }
     let file = match args.config.as_deref().map(Options::from_file).transpose() {
         Ok(f) => f.unwrap_or_default(),
-        Err(e) => return fail(&e),
+        Err(e) => return fail(&e.to_string()),
     };
     let mut options = args.options;
     options.token = std::env::var("UNDERSTUDY_TOKEN").ok();
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(replica::server::serve(settings, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+        Err(e) => fail(&e.to_string()),
     }
 }
 

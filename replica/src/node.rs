@@ -37,8 +37,11 @@ use crate::snapshot;
 use crate::state::KvState;
 use crate::state_machine::{Answerer, KvMachine, StateMachine};
 
+mod error;
 mod role;
 mod write;
+
+pub use error::{PromotionError, StartError, StorageError};
 
 /// Whether a snapshot is being written, and how much log has been written
 /// since the last one (a snapshot starts when that passes
@@ -77,29 +80,29 @@ pub struct Node {
 impl Node {
     /// Opens the data directory, recovers, and replays. Errors name the
     /// file and what is wrong; the node does not start on damaged data.
-    pub fn open(settings: Settings) -> Result<Arc<Node>, String> {
+    pub fn open(settings: Settings) -> Result<Arc<Node>, StartError> {
         let dir = settings.data_dir.clone();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create data_dir {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| StartError::CreateDataDir {
+            dir: dir.clone(),
+            source,
+        })?;
         let dir_lock = lock_dir(&dir)?;
         crate::reinit::carry_out(&dir)?;
         let metrics = Arc::new(Metrics::new());
 
-        let node_state = NodeState::load(&dir).map_err(|e| e.to_string())?;
+        let node_state = NodeState::load(&dir).map_err(StartError::LoadNodeState)?;
         let snap_dir = dir.join("snapshots");
-        let snaps = snapshot::list(&snap_dir)
-            .map_err(|e| format!("cannot list snapshots in {}: {e}", snap_dir.display()))?;
+        let snaps = snapshot::list(&snap_dir).map_err(|source| StartError::ListSnapshots {
+            dir: snap_dir.clone(),
+            source,
+        })?;
         if settings.proxy.is_some() && !snaps.is_empty() {
-            return Err(format!(
-                "data_dir {} holds snapshots of the embedded store, but this replica runs in \
-                 proxy mode (--upstream): a data directory serves one kind of service; use a \
-                 new one",
-                dir.display()
-            ));
+            return Err(StartError::SnapshotsInProxyMode { dir });
         }
         let (state, history) = match snaps.last() {
-            Some((_, path)) => snapshot::read(path).map_err(|e| {
-                format!("{e}; refusing to start (the log before it may be deleted)")
+            Some((_, path)) => snapshot::read(path).map_err(|source| StartError::Snapshot {
+                path: path.clone(),
+                source,
             })?,
             None => (KvState::default(), Vec::new()),
         };
@@ -114,8 +117,7 @@ impl Node {
             segment_bytes: settings.segment_bytes,
             fsync: settings.fsync,
         };
-        let (log, torn) =
-            Log::open(&dir.join("log"), opts, snap_pos, &history).map_err(|e| e.to_string())?;
+        let (log, torn) = Log::open(&dir.join("log"), opts, snap_pos, &history)?;
         if let Some(t) = &torn {
             tracing::warn!(file = %t.path.display(), offset = t.offset, "recovered from a torn log tail");
         }
@@ -162,14 +164,21 @@ impl Node {
             epoch,
             node_state.active_epoch,
         ));
-        let log = GroupCommit::start(log, commit.clone(), roles.subscribe())
-            .map_err(|e| format!("cannot start the group-commit thread: {e}"))?;
+        let log = GroupCommit::start(log, commit.clone(), roles.subscribe()).map_err(|source| {
+            StartError::Spawn {
+                what: "group-commit thread",
+                source,
+            }
+        })?;
         metrics.epoch.set(epoch.0 as i64);
         metrics
             .quarantined_entries
             .set(node_state.quarantined_entries as i64);
         let idle_poll = IdlePoll::start(settings.idle_poll, metrics.idle_poll_seconds.clone())
-            .map_err(|e| format!("cannot start the idle-poll thread: {e}"))?;
+            .map_err(|source| StartError::Spawn {
+                what: "idle-poll thread",
+                source,
+            })?;
         let write_permits = settings.limits.max_pending_writes;
         Ok(Arc::new(Node {
             settings,
@@ -234,21 +243,20 @@ impl Node {
 
     /// Applies a change to the persisted node state and writes it durably
     /// (see `run_blocking`).
-    pub fn update_node_state(&self, f: impl FnOnce(&mut NodeState)) -> Result<(), String> {
+    pub fn update_node_state(&self, f: impl FnOnce(&mut NodeState)) -> Result<(), StorageError> {
         self.run_blocking(|| self.update_node_state_now(f))
     }
 
-    fn update_node_state_now(&self, f: impl FnOnce(&mut NodeState)) -> Result<(), String> {
+    fn update_node_state_now(&self, f: impl FnOnce(&mut NodeState)) -> Result<(), StorageError> {
         let mut s = self.node_state.lock();
         let mut next = s.clone();
         f(&mut next);
         if next != *s {
-            next.store(self.data_dir()).map_err(|e| {
-                format!(
-                    "cannot write {}: {e}",
-                    NodeState::path(self.data_dir()).display()
-                )
-            })?;
+            next.store(self.data_dir())
+                .map_err(|source| StorageError::WriteNodeState {
+                    path: NodeState::path(self.data_dir()),
+                    source,
+                })?;
             *s = next;
         }
         Ok(())
@@ -274,11 +282,12 @@ fn open_upstream(
         Vec<PendingEntry>,
         proto_common::LogIndex,
     ),
-    String,
+    StartError,
 > {
     use crate::proxy::machine::{UpstreamAddr, UpstreamMachine};
     let start = tokio::runtime::Handle::current()
-        .block_on(crate::proxy::start::check(&settings, reader, base))?;
+        .block_on(crate::proxy::start::check(&settings, reader, base))
+        .map_err(StartError::Upstream)?;
     let machine = Arc::new(UpstreamMachine::start(
         UpstreamAddr::of(&settings),
         start.applied,
@@ -303,7 +312,8 @@ fn open_upstream(
 fn pending_after(
     reader: &LogReader,
     index: proto_common::LogIndex,
-) -> Result<Vec<PendingEntry>, String> {
+) -> Result<Vec<PendingEntry>, StorageError> {
+    const DOING: &str = "reading the log's uncommitted entries";
     let mut pending = Vec::new();
     let mut next = index.next().max(reader.base().index.next());
     loop {
@@ -311,18 +321,32 @@ fn pending_after(
             Ok(ReadOutcome::Entries { bytes, .. }) => bytes,
             Ok(ReadOutcome::UpToDate) => return Ok(pending),
             Ok(ReadOutcome::Compacted) => {
-                return Err(format!("log entry {next} is missing after the log's start"))
+                return Err(StorageError::Compacted {
+                    doing: DOING,
+                    index: next,
+                })
             }
-            Err(e) => return Err(format!("reading the log: {e}")),
+            Err(source) => {
+                return Err(StorageError::ReadLog {
+                    doing: DOING,
+                    source,
+                })
+            }
         };
         let mut off = 0;
         while off < bytes.len() {
             let Decoded::Record(r) = record::decode(&bytes[off..]) else {
-                return Err(format!("log entry {next} cannot be decoded"));
+                return Err(StorageError::BadRecord {
+                    doing: DOING,
+                    index: next,
+                });
             };
             let payload = bytes.slice(off + record::HEADER_LEN..off + r.encoded_len());
-            let command = Command::decode(&payload)
-                .map_err(|e| format!("log entry {} holds an unknown command: {e}", r.position))?;
+            let command = Command::decode(&payload).map_err(|source| StorageError::BadCommand {
+                doing: DOING,
+                position: r.position,
+                source,
+            })?;
             pending.push(PendingEntry {
                 position: r.position,
                 command,
@@ -341,7 +365,8 @@ fn replay(
     reader: &LogReader,
     kv: &Arc<RwLock<KvState>>,
     commit_hint: proto_common::LogIndex,
-) -> Result<Vec<PendingEntry>, String> {
+) -> Result<Vec<PendingEntry>, StorageError> {
+    const DOING: &str = "replaying the log after the snapshot";
     let mut pending = Vec::new();
     let mut next = kv.read().applied().index.next();
     loop {
@@ -349,19 +374,33 @@ fn replay(
             Ok(ReadOutcome::Entries { bytes, .. }) => bytes,
             Ok(ReadOutcome::UpToDate) => break,
             Ok(ReadOutcome::Compacted) => {
-                return Err(format!("log entry {next} is missing after the snapshot"))
+                return Err(StorageError::Compacted {
+                    doing: DOING,
+                    index: next,
+                })
             }
-            Err(e) => return Err(format!("reading the log for replay: {e}")),
+            Err(source) => {
+                return Err(StorageError::ReadLog {
+                    doing: DOING,
+                    source,
+                })
+            }
         };
         let mut off = 0;
         let mut kv = kv.write();
         while off < bytes.len() {
             let Decoded::Record(r) = record::decode(&bytes[off..]) else {
-                return Err(format!("log entry {next} cannot be decoded during replay"));
+                return Err(StorageError::BadRecord {
+                    doing: DOING,
+                    index: next,
+                });
             };
             let payload = bytes.slice(off + record::HEADER_LEN..off + r.encoded_len());
-            let command = Command::decode(&payload)
-                .map_err(|e| format!("log entry {} holds an unknown command: {e}", r.position))?;
+            let command = Command::decode(&payload).map_err(|source| StorageError::BadCommand {
+                doing: DOING,
+                position: r.position,
+                source,
+            })?;
             if r.position.index <= commit_hint {
                 kv.apply(r.position, &command);
             } else {
@@ -381,18 +420,19 @@ fn replay(
 
 /// Takes an exclusive `flock` on `dir/LOCK`, so two replicas never share a
 /// data directory.
-fn lock_dir(dir: &Path) -> Result<File, String> {
+fn lock_dir(dir: &Path) -> Result<File, StartError> {
     let path: PathBuf = dir.join("LOCK");
-    let file = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let file = File::create(&path).map_err(|source| StartError::LockFile {
+        path: path.clone(),
+        source,
+    })?;
     // SAFETY: flock on a valid, owned file descriptor.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        return Err(format!(
-            "data_dir {} is in use by another running replica (could not lock {}); \
-             stop it or choose another --data-dir",
-            dir.display(),
-            path.display()
-        ));
+        return Err(StartError::DataDirInUse {
+            dir: dir.to_path_buf(),
+            lock: path,
+        });
     }
     Ok(file)
 }

@@ -25,6 +25,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use crate::log::writer::sync_dir;
+use crate::node::StartError;
 use crate::node_state::NodeState;
 
 /// The marker: the order's number while an order is being carried out.
@@ -57,19 +58,29 @@ pub fn order(data_dir: &Path, n: u64) -> String {
 
 /// At start: carries out a recorded order, if there is one. Called with the
 /// data directory locked, before anything in it is opened.
-pub fn carry_out(data_dir: &Path) -> Result<(), String> {
+pub fn carry_out(data_dir: &Path) -> Result<(), StartError> {
     let marker = data_dir.join(MARKER);
     let n: u64 = match std::fs::read_to_string(&marker) {
-        Ok(text) => text.trim().parse().map_err(|e| {
-            format!(
-                "{} is damaged ({e}); delete it to start without reinitializing",
-                marker.display()
-            )
-        })?,
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|source| StartError::ReinitMarkerDamaged {
+                path: marker.clone(),
+                source,
+            })?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("cannot read {}: {e}", marker.display())),
+        Err(source) => {
+            return Err(StartError::ReadReinitMarker {
+                path: marker,
+                source,
+            })
+        }
     };
-    let err = |what: &str, e: io::Error| format!("reinit {n}: {what}: {e}");
+    let err = |doing: &str, source: io::Error| StartError::Reinit {
+        order: n,
+        doing: doing.to_string(),
+        source,
+    };
     let keep = data_dir.join("discarded").join(format!("reinit-{n}"));
     std::fs::create_dir_all(&keep).map_err(|e| err(&format!("making {}", keep.display()), e))?;
     for name in ["log", "snapshots"] {
@@ -81,7 +92,7 @@ pub fn carry_out(data_dir: &Path) -> Result<(), String> {
     }
     sync_dir(&keep).map_err(|e| err("syncing", e))?;
     sync_dir(data_dir).map_err(|e| err("syncing", e))?;
-    let mut state = NodeState::load(data_dir).map_err(|e| e.to_string())?;
+    let mut state = NodeState::load(data_dir).map_err(StartError::LoadNodeState)?;
     state.reinitialized = n;
     state.commit_hint = proto_common::LogIndex::ZERO;
     state.log_base = proto_common::Position::ZERO;
@@ -142,6 +153,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(MARKER), b"x").unwrap();
         let err = carry_out(dir.path()).unwrap_err();
-        assert!(err.contains("REINIT is damaged"), "{err}");
+        assert_eq!(err.code(), "reinit_marker_damaged");
+        assert!(err.to_string().contains("REINIT is damaged"), "{err}");
     }
 }

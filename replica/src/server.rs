@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::handover;
 use crate::heartbeat::HeartbeatLoop;
 use crate::log::group_commit::LogRequest;
-use crate::node::Node;
+use crate::node::{Node, StartError, StorageError};
 use crate::repl::Replication;
 use crate::snapshot;
 
@@ -30,7 +30,7 @@ use crate::snapshot;
 pub async fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     if !settings.fsync {
         tracing::warn!(
             "fsync = never: writes are acknowledged before they reach the disk; a crash or power \
@@ -41,25 +41,16 @@ pub async fn serve(
     let repl_listen = settings.repl_listen;
     let node = tokio::task::spawn_blocking(move || Node::open(settings))
         .await
-        .map_err(|e| format!("opening the node panicked: {e}"))??;
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        .map_err(StartError::OpenPanicked)??;
+    let listener = bind("the client API", listen).await?;
     let repl_listener = match repl_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen for replication on {addr}: {e}"))?,
-        ),
+        Some(addr) => Some(bind("replication", addr).await?),
         None => None,
     };
-    let resp_listener =
-        match &node.settings.proxy {
-            Some(p) => Some(TcpListener::bind(p.resp_listen).await.map_err(|e| {
-                format!("cannot listen for Redis clients on {}: {e}", p.resp_listen)
-            })?),
-            None => None,
-        };
+    let resp_listener = match &node.settings.proxy {
+        Some(p) => Some(bind("Redis clients", p.resp_listen).await?),
+        None => None,
+    };
     let repl = Replication::new(node.clone());
     if node.settings.arbiters.is_empty() {
         node.start_standalone().await?;
@@ -87,6 +78,20 @@ pub async fn serve(
     run(listener, repl_listener, resp_listener, node, repl, shutdown).await
 }
 
+/// Binds a listener; the error says what it was for.
+async fn bind(
+    purpose: &'static str,
+    addr: std::net::SocketAddr,
+) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen {
+            purpose,
+            addr,
+            source,
+        })
+}
+
 /// Serves the client API (and, if given, the replication listener) for
 /// `node` until `shutdown`. Runs the heartbeat loop when the node has
 /// arbiters configured.
@@ -97,7 +102,7 @@ pub async fn run(
     node: Arc<Node>,
     repl: Arc<Replication>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     let stop = CancellationToken::new();
     let housekeeping = tokio::spawn(housekeeping(node.clone(), repl.clone()));
     if let Some(l) = repl_listener {
@@ -120,7 +125,8 @@ pub async fn run(
             repl.clone(),
             l,
             stop.clone(),
-        )?;
+        )
+        .map_err(StartError::Proxy)?;
         tokio::spawn(crate::proxy::server::expire_loop(
             core,
             node.clone(),
@@ -131,13 +137,13 @@ pub async fn run(
         let stop = stop.clone();
         tls.clone().watch(async move { stop.cancelled().await });
     }
-    let listener = gate::listener(listener, node.settings.tls.clone())
-        .map_err(|e| format!("client API listener: {e}"))?;
+    let listener =
+        gate::listener(listener, node.settings.tls.clone()).map_err(StartError::ClientListener)?;
     let app = api::router(node.clone()).into_make_service_with_connect_info::<ConnGate>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| format!("client API server failed: {e}"));
+        .map_err(StartError::Serve);
     stop.cancel();
     repl.stop();
     housekeeping.abort();
@@ -150,11 +156,14 @@ pub async fn run(
 /// the active's lease (with a 150 ms lease, a heartbeat queued behind client
 /// work for a few tens of milliseconds cost writes under load). The lease's
 /// watch (`role::lapse::watch_lapses`) runs there too.
-fn spawn_heartbeats(repl: Arc<Replication>, stop: CancellationToken) -> Result<(), String> {
+fn spawn_heartbeats(repl: Arc<Replication>, stop: CancellationToken) -> Result<(), StartError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the heartbeat runtime: {e}"))?;
+        .map_err(|source| StartError::Spawn {
+            what: "heartbeat runtime",
+            source,
+        })?;
     std::thread::Builder::new()
         .name("heartbeat".into())
         .spawn(move || {
@@ -169,7 +178,10 @@ fn spawn_heartbeats(repl: Arc<Replication>, stop: CancellationToken) -> Result<(
                 HeartbeatLoop::new(repl).run(stop).await
             })
         })
-        .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
+        .map_err(|source| StartError::Spawn {
+            what: "heartbeat thread",
+            source,
+        })?;
     Ok(())
 }
 
@@ -220,7 +232,7 @@ async fn save_commit_hint(node: Arc<Node>) {
 pub async fn take_snapshot(
     node: &Arc<Node>,
     keep_from: Option<proto_common::LogIndex>,
-) -> Result<Position, String> {
+) -> Result<Position, StorageError> {
     node.snapshots.in_progress.store(true, Ordering::Relaxed);
     let result = write_snapshot(node, keep_from).await;
     node.snapshots.in_progress.store(false, Ordering::Relaxed);
@@ -230,7 +242,7 @@ pub async fn take_snapshot(
 async fn write_snapshot(
     node: &Arc<Node>,
     keep_from: Option<proto_common::LogIndex>,
-) -> Result<Position, String> {
+) -> Result<Position, StorageError> {
     let (map, pos) = {
         let kv = node.kv.read();
         (kv.map().clone(), kv.applied())
@@ -242,8 +254,11 @@ async fn write_snapshot(
     let epochs = node.reader.epochs_upto(pos.index);
     tokio::task::spawn_blocking(move || snapshot::write(&dir, pos, &epochs, &map))
         .await
-        .map_err(|e| format!("snapshot task panicked: {e}"))?
-        .map_err(|e| format!("writing snapshot {pos}: {e}"))?;
+        .map_err(|source| StorageError::TaskFailed {
+            task: "snapshot",
+            source,
+        })?
+        .map_err(|e| StorageError::io(format!("writing snapshot {pos}"), e))?;
     node.metrics.snapshots_written.inc();
     let (tx, rx) = oneshot::channel();
     node.log
@@ -252,9 +267,9 @@ async fn write_snapshot(
             keep_from,
             done: tx,
         })
-        .map_err(|_| "the group-commit thread stopped".to_string())?;
+        .map_err(|_| StorageError::LogStopped)?;
     rx.await
-        .map_err(|_| "the group-commit thread stopped".to_string())?
-        .map_err(|e| format!("deleting covered log segments: {e}"))?;
+        .map_err(|_| StorageError::LogStopped)?
+        .map_err(|e| StorageError::io("deleting covered log segments", e))?;
     Ok(pos)
 }

@@ -29,13 +29,47 @@ pub enum Outcome {
     Written,
     /// A delete found no such key; nothing changed.
     NotFound,
-    /// A transaction's compare did not hold; nothing changed. The text names it.
-    CompareFailed(String),
+    /// A transaction's compare did not hold; nothing changed.
+    CompareFailed(FailedCompare),
     /// Proxy mode: the upstream's reply, RESP2-encoded.
     Reply(bytes::Bytes),
     /// The entry belongs to the other kind of state machine (a cluster that
     /// mixes proxy-mode and embedded replicas); nothing changed.
     Mismatch(String),
+}
+
+/// Which compare of a transaction did not hold, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("compare {index} failed: {why}")]
+pub struct FailedCompare {
+    /// Its place in the transaction, from 0.
+    pub index: usize,
+    pub why: CompareFailure,
+}
+
+/// Why one compare did not hold. Keys are shown as text (lossily), for the
+/// client's message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CompareFailure {
+    /// `Compare::Version`: the key was last written elsewhere.
+    #[error("key {key:?} has version {found}, expected {expected}")]
+    OtherVersion {
+        key: String,
+        found: Position,
+        expected: Position,
+    },
+    /// `Compare::Version`: the key does not exist.
+    #[error("key {key:?} does not exist, expected version {expected}")]
+    NoVersion { key: String, expected: Position },
+    /// `Compare::Exists` (true) or `Compare::Value`: the key does not exist.
+    #[error("key {key:?} does not exist")]
+    Missing { key: String },
+    /// `Compare::Exists` (false): the key exists.
+    #[error("key {key:?} exists")]
+    Exists { key: String },
+    /// `Compare::Value`: the key holds another value.
+    #[error("key {key:?} holds a different value")]
+    OtherValue { key: String },
 }
 
 /// The replicated key-value map.
@@ -135,7 +169,7 @@ impl KvState {
             Command::Txn { compares, ops } => {
                 for (i, c) in compares.iter().enumerate() {
                     if let Err(why) = self.check(c) {
-                        return Outcome::CompareFailed(format!("compare {i} failed: {why}"));
+                        return Outcome::CompareFailed(FailedCompare { index: i, why });
                     }
                 }
                 for op in ops {
@@ -187,28 +221,30 @@ impl KvState {
         }
     }
 
-    fn check(&self, c: &Compare) -> Result<(), String> {
+    fn check(&self, c: &Compare) -> Result<(), CompareFailure> {
         let current = self.map.get(c.key());
-        let name = String::from_utf8_lossy(c.key());
+        let key = || String::from_utf8_lossy(c.key()).into_owned();
         match (c, current) {
             (Compare::Version { version, .. }, Some(e)) if e.version == *version => Ok(()),
-            (Compare::Version { version, .. }, Some(e)) => Err(format!(
-                "key {name:?} has version {}, expected {version}",
-                e.version
-            )),
-            (Compare::Version { version, .. }, None) => Err(format!(
-                "key {name:?} does not exist, expected version {version}"
-            )),
+            (Compare::Version { version, .. }, Some(e)) => Err(CompareFailure::OtherVersion {
+                key: key(),
+                found: e.version,
+                expected: *version,
+            }),
+            (Compare::Version { version, .. }, None) => Err(CompareFailure::NoVersion {
+                key: key(),
+                expected: *version,
+            }),
             (Compare::Exists { exists, .. }, cur) if cur.is_some() == *exists => Ok(()),
             (Compare::Exists { exists: true, .. }, _) => {
-                Err(format!("key {name:?} does not exist"))
+                Err(CompareFailure::Missing { key: key() })
             }
-            (Compare::Exists { exists: false, .. }, _) => Err(format!("key {name:?} exists")),
+            (Compare::Exists { exists: false, .. }, _) => {
+                Err(CompareFailure::Exists { key: key() })
+            }
             (Compare::Value { value, .. }, Some(e)) if e.value == *value => Ok(()),
-            (Compare::Value { .. }, Some(_)) => {
-                Err(format!("key {name:?} holds a different value"))
-            }
-            (Compare::Value { .. }, None) => Err(format!("key {name:?} does not exist")),
+            (Compare::Value { .. }, Some(_)) => Err(CompareFailure::OtherValue { key: key() }),
+            (Compare::Value { .. }, None) => Err(CompareFailure::Missing { key: key() }),
         }
     }
 }
@@ -274,7 +310,21 @@ mod tests {
             ],
         };
         let out = s.apply(Position::new(1, 2), &txn(Position::new(1, 9)));
-        assert!(matches!(out, Outcome::CompareFailed(ref m) if m.contains("version 1.1")));
+        let Outcome::CompareFailed(failed) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            failed.why,
+            CompareFailure::OtherVersion {
+                key: "a".into(),
+                found: Position::new(1, 1),
+                expected: Position::new(1, 9),
+            }
+        );
+        assert_eq!(
+            failed.to_string(),
+            "compare 0 failed: key \"a\" has version 1.1, expected 1.9"
+        );
         assert!(s.get(b"b").is_none());
         assert_eq!(
             s.apply(Position::new(1, 3), &txn(Position::new(1, 1))),

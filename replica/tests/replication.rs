@@ -278,7 +278,18 @@ async fn a_failed_promotion_commits_and_applies_nothing() {
         .await
         .unwrap_err();
     assert!(
-        err.contains("refusing to become active in epoch 5"),
+        matches!(
+            err,
+            replica::node::PromotionError::EpochTaken {
+                epoch: proto_common::Epoch(5),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("refusing to become active in epoch 5"),
         "{err}"
     );
     assert_eq!(b.applied(), applied, "a failed promotion applied entries");

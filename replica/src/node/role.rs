@@ -7,14 +7,14 @@
 use proto_common::{Epoch, Position};
 use tokio::sync::oneshot;
 
-use super::Node;
+use super::{Node, PromotionError, StorageError};
 use crate::log::group_commit::LogRequest;
 use crate::sync_set::SyncSet;
 
 impl Node {
     /// Runs as its own active with no arbiter: keeps the log's epoch (1 for
     /// a new log) and acknowledges after local fsync.
-    pub async fn start_standalone(&self) -> Result<(), String> {
+    pub async fn start_standalone(&self) -> Result<(), PromotionError> {
         let epoch = self.reader.last().epoch.max(Epoch(1));
         self.open_epoch(epoch).await?;
         let term = self.roles.standalone(epoch);
@@ -25,35 +25,31 @@ impl Node {
     /// Opens `epoch` for a new term, after the checks a promotion must pass:
     /// persists it as our active epoch, then has the log thread write its
     /// first entry (a `Noop`) durably.
-    pub async fn open_term(&self, epoch: Epoch) -> Result<Position, String> {
-        let persisted = self.node_state().active_epoch;
-        if epoch <= persisted {
-            return Err(format!(
-                "refusing to become active in epoch {epoch}: this replica already took writes in \
-                 epoch {persisted} before it restarted or stepped down, and may have shipped entries \
-                 it no longer has; the arbiter must open a new epoch"
-            ));
+    pub async fn open_term(&self, epoch: Epoch) -> Result<Position, PromotionError> {
+        let active_epoch = self.node_state().active_epoch;
+        if epoch <= active_epoch {
+            return Err(PromotionError::EpochTaken {
+                epoch,
+                active_epoch,
+            });
         }
         if let Some(core) = &self.proxy {
             if let Some(why) = core.needs_resync() {
-                return Err(format!(
-                    "refusing to become active in epoch {epoch}: this replica's upstream must \
-                     first be filled from the active's ({why})"
-                ));
+                return Err(PromotionError::UpstreamNeedsResync { epoch, why });
             }
             core.not_fresh();
         }
         let last = self.reader.last();
         if epoch < last.epoch {
-            return Err(format!(
-                "refusing to become active in epoch {epoch}: the log already holds epoch {}",
-                last.epoch
-            ));
+            return Err(PromotionError::LogAhead {
+                epoch,
+                log_epoch: last.epoch,
+            });
         }
         self.open_epoch(epoch).await
     }
 
-    async fn open_epoch(&self, epoch: Epoch) -> Result<Position, String> {
+    async fn open_epoch(&self, epoch: Epoch) -> Result<Position, PromotionError> {
         self.update_node_state(|s| {
             s.active_epoch = s.active_epoch.max(epoch);
             s.seen_epoch = s.seen_epoch.max(epoch);
@@ -64,10 +60,12 @@ impl Node {
         let (tx, rx) = oneshot::channel();
         self.log
             .send(LogRequest::OpenEpoch { epoch, done: tx })
-            .map_err(|_| "the group-commit thread stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the group-commit thread stopped".to_string())?
-            .map_err(|e| format!("cannot open epoch {epoch}: {e}"))
+            .map_err(|_| StorageError::LogStopped)?;
+        let opened = rx
+            .await
+            .map_err(|_| StorageError::LogStopped)?
+            .map_err(|e| StorageError::io(format!("cannot open epoch {epoch}"), e))?;
+        Ok(opened)
     }
 
     /// Waits until every append that began before now has ended: after the
@@ -82,7 +80,7 @@ impl Node {
 
     /// Records an epoch seen from the arbiter or a frame: in the role, and
     /// durably when new. Returns the highest epoch seen so far.
-    pub fn note_epoch(&self, epoch: Epoch) -> Result<Epoch, String> {
+    pub fn note_epoch(&self, epoch: Epoch) -> Result<Epoch, StorageError> {
         if self.roles.note_epoch(epoch) {
             self.persist_epoch(epoch)?;
         }
@@ -90,7 +88,7 @@ impl Node {
     }
 
     /// Persists an epoch the role has already noted as seen.
-    pub fn persist_epoch(&self, epoch: Epoch) -> Result<(), String> {
+    pub fn persist_epoch(&self, epoch: Epoch) -> Result<(), StorageError> {
         self.update_node_state(|s| s.seen_epoch = s.seen_epoch.max(epoch))?;
         self.metrics.epoch.set(self.roles.now().seen.0 as i64);
         Ok(())

@@ -103,7 +103,7 @@ pub async fn cut_after(
     if after.index < node.applied().index {
         rewind::rewind(node, after).await?;
     } else {
-        node.commit.truncated(after)?;
+        node.commit.truncated(after).map_err(|e| e.to_string())?;
     }
     tracing::warn!(count, after = %after, "cut the divergent tail from the log");
     Ok(())

@@ -379,7 +379,7 @@ fn check_epoch(repl: &Replication, epoch: Epoch) -> Result<Epoch, String> {
     epoch
         .check_plausible(seen)
         .map_err(|why| format!("the active sent {why}; closing"))?;
-    repl.node.note_epoch(epoch)
+    Ok(repl.node.note_epoch(epoch)?)
 }
 
 fn stale(epoch: Epoch, seen: Epoch) -> String {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::progress::Followers;
 use super::{receiver, sender};
-use crate::node::Node;
+use crate::node::{Node, PromotionError};
 use crate::role::{Action, Term};
 use crate::sync_set::SyncSet;
 
@@ -98,7 +98,7 @@ impl Replication {
     /// fails is undone (the role steps down) and the rest of the actions,
     /// which were for the active it did not become, are dropped; the
     /// reason is returned.
-    pub async fn execute(self: &Arc<Self>, actions: Vec<Action>) -> Result<(), String> {
+    pub async fn execute(self: &Arc<Self>, actions: Vec<Action>) -> Result<(), PromotionError> {
         for action in actions {
             match action {
                 Action::NoteEpoch(e) => {
@@ -108,8 +108,13 @@ impl Replication {
                 }
                 Action::Promote { term, sync } => {
                     if let Err(why) = self.promote(&term, sync).await {
-                        tracing::error!(epoch = %term.epoch(), error = %why, "promotion failed");
-                        for undo in self.node.roles.promotion_failed(term.epoch(), &why) {
+                        tracing::error!(epoch = %term.epoch(), code = why.code(), error = %why,
+                            "promotion failed");
+                        let undo = self
+                            .node
+                            .roles
+                            .promotion_failed(term.epoch(), &why.to_string());
+                        for undo in undo {
                             if let Action::Demote { term, why } = undo {
                                 self.demote(&term, &why).await;
                             }
@@ -141,7 +146,7 @@ impl Replication {
     /// fails (the epoch refused, the disk failed) has committed and applied
     /// nothing. The entries it already holds are committed once the sync
     /// set has the `Noop` (DESIGN.md, "Visibility follows commit").
-    async fn promote(&self, term: &Arc<Term>, sync: SyncSet) -> Result<Position, String> {
+    async fn promote(&self, term: &Arc<Term>, sync: SyncSet) -> Result<Position, PromotionError> {
         self.new_scope();
         self.connected.store(false, Ordering::SeqCst);
         self.followers.clear();
@@ -179,7 +184,11 @@ impl Replication {
 
     /// Follows `active` in `epoch`, as a heartbeat reply naming it would
     /// (ending this replica's term first, if it had one). Idempotent.
-    pub async fn follow(self: &Arc<Self>, active: ActiveInfo, epoch: Epoch) -> Result<(), String> {
+    pub async fn follow(
+        self: &Arc<Self>,
+        active: ActiveInfo,
+        epoch: Epoch,
+    ) -> Result<(), PromotionError> {
         let actions = self.node.roles.follow(active, epoch);
         self.execute(actions).await
     }
@@ -192,7 +201,7 @@ impl Replication {
         epoch: Epoch,
         sync: SyncSet,
         lease: Duration,
-    ) -> Result<Position, String> {
+    ) -> Result<Position, PromotionError> {
         let actions = self
             .node
             .roles

@@ -31,7 +31,7 @@ pub struct TestNode {
     pub client_url: String,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), replica::node::StartError>>>,
 }
 
 impl TestNode {
