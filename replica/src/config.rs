@@ -157,10 +157,6 @@ pub struct Options {
         default_missing_value = "true"
     )]
     pub adopt_upstream_data: Option<bool>,
-    /// The upstream database holding the applied marker, reserved for
-    /// understudy [default: 15].
-    #[arg(long, env = "UNDERSTUDY_MARKER_DB")]
-    pub marker_db: Option<u8>,
     /// PEM certificate (chain) of this replica: TLS on every listener, and
     /// the client certificate it offers other nodes. Needs --tls-key and
     /// --tls-ca (deploy/make-certs.sh makes all three).
@@ -285,7 +281,7 @@ impl Options {
             max_list_limit, max_requests, max_pending_writes, cluster, token_file, token, repl_listen, advertise_repl,
             max_frame_bytes, forward, min_version_wait_ms, arbiter, priority, idle_poll_us,
             upstream, upstream_password_file, resp_listen, resp_cpus, advertise_resp, advertise_upstream,
-            standby_reads, client_password_file, adopt_upstream_data, marker_db, tls_cert, tls_key,
+            standby_reads, client_password_file, adopt_upstream_data, tls_cert, tls_key,
             tls_ca, tls_client_auth, insecure_plaintext, client_token_file, read_token_file)
     }
 
@@ -480,7 +476,6 @@ impl Options {
                 standby_reads: self.standby_reads,
                 client_password_file: self.client_password_file,
                 adopt_upstream_data: self.adopt_upstream_data,
-                marker_db: self.marker_db,
             },
             token.is_some(),
         )

@@ -141,7 +141,7 @@ impl HeartbeatLoop {
         }
         let why = match (
             node.commit.failure(),
-            node.proxy.as_ref().and_then(|p| p.needs_resync()),
+            node.proxy.as_ref().and_then(|p| p.problem()),
         ) {
             (Some(why), _) => format!(
                 "the write log failed ({why}); stepped down so that a healthy replica can take \

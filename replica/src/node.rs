@@ -140,7 +140,7 @@ impl Node {
                 }
                 Some(p) => {
                     let (core, pending, committed) =
-                        open_upstream(p, &reader, snap_pos, hint, answerer)?;
+                        open_upstream(p, &reader, &dir, hint, answerer)?;
                     (core.machine.clone(), Some(core), pending, committed)
                 }
             };
@@ -203,7 +203,7 @@ impl Node {
         self.commit
             .failure()
             .or_else(|| self.commit.state_problem())
-            .or_else(|| self.proxy.as_ref().and_then(|p| p.needs_resync()))
+            .or_else(|| self.proxy.as_ref().and_then(|p| p.problem()))
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -267,13 +267,13 @@ impl Node {
     }
 }
 
-/// Proxy mode: checks the upstream against the log, starts its apply loop
-/// (replaying what it lacks of the committed log), and returns the core,
-/// the entries not yet known committed, and the commit index.
+/// Proxy mode: checks the upstream and opens the stream machine on the
+/// log (`proxy::start`); returns the core, the entries not yet known
+/// committed, and the commit index.
 fn open_upstream(
     settings: crate::proxy::ProxySettings,
     reader: &LogReader,
-    base: Position,
+    dir: &Path,
     hint: proto_common::LogIndex,
     answerer: Answerer,
 ) -> Result<
@@ -284,28 +284,17 @@ fn open_upstream(
     ),
     StartError,
 > {
-    use crate::proxy::machine::{UpstreamAddr, UpstreamMachine};
-    let start = tokio::runtime::Handle::current()
-        .block_on(crate::proxy::start::check(&settings, reader, base))
+    let core = tokio::runtime::Handle::current()
+        .block_on(crate::proxy::start::open(
+            settings,
+            reader.clone(),
+            hint,
+            dir,
+            answerer,
+        ))
         .map_err(StartError::Upstream)?;
-    let machine = Arc::new(UpstreamMachine::start(
-        UpstreamAddr::of(&settings),
-        start.applied,
-        answerer,
-    ));
-    let committed = start.applied.index.max(hint);
-    if start.resync.is_none() && start.applied.index < hint {
-        machine.replay(reader.clone(), start.applied, hint);
-    }
-    let pending = pending_after(reader, committed)?;
-    let core = Arc::new(crate::proxy::ProxyCore::new(
-        settings,
-        machine,
-        start.table,
-        start.resync,
-        start.fresh,
-    ));
-    Ok((core, pending, committed))
+    let pending = pending_after(reader, hint)?;
+    Ok((core, pending, hint))
 }
 
 /// The log's entries after `index`, as pending entries.

@@ -119,19 +119,18 @@ pub async fn run(
             .map_or_else(|| "not pinned".to_string(), proto_common::cpus::format);
         tracing::info!(resp_listen = %core.settings.resp_listen, upstream = %core.settings.upstream,
             %resp_cpus, "proxy mode: serving Redis clients");
-        crate::proxy::server::spawn_on_own_thread(
-            core.clone(),
-            node.clone(),
-            repl.clone(),
-            l,
-            stop.clone(),
-        )
-        .map_err(StartError::Proxy)?;
-        tokio::spawn(crate::proxy::server::expire_loop(
-            core,
-            node.clone(),
-            stop.clone(),
-        ));
+        if let Some(feed) = core.take_feed_listener() {
+            tokio::spawn(core.feed.clone().serve(
+                feed,
+                core.machine.clone(),
+                core.settings.clone(),
+                node.settings.tls.clone(),
+                node.data_dir().to_path_buf(),
+                stop.clone(),
+            ));
+        }
+        crate::proxy::server::spawn_on_own_thread(core, node.clone(), l, stop.clone())
+            .map_err(StartError::Proxy)?;
     }
     if let Some(tls) = &node.settings.tls {
         let stop = stop.clone();

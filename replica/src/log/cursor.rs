@@ -47,7 +47,7 @@ impl Cursor {
     }
 
     /// The next record, reading more of the log when needed.
-    pub fn next(&mut self) -> io::Result<Next> {
+    pub fn read_next(&mut self) -> io::Result<Next> {
         if self.buf.is_empty() {
             match self.reader.read(self.next, CHUNK)? {
                 ReadOutcome::Entries { bytes, .. } => self.buf = bytes,

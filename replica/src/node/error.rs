@@ -269,12 +269,12 @@ pub enum PromotionError {
     #[error("refusing to become active in epoch {epoch}: the log already holds epoch {log_epoch}")]
     LogAhead { epoch: Epoch, log_epoch: Epoch },
 
-    /// Proxy mode: its upstream must first be filled from the active's.
+    /// Proxy mode: its upstream cannot be used now.
     #[error(
-        "refusing to become active in epoch {epoch}: this replica's upstream must first be \
-         filled from the active's ({why})"
+        "refusing to become active in epoch {epoch}: this replica's upstream cannot be used \
+         ({why}); it is refilled once this replica follows the active"
     )]
-    UpstreamNeedsResync { epoch: Epoch, why: String },
+    UpstreamUnusable { epoch: Epoch, why: String },
 
     /// Recording the epoch or writing its first entry failed.
     #[error(transparent)]
@@ -287,7 +287,7 @@ impl PromotionError {
         match self {
             PromotionError::EpochTaken { .. } => "epoch_taken",
             PromotionError::LogAhead { .. } => "log_ahead",
-            PromotionError::UpstreamNeedsResync { .. } => "upstream_needs_resync",
+            PromotionError::UpstreamUnusable { .. } => "upstream_unusable",
             PromotionError::Storage(e) => e.code(),
         }
     }

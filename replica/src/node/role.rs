@@ -33,11 +33,8 @@ impl Node {
                 active_epoch,
             });
         }
-        if let Some(core) = &self.proxy {
-            if let Some(why) = core.needs_resync() {
-                return Err(PromotionError::UpstreamNeedsResync { epoch, why });
-            }
-            core.not_fresh();
+        if let Some(why) = self.proxy.as_ref().and_then(|core| core.problem()) {
+            return Err(PromotionError::UpstreamUnusable { epoch, why });
         }
         let last = self.reader.last();
         if epoch < last.epoch {

@@ -90,6 +90,36 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Queues an entry under `guard` without waiting for its commit (the
+    /// proxy's tap, which follows the committed offset instead); it is
+    /// written in the group-commit thread's next batch, or refused there
+    /// if the term no longer writes.
+    pub fn append(
+        &self,
+        guard: &ActiveGuard,
+        command: Command,
+    ) -> Result<oneshot::Receiver<crate::pending::WriteResult>, WriteError> {
+        if let Some(why) = self.commit.failure() {
+            return Err(WriteError::NotWritable(format!(
+                "this replica's write log failed ({why})"
+            )));
+        }
+        let payload = command.encode();
+        let (tx, rx) = oneshot::channel();
+        self.log
+            .send(LogRequest::Write {
+                epoch: guard.epoch(),
+                command,
+                payload,
+                responder: tx,
+                received: Instant::now(),
+            })
+            .map_err(|_| WriteError::Storage("the group-commit thread stopped".into()))?;
+        Ok(rx)
+    }
+}
+
 /// The log thread dropped a write it had taken without answering: it may
 /// have been written.
 fn dropped() -> WriteError {

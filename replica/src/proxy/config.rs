@@ -18,7 +18,6 @@ pub struct ProxyOptions {
     pub standby_reads: Option<String>,
     pub client_password_file: Option<PathBuf>,
     pub adopt_upstream_data: Option<bool>,
-    pub marker_db: Option<u8>,
 }
 
 /// Where a standby's reads go.
@@ -50,8 +49,6 @@ pub struct ProxySettings {
     pub client_password: Option<String>,
     /// Adopt the data already in the upstream (a new cluster only).
     pub adopt_upstream_data: bool,
-    /// The database holding the applied marker.
-    pub marker_db: u8,
 }
 
 /// Resolves proxy mode: `None` without `--upstream`; an error names the
@@ -131,19 +128,20 @@ pub fn resolve(o: ProxyOptions, has_token: bool) -> Result<Option<ProxySettings>
         .transpose()?;
     let standby_reads = match o.standby_reads.as_deref().unwrap_or("forward") {
         "forward" => StandbyReads::Forward,
-        "local" => StandbyReads::Local,
+        "local" => {
+            return Err(
+                "standby_reads=\"local\" is not available in this form of proxy mode (a \
+                 standby passes every session to the active, whose replies are never stale); \
+                 use \"forward\""
+                    .into(),
+            )
+        }
         other => {
             return Err(format!(
                 "standby_reads={other:?} is not a mode; use \"forward\" (default) or \"local\""
             ))
         }
     };
-    let marker_db = o.marker_db.unwrap_or(15);
-    if marker_db > 15 {
-        return Err(format!(
-            "marker_db={marker_db} must be a database number from 0 to 15"
-        ));
-    }
     Ok(Some(ProxySettings {
         advertise_resp: o.advertise_resp.unwrap_or_else(|| resp_listen.to_string()),
         advertise_upstream: o.advertise_upstream.unwrap_or_else(|| upstream.clone()),
@@ -154,7 +152,6 @@ pub fn resolve(o: ProxyOptions, has_token: bool) -> Result<Option<ProxySettings>
         standby_reads,
         client_password,
         adopt_upstream_data: o.adopt_upstream_data.unwrap_or(false),
-        marker_db,
     }))
 }
 
@@ -178,7 +175,6 @@ mod tests {
         assert_eq!(p.advertise_upstream, "127.0.0.1:6379");
         assert_eq!(p.resp_listen.to_string(), "127.0.0.1:6380");
         assert_eq!(p.standby_reads, StandbyReads::Forward);
-        assert_eq!(p.marker_db, 15);
     }
 
     #[test]
@@ -204,6 +200,9 @@ mod tests {
         let mut o = opts("redis://127.0.0.1:6379");
         o.standby_reads = Some("sometimes".into());
         assert!(resolve(o, false).unwrap_err().contains("\"forward\""));
+        let mut o = opts("redis://127.0.0.1:6379");
+        o.standby_reads = Some("local".into());
+        assert!(resolve(o, false).unwrap_err().contains("not available"));
         let mut o = opts("redis://127.0.0.1:6379");
         o.resp_cpus = Some("1023".into());
         assert!(resolve(o, false).unwrap_err().contains("resp_cpus=1023"));

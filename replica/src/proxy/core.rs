@@ -1,101 +1,164 @@
 //! What a proxy-mode replica holds besides its node: the settings, the
-//! upstream machine (with the deadline index), the command table, whether
-//! the upstream must be resynced from the active's, and where the active's
-//! RESP port is (for forwarding).
+//! upstream's command table and limits, the stream machine, the feed, where
+//! the active's RESP port and upstream are, and the tasks of the current
+//! role (the tap while active; the client sessions of either role).
 
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use super::config::ProxySettings;
-use super::machine::{UpstreamAddr, UpstreamMachine};
-use super::mux::Mux;
+use super::entry::ReplId;
+use super::feed::Feed;
+use super::request::Request;
+use super::stream::StreamMachine;
 use super::table::CommandTable;
 
 /// A proxy-mode replica's shared parts.
 pub struct ProxyCore {
     pub settings: ProxySettings,
-    pub machine: Arc<UpstreamMachine>,
-    /// The shared, pipelined connection for reads, started by the first
-    /// session on the runtime that serves clients.
-    reads: std::sync::OnceLock<Mux>,
-    /// Read from the upstream at start.
+    /// The upstream's own command table (`COMMAND`), read at start.
     pub table: CommandTable,
-    /// Why the upstream must be filled from the active's (a full resync),
-    /// if it must; cleared by the resync.
-    resync: Mutex<Option<String>>,
+    /// Its `proto-max-bulk-len`: the largest argument a client may send.
+    max_bulk: u64,
+    pub machine: Arc<StreamMachine>,
+    pub feed: Arc<Feed>,
     /// The active's RESP address, learned in the replication handshake.
     active_resp: Mutex<Option<String>>,
-    /// A new replica: its first follow fills the upstream from the
-    /// active's (REPLICAOF) instead of replaying the whole log.
-    fresh: std::sync::atomic::AtomicBool,
+    /// Cancelled whenever the role changes: sessions of the old role end.
+    sessions: Mutex<CancellationToken>,
+    /// Stops the tap of the current term.
+    pub(super) tap: Mutex<Option<CancellationToken>>,
+    /// Where the logged stream ends: the tap continues from here.
+    pub(super) logged: Mutex<Option<(ReplId, u64)>>,
+    /// Why the upstream cannot be used now, if it cannot.
+    problem: Mutex<Option<String>>,
+    /// The epoch whose tap follows the upstream: sessions of that term may
+    /// use it.
+    ready: tokio::sync::watch::Sender<Option<proto_common::Epoch>>,
+    /// The feed's listener until the server takes it.
+    feed_listener: Mutex<Option<tokio::net::TcpListener>>,
 }
 
 impl ProxyCore {
     pub fn new(
         settings: ProxySettings,
-        machine: Arc<UpstreamMachine>,
         table: CommandTable,
-        resync: Option<String>,
-        fresh: bool,
+        max_bulk: u64,
+        machine: Arc<StreamMachine>,
+        feed: Arc<Feed>,
     ) -> ProxyCore {
         ProxyCore {
-            reads: std::sync::OnceLock::new(),
             settings,
-            machine,
             table,
-            resync: Mutex::new(resync),
+            max_bulk,
+            machine,
+            feed,
             active_resp: Mutex::new(None),
-            fresh: std::sync::atomic::AtomicBool::new(fresh),
+            sessions: Mutex::new(CancellationToken::new()),
+            tap: Mutex::new(None),
+            logged: Mutex::new(None),
+            problem: Mutex::new(None),
+            ready: tokio::sync::watch::channel(None).0,
+            feed_listener: Mutex::new(None),
         }
     }
 
-    /// Whether this replica is still new (nothing applied, never led).
-    pub fn is_fresh(&self) -> bool {
-        self.fresh.load(std::sync::atomic::Ordering::SeqCst)
-            && self.machine.shared_applied() == proto_common::Position::ZERO
+    pub(super) fn set_feed_listener(&self, l: tokio::net::TcpListener) {
+        *self.feed_listener.lock() = Some(l);
     }
 
-    /// It led, or was filled: no longer new.
-    pub fn not_fresh(&self) {
-        self.fresh.store(false, std::sync::atomic::Ordering::SeqCst);
+    /// The feed's listener, once (the server serves it).
+    pub fn take_feed_listener(&self) -> Option<tokio::net::TcpListener> {
+        self.feed_listener.lock().take()
     }
 
-    /// The shared connection for reads (started on first use, on the
-    /// calling runtime).
-    pub fn reads(&self) -> &Mux {
-        self.reads.get_or_init(|| Mux::start(self.upstream()))
+    pub(super) fn set_ready(&self, epoch: Option<proto_common::Epoch>) {
+        self.ready.send_replace(epoch);
     }
 
-    pub fn upstream(&self) -> UpstreamAddr {
-        UpstreamAddr::of(&self.settings)
+    /// Waits (at most `limit`) until the tap of `epoch` follows the
+    /// upstream: only then may a session of that term use it.
+    pub async fn ready(&self, epoch: proto_common::Epoch, limit: std::time::Duration) -> bool {
+        let mut ready = self.ready.subscribe();
+        let waited = tokio::time::timeout(limit, ready.wait_for(|e| *e == Some(epoch)))
+            .await
+            .map(|r| r.is_ok());
+        waited.unwrap_or(false)
     }
 
-    /// Why a full resync is due, if it is: decided at start or by a
-    /// refusal of the active, or seen by the apply loop (an upstream that
-    /// is not where the log left it).
-    pub fn needs_resync(&self) -> Option<String> {
-        self.resync
-            .lock()
-            .clone()
-            .or_else(|| self.machine.shared.diverged.lock().clone())
+    pub fn max_bulk(&self) -> u64 {
+        self.max_bulk
     }
 
-    pub fn require_resync(&self, why: String) {
-        tracing::warn!(reason = %why, "the upstream will be resynced from the active's");
-        *self.resync.lock() = Some(why);
+    /// Follows the committed stream offset (the reply gate's source).
+    pub fn committed_offset(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.machine.committed_offset()
     }
 
-    pub fn resynced(&self) {
-        *self.resync.lock() = None;
-        self.not_fresh();
-    }
-
-    pub fn set_active_resp(&self, addr: Option<String>) {
-        *self.active_resp.lock() = addr;
+    pub fn set_active(&self, resp: Option<String>, upstream: Option<String>) {
+        *self.active_resp.lock() = resp;
+        self.feed.set_active_upstream(upstream);
     }
 
     pub fn active_resp(&self) -> Option<String> {
         self.active_resp.lock().clone()
+    }
+
+    /// A token the sessions of the current role stop on.
+    pub fn session_scope(&self) -> CancellationToken {
+        self.sessions.lock().child_token()
+    }
+
+    /// Ends every session of the current role (the role changed: a client
+    /// reconnects and finds the new one).
+    pub fn end_sessions(&self) {
+        let mut s = self.sessions.lock();
+        s.cancel();
+        *s = CancellationToken::new();
+    }
+
+    /// Why the upstream cannot be used now, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .clone()
+            .or_else(|| crate::state_machine::StateMachine::problem(&*self.machine))
+    }
+
+    pub fn set_problem(&self, problem: Option<String>) {
+        if let Some(why) = &problem {
+            tracing::warn!(reason = %why, "the upstream cannot be used");
+        }
+        *self.problem.lock() = problem;
+    }
+
+    /// A connection of a client session's own to the upstream, logged in.
+    pub async fn session_upstream(&self) -> Result<TcpStream, String> {
+        let addr = &self.settings.upstream;
+        let mut stream =
+            tokio::time::timeout(std::time::Duration::from_secs(2), TcpStream::connect(addr))
+                .await
+                .map_err(|_| format!("connecting to {addr} timed out"))?
+                .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        if let Some(pw) = &self.settings.upstream_password {
+            stream
+                .write_all(&Request::new(["AUTH", pw.as_str()]).raw)
+                .await
+                .map_err(|e| format!("{addr}: {e}"))?;
+            let mut answer = [0u8; 5];
+            stream
+                .read_exact(&mut answer)
+                .await
+                .map_err(|e| format!("{addr}: {e}"))?;
+            if &answer != b"+OK\r\n" {
+                return Err(format!("{addr} refused the upstream password"));
+            }
+        }
+        Ok(stream)
     }
 }

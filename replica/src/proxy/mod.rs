@@ -1,55 +1,51 @@
-//! Proxy mode (DESIGN.md, "Proxy mode (first form)"):
-//! the replica fronts a standalone Redis-compatible server, its
-//! *upstream*, and serves Redis clients on a RESP port. Writes are made
-//! deterministic, logged, replicated and committed like any entry, then
-//! applied to every replica's upstream by its apply loop; reads are served
-//! by the upstream, which holds committed data only.
+//! Proxy mode (DESIGN.md, "Proxy mode"): the replica fronts a standalone
+//! Redis-compatible server, its *upstream*, and serves Redis clients on a
+//! RESP port. The log holds the upstream's own replication stream: the
+//! active reads it as a Redis replica of its upstream (the tap) and logs
+//! it; every reply to a client waits until the stream is committed up to
+//! the point that reply reveals (the gate); each standby's upstream is a
+//! Redis replica of its own replica process, fed committed entries only
+//! (the feed).
 //!
 //! - [`config`]: the proxy-mode settings.
-//! - [`resp`]: the RESP2 request decoder (with limits) and replies.
-//! - [`upstream`]: a connection to a Redis-compatible server.
-//! - [`table`]: the upstream's own command table (`COMMAND`).
-//! - [`rewrite`]: deterministic entries (relative expiries made absolute).
-//! - [`expiry`]: deadlines decided by the active, the deadline index.
-//! - [`machine`]: the upstream as a `StateMachine`: the apply loop and the
-//!   applied marker.
-//! - [`start`]: the checks at start and the recovery decision.
-//! - [`resync`]: a full resync through `REPLICAOF`.
-//! - [`core`]: what a proxy-mode replica shares.
-//! - [`mux`]: the one pipelined upstream connection all sessions read on.
-//! - [`client`], [`session`], [`dispatch`], [`info`]: one client
-//!   connection's state and its loop; what happens to each command;
-//!   `INFO` and `ROLE`.
-//! - [`server`]: the RESP listener and the active's expiry task.
+//! - [`request`], [`frame`]: client requests read with Redis's limits;
+//!   where a reply frame ends (RESP2 and RESP3).
+//! - [`upstream`], [`table`]: an administrative connection to the upstream;
+//!   its command table.
+//! - [`entry`], [`history`], [`stream`]: what a log entry holds; the
+//!   committed history of the stream (psync2's rule); the stream as a
+//!   state machine.
+//! - [`link`], [`tap`]: the replica's side of Redis's replication
+//!   protocol; the active's tap.
+//! - [`feed`], [`rdb`]: the master's side, served to a standby's own
+//!   upstream; RDB snapshots.
+//! - [`gate`], [`relay`]: the reply gate; one client's session.
+//! - [`core`], [`control`], [`start`]: what a proxy-mode replica shares;
+//!   what a role change does to the upstream; the checks at start.
+//! - [`server`]: the RESP listener.
 //!
-//! Deliberately left out: RESP3, client-side caching, scripts, `WATCH`,
-//! blocking commands and pub/sub (refused, each with the alternative),
-//! and compacting the log (the log is the only durable copy while the
-//! upstreams run without persistence).
+//! Deliberately left out: serving reads from a standby's own upstream
+//! (`standby_reads = "local"`), compacting the log (its RDB snapshots are
+//! kept but no segment is deleted yet), and pub/sub messages surviving a
+//! failover (as in Redis, they are not durable).
 
-pub mod client;
 pub mod config;
+pub mod control;
 pub mod core;
-pub mod dispatch;
 pub mod entry;
-pub mod expiry;
+pub mod feed;
 pub mod frame;
 pub mod gate;
 pub mod history;
-pub mod info;
 pub mod link;
-pub mod machine;
-pub mod mux;
 pub mod rdb;
+pub mod relay;
 pub mod request;
-pub mod resp;
-pub mod resync;
-pub mod rewrite;
 pub mod server;
-pub mod session;
 pub mod start;
 pub mod stream;
 pub mod table;
+pub mod tap;
 pub mod upstream;
 
 pub use config::ProxySettings;

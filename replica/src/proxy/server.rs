@@ -1,29 +1,19 @@
-//! The RESP listener, and the active's expiry task.
+//! The RESP listener.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use proto_common::cpus;
 use proto_common::tls::{log_handshake_failure, MaybeTls, Side};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::client::Session;
 use super::core::ProxyCore;
-use super::expiry::now_ms;
-use crate::command::{Command, Expire, RespEntry};
+use super::relay::Client;
 use crate::node::Node;
-use crate::repl::Replication;
-
-/// How often the active looks for deadlines that passed.
-const EXPIRE_EVERY: Duration = Duration::from_millis(100);
-/// Most expiries committed in one entry.
-const EXPIRE_BATCH: usize = 1000;
 
 /// Serves Redis clients on a thread of its own with a single-threaded
-/// runtime: every session and the shared upstream connection wake each
-/// other on one thread, with no cross-thread wake-ups on the path of each
-/// command.
+/// runtime: every session and its upstream connection wake each other on
+/// one thread, with no cross-thread wake-ups on the path of each command.
 ///
 /// The thread is pinned to `resp_cpus` first, if set; a pin that fails is
 /// an error, not a silent fallback. A read through the proxy passes three
@@ -39,7 +29,6 @@ const EXPIRE_BATCH: usize = 1000;
 pub fn spawn_on_own_thread(
     core: Arc<ProxyCore>,
     node: Arc<Node>,
-    repl: Arc<Replication>,
     listener: TcpListener,
     stop: CancellationToken,
 ) -> Result<(), String> {
@@ -63,7 +52,7 @@ pub fn spawn_on_own_thread(
             }
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(l) => serve(core, node, repl, l, stop).await,
+                    Ok(l) => serve(core, node, l, stop).await,
                     Err(e) => tracing::error!(error = %e, "cannot serve Redis clients"),
                 }
             })
@@ -75,11 +64,11 @@ pub fn spawn_on_own_thread(
     Ok(())
 }
 
-/// Accepts Redis clients until `stop`.
+/// Accepts Redis clients until `stop`. Each session ends with the role it
+/// started in (`ProxyCore::session_scope`).
 pub async fn serve(
     core: Arc<ProxyCore>,
     node: Arc<Node>,
-    repl: Arc<Replication>,
     listener: TcpListener,
     stop: CancellationToken,
 ) {
@@ -91,7 +80,8 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let session = Session::new(core.clone(), node.clone(), repl.clone(), peer);
+                let client = Client::new(core.clone(), node.clone(), peer);
+                let scope = core.session_scope();
                 let stop = stop.clone();
                 let tls = node.settings.tls.clone();
                 tokio::spawn(async move {
@@ -104,56 +94,11 @@ pub async fn serve(
                     };
                     tokio::select! {
                         _ = stop.cancelled() => {}
-                        _ = session.run(stream) => {}
+                        _ = client.serve(stream, scope) => {}
                     }
                 });
             }
             Err(e) => tracing::warn!(error = %e, "accepting a Redis client failed"),
-        }
-    }
-}
-
-/// On the active: commits an expiry for every key whose deadline passed
-/// (DESIGN.md, "Expiry"). Standbys only apply
-/// what the active logged.
-pub async fn expire_loop(core: Arc<ProxyCore>, node: Arc<Node>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(EXPIRE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let Ok(guard) = node.roles.reader(node.applied()) else {
-            continue;
-        };
-        if core.machine.problem().is_some() {
-            continue;
-        }
-        let due: Vec<Expire> = core
-            .machine
-            .shared
-            .index
-            .lock()
-            .due(now_ms(), EXPIRE_BATCH)
-            .into_iter()
-            .map(|(db, key, deadline_ms)| Expire {
-                db,
-                key,
-                deadline_ms,
-            })
-            .collect();
-        if due.is_empty() {
-            continue;
-        }
-        let n = due.len();
-        let entry = RespEntry {
-            multi: false,
-            expire: due,
-            cmds: Vec::new(),
-        };
-        if let Err(e) = node.write(&guard, Command::Resp(entry)).await {
-            tracing::debug!(error = %e, keys = n, "committing expiries failed; next round retries");
         }
     }
 }

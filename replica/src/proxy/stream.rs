@@ -136,7 +136,10 @@ fn rebuild(reader: &LogReader, upto: LogIndex) -> Result<(History, Position), St
     let mut at = reader.base();
     let mut cursor = Cursor::new(reader.clone(), reader.base().index.next());
     while cursor.index() <= upto {
-        match cursor.next().map_err(|e| format!("reading the log: {e}"))? {
+        match cursor
+            .read_next()
+            .map_err(|e| format!("reading the log: {e}"))?
+        {
             Next::Record(position, payload) => {
                 let command = Command::decode(&payload)
                     .map_err(|e| format!("log entry {position} cannot be decoded: {e}"))?;

@@ -37,6 +37,8 @@ pub struct Flags {
     pub blocking: bool,
     pub movablekeys: bool,
     pub no_multi: bool,
+    /// May write though not flagged `write` (scripts, functions, PUBLISH).
+    pub may_replicate: bool,
 }
 
 /// Every command the upstream knows.
@@ -184,6 +186,7 @@ fn parse_entry(frame: &BytesFrame) -> Result<CommandInfo, String> {
                 "pubsub" => flags.pubsub = true,
                 "blocking" => flags.blocking = true,
                 "movablekeys" => flags.movablekeys = true,
+                "may_replicate" => flags.may_replicate = true,
                 "no_multi" => flags.no_multi = true,
                 _ => {}
             }
@@ -210,7 +213,10 @@ fn parse_entry(frame: &BytesFrame) -> Result<CommandInfo, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::resp::bulk;
+
+    fn bulk(b: String) -> BytesFrame {
+        BytesFrame::BulkString(b.into())
+    }
 
     fn entry(name: &str, arity: i64, flags: &[&str], keys: (i64, i64, i64)) -> BytesFrame {
         BytesFrame::Array(vec![

@@ -1,7 +1,7 @@
-//! A connection to a Redis-compatible server: the local upstream (the
-//! apply loop's, and one per client connection for reads), or the active's
-//! RESP port (a standby forwarding). Requests and replies are RESP2 frames
-//! from the `redis-protocol` codec; every call has a deadline.
+//! An administrative connection to a Redis-compatible server (the local
+//! upstream: its checks at start, `REPLICAOF`, `INFO`). Requests and replies
+//! are RESP2 frames from the `redis-protocol` codec; every call has a
+//! deadline.
 
 use std::time::Duration;
 
@@ -12,8 +12,6 @@ use redis_protocol::codec::Resp2;
 use redis_protocol::resp2::types::BytesFrame;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
-
-use super::resp;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -72,7 +70,7 @@ impl Conn {
         I: IntoIterator<Item = B>,
         B: Into<Bytes>,
     {
-        let mut replies = self.pipeline(vec![resp::command(args)]).await?;
+        let mut replies = self.pipeline(vec![command(args)]).await?;
         Ok(replies.pop().expect("one reply per command"))
     }
 
@@ -103,6 +101,19 @@ impl Conn {
         .await
         .map_err(|_| format!("{addr} did not answer within {CALL_TIMEOUT:?}"))?
     }
+}
+
+/// A command frame: an array of bulk strings.
+pub fn command<I, B>(args: I) -> BytesFrame
+where
+    I: IntoIterator<Item = B>,
+    B: Into<Bytes>,
+{
+    BytesFrame::Array(
+        args.into_iter()
+            .map(|a| BytesFrame::BulkString(a.into()))
+            .collect(),
+    )
 }
 
 /// A bulk or simple string reply as text; `None` for anything else.

@@ -75,16 +75,6 @@ pub async fn cut_after(
             .set(node.node_state().quarantined_entries as i64);
         tracing::warn!(count, after = %after, "set a divergent tail aside in quarantine/");
     }
-    if let (Some(core), true) = (&node.proxy, after.index < node.applied().index) {
-        // The upstream applied entries that are cut: it cannot un-apply
-        // them, so it is filled again from the active's.
-        core.require_resync(format!(
-            "the upstream applied entries after {after} that the active {} does not have \
-             (async mode); they are in quarantine/",
-            active.node_id
-        ));
-        return Err("the upstream holds cut entries; resyncing it from the active's".into());
-    }
     if after.index < base.index {
         return rewind::discard_for_resync(node, after, &reason).await;
     }
@@ -101,7 +91,16 @@ pub async fn cut_after(
         .map_err(|_| "the group-commit thread stopped".to_string())?
         .map_err(|e| format!("truncating the log: {e}"))?;
     if after.index < node.applied().index {
-        rewind::rewind(node, after).await?;
+        match &node.proxy {
+            // The upstream was fed entries that are cut: the history is
+            // rebuilt to the cut, and the upstream, now ahead of it, is
+            // refilled at its next PSYNC.
+            Some(core) => {
+                node.commit.reset(after);
+                core.feed.drop_link();
+            }
+            None => rewind::rewind(node, after).await?,
+        }
     } else {
         node.commit.truncated(after).map_err(|e| e.to_string())?;
     }

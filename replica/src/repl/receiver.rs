@@ -171,18 +171,9 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
     }
     check_epoch(repl, epoch)?;
     if let Some(core) = &node.proxy {
-        core.set_active_resp(welcome.resp.clone());
-        if core.needs_resync().is_some() || core.is_fresh() {
-            let Some(upstream) = welcome.upstream.as_deref() else {
-                return Err(format!(
-                    "this replica's upstream must be filled from the active's, but {} did not \
-                     advertise an upstream (is it in proxy mode?)",
-                    active.node_id
-                ));
-            };
-            crate::proxy::resync::full_resync(node, core, upstream).await?;
-            return Err("full resync done; reconnecting to follow the log".into());
-        }
+        // Where this replica's sessions go, and where its upstream's full
+        // resyncs fetch an RDB.
+        core.set_active(welcome.resp.clone(), welcome.upstream.clone());
     }
     repl.set_connected(true);
     tracing::info!(active = %active.node_id, position = %last, "following the active");
@@ -190,19 +181,8 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
     let mut expected_prev = last;
     send_ack(repl, &mut writer).await?;
     let mut staged = Staged::default();
-    let mut upstream_check = tokio::time::interval(UPSTREAM_CHECK);
     loop {
-        let received = tokio::select! {
-            r = reader.next() => r,
-            _ = upstream_check.tick() => {
-                // Proxy mode: an upstream that lost its data is refilled
-                // from the active's at the next handshake.
-                if let Some(why) = node.proxy.as_ref().and_then(|p| p.needs_resync()) {
-                    return Err(format!("the upstream must be resynced ({why})"));
-                }
-                continue;
-            }
-        };
+        let received = reader.next().await;
         let mut next = match received {
             Some(Ok(env)) => Some(env),
             Some(Err(e)) => return Err(format!("unreadable frame, closing: {e}")),
@@ -232,12 +212,6 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
                     install_snapshot(repl, &mut reader, position, size).await?;
                     expected_prev = position;
                 }
-                Frame::Refuse(r) if r.code == proto_common::wire::RefuseCode::NeedsResync => {
-                    if let Some(core) = &node.proxy {
-                        core.require_resync(r.reason.clone());
-                    }
-                    return Err(format!("refused: {}", r.reason));
-                }
                 other => return Err(format!("unexpected {} frame from the active", other.name())),
             }
             if staged.bytes() >= FLUSH_BYTES {
@@ -256,10 +230,6 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
         flush(repl, &mut writer, &mut staged).await?;
     }
 }
-
-/// How often a following proxy-mode standby checks whether its upstream
-/// must be resynced.
-const UPSTREAM_CHECK: Duration = Duration::from_millis(500);
 
 /// How long the active may take with each handshake frame.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -155,6 +155,11 @@ impl Replication {
         self.node.commit.lead(term.clone(), sync);
         if self.node.roles.opened(epoch).is_some() {
             tracing::info!(epoch = %epoch, position = %pos, "promoted to active");
+            // Proxy mode: the upstream becomes a master and the tap starts,
+            // in the background; sessions wait for it.
+            if let (Some(core), Ok(guard)) = (&self.node.proxy, self.node.roles.writer()) {
+                core.begin_lead(self.node.clone(), guard);
+            }
         } else {
             tracing::warn!(epoch = %epoch, "the term ended while its epoch was opened");
         }
@@ -167,6 +172,9 @@ impl Replication {
     async fn demote(&self, term: &Arc<Term>, why: &str) {
         self.node.log_barrier().await;
         self.node.commit.stop_leading(term, why);
+        if let Some(core) = &self.node.proxy {
+            core.begin_follow(self.node.clone());
+        }
         self.new_scope();
         self.followers.clear();
         self.connected.store(false, Ordering::SeqCst);
@@ -178,6 +186,11 @@ impl Replication {
         let scope = self.new_scope();
         self.followers.clear();
         self.connected.store(false, Ordering::SeqCst);
+        if let Some(core) = &self.node.proxy {
+            // Sessions forwarded to the old active end; clients reconnect.
+            core.set_active(None, None);
+            core.end_sessions();
+        }
         tracing::info!(active = %active.node_id, epoch = %epoch, "following");
         self.spawn_receiver(active, scope)
     }

@@ -1,0 +1,383 @@
+//! The feed (DESIGN.md, "Proxy mode"): on a standby, the master side of
+//! Redis's replication protocol, served to this replica's own upstream only
+//! (it is `REPLICAOF` a loopback port of this process and authenticates with
+//! a secret the process set as its `masterauth`). It feeds committed
+//! entries only, in order, so the upstream's replication id and offset
+//! (`INFO replication`) are this replica's applied position.
+//!
+//! `PSYNC id offset+1` continues when the committed history allows it
+//! (`history.rs`); an upstream ahead of what is committed is told to try
+//! later (`-NOMASTERLINK`) until it is, or until the divergent tail it
+//! holds is cut, which makes it a stranger to the history; a stranger gets
+//! a full resync: an RDB fetched from the active's upstream when one is
+//! known, else the newest local snapshot, then the log from its offset.
+//! When the history's replication id changes (a promotion), the link is
+//! closed so the upstream reconnects and learns the new id (`+CONTINUE id`).
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use super::entry::{ReplId, StreamEntry};
+use super::history::Continuation;
+use super::rdb;
+use super::request::{Request, RequestDecoder};
+use super::stream::StreamMachine;
+use crate::command::Command;
+use crate::log::cursor::{Cursor, Next};
+
+/// The feed's shared state.
+pub struct Feed {
+    /// The loopback port the upstream replicates from.
+    pub port: u16,
+    /// The upstream's `masterauth`.
+    secret: String,
+    /// The active's upstream (`host:port`), where full resyncs fetch an RDB.
+    active_upstream: Mutex<Option<String>>,
+    /// The upstream's last acknowledged offset (`REPLCONF ACK`).
+    acked: tokio::sync::watch::Sender<u64>,
+    /// Cancelled to drop the upstream's link (this replica is promoted).
+    scope: Mutex<CancellationToken>,
+}
+
+/// Why a feed link ended.
+#[derive(Debug, thiserror::Error)]
+enum FeedError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl Feed {
+    /// Binds the feed's loopback listener; the upstream authenticates with
+    /// `secret`.
+    pub async fn bind(secret: String) -> std::io::Result<(Arc<Feed>, TcpListener)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let feed = Arc::new(Feed {
+            port,
+            secret,
+            active_upstream: Mutex::new(None),
+            acked: tokio::sync::watch::channel(0).0,
+            scope: Mutex::new(CancellationToken::new()),
+        });
+        Ok((feed, listener))
+    }
+
+    /// The `masterauth` the upstream must present.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    pub fn set_active_upstream(&self, addr: Option<String>) {
+        *self.active_upstream.lock() = addr;
+    }
+
+    /// Follows the upstream's acknowledged offset.
+    pub fn acked(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.acked.subscribe()
+    }
+
+    /// Drops the upstream's link now; it may reconnect (and is served
+    /// again) unless the upstream is made a master meanwhile.
+    pub fn drop_link(&self) {
+        let mut scope = self.scope.lock();
+        scope.cancel();
+        *scope = CancellationToken::new();
+    }
+
+    /// Serves the upstream's replication links until `stop`.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        machine: Arc<StreamMachine>,
+        settings: super::ProxySettings,
+        tls: Option<Arc<proto_common::tls::Tls>>,
+        data_dir: std::path::PathBuf,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            let Ok((stream, peer)) = accepted else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let feed = self.clone();
+            let machine = machine.clone();
+            let settings = settings.clone();
+            let tls = tls.clone();
+            let dir = data_dir.join("rdb");
+            let scope = self.scope.lock().child_token();
+            tokio::spawn(async move {
+                let link = Link {
+                    feed,
+                    machine,
+                    password: settings.upstream_password.clone(),
+                    tls,
+                    dir,
+                };
+                tokio::select! {
+                    _ = scope.cancelled() => {}
+                    r = link.serve(stream) => if let Err(e) = r {
+                        tracing::info!(peer = %peer, reason = %e, "feed: the upstream's link ended");
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// One link with the upstream.
+struct Link {
+    feed: Arc<Feed>,
+    machine: Arc<StreamMachine>,
+    /// The upstreams' shared password (to fetch an RDB from the active's).
+    password: Option<String>,
+    tls: Option<Arc<proto_common::tls::Tls>>,
+    dir: std::path::PathBuf,
+}
+
+impl Link {
+    async fn serve(self, stream: TcpStream) -> Result<(), FeedError> {
+        let (read, mut write) = stream.into_split();
+        let mut requests = FramedRead::new(read, RequestDecoder::new(1 << 20, true));
+        let mut authenticated = false;
+        // The handshake, up to PSYNC.
+        let (replid, offset) = loop {
+            let Some(req) = requests.next().await else {
+                return Ok(());
+            };
+            let req = req.map_err(|e| FeedError::Protocol(e.to_string()))?;
+            let answer: &[u8] = match req.name().as_str() {
+                "ping" => b"+PONG\r\n",
+                "auth" => {
+                    let given = req.argv.last().cloned().unwrap_or_default();
+                    authenticated =
+                        proto_common::auth::constant_time_eq(&given, self.feed.secret.as_bytes());
+                    if authenticated {
+                        b"+OK\r\n"
+                    } else {
+                        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+                    }
+                }
+                _ if !authenticated => b"-NOAUTH Authentication required.\r\n",
+                "replconf" => b"+OK\r\n",
+                "psync" => break psync_args(&req),
+                "sync" => break (None, 0),
+                _ => b"-ERR this port serves only the replication of this replica's upstream\r\n",
+            };
+            write.write_all(answer).await?;
+        };
+        let (mut index, mut sent, current) =
+            match self.machine.continuation(replid.as_ref(), offset) {
+                Continuation::From { index, current } => {
+                    write
+                        .write_all(format!("+CONTINUE {current}\r\n").as_bytes())
+                        .await?;
+                    tracing::info!(offset, replid = %current, "feed: the upstream continues");
+                    (index, offset, current)
+                }
+                Continuation::NotYetCommitted => {
+                    write
+                        .write_all(b"-NOMASTERLINK the upstream is ahead of what is committed\r\n")
+                        .await?;
+                    return Ok(());
+                }
+                Continuation::FullResync(why) => {
+                    tracing::info!(reason = %why, "feed: the upstream needs a full resync");
+                    match self.full_resync(&mut write).await? {
+                        Some(start) => start,
+                        None => {
+                            write
+                                .write_all(b"-NOMASTERLINK no RDB of the stream can be had yet\r\n")
+                                .await?;
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+        // Acknowledgements come back on the same socket.
+        let acked = self.feed.acked.clone();
+        let acks = tokio::spawn(async move {
+            while let Some(Ok(req)) = requests.next().await {
+                if req.name() == "replconf" && req.arg_is(1, "ack") {
+                    if let Some(o) = req
+                        .argv
+                        .get(2)
+                        .and_then(|a| std::str::from_utf8(a).ok()?.parse::<u64>().ok())
+                    {
+                        acked.send_replace(o);
+                    }
+                }
+            }
+        });
+        let result = self
+            .stream(&mut write, &mut index, &mut sent, &current)
+            .await;
+        acks.abort();
+        result
+    }
+
+    /// Sends `+FULLRESYNC` and an RDB: fetched from the active's upstream,
+    /// else the newest local snapshot. Returns where streaming starts.
+    async fn full_resync(
+        &self,
+        write: &mut tokio::net::tcp::OwnedWriteHalf,
+    ) -> Result<Option<(proto_common::LogIndex, u64, ReplId)>, FeedError> {
+        let active = self.feed.active_upstream.lock().clone();
+        let snapshot = match active {
+            Some(addr) => {
+                match rdb::fetch(
+                    &addr,
+                    self.password.as_deref(),
+                    self.tls.as_deref(),
+                    &self.dir,
+                )
+                .await
+                {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(from = %addr, error = %e, "feed: fetching an RDB failed");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let snapshot = match snapshot {
+            Some(s) => s,
+            None => match rdb::newest(&self.dir)? {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+        };
+        // The stream after the snapshot must be (or become) our history.
+        let start = loop {
+            match self
+                .machine
+                .continuation(Some(&snapshot.replid), snapshot.offset)
+            {
+                Continuation::From { index, current } => break (index, snapshot.offset, current),
+                Continuation::NotYetCommitted => {
+                    let mut c = self.machine.committed_offset();
+                    let _ = c.wait_for(|o| *o >= snapshot.offset).await;
+                }
+                Continuation::FullResync(why) => {
+                    tracing::warn!(reason = %why, replid = %snapshot.replid, offset = snapshot.offset,
+                        "feed: the RDB is not on this replica's history yet");
+                    return Ok(None);
+                }
+            }
+        };
+        write
+            .write_all(
+                format!(
+                    "+FULLRESYNC {} {}\r\n${}\r\n",
+                    snapshot.replid, snapshot.offset, snapshot.len
+                )
+                .as_bytes(),
+            )
+            .await?;
+        let mut file = tokio::fs::File::open(&snapshot.path).await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = snapshot.len;
+        while left > 0 {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Err(FeedError::Protocol(format!(
+                    "the snapshot {} ended early",
+                    snapshot.path.display()
+                )));
+            }
+            let n = (n as u64).min(left) as usize;
+            write.write_all(&buf[..n]).await?;
+            left -= n as u64;
+        }
+        tracing::info!(replid = %snapshot.replid, offset = snapshot.offset, bytes = snapshot.len,
+            "feed: full resync of the upstream sent");
+        Ok(Some(start))
+    }
+
+    /// Streams committed entries from `index`, the upstream being at `sent`.
+    async fn stream(
+        &self,
+        write: &mut tokio::net::tcp::OwnedWriteHalf,
+        index: &mut proto_common::LogIndex,
+        sent: &mut u64,
+        current: &ReplId,
+    ) -> Result<(), FeedError> {
+        let mut committed = self.machine.committed_offset();
+        let mut cursor = Cursor::new(self.machine.reader().clone(), *index);
+        loop {
+            let upto = *committed.borrow_and_update();
+            while *sent < upto {
+                let (position, payload) = match cursor.read_next()? {
+                    Next::Record(p, b) => (p, b),
+                    Next::End => break,
+                    Next::Compacted => {
+                        return Err(FeedError::Protocol(format!(
+                            "log entry {} was compacted away",
+                            cursor.index()
+                        )))
+                    }
+                };
+                let entry = match Command::decode(&payload) {
+                    Ok(Command::Stream(e)) => e,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        return Err(FeedError::Protocol(format!("log entry {position}: {e}")))
+                    }
+                };
+                match entry {
+                    StreamEntry::Chunk { from, bytes } => {
+                        let end = from + bytes.len() as u64;
+                        if end <= *sent {
+                            continue;
+                        }
+                        let skip = sent.saturating_sub(from) as usize;
+                        write.write_all(&bytes[skip..]).await?;
+                        *sent = end;
+                    }
+                    StreamEntry::Begin { replid, .. } if replid != *current => {
+                        // The upstream must learn the new id: reconnect.
+                        tracing::info!(replid = %replid, offset = *sent,
+                            "feed: the stream's id changed; the upstream reconnects");
+                        return Ok(());
+                    }
+                    StreamEntry::Begin { .. } => {}
+                }
+                *index = position.index.next();
+            }
+            if committed.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `PSYNC id offset+1` as (`Some(id)` unless `?`, the upstream's offset).
+fn psync_args(req: &Request) -> (Option<ReplId>, u64) {
+    let id = req
+        .argv
+        .get(1)
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .and_then(ReplId::parse);
+    let next = req
+        .argv
+        .get(2)
+        .and_then(|a| std::str::from_utf8(a).ok()?.parse::<i64>().ok())
+        .unwrap_or(-1);
+    match id {
+        Some(id) if next >= 1 => (Some(id), next as u64 - 1),
+        _ => (None, 0),
+    }
+}

@@ -1,0 +1,1069 @@
+//! One Redis client's session (DESIGN.md, "Proxy mode"). On the active,
+//! the session has an upstream connection of its own, so everything Redis
+//! keeps per connection (`SELECT`, `MULTI`/`WATCH`, blocking commands,
+//! `SUBSCRIBE`, `CLIENT` settings, RESP3 after `HELLO 3`) is Redis's own.
+//! The client's requests go to it as they came; its replies come back as
+//! the bytes Redis wrote, each held by the reply gate until the stream is
+//! committed up to the offset a `ROLE` pipelined behind the command
+//! reported (one `ROLE` closes a pipelined batch).
+//!
+//! Kept here: credentials (`AUTH`, `HELLO … AUTH`: the cluster token, the
+//! client tokens, the client password; the read-only token runs only what
+//! Redis does not flag as writing), and the refusals of what would break
+//! the arrangement. On a standby the session is passed, byte for byte, to
+//! the active's RESP port, marked as forwarded; a replica that receives a
+//! forwarded session and is not the active refuses it at once (no second
+//! hop).
+//!
+//! Two tasks per session on the active: the requests' (client → upstream,
+//! and a *slot* per request saying what reply to expect) and the replies'
+//! (upstream → gate → client, in slot order). Modes the requests' side
+//! tracks, to know when a `ROLE` may be sent and what comes back: inside
+//! `MULTI` (no `ROLE` until `EXEC`), `CLIENT REPLY OFF|SKIP` (no reply),
+//! RESP2 subscribed (frames pass as they come; leaving it is confirmed by a
+//! `PING` barrier), RESP3 (push frames pass as they come).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use proto_common::auth::{constant_time_eq, Grant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+
+use super::core::ProxyCore;
+use super::frame::{self, Scan};
+use super::gate::ReplyGate;
+use super::request::{Request, RequestDecoder, RequestError};
+use super::table::Lookup;
+use crate::node::Node;
+use crate::role::ActiveGuard;
+
+/// Slots in flight per session before the requests' side waits.
+const MAX_SLOTS: usize = 4096;
+/// Longest a new session on the active waits for the upstream to be ready.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// The command a standby opens a forwarded session with.
+pub const FORWARDED: &str = "UNDERSTUDY";
+
+/// What the replies' side must do for one request, in order.
+#[derive(Debug)]
+enum Slot {
+    /// Answer this, in turn.
+    Local(Bytes),
+    /// The upstream's next reply; `gated`: held until the next `Role`.
+    Reply { gated: bool, write: bool },
+    /// The `ROLE` that closes a batch: release what it covers.
+    Role,
+    /// A reply whose bytes the requests' side needs (mode changes).
+    Watch(oneshot::Sender<Bytes>),
+    /// RESP2 subscribed mode begins: frames pass as they come.
+    Subscribed,
+    /// The `PING` barrier behind an unsubscribe: says whether the
+    /// connection is still subscribed.
+    Barrier(Bytes, oneshot::Sender<bool>),
+    /// Close once everything before is written (after `QUIT`).
+    Close,
+}
+
+/// Session-level state both sides agree on.
+struct Modes {
+    protocol: u8,
+    in_multi: bool,
+    /// A command was refused here while queueing: `EXEC` aborts.
+    multi_refused: bool,
+    subscribed: bool,
+    /// `CLIENT REPLY OFF` (true) or `SKIP` pending for the next command.
+    reply_off: bool,
+    skip_next: bool,
+}
+
+/// What a client may do, and who it is.
+pub struct Client {
+    pub core: Arc<ProxyCore>,
+    pub node: Arc<Node>,
+    pub peer: SocketAddr,
+    grant: Option<Grant>,
+    /// The session came from a standby (it is never forwarded again).
+    forwarded: bool,
+}
+
+impl Client {
+    pub fn new(core: Arc<ProxyCore>, node: Arc<Node>, peer: SocketAddr) -> Client {
+        let grant = open_grant(&core, &node);
+        Client {
+            core,
+            node,
+            peer,
+            grant,
+            forwarded: false,
+        }
+    }
+
+    /// Serves the session until the client leaves, the role changes, or
+    /// `stop`.
+    pub async fn serve<S>(self, stream: S, stop: CancellationToken)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (mut read, write) = tokio::io::split(stream);
+        let mut write = BufWriter::new(write);
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut decoder = RequestDecoder::new(self.core.max_bulk(), self.grant.is_some());
+        // Until the first command, the session does not know whether it is
+        // a forwarded one: read it first.
+        let first = match next_request(&mut read, &mut buf, &mut decoder).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => return protocol_error(&mut write, e).await,
+        };
+        let mut client = self;
+        let mut pending = vec![first];
+        if pending[0].arg_is(0, FORWARDED) {
+            let marker = pending.remove(0);
+            match client.accept_forwarded(&marker) {
+                Ok(()) => decoder.authenticated = client.grant.is_some(),
+                Err(why) => {
+                    let _ = write.write_all(&error(&why)).await;
+                    let _ = write.flush().await;
+                    return;
+                }
+            }
+        }
+        match client.node.roles.writer() {
+            Ok(guard) => {
+                client
+                    .active(guard, read, write, buf, decoder, pending, stop)
+                    .await
+            }
+            Err(e) if e.is_standby() && !client.forwarded => {
+                client.forward(read, write, buf, pending, stop).await
+            }
+            Err(e) => {
+                let why = if client.forwarded {
+                    format!(
+                        "TRYAGAIN this replica received a forwarded session but is not the active \
+                         ({e}); retry"
+                    )
+                } else {
+                    format!("TRYAGAIN {e}")
+                };
+                let _ = write.write_all(&error(&why)).await;
+                let _ = write.flush().await;
+            }
+        }
+    }
+
+    /// `UNDERSTUDY FORWARDED <cluster token>`: a standby passing a client's
+    /// session on. The client authenticates anew, here.
+    fn accept_forwarded(&mut self, marker: &Request) -> Result<(), String> {
+        let token = marker.argv.get(2).cloned().unwrap_or_default();
+        let ok = marker.arg_is(1, "FORWARDED")
+            && match &self.node.settings.token {
+                Some(t) => t.matches(&token),
+                None => true,
+            };
+        if !ok {
+            return Err("ERR this command is for understudy replicas only".into());
+        }
+        self.forwarded = true;
+        self.grant = open_grant(&self.core, &self.node);
+        Ok(())
+    }
+
+    /// The active's session: requests to the upstream, replies through the
+    /// gate.
+    #[allow(clippy::too_many_arguments)] // the session's halves, handed over once
+    async fn active<R, W>(
+        mut self,
+        guard: ActiveGuard,
+        mut read: R,
+        write: BufWriter<W>,
+        mut buf: BytesMut,
+        mut decoder: RequestDecoder,
+        mut pending: Vec<Request>,
+        stop: CancellationToken,
+    ) where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        // The tap of this term must follow the upstream first (a promotion
+        // makes it a master and starts the tap in the background).
+        if !self.core.ready(guard.epoch(), READY_WAIT).await {
+            let mut write = write;
+            let _ = write
+                .write_all(&error(
+                    "TRYAGAIN this replica became the active and its upstream is not ready yet; \
+                     retry in a moment",
+                ))
+                .await;
+            let _ = write.flush().await;
+            return;
+        }
+        let upstream = match self.core.session_upstream().await {
+            Ok(u) => u,
+            Err(e) => {
+                let mut write = write;
+                let _ = write
+                    .write_all(&error(&format!(
+                        "TRYAGAIN this replica's upstream cannot be reached: {e}"
+                    )))
+                    .await;
+                let _ = write.flush().await;
+                return;
+            }
+        };
+        let (up_read, up_write) = upstream.into_split();
+        let mut up_write = BufWriter::new(up_write);
+        let (slots, slot_rx) = mpsc::channel(MAX_SLOTS);
+        let gate = ReplyGate::new(self.core.committed_offset());
+        let done = stop.child_token();
+        let replies = tokio::spawn(replies(
+            slot_rx,
+            up_read,
+            write,
+            gate,
+            guard,
+            self.core.max_bulk(),
+            done.clone(),
+        ));
+        let mut modes = Modes {
+            protocol: 2,
+            in_multi: false,
+            multi_refused: false,
+            subscribed: false,
+            reply_off: false,
+            skip_next: false,
+        };
+        // Gated replies sent since the last ROLE.
+        let mut open_batch = false;
+        'session: loop {
+            if pending.is_empty() {
+                // The batch is read: close it, send, then wait for more.
+                if open_batch {
+                    if send(&mut up_write, &role_request()).await.is_err()
+                        || slots.send(Slot::Role).await.is_err()
+                    {
+                        break;
+                    }
+                    open_batch = false;
+                }
+                if up_write.flush().await.is_err() {
+                    break;
+                }
+                let got = tokio::select! {
+                    _ = done.cancelled() => break,
+                    r = next_request(&mut read, &mut buf, &mut decoder) => r,
+                };
+                match got {
+                    Ok(Some(r)) => pending.push(r),
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = slots.send(Slot::Local(protocol_reply(&e))).await;
+                        let _ = slots.send(Slot::Close).await;
+                        break;
+                    }
+                }
+                // Everything else already buffered joins the batch.
+                while let Ok(Some(r)) = decoder.decode(&mut buf) {
+                    pending.push(r);
+                }
+            }
+            for req in std::mem::take(&mut pending) {
+                let step = self
+                    .step(&req, &mut modes, &mut open_batch, &mut up_write, &slots)
+                    .await;
+                decoder.authenticated = self.grant.is_some();
+                match step {
+                    Ok(true) => {}
+                    Ok(false) | Err(_) => break 'session,
+                }
+            }
+        }
+        drop(slots);
+        let _ = up_write.flush().await;
+        let _ = replies.await;
+    }
+
+    /// Handles one request on the active. `Ok(false)`: the session ends.
+    async fn step<W: AsyncWrite + Unpin>(
+        &mut self,
+        req: &Request,
+        modes: &mut Modes,
+        open_batch: &mut bool,
+        up: &mut BufWriter<W>,
+        slots: &mpsc::Sender<Slot>,
+    ) -> Result<bool, Closed> {
+        let name = req.name();
+        let local = |b: Bytes| Slot::Local(b);
+        // Credentials and refusals: answered here, in turn.
+        if name == "quit" {
+            slots.send(local(Bytes::from_static(b"+OK\r\n"))).await?;
+            slots.send(Slot::Close).await?;
+            return Ok(false);
+        }
+        if name == "auth" {
+            let reply = self.auth(req);
+            slots.send(local(reply)).await?;
+            return Ok(true);
+        }
+        if self.grant.is_none() && name != "hello" {
+            slots
+                .send(local(error("NOAUTH Authentication required.")))
+                .await?;
+            return Ok(true);
+        }
+        if let Some(why) = self.refusal(req, &name) {
+            if modes.in_multi {
+                modes.multi_refused = true;
+            }
+            slots.send(local(error(&why))).await?;
+            return Ok(true);
+        }
+        // In RESP2 subscribed mode frames pass as they come; leaving it is
+        // confirmed by a PING barrier before anything else is sent.
+        if modes.subscribed {
+            send(up, &req.raw).await?;
+            if matches!(
+                name.as_str(),
+                "unsubscribe" | "punsubscribe" | "sunsubscribe" | "reset"
+            ) {
+                let nonce = Bytes::from(format!(
+                    "understudy-barrier-{}",
+                    hex::encode(proto_common::auth::new_nonce())
+                ));
+                send(up, &Request::new([&b"PING"[..], &nonce]).raw).await?;
+                up.flush().await.map_err(|_| Closed)?;
+                let (tx, rx) = oneshot::channel();
+                slots.send(Slot::Barrier(nonce, tx)).await?;
+                modes.subscribed = rx.await.map_err(|_| Closed)?;
+                if name == "reset" {
+                    *modes = Modes::reset();
+                    self.grant = open_grant(&self.core, &self.node);
+                }
+            }
+            if name == "quit" {
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        // Commands that change what comes back: the batch is closed first,
+        // and the reply is read before anything else is sent.
+        let changes_mode = matches!(name.as_str(), "hello" | "reset")
+            || (name == "client" && req.arg_is(1, "reply"))
+            || (modes.protocol == 2 && is_subscribe(&name));
+        if changes_mode && *open_batch {
+            send(up, &role_request()).await?;
+            slots.send(Slot::Role).await?;
+            *open_batch = false;
+        }
+        match name.as_str() {
+            "hello" => return self.hello(req, modes, up, slots).await,
+            "reset" => {
+                send(up, &req.raw).await?;
+                up.flush().await.map_err(|_| Closed)?;
+                let (tx, rx) = oneshot::channel();
+                slots.send(Slot::Watch(tx)).await?;
+                let _ = rx.await;
+                *modes = Modes::reset();
+                self.grant = open_grant(&self.core, &self.node);
+                return Ok(true);
+            }
+            "client" if req.arg_is(1, "reply") => {
+                send(up, &req.raw).await?;
+                if req.arg_is(2, "on") {
+                    modes.reply_off = false;
+                    slots
+                        .send(Slot::Reply {
+                            gated: false,
+                            write: false,
+                        })
+                        .await?;
+                } else if req.arg_is(2, "off") {
+                    modes.reply_off = true;
+                } else if req.arg_is(2, "skip") {
+                    modes.skip_next = true;
+                } else {
+                    slots
+                        .send(Slot::Reply {
+                            gated: false,
+                            write: false,
+                        })
+                        .await?;
+                }
+                return Ok(true);
+            }
+            _ => {}
+        }
+        if modes.protocol == 2 && is_subscribe(&name) {
+            send(up, &req.raw).await?;
+            slots.send(Slot::Subscribed).await?;
+            modes.subscribed = true;
+            return Ok(true);
+        }
+        let write = self.may_write(req);
+        send(up, &req.raw).await?;
+        // What comes back, and whether a ROLE may follow.
+        let silent = modes.reply_off
+            || std::mem::take(&mut modes.skip_next)
+            || (modes.protocol == 3 && (is_subscribe(&name) || is_unsubscribe(&name)));
+        if silent {
+            return Ok(true);
+        }
+        if modes.in_multi {
+            match name.as_str() {
+                "exec" | "discard" => {
+                    modes.in_multi = false;
+                    let aborted = std::mem::take(&mut modes.multi_refused);
+                    if aborted && name == "exec" {
+                        // Refused here while queueing: Redis would abort.
+                        slots
+                            .send(Slot::Reply {
+                                gated: true,
+                                write: true,
+                            })
+                            .await?;
+                        *open_batch = true;
+                        return Ok(true);
+                    }
+                    slots.send(Slot::Reply { gated: true, write }).await?;
+                    *open_batch = true;
+                }
+                "multi" => {
+                    slots
+                        .send(Slot::Reply {
+                            gated: false,
+                            write: false,
+                        })
+                        .await?
+                }
+                _ => {
+                    slots
+                        .send(Slot::Reply {
+                            gated: false,
+                            write: false,
+                        })
+                        .await?
+                }
+            }
+            return Ok(true);
+        }
+        if name == "multi" {
+            if *open_batch {
+                send(up, &role_request()).await?;
+                slots.send(Slot::Role).await?;
+                *open_batch = false;
+            }
+            // Known from the reply: MULTI may be refused.
+            up.flush().await.map_err(|_| Closed)?;
+            let (tx, rx) = oneshot::channel();
+            slots.send(Slot::Watch(tx)).await?;
+            let reply = rx.await.map_err(|_| Closed)?;
+            modes.in_multi = reply.starts_with(b"+");
+            modes.multi_refused = false;
+            return Ok(true);
+        }
+        slots.send(Slot::Reply { gated: true, write }).await?;
+        *open_batch = true;
+        Ok(true)
+    }
+
+    /// `HELLO [ver [AUTH user pass] [SETNAME name]]`: credentials here, the
+    /// rest to the upstream (which switches the connection's protocol).
+    async fn hello<W: AsyncWrite + Unpin>(
+        &mut self,
+        req: &Request,
+        modes: &mut Modes,
+        up: &mut BufWriter<W>,
+        slots: &mpsc::Sender<Slot>,
+    ) -> Result<bool, Closed> {
+        let mut upstream_args: Vec<Bytes> = vec![Bytes::from_static(b"HELLO")];
+        if let Some(v) = req.argv.get(1) {
+            upstream_args.push(v.clone());
+        }
+        let mut i = 2;
+        while i < req.argv.len() {
+            if req.arg_is(i, "auth") && i + 2 < req.argv.len() {
+                match self.password_grant(&req.argv[i + 2]) {
+                    Some(g) => self.grant = Some(g),
+                    None => {
+                        self.rejected("HELLO AUTH");
+                        slots
+                            .send(Slot::Local(error(
+                                "WRONGPASS invalid username-password pair or user is disabled.",
+                            )))
+                            .await?;
+                        return Ok(true);
+                    }
+                }
+                i += 3;
+            } else if req.arg_is(i, "setname") && i + 1 < req.argv.len() {
+                upstream_args.push(req.argv[i].clone());
+                upstream_args.push(req.argv[i + 1].clone());
+                i += 2;
+            } else {
+                upstream_args.extend(req.argv[i..].iter().cloned());
+                break;
+            }
+        }
+        if self.grant.is_none() {
+            slots.send(Slot::Local(error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"))).await?;
+            return Ok(true);
+        }
+        send(up, &Request::new(upstream_args).raw).await?;
+        up.flush().await.map_err(|_| Closed)?;
+        let (tx, rx) = oneshot::channel();
+        slots.send(Slot::Watch(tx)).await?;
+        let reply = rx.await.map_err(|_| Closed)?;
+        if !reply.starts_with(b"-") {
+            if let Some(v) = req.argv.get(1) {
+                modes.protocol = if v.as_ref() == b"3" { 3 } else { 2 };
+            }
+        }
+        Ok(true)
+    }
+
+    /// Why this command is not run, if it is not (DESIGN.md, "Proxy mode":
+    /// only what would break the arrangement, and what the client's
+    /// credential does not allow).
+    fn refusal(&self, req: &Request, name: &str) -> Option<String> {
+        let why = |what: &str, reason: &str| {
+            Some(format!(
+                "ERR {what} is not allowed through understudy: {reason}"
+            ))
+        };
+        let replication = "the upstream's replication and persistence are understudy's to \
+                           control (it keeps every replica's upstream in step); run it on the \
+                           redis-server directly if you must";
+        match name {
+            "replicaof" | "slaveof" | "failover" | "sync" | "psync" => {
+                return why(&name.to_uppercase(), replication)
+            }
+            "shutdown" => {
+                return why(
+                    "SHUTDOWN",
+                    "stopping the upstream is a failure of this replica; stop the replica and \
+                     its redis-server instead",
+                )
+            }
+            "debug" => {
+                return why(
+                    "DEBUG",
+                    "it can change the upstream's data or replication behind understudy's back",
+                )
+            }
+            "monitor" => {
+                return why(
+                    "MONITOR",
+                    "it shows commands before their effects are committed",
+                )
+            }
+            "config" if req.arg_is(1, "set") && config_set_refused(req) => {
+                return why("CONFIG SET of this setting", replication)
+            }
+            _ => {}
+        }
+        if self.grant == Some(Grant::ReadOnly) && self.may_write(req) {
+            return Some(
+                "NOPERM this connection authenticated with the read-only client token, which \
+                 runs only commands Redis flags read-only; AUTH with the read-write client \
+                 token to run it"
+                    .into(),
+            );
+        }
+        None
+    }
+
+    /// Whether the command may change data (Redis flags it `write`,
+    /// `may_replicate` or `admin`), or the table does not know it.
+    fn may_write(&self, req: &Request) -> bool {
+        match self.core.table.lookup(&req.argv) {
+            Lookup::Found(info) => info.flags.write || info.flags.may_replicate || info.flags.admin,
+            Lookup::Invalid(_) => false,
+        }
+    }
+
+    /// `AUTH [user] password`.
+    fn auth(&mut self, req: &Request) -> Bytes {
+        let password = match req.argv.len() {
+            2 => &req.argv[1],
+            3 => &req.argv[2],
+            _ => return error("ERR wrong number of arguments for 'auth' command"),
+        };
+        if let Some(grant) = self.password_grant(password) {
+            self.grant = Some(grant);
+            Bytes::from_static(b"+OK\r\n")
+        } else if !self.node.settings.access.required()
+            && self.core.settings.client_password.is_none()
+        {
+            error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+        } else {
+            self.rejected("AUTH");
+            error("WRONGPASS invalid username-password pair or user is disabled.")
+        }
+    }
+
+    /// What a password allows: the cluster token, the read-write client
+    /// token and the client password everything, the read-only token reads.
+    fn password_grant(&self, given: &[u8]) -> Option<Grant> {
+        let client = self
+            .core
+            .settings
+            .client_password
+            .as_ref()
+            .is_some_and(|p| constant_time_eq(given, p.as_bytes()));
+        if client {
+            return Some(Grant::ReadWrite);
+        }
+        self.node.settings.access.grant(given)
+    }
+
+    fn rejected(&self, what: &str) {
+        self.node.metrics.credential_rejected(
+            "resp",
+            Some(self.peer),
+            what,
+            "a Redis client sent a wrong password",
+        );
+    }
+
+    /// A standby's session: everything to the active, marked forwarded, and
+    /// the active's bytes back.
+    async fn forward<R, W>(
+        self,
+        mut read: R,
+        mut write: BufWriter<W>,
+        buf: BytesMut,
+        pending: Vec<Request>,
+        stop: CancellationToken,
+    ) where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let Some(addr) = self.core.active_resp() else {
+            let why = self
+                .node
+                .role()
+                .not_writable()
+                .unwrap_or_else(|| "this replica is not the active".into());
+            let _ = write
+                .write_all(&error(&format!(
+                    "TRYAGAIN {why}; no active is known right now — retry shortly"
+                )))
+                .await;
+            let _ = write.flush().await;
+            return;
+        };
+        let tls = self.node.settings.tls.clone();
+        let upstream = match proto_common::tls::connect(
+            &addr,
+            tls.as_deref(),
+            std::time::Duration::from_secs(2),
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = write
+                    .write_all(&error(&format!(
+                        "TRYAGAIN the active at {addr} cannot be reached ({e}); retry"
+                    )))
+                    .await;
+                let _ = write.flush().await;
+                return;
+            }
+        };
+        let (mut up_read, mut up_write) = tokio::io::split(upstream);
+        let token = self
+            .node
+            .settings
+            .token
+            .as_ref()
+            .map(|t| t.secret().to_string())
+            .unwrap_or_default();
+        let mut opening = Request::new([FORWARDED, "FORWARDED", &token]).raw.to_vec();
+        for r in &pending {
+            opening.extend_from_slice(&r.raw);
+        }
+        opening.extend_from_slice(&buf);
+        if up_write.write_all(&opening).await.is_err() {
+            return;
+        }
+        let mut write = write.into_inner();
+        let to_active = async {
+            let _ = tokio::io::copy(&mut read, &mut up_write).await;
+            let _ = up_write.shutdown().await;
+        };
+        let to_client = async {
+            let _ = tokio::io::copy(&mut up_read, &mut write).await;
+            let _ = write.shutdown().await;
+        };
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = async { tokio::join!(to_active, to_client) } => {}
+        }
+    }
+}
+
+impl Modes {
+    fn reset() -> Modes {
+        Modes {
+            protocol: 2,
+            in_multi: false,
+            multi_refused: false,
+            subscribed: false,
+            reply_off: false,
+            skip_next: false,
+        }
+    }
+}
+
+/// The replies' side of an active session.
+async fn replies<U, W>(
+    mut slots: mpsc::Receiver<Slot>,
+    mut upstream: U,
+    mut client: BufWriter<W>,
+    mut gate: ReplyGate,
+    guard: ActiveGuard,
+    max_bulk: u64,
+    done: CancellationToken,
+) where
+    U: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut frames = Frames {
+        buf: BytesMut::with_capacity(16 * 1024),
+        max_bulk,
+    };
+    // Replies held until the next ROLE releases them (and whether each
+    // may have written, for the error if it cannot be released).
+    let mut held: Vec<(Bytes, bool)> = Vec::new();
+    let result: Result<(), Closed> = async {
+        loop {
+            if held.is_empty() && frames.buf.is_empty() {
+                client.flush().await.map_err(|_| Closed)?;
+            }
+            let slot = tokio::select! {
+                s = slots.recv() => match s { Some(s) => s, None => return Ok(()) },
+                // Push frames (RESP3) arrive between replies.
+                f = frames.next(&mut upstream), if frames.buf.is_empty() => {
+                    let f = f?;
+                    if f.first() == Some(&b'>') {
+                        client.write_all(&f).await.map_err(|_| Closed)?;
+                        continue;
+                    }
+                    return Err(Closed);
+                }
+            };
+            match slot {
+                Slot::Local(bytes) => {
+                    if held.is_empty() {
+                        client.write_all(&bytes).await.map_err(|_| Closed)?;
+                    } else {
+                        held.push((bytes, false));
+                    }
+                }
+                Slot::Reply { gated, write } => {
+                    let f = frames.reply(&mut upstream, &mut client).await?;
+                    if gated || !held.is_empty() {
+                        held.push((f, write));
+                    } else {
+                        client.write_all(&f).await.map_err(|_| Closed)?;
+                    }
+                }
+                Slot::Role => {
+                    let f = frames.reply(&mut upstream, &mut client).await?;
+                    let offset = role_offset(&f);
+                    let released = match offset {
+                        Some(o) => gate.release(o, &guard).await.map_err(|e| e.to_string()),
+                        None => Err(format!(
+                            "the upstream is not a master ({})",
+                            String::from_utf8_lossy(&f[..f.len().min(64)])
+                        )),
+                    };
+                    match released {
+                        Ok(()) => {
+                            for (bytes, _) in held.drain(..) {
+                                client.write_all(&bytes).await.map_err(|_| Closed)?;
+                            }
+                        }
+                        Err(why) => {
+                            for (_, write) in held.drain(..) {
+                                let e = if write {
+                                    format!("UNKNOWN outcome unknown: {why}; read it back before retrying")
+                                } else {
+                                    format!("TRYAGAIN {why}")
+                                };
+                                client.write_all(&error(&e)).await.map_err(|_| Closed)?;
+                            }
+                            return Err(Closed);
+                        }
+                    }
+                }
+                Slot::Watch(tx) => {
+                    let f = frames.reply(&mut upstream, &mut client).await?;
+                    client.write_all(&f).await.map_err(|_| Closed)?;
+                    let _ = tx.send(f);
+                }
+                Slot::Subscribed => {
+                    // Frames pass as they come until the count drops to 0
+                    // and a barrier (or a close) says so.
+                    client.flush().await.map_err(|_| Closed)?;
+                    let mut barrier: Option<(Bytes, oneshot::Sender<bool>)> = None;
+                    loop {
+                        tokio::select! {
+                            s = slots.recv(), if barrier.is_none() => match s {
+                                Some(Slot::Barrier(nonce, tx)) => barrier = Some((nonce, tx)),
+                                Some(Slot::Close) | None => return Ok(()),
+                                Some(_) => return Err(Closed),
+                            },
+                            f = frames.next(&mut upstream) => {
+                                let f = f?;
+                                if let Some((nonce, _)) = &barrier {
+                                    if let Some(still) = barrier_reply(&f, nonce) {
+                                        let (_, tx) = barrier.take().expect("set");
+                                        let _ = tx.send(still);
+                                        if still { continue } else { break }
+                                    }
+                                }
+                                client.write_all(&f).await.map_err(|_| Closed)?;
+                                if frames.buf.is_empty() {
+                                    client.flush().await.map_err(|_| Closed)?;
+                                }
+                            }
+                        }
+                    }
+                }
+                Slot::Barrier(nonce, tx) => {
+                    // Outside subscribed mode: the PING's plain answer.
+                    let f = frames.reply(&mut upstream, &mut client).await?;
+                    let still = barrier_reply(&f, &nonce).unwrap_or(false);
+                    let _ = tx.send(still);
+                }
+                Slot::Close => {
+                    for (bytes, _) in held.drain(..) {
+                        client.write_all(&bytes).await.map_err(|_| Closed)?;
+                    }
+                    client.flush().await.map_err(|_| Closed)?;
+                    return Err(Closed);
+                }
+            }
+        }
+    }
+    .await;
+    let _ = result;
+    let _ = client.flush().await;
+    let _ = client.shutdown().await;
+    done.cancel();
+}
+
+/// Frames read from the upstream.
+struct Frames {
+    buf: BytesMut,
+    max_bulk: u64,
+}
+
+impl Frames {
+    /// The next whole frame.
+    async fn next<U: AsyncRead + Unpin>(&mut self, up: &mut U) -> Result<Bytes, Closed> {
+        loop {
+            match frame::scan(&self.buf, self.max_bulk).map_err(|_| Closed)? {
+                Scan::Complete(n) => return Ok(self.buf.split_to(n).freeze()),
+                Scan::Incomplete => {
+                    if up.read_buf(&mut self.buf).await.map_err(|_| Closed)? == 0 {
+                        return Err(Closed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next reply, passing push frames to the client on the way.
+    async fn reply<U: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+        &mut self,
+        up: &mut U,
+        client: &mut W,
+    ) -> Result<Bytes, Closed> {
+        loop {
+            let f = self.next(up).await?;
+            if f.first() == Some(&b'>') {
+                client.write_all(&f).await.map_err(|_| Closed)?;
+                continue;
+            }
+            return Ok(f);
+        }
+    }
+}
+
+/// The session's other side is gone.
+#[derive(Debug)]
+struct Closed;
+
+impl<T> From<mpsc::error::SendError<T>> for Closed {
+    fn from(_: mpsc::error::SendError<T>) -> Closed {
+        Closed
+    }
+}
+
+async fn send<W: AsyncWrite + Unpin>(up: &mut BufWriter<W>, raw: &[u8]) -> Result<(), Closed> {
+    up.write_all(raw).await.map_err(|_| Closed)
+}
+
+fn role_request() -> Bytes {
+    Bytes::from_static(b"*1\r\n$4\r\nROLE\r\n")
+}
+
+/// The offset of a master's `ROLE` reply: `*3 $6 master :<offset> …`.
+fn role_offset(reply: &[u8]) -> Option<u64> {
+    let rest = reply.strip_prefix(b"*3\r\n$6\r\nmaster\r\n:")?;
+    let end = rest.iter().position(|b| *b == b'\r')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+/// The barrier PING's answer: `Some(true)` subscribed (`["pong", nonce]`),
+/// `Some(false)` not (the nonce as a bulk string), `None` not it.
+fn barrier_reply(frame: &[u8], nonce: &[u8]) -> Option<bool> {
+    let bulk = |b: &[u8]| {
+        let mut v = format!("${}\r\n", b.len()).into_bytes();
+        v.extend_from_slice(b);
+        v.extend_from_slice(b"\r\n");
+        v
+    };
+    let n = bulk(nonce);
+    if frame == n.as_slice() {
+        return Some(false);
+    }
+    let mut array = b"*2\r\n$4\r\npong\r\n".to_vec();
+    array.extend_from_slice(&n);
+    (frame == array.as_slice()).then_some(true)
+}
+
+fn is_subscribe(name: &str) -> bool {
+    matches!(name, "subscribe" | "psubscribe" | "ssubscribe")
+}
+
+fn is_unsubscribe(name: &str) -> bool {
+    matches!(name, "unsubscribe" | "punsubscribe" | "sunsubscribe")
+}
+
+/// `CONFIG SET` of a replication or persistence setting, or of the
+/// upstream's password.
+fn config_set_refused(req: &Request) -> bool {
+    req.argv.iter().skip(2).step_by(2).any(|k| {
+        let k = String::from_utf8_lossy(k).to_ascii_lowercase();
+        k.starts_with("repl")
+            || k.starts_with("replica")
+            || k.starts_with("slave")
+            || k.starts_with("master")
+            || k.starts_with("appendf")
+            || matches!(
+                k.as_str(),
+                "save"
+                    | "appendonly"
+                    | "dir"
+                    | "dbfilename"
+                    | "requirepass"
+                    | "min-replicas-to-write"
+                    | "min-slaves-to-write"
+            )
+    })
+}
+
+/// A credential-free session's grant: everything when no credential is
+/// configured, else nothing until `AUTH`.
+fn open_grant(core: &ProxyCore, node: &Node) -> Option<Grant> {
+    let open = !node.settings.access.required() && core.settings.client_password.is_none();
+    open.then_some(Grant::ReadWrite)
+}
+
+fn error(text: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(text.len() + 3);
+    b.extend_from_slice(b"-");
+    b.extend_from_slice(text.replace(['\r', '\n'], " ").as_bytes());
+    b.extend_from_slice(b"\r\n");
+    b.freeze()
+}
+
+fn protocol_reply(e: &RequestError) -> Bytes {
+    match e {
+        RequestError::Protocol(p) => error(&p.to_string()),
+        RequestError::Io(_) => Bytes::new(),
+    }
+}
+
+async fn protocol_error<W: AsyncWrite + Unpin>(write: &mut BufWriter<W>, e: RequestError) {
+    let _ = write.write_all(&protocol_reply(&e)).await;
+    let _ = write.flush().await;
+}
+
+/// The next request from the client.
+async fn next_request<R: AsyncRead + Unpin>(
+    read: &mut R,
+    buf: &mut BytesMut,
+    decoder: &mut RequestDecoder,
+) -> Result<Option<Request>, RequestError> {
+    loop {
+        if let Some(r) = decoder.decode(buf)? {
+            return Ok(Some(r));
+        }
+        if read.read_buf(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_masters_role_reply_gives_its_offset() {
+        assert_eq!(
+            role_offset(b"*3\r\n$6\r\nmaster\r\n:3129\r\n*0\r\n"),
+            Some(3129)
+        );
+        assert_eq!(
+            role_offset(
+                b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:10\r\n"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn the_barrier_tells_subscribed_from_not() {
+        let nonce = b"understudy-barrier-1";
+        assert_eq!(
+            barrier_reply(b"$20\r\nunderstudy-barrier-1\r\n", nonce),
+            Some(false)
+        );
+        assert_eq!(
+            barrier_reply(
+                b"*2\r\n$4\r\npong\r\n$20\r\nunderstudy-barrier-1\r\n",
+                nonce
+            ),
+            Some(true)
+        );
+        assert_eq!(barrier_reply(b"+PONG\r\n", nonce), None);
+    }
+
+    #[test]
+    fn replication_and_persistence_settings_are_refused() {
+        let set = |k: &str| Request::new(["CONFIG", "SET", k, "x"]);
+        for k in [
+            "replicaof",
+            "repl-backlog-size",
+            "save",
+            "appendonly",
+            "dir",
+            "masterauth",
+        ] {
+            assert!(config_set_refused(&set(k)), "{k}");
+        }
+        for k in ["maxmemory", "hz", "notify-keyspace-events"] {
+            assert!(!config_set_refused(&set(k)), "{k}");
+        }
+    }
+}

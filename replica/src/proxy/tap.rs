@@ -1,0 +1,271 @@
+//! The tap (DESIGN.md, "Proxy mode"): on the active, a Redis replica of its
+//! own upstream. It reads the upstream's replication stream — the effects
+//! of every command the upstream ran — and logs it in chunks, under the
+//! active's term; it acknowledges (`REPLCONF ACK`) only the offsets the log
+//! has committed, so `WAIT 1` on the upstream means "committed".
+//!
+//! It continues the logged history (`PSYNC id offset+1`, answered
+//! `+CONTINUE`): at a promotion the upstream answers with its new id, which
+//! is logged as where the new id begins. Only a cluster's first active
+//! starts a history (`PSYNC ? -1`): the RDB it gets is kept as a snapshot
+//! and the history begins at its offset. An upstream that cannot continue
+//! a history the log holds has lost data: the tap stops and says so, and
+//! the active steps down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::entry::{BeginKind, ReplId, StreamEntry};
+use super::frame::{self, Scan};
+use super::link::{Link, LinkError, Psync};
+use super::rdb::{self, RdbError};
+use crate::command::Command;
+use crate::node::Node;
+use crate::role::ActiveGuard;
+
+/// Largest chunk logged as one entry (well under the replication frame).
+const MAX_CHUNK: usize = 1 << 20;
+/// Most stream bytes logged and not yet committed before the tap stops
+/// reading (the upstream then buffers them, as for a slow replica).
+const MAX_UNCOMMITTED: u64 = 64 << 20;
+/// An acknowledgement at least this often, as Redis replicas do.
+const ACK_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the tap stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Rdb(#[from] RdbError),
+    #[error(
+        "the upstream cannot continue the stream this replica logged ({why}): it lost data \
+         (restarted without persistence, flushed by someone else, or its backlog is too small); \
+         this replica steps down and its upstream is refilled from the new active"
+    )]
+    LostHistory { why: String },
+    #[error("the upstream's stream is not RESP: {0}")]
+    Garbled(#[from] frame::FrameError),
+    #[error("the log refused the stream: {0}")]
+    Log(String),
+    #[error("the term ended")]
+    TermEnded,
+}
+
+/// Where the tap's history stands when it starts.
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// The logged history's id and end offset; `None`: no history yet.
+    pub history: Option<(ReplId, u64)>,
+}
+
+/// Runs the tap for one term until `stop` or an error. `committed` follows
+/// the log's committed stream offset.
+pub async fn run(
+    node: Arc<Node>,
+    guard: ActiveGuard,
+    start: Start,
+    mut committed: watch::Receiver<u64>,
+    ready: tokio::sync::oneshot::Sender<()>,
+    stop: CancellationToken,
+) -> Result<(), TapError> {
+    let core = node.proxy.clone().expect("proxy mode");
+    let settings = &core.settings;
+    let mut link = Link::connect(&settings.upstream, None).await?;
+    link.handshake(settings.upstream_password.as_deref(), 0, false)
+        .await?;
+    let (replid, mut logged) = match &start.history {
+        Some((replid, end)) => match link.psync(Some(replid.as_str()), end + 1).await? {
+            Psync::Continue { replid: new } => match new.as_deref().and_then(ReplId::parse) {
+                Some(new) if new != *replid => {
+                    let begin = StreamEntry::Begin {
+                        kind: BeginKind::Promotion,
+                        replid: new.clone(),
+                        offset: *end,
+                    };
+                    append(&node, &guard, begin).await?;
+                    (new, *end)
+                }
+                _ => (replid.clone(), *end),
+            },
+            Psync::FullResync { replid: id, offset } => {
+                return Err(TapError::LostHistory {
+                    why: format!(
+                        "asked to continue {replid} after offset {end}, it offered a full \
+                             resync of {id} at {offset}"
+                    ),
+                })
+            }
+        },
+        None => match link.psync(None, 0).await? {
+            Psync::FullResync { replid, offset } => {
+                let replid = ReplId::parse(&replid).ok_or_else(|| TapError::LostHistory {
+                    why: format!("a replication id that is not 40 hex digits: {replid}"),
+                })?;
+                let dir = node.data_dir().join("rdb");
+                let mut writer = rdb::Writer::create(&dir).await?;
+                link.read_rdb(&mut writer.file).await?;
+                let snap = writer.finish(replid.clone(), offset).await?;
+                tracing::info!(replid = %replid, offset, bytes = snap.len,
+                    "the stream begins: the upstream's data kept as the first snapshot");
+                let begin = StreamEntry::Begin {
+                    kind: BeginKind::Formation,
+                    replid: replid.clone(),
+                    offset,
+                };
+                append(&node, &guard, begin).await?;
+                (replid, offset)
+            }
+            Psync::Continue { .. } => {
+                return Err(TapError::LostHistory {
+                    why: "a full resync was asked for and the upstream continued instead".into(),
+                })
+            }
+        },
+    };
+    core.logged_to(&replid, logged);
+    let _ = ready.send(());
+    tracing::info!(offset = logged, "tap: following the upstream's stream");
+    let mut pending = BytesMut::new();
+    let mut acked = 0u64;
+    let mut tick = tokio::time::interval(ACK_EVERY);
+    loop {
+        // Back-pressure: stop reading while too much waits for its commit.
+        while logged.saturating_sub(*committed.borrow()) > MAX_UNCOMMITTED {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                r = committed.changed() => if r.is_err() { return Err(TapError::TermEnded) },
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(()),
+            r = committed.changed() => {
+                if r.is_err() {
+                    return Err(TapError::TermEnded);
+                }
+                let c = *committed.borrow_and_update();
+                if c > acked {
+                    link.ack(c).await?;
+                    acked = c;
+                }
+            }
+            _ = tick.tick() => {
+                let c = *committed.borrow();
+                link.ack(c).await?;
+                acked = c;
+            }
+            read = link.read_stream() => {
+                pending.extend_from_slice(&read?);
+                let (chunks, getack) = cut(&mut pending)?;
+                for bytes in chunks {
+                    let len = bytes.len() as u64;
+                    append(&node, &guard, StreamEntry::Chunk { from: logged, bytes }).await?;
+                    logged += len;
+                }
+                core.logged_to(&replid, logged);
+                if getack {
+                    let c = *committed.borrow();
+                    link.ack(c).await?;
+                    acked = c;
+                }
+            }
+        }
+        if guard.check().is_err() {
+            return Err(TapError::TermEnded);
+        }
+    }
+}
+
+/// Takes the whole commands at the front of `pending`, in chunks of about
+/// `MAX_CHUNK` (a single larger command is one chunk; the replication
+/// frame's limit, `max_frame_bytes`, bounds it); says whether one was
+/// `REPLCONF GETACK` (the upstream wants an acknowledgement).
+fn cut(pending: &mut BytesMut) -> Result<(Vec<Bytes>, bool), frame::FrameError> {
+    let mut chunks = Vec::new();
+    let mut getack = false;
+    let mut whole = 0;
+    while let Scan::Complete(n) = frame::scan(&pending[whole..], u64::MAX)? {
+        getack |= is_getack(&pending[whole..whole + n]);
+        whole += n;
+        if whole >= MAX_CHUNK {
+            chunks.push(pending.split_to(whole).freeze());
+            whole = 0;
+        }
+    }
+    if whole > 0 {
+        chunks.push(pending.split_to(whole).freeze());
+    }
+    Ok((chunks, getack))
+}
+
+/// `*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n…`
+fn is_getack(cmd: &[u8]) -> bool {
+    cmd.len() < 64
+        && cmd.starts_with(b"*3\r\n$8\r\n")
+        && cmd[8..16].eq_ignore_ascii_case(b"REPLCONF")
+        && cmd
+            .get(18..28)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"$6\r\nGETACK"))
+}
+
+/// Logs one entry under the term (without waiting for its commit).
+async fn append(node: &Node, guard: &ActiveGuard, entry: StreamEntry) -> Result<(), TapError> {
+    node.append(guard, Command::Stream(entry))
+        .map(drop)
+        .map_err(|e| TapError::Log(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::request::encode;
+
+    fn cmd(args: &[&str]) -> Bytes {
+        encode(
+            &args
+                .iter()
+                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn the_stream_is_cut_on_command_boundaries_and_getack_is_seen() {
+        let set = cmd(&["SET", "k", "v"]);
+        let getack = cmd(&["REPLCONF", "GETACK", "*"]);
+        assert!(is_getack(&getack));
+        assert!(!is_getack(&set));
+        let mut pending = BytesMut::new();
+        pending.extend_from_slice(&set);
+        pending.extend_from_slice(&getack);
+        pending.extend_from_slice(&set[..5]);
+        let (chunks, ack) = cut(&mut pending).unwrap();
+        assert!(ack);
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].len(), set.len() + getack.len());
+        assert_eq!(&pending[..], &set[..5], "the partial command waits");
+    }
+
+    #[test]
+    fn chunks_end_on_command_boundaries_even_for_a_large_command() {
+        let small = cmd(&["SET", "k", "v"]);
+        let big = cmd(&["SET", "k", &"x".repeat(MAX_CHUNK * 2)]);
+        let mut pending = BytesMut::new();
+        pending.extend_from_slice(&small);
+        pending.extend_from_slice(&big[..100]);
+        let (chunks, _) = cut(&mut pending).unwrap();
+        assert_eq!(chunks.len(), 1);
+        pending.extend_from_slice(&big[100..]);
+        pending.extend_from_slice(&small);
+        let (chunks, _) = cut(&mut pending).unwrap();
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].len(), big.len());
+        assert_eq!(chunks[1].len(), small.len());
+        assert!(pending.is_empty());
+    }
+}
