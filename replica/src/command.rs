@@ -10,10 +10,7 @@
 //! Delete = 2, key
 //! Txn    = 3, n_compares: u32, Compare*, n_ops: u32, Op*
 //! Noop   = 4                         (written by a new active to open its epoch)
-//! Resp   = 5, multi: u8, n_expire: u32, Expire*, n_cmds: u32, RespCmd*  (proxy mode)
 //! Stream = 6, StreamEntry            (proxy mode: see `proxy::entry`)
-//! Expire  = db:u8 key deadline_ms:i64 (delete key if its deadline is still this)
-//! RespCmd = db:u8 n_args:u32 arg* n_keys:u32 key*
 //! Compare = 1 key epoch:u64 index:u64    (key's last write is exactly this position)
 //!         | 2 key exists:u8              (key exists / does not exist)
 //!         | 3 key value                  (key's value equals)
@@ -39,40 +36,8 @@ pub enum Command {
     },
     /// Opens a new epoch; changes no key.
     Noop,
-    /// Proxy mode: what every upstream runs, in one transaction.
-    Resp(RespEntry),
     /// Proxy mode: a piece of the upstream's replication stream.
     Stream(crate::proxy::entry::StreamEntry),
-}
-
-/// Proxy mode's entry (DESIGN.md, "Logging client commands"): due
-/// expiries first, then commands already made deterministic by the active
-/// (`proxy::rewrite`), each with the database it runs in and the keys it
-/// touches (so every replica updates its deadline index alike).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RespEntry {
-    /// From a client's `MULTI … EXEC`: the reply is the array of the
-    /// commands' replies.
-    pub multi: bool,
-    pub expire: Vec<Expire>,
-    pub cmds: Vec<RespCmd>,
-}
-
-/// "Delete `key` of `db` if its deadline is still `deadline_ms`" (ms since
-/// the Unix epoch, on the active's clock when it decided).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Expire {
-    pub db: u8,
-    pub key: Bytes,
-    pub deadline_ms: i64,
-}
-
-/// One command for the upstream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RespCmd {
-    pub db: u8,
-    pub argv: Vec<Bytes>,
-    pub keys: Vec<Bytes>,
 }
 
 /// A condition a transaction checks before it writes anything.
@@ -131,7 +96,6 @@ const PUT: u8 = 1;
 const DELETE: u8 = 2;
 const TXN: u8 = 3;
 const NOOP: u8 = 4;
-const RESP: u8 = 5;
 const STREAM: u8 = 6;
 
 impl Command {
@@ -190,28 +154,6 @@ impl Command {
                 buf.put_u8(STREAM);
                 entry.encode_into(&mut buf);
             }
-            Command::Resp(entry) => {
-                buf.put_u8(RESP);
-                buf.put_u8(entry.multi as u8);
-                buf.put_u32_le(entry.expire.len() as u32);
-                for e in &entry.expire {
-                    buf.put_u8(e.db);
-                    put_field(&mut buf, &e.key);
-                    buf.put_i64_le(e.deadline_ms);
-                }
-                buf.put_u32_le(entry.cmds.len() as u32);
-                for c in &entry.cmds {
-                    buf.put_u8(c.db);
-                    buf.put_u32_le(c.argv.len() as u32);
-                    for a in &c.argv {
-                        put_field(&mut buf, a);
-                    }
-                    buf.put_u32_le(c.keys.len() as u32);
-                    for k in &c.keys {
-                        put_field(&mut buf, k);
-                    }
-                }
-            }
         }
         buf.freeze()
     }
@@ -226,17 +168,6 @@ impl Command {
                 14 + bytes.len()
             }
             Command::Stream(_) => 50,
-            Command::Resp(e) => {
-                10 + e
-                    .cmds
-                    .iter()
-                    .map(|c| {
-                        9 + c.argv.iter().map(|a| 4 + a.len()).sum::<usize>()
-                            + c.keys.iter().map(|k| 4 + k.len()).sum::<usize>()
-                    })
-                    .sum::<usize>()
-                    + e.expire.iter().map(|x| 13 + x.key.len()).sum::<usize>()
-            }
         }
     }
 
@@ -294,39 +225,6 @@ impl Command {
                 Command::Txn { compares, ops }
             }
             NOOP => Command::Noop,
-            RESP => {
-                let multi = take_u8(&mut buf)? != 0;
-                let n = take_u32(&mut buf)? as usize;
-                let mut expire = Vec::with_capacity(n.min(1024));
-                for _ in 0..n {
-                    expire.push(Expire {
-                        db: take_u8(&mut buf)?,
-                        key: take_field(&mut buf)?,
-                        deadline_ms: take_u64(&mut buf)? as i64,
-                    });
-                }
-                let n = take_u32(&mut buf)? as usize;
-                let mut cmds = Vec::with_capacity(n.min(1024));
-                for _ in 0..n {
-                    let db = take_u8(&mut buf)?;
-                    let n_args = take_u32(&mut buf)? as usize;
-                    let mut argv = Vec::with_capacity(n_args.min(1024));
-                    for _ in 0..n_args {
-                        argv.push(take_field(&mut buf)?);
-                    }
-                    let n_keys = take_u32(&mut buf)? as usize;
-                    let mut keys = Vec::with_capacity(n_keys.min(1024));
-                    for _ in 0..n_keys {
-                        keys.push(take_field(&mut buf)?);
-                    }
-                    cmds.push(RespCmd { db, argv, keys });
-                }
-                Command::Resp(RespEntry {
-                    multi,
-                    expire,
-                    cmds,
-                })
-            }
             STREAM => Command::Stream(crate::proxy::entry::StreamEntry::decode(&mut buf)?),
             t => return Err(DecodeError::UnknownCommand(t)),
         };
@@ -395,27 +293,6 @@ mod tests {
             },
             Command::Delete { key: b("gone") },
             Command::Noop,
-            Command::Resp(RespEntry::default()),
-            Command::Resp(RespEntry {
-                multi: true,
-                expire: vec![Expire {
-                    db: 3,
-                    key: b("old"),
-                    deadline_ms: 1_700_000_000_000,
-                }],
-                cmds: vec![
-                    RespCmd {
-                        db: 0,
-                        argv: vec![b("SET"), b("k"), b(""), b("PXAT"), b("99")],
-                        keys: vec![b("k")],
-                    },
-                    RespCmd {
-                        db: 7,
-                        argv: vec![b("FLUSHDB")],
-                        keys: vec![],
-                    },
-                ],
-            }),
             Command::Txn {
                 compares: vec![
                     Compare::Version {

@@ -31,8 +31,6 @@ pub enum Outcome {
     NotFound,
     /// A transaction's compare did not hold; nothing changed.
     CompareFailed(FailedCompare),
-    /// Proxy mode: the upstream's reply, RESP2-encoded.
-    Reply(bytes::Bytes),
     /// The entry belongs to the other kind of state machine (a cluster that
     /// mixes proxy-mode and embedded replicas); nothing changed.
     Mismatch(String),
@@ -183,7 +181,7 @@ impl KvState {
                 Outcome::Written
             }
             Command::Noop => Outcome::Written,
-            Command::Resp(_) | Command::Stream(_) => Outcome::Mismatch(
+            Command::Stream(_) => Outcome::Mismatch(
                 "the log holds a proxy-mode (Redis) entry, but this replica runs the embedded \
                  store: every replica of a cluster must be started alike (all with --upstream, \
                  or none)"

@@ -190,10 +190,6 @@ pub fn write_response(node: &Node, ack: WriteAck, key: Option<&str>) -> Result<R
             )
         }
         Outcome::Mismatch(why) => ApiError::new(ErrorCode::Internal, why),
-        Outcome::Reply(_) => ApiError::new(
-            ErrorCode::Internal,
-            "a proxy-mode reply reached the key-value API; this is a bug",
-        ),
     };
     let mut resp = code.into_response();
     resp.headers_mut()

@@ -1,7 +1,7 @@
 //! The upstream's own command table (`COMMAND`), read at start: which
 //! commands exist, how many arguments each takes, which write (the `write`
-//! flag decides what is logged, not a list kept here — DESIGN.md,
-//! "Logging client commands"), and where their keys are.
+//! flag says what the read-only token may not run — DESIGN.md,
+//! "Proxy mode"), and where their keys are.
 
 use std::collections::HashMap;
 

@@ -165,14 +165,6 @@ fn summarize(position: Position, payload: &[u8]) -> EntrySummary {
                 .collect(),
         ),
         Ok(Command::Noop) => ("noop", vec![]),
-        Ok(Command::Resp(e)) => (
-            "redis",
-            e.cmds
-                .iter()
-                .flat_map(|c| c.keys.iter().map(key))
-                .chain(e.expire.iter().map(|x| key(&x.key)))
-                .collect(),
-        ),
         Ok(Command::Stream(_)) => ("redis stream", vec![]),
         Err(_) => ("unknown", vec![]),
     };

@@ -1,18 +1,18 @@
 //! The seam between the log and what its entries mean (DESIGN.md,
-//! "Proxy mode (first form)"): a [`StateMachine`] takes committed
-//! entries in log order and makes them visible to readers, then answers
-//! the clients waiting for them. The log, replication, the commit rule, the
-//! lease and the arbiter are the same whatever sits behind it.
+//! "Proxy mode"): a [`StateMachine`] takes committed entries in log order
+//! and makes them visible to readers, then answers the clients waiting for
+//! them. The log, replication, the commit rule, the lease and the arbiter
+//! are the same whatever sits behind it.
 //!
 //! Two implementations:
 //! - [`kv::KvMachine`]: the embedded key-value store (the default), applied
-//!   in memory on the committing thread.
-//! - `proxy::machine::UpstreamMachine`: a standalone Redis-compatible server,
-//!   applied by an apply loop in transactions that also record the applied
-//!   position in the upstream.
+//!   in memory on the committing thread; it passes [`conformance`].
+//! - `proxy::stream::StreamMachine`: the upstream's replication stream; a
+//!   committed entry becomes part of the committed history, which releases
+//!   replies on the active and bounds what a standby feeds its upstream
+//!   (the upstream is written by Redis's own replication, not here).
 //!
-//! [`answer`] is the one place a waiting write gets its outcome;
-//! [`conformance`] is the suite every implementation passes. The lease is
+//! [`answer`] is the one place a waiting write gets its outcome. The lease is
 //! not the state machine's business: the write path answers its client
 //! through the role's guard.
 
