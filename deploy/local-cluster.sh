@@ -133,11 +133,12 @@ for node in a b; do
   proxy=()
   if $with_redis; then
     cpu=${cpus[i % ${#cpus[@]}]}
-    # The upstream: no persistence (the replicas' log is the durable copy).
+    # The upstream: no persistence (the replicas' log is the durable copy),
+    # a backlog that covers a moment's disconnection of the tap.
     mkdir -p "$dir/redis-$node"
     start "redis-server $node" "$dir/redis-$node.log" redis-server --port $((6391 + i)) \
       --bind 127.0.0.1 --save "" --appendonly no --dir "$dir/redis-$node" \
-      --server_cpulist "$cpu"
+      --repl-backlog-size 64mb --server_cpulist "$cpu"
     for _ in $(seq 100); do
       redis-cli -p $((6391 + i)) ping >/dev/null 2>&1 && break
       sleep 0.05
