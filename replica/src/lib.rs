@@ -17,7 +17,9 @@
 //!   its lease and the guard every answer as the active goes through;
 //!   [`heartbeat`], [`handover`]: the loop that feeds it from the arbiter,
 //!   and the switchover on SIGTERM.
-//! - [`node`]: opening a data directory, replay, the write path.
+//! - [`node`]: opening a data directory, replay, the write path; the
+//!   errors of starting, storage and promotion; [`unhealthy`]: why a
+//!   replica cannot serve now.
 //! - [`api`]: the client HTTP API; [`metrics`]: Prometheus metrics.
 //! - [`proxy`]: proxy mode, fronting a standalone Redis server.
 //! - [`server`]: `serve` / `run(listener, node, shutdown)`.
@@ -44,3 +46,4 @@ pub mod snapshot;
 pub mod state;
 pub mod state_machine;
 pub mod sync_set;
+pub mod unhealthy;

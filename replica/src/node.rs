@@ -36,6 +36,7 @@ use crate::role::Roles;
 use crate::snapshot;
 use crate::state::KvState;
 use crate::state_machine::{Answerer, KvMachine, StateMachine};
+use crate::unhealthy::Unhealthy;
 
 mod error;
 mod role;
@@ -199,11 +200,19 @@ impl Node {
 
     /// Why this replica cannot serve now (a failed log, an upstream that
     /// cannot be used), for its health.
-    pub fn health_problem(&self) -> Option<String> {
+    pub fn health_problem(&self) -> Option<Unhealthy> {
         self.commit
             .failure()
             .or_else(|| self.commit.state_problem())
-            .or_else(|| self.proxy.as_ref().and_then(|p| p.needs_resync()))
+            .or_else(|| self.upstream_needs_resync())
+    }
+
+    /// Proxy mode: why the upstream must be filled again from the active's.
+    pub fn upstream_needs_resync(&self) -> Option<Unhealthy> {
+        self.proxy
+            .as_ref()
+            .and_then(|p| p.needs_resync())
+            .map(Unhealthy::UpstreamNeedsResync)
     }
 
     pub fn data_dir(&self) -> &Path {
