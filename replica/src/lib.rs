@@ -2,7 +2,8 @@
 //! made highly available by an arbiter and log shipping to standbys.
 //!
 //! Layout:
-//! - [`config`]: flags / environment / TOML, validated into `Settings`.
+//! - [`config`]: flags / environment / TOML, validated into `Settings`
+//!   (or refused with a `ConfigError`).
 //! - [`failpoint`]: `UNDERSTUDY_FAILPOINT`, a fault-injection hook for tests.
 //! - [`log`]: the segmented, checksummed write log and group commit.
 //! - [`command`], [`state`]: log entry payloads and the key-value state machine.
