@@ -27,6 +27,7 @@ pub use crate::pending::{WriteAck, WriteError, WriteResult};
 use crate::role::Term;
 use crate::state_machine::StateMachine;
 use crate::sync_set::SyncSet;
+use crate::unhealthy::Unhealthy;
 
 /// A cut below the commit index reached the commit rule, which only drops
 /// uncommitted entries: the state machine must be rewound instead
@@ -157,8 +158,8 @@ impl CommitTracker {
     }
 
     /// Why the state machine cannot apply entries now, if it cannot.
-    pub fn state_problem(&self) -> Option<String> {
-        self.sm.problem()
+    pub fn state_problem(&self) -> Option<Unhealthy> {
+        self.sm.problem().map(Unhealthy::StateMachine)
     }
 
     pub fn commit_index(&self) -> watch::Receiver<LogIndex> {
@@ -184,8 +185,9 @@ impl CommitTracker {
         self.inner.lock().durable
     }
 
-    pub fn failure(&self) -> Option<String> {
-        self.inner.lock().failed.clone()
+    /// Why the write log failed, once it has (it takes no more writes).
+    pub fn failure(&self) -> Option<Unhealthy> {
+        self.inner.lock().failed.clone().map(Unhealthy::LogFailed)
     }
 
     /// Becomes the committer in `term`: from now on the sync set decides.

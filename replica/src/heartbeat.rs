@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::repl::Replication;
 use crate::role::{Action, RoleState};
+use crate::unhealthy::Unhealthy;
 use proto_common::clock;
 
 /// Longest connecting to an arbiter may take.
@@ -139,19 +140,18 @@ impl HeartbeatLoop {
         if node.role().state.term().is_none() {
             return;
         }
-        let why = match (
-            node.commit.failure(),
-            node.proxy.as_ref().and_then(|p| p.problem()),
-        ) {
-            (Some(why), _) => format!(
+        let why = match node.commit.failure().or_else(|| node.upstream_problem()) {
+            Some(why @ Unhealthy::LogFailed(_)) => format!(
                 "the write log failed ({why}); stepped down so that a healthy replica can take \
                  over. Fix the disk and restart this replica"
             ),
-            (None, Some(why)) => format!(
+            Some(why @ Unhealthy::UpstreamUnusable(_)) => format!(
                 "the upstream cannot be served ({why}); stepped down so that a healthy replica \
                  can take over; it is resynced once it follows the new active"
             ),
-            (None, None) => return,
+            // A state machine that cannot apply now is reported in the
+            // heartbeat, not a reason to step down by itself.
+            Some(Unhealthy::StateMachine(_)) | None => return,
         };
         self.repl.step_down(&why).await;
     }
@@ -178,7 +178,9 @@ impl HeartbeatLoop {
             priority: settings.priority,
             quarantined_entries: state.quarantined_entries,
             healthy: failure.is_none(),
-            detail: failure.or_else(|| self.detail.clone()),
+            detail: failure
+                .map(|why| why.to_string())
+                .or_else(|| self.detail.clone()),
             following: if active { None } else { self.repl.following() },
             sync_version: node.commit.confirmed_sync_version(),
             standbys: if active {

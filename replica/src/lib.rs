@@ -2,7 +2,8 @@
 //! made highly available by an arbiter and log shipping to standbys.
 //!
 //! Layout:
-//! - [`config`]: flags / environment / TOML, validated into `Settings`.
+//! - [`config`]: flags / environment / TOML, validated into `Settings`
+//!   (or refused with a `ConfigError`).
 //! - [`failpoint`]: `UNDERSTUDY_FAILPOINT`, a fault-injection hook for tests.
 //! - [`log`]: the segmented, checksummed write log and group commit.
 //! - [`command`], [`state`]: log entry payloads and the key-value state machine.
@@ -17,7 +18,9 @@
 //!   its lease and the guard every answer as the active goes through;
 //!   [`heartbeat`], [`handover`]: the loop that feeds it from the arbiter,
 //!   and the switchover on SIGTERM.
-//! - [`node`]: opening a data directory, replay, the write path.
+//! - [`node`]: opening a data directory, replay, the write path; the
+//!   errors of starting, storage and promotion; [`unhealthy`]: why a
+//!   replica cannot serve now.
 //! - [`api`]: the client HTTP API; [`metrics`]: Prometheus metrics.
 //! - [`proxy`]: proxy mode, fronting a standalone Redis server.
 //! - [`server`]: `serve` / `run(listener, node, shutdown)`.
@@ -44,3 +47,4 @@ pub mod snapshot;
 pub mod state;
 pub mod state_machine;
 pub mod sync_set;
+pub mod unhealthy;

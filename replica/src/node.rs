@@ -36,6 +36,7 @@ use crate::role::Roles;
 use crate::snapshot;
 use crate::state::KvState;
 use crate::state_machine::{Answerer, KvMachine, StateMachine};
+use crate::unhealthy::Unhealthy;
 
 mod error;
 mod role;
@@ -199,11 +200,19 @@ impl Node {
 
     /// Why this replica cannot serve now (a failed log, an upstream that
     /// cannot be used), for its health.
-    pub fn health_problem(&self) -> Option<String> {
+    pub fn health_problem(&self) -> Option<Unhealthy> {
         self.commit
             .failure()
             .or_else(|| self.commit.state_problem())
-            .or_else(|| self.proxy.as_ref().and_then(|p| p.problem()))
+            .or_else(|| self.upstream_problem())
+    }
+
+    /// Proxy mode: why the upstream cannot be used now, if it cannot.
+    pub fn upstream_problem(&self) -> Option<Unhealthy> {
+        self.proxy
+            .as_ref()
+            .and_then(|p| p.problem())
+            .map(Unhealthy::UpstreamUnusable)
     }
 
     pub fn data_dir(&self) -> &Path {

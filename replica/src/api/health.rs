@@ -72,7 +72,7 @@ pub fn status_of(node: &Node) -> ReplicaStatus {
             .and_then(|t| t.lease().remaining_nanos())
             .map(|n| n / 1_000_000),
         not_writable: role.not_writable(),
-        storage_failure: node.commit.failure(),
+        storage_failure: node.commit.failure().map(|why| why.to_string()),
         quarantined_entries: node.node_state().quarantined_entries,
         snapshot_in_progress: node.snapshots.in_progress.load(Ordering::Relaxed),
         log_bytes_since_snapshot: node
@@ -93,7 +93,7 @@ pub async fn healthz(State(api): State<Shared>) -> Response {
         None => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "failed", "reason": why})),
+            Json(serde_json::json!({"status": "failed", "reason": why.to_string()})),
         )
             .into_response(),
     }

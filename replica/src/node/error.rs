@@ -206,6 +206,17 @@ pub enum StorageError {
         source: DecodeError,
     },
 
+    /// An entry the log should hold up to `index` is not there.
+    #[error("{doing}: the log ends before entry {index}")]
+    EndsEarly {
+        doing: &'static str,
+        index: LogIndex,
+    },
+
+    /// The thread writing a received snapshot stopped (it reports why).
+    #[error("the snapshot writer stopped (see the error it reports)")]
+    SnapshotWriterStopped,
+
     /// A blocking task for a storage step panicked.
     #[error("{task} task failed: {source}")]
     TaskFailed {
@@ -229,6 +240,8 @@ impl StorageError {
             StorageError::ReadLog { .. } => "read_log",
             StorageError::Compacted { .. } => "compacted",
             StorageError::BadRecord { .. } => "bad_record",
+            StorageError::EndsEarly { .. } => "ends_early",
+            StorageError::SnapshotWriterStopped => "snapshot_writer_stopped",
             StorageError::BadCommand { .. } => "bad_command",
             StorageError::TaskFailed { .. } => "task_failed",
             StorageError::CutBelowCommit(_) => "cut_below_commit",
@@ -241,14 +254,6 @@ impl StorageError {
             doing: doing.into(),
             source,
         }
-    }
-}
-
-/// Proxy mode's code still returns `String` errors (it is being replaced);
-/// `?` on a storage error there keeps the message.
-impl From<StorageError> for String {
-    fn from(e: StorageError) -> String {
-        e.to_string()
     }
 }
 

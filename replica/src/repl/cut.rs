@@ -22,17 +22,18 @@ use std::sync::Arc;
 use proto_common::heartbeat::ActiveInfo;
 use proto_common::{LogIndex, Position};
 
+use super::error::{ReplError, Violation};
 use super::{quarantine, rewind};
 use crate::log::group_commit::LogRequest;
 use crate::log::ReadOutcome;
-use crate::node::Node;
+use crate::node::{Node, StorageError};
 
 /// Cuts every entry after `after` (see the module docs).
 pub async fn cut_after(
     node: &Arc<Node>,
     active: &ActiveInfo,
     after: Position,
-) -> Result<(), String> {
+) -> Result<(), ReplError> {
     let base = node.reader.base();
     let last = node.reader.last();
     if after.index >= last.index {
@@ -40,20 +41,15 @@ pub async fn cut_after(
     }
     let ours = node.reader.position_of(after.index);
     if ours != Some(after) && after.index > base.index {
-        return Err(format!(
-            "asked to truncate after {after} but our log has {ours:?} there"
-        ));
+        return Err(Violation::TruncateMismatch { after, ours }.into());
     }
     let committed = node.commit.commit_index_now();
     if after.index < committed.max(node.applied().index) && !node.role().async_mode {
-        return Err(format!(
-            "the active {} asks to cut every entry after {after}, but entries up to index \
-             {committed} are committed here and the cluster runs with sync_standbys >= 1: \
-             cutting them could lose acknowledged writes, so this replica refuses and does not \
-             follow. Compare the two replicas' data; to resync this one, stop it, move its data \
-             dir aside and start it empty",
-            active.node_id
-        ));
+        return Err(ReplError::WouldCutCommitted {
+            active: active.node_id.clone(),
+            after,
+            committed,
+        });
     }
     let reason = format!(
         "divergent tail after {after}: the active {} (epoch {}) does not have these entries",
@@ -66,8 +62,11 @@ pub async fn cut_after(
     let why = reason.clone();
     let count = tokio::task::spawn_blocking(move || quarantine::store(&dir, &tail, &why))
         .await
-        .map_err(|e| format!("quarantine task failed: {e}"))?
-        .map_err(|e| format!("writing quarantine: {e}"))?;
+        .map_err(|source| StorageError::TaskFailed {
+            task: "quarantine",
+            source,
+        })?
+        .map_err(|e| StorageError::io("writing quarantine", e))?;
     if count > 0 {
         node.update_node_state(|s| s.quarantined_entries += count)?;
         node.metrics
@@ -86,10 +85,10 @@ pub async fn cut_after(
             after: after.index,
             done: tx,
         })
-        .map_err(|_| "the group-commit thread stopped".to_string())?;
+        .map_err(|_| StorageError::LogStopped)?;
     rx.await
-        .map_err(|_| "the group-commit thread stopped".to_string())?
-        .map_err(|e| format!("truncating the log: {e}"))?;
+        .map_err(|_| StorageError::LogStopped)?
+        .map_err(|e| StorageError::io("truncating the log", e))?;
     if after.index < node.applied().index {
         match &node.proxy {
             // The upstream was fed entries that are cut: the history is
@@ -102,14 +101,15 @@ pub async fn cut_after(
             None => rewind::rewind(node, after).await?,
         }
     } else {
-        node.commit.truncated(after).map_err(|e| e.to_string())?;
+        node.commit.truncated(after).map_err(StorageError::from)?;
     }
     tracing::warn!(count, after = %after, "cut the divergent tail from the log");
     Ok(())
 }
 
 /// The raw records of the log from `from` to its end.
-pub fn read_from(node: &Node, from: LogIndex) -> Result<Vec<u8>, String> {
+pub fn read_from(node: &Node, from: LogIndex) -> Result<Vec<u8>, StorageError> {
+    const DOING: &str = "reading the tail to cut";
     let mut out = Vec::new();
     let mut next = from;
     loop {
@@ -120,11 +120,17 @@ pub fn read_from(node: &Node, from: LogIndex) -> Result<Vec<u8>, String> {
             }
             Ok(ReadOutcome::UpToDate) => return Ok(out),
             Ok(ReadOutcome::Compacted) => {
-                return Err(format!(
-                    "reading the tail to cut: entry {next} is compacted"
-                ))
+                return Err(StorageError::Compacted {
+                    doing: DOING,
+                    index: next,
+                })
             }
-            Err(e) => return Err(format!("reading the tail to cut: {e}")),
+            Err(source) => {
+                return Err(StorageError::ReadLog {
+                    doing: DOING,
+                    source,
+                })
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Log shipping from the active to its standbys (DESIGN.md, "Replication").
 //!
+//! - [`error`]: why a replication connection ended ([`ReplError`]).
 //! - [`sender`]: the active's side of one standby connection.
 //! - [`outbox`]: its outgoing stream, which the log's writer feeds live.
 //! - [`receiver`]: the standby's side, following the active.
@@ -15,6 +16,7 @@
 
 pub mod cut;
 pub mod divergence;
+pub mod error;
 pub mod outbox;
 pub mod progress;
 pub mod quarantine;
@@ -26,4 +28,5 @@ pub mod snapshot_install;
 pub mod snapshot_send;
 pub mod transport;
 
+pub use error::{ReplError, Violation};
 pub use replication::Replication;

@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio_util::codec::Encoder;
 
+use super::error::ReplError;
 use super::transport::ReplWrite;
 use super::Replication;
 use crate::commit::{Shipper, WrittenBatch};
@@ -48,7 +49,7 @@ pub struct State {
     /// The highest commit index framed.
     pub sent_commit: LogIndex,
     /// Why the socket failed, once it has.
-    error: Option<String>,
+    error: Option<ReplError>,
     /// The connection ended: frame nothing more.
     closed: bool,
 }
@@ -133,7 +134,7 @@ impl Outbox {
 
     /// Frames `frame` behind everything framed before and writes what the
     /// socket takes now.
-    pub fn push(&self, st: &mut State, frame: Frame) -> Result<(), String> {
+    pub fn push(&self, st: &mut State, frame: Frame) -> Result<(), ReplError> {
         if let Some(e) = &st.error {
             return Err(e.clone());
         }
@@ -142,7 +143,7 @@ impl Outbox {
             frame,
         };
         if let Err(e) = self.codec.clone().encode(envelope, &mut st.buf) {
-            let why = format!("cannot frame for the standby: {e}");
+            let why = ReplError::send("framing for the standby", e);
             st.error = Some(why.clone());
             return Err(why);
         }
@@ -164,10 +165,10 @@ impl Outbox {
         };
         while !st.buf.is_empty() && st.error.is_none() {
             match sock.try_write(&st.buf) {
-                Ok(0) => st.error = Some("the standby closed the connection".into()),
+                Ok(0) => st.error = Some(ReplError::Closed("the standby closed the connection")),
                 Ok(n) => st.buf.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => st.error = Some(format!("send failed: {e}")),
+                Err(e) => st.error = Some(ReplError::send("send", e.into())),
             }
         }
     }
@@ -186,7 +187,7 @@ impl Outbox {
     }
 
     /// Whether there are bytes the socket has not taken, or it failed.
-    pub fn check(&self, st: &State) -> Result<bool, String> {
+    pub fn check(&self, st: &State) -> Result<bool, ReplError> {
         match &st.error {
             Some(e) => Err(e.clone()),
             None => Ok(!st.buf.is_empty()),
@@ -194,7 +195,7 @@ impl Outbox {
     }
 
     /// Waits until at most `limit` bytes are buffered.
-    pub async fn drain_to(&self, limit: usize) -> Result<(), String> {
+    pub async fn drain_to(&self, limit: usize) -> Result<(), ReplError> {
         loop {
             {
                 let mut st = self.lock();
@@ -212,12 +213,12 @@ impl Outbox {
 
     /// Waits until the socket can take bytes (in TLS: until the task
     /// wrote what it had).
-    async fn writable(&self) -> Result<(), String> {
+    async fn writable(&self) -> Result<(), ReplError> {
         match &self.sink {
             Sink::Plain(sock) => sock
                 .writable()
                 .await
-                .map_err(|e| format!("send failed: {e}")),
+                .map_err(|e| ReplError::send("send", e.into())),
             Sink::Pumped { drained, .. } => {
                 drained.notified().await;
                 Ok(())
@@ -285,7 +286,7 @@ async fn pump(
             }
             .await;
             if let Err(e) = written {
-                outbox.lock().error = Some(format!("send failed: {e}"));
+                outbox.lock().error = Some(ReplError::send("send", e.into()));
                 outbox.wake.notify_one();
             }
             let Sink::Pumped { drained, .. } = &outbox.sink else {

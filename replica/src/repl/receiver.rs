@@ -26,10 +26,12 @@ use proto_common::{auth, Epoch, LogIndex, Position};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
+use super::error::{ReplError, Violation};
 use super::snapshot_install::Incoming;
 use super::Replication;
 use crate::command::Command;
 use crate::log::group_commit::LogRequest;
+use crate::node::StorageError;
 use crate::pending::PendingEntry;
 use crate::snapshot;
 
@@ -47,6 +49,7 @@ pub async fn follow(repl: Arc<Replication>, active: ActiveInfo, scope: Cancellat
             Ok(()) => backoff = Duration::from_millis(10),
             Err(why) => {
                 tracing::warn!(active = %active.node_id, addr = %active.repl_addr, reason = %why,
+                    code = why.code(), retryable = why.is_retryable(),
                     "replication stream from the active ended");
             }
         }
@@ -67,7 +70,7 @@ pub async fn follow(repl: Arc<Replication>, active: ActiveInfo, scope: Cancellat
     }
 }
 
-async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), String> {
+async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), ReplError> {
     let node = &repl.node;
     let settings = &node.settings;
     let stream = proto_common::tls::connect(
@@ -75,7 +78,8 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
         settings.tls.as_deref(),
         Duration::from_secs(2),
     )
-    .await?;
+    .await
+    .map_err(ReplError::Connect)?;
     let (rd, wr) = transport::split(stream);
     let codec = ReplCodec::new(settings.max_frame_bytes);
     let mut reader = FramedRead::new(rd, codec.clone());
@@ -83,7 +87,10 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
 
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
         .await
-        .map_err(|_| format!("no challenge within {HANDSHAKE_TIMEOUT:?}"))?;
+        .map_err(|_| ReplError::Timeout {
+            waiting_for: "challenge",
+            after: HANDSHAKE_TIMEOUT,
+        })?;
     let (epoch, challenge) = match first {
         Some(Ok(Envelope {
             epoch,
@@ -92,28 +99,30 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
         Some(Ok(Envelope {
             frame: Frame::Refuse(r),
             ..
-        })) => return Err(format!("refused: {}", r.reason)),
-        Some(Ok(other)) => return Err(format!("expected a challenge, got {}", other.frame.name())),
-        Some(Err(e)) => return Err(format!("unreadable frame: {e}")),
-        None => return Err("closed before the challenge".into()),
+        })) => return Err(refused(r)),
+        Some(Ok(other)) => return Err(unexpected("a challenge", &other.frame)),
+        Some(Err(e)) => return Err(ReplError::unreadable("frame", e)),
+        None => return Err(ReplError::Closed("closed before the challenge")),
     };
     // Refusing a stale epoch changes nothing; a newer one is believed only
     // once the active has proved it holds the token (below).
     let seen = node.role().seen;
     if epoch < seen {
-        return Err(stale(epoch, seen));
+        return Err(ReplError::StaleEpoch { epoch, seen });
     }
     if challenge.cluster != settings.cluster {
-        return Err(format!(
-            "{} belongs to cluster {:?}, we are {:?}",
-            active.repl_addr, challenge.cluster, settings.cluster
-        ));
+        return Err(ReplError::WrongCluster {
+            peer: active.repl_addr.clone(),
+            theirs: challenge.cluster,
+            ours: settings.cluster.clone(),
+        });
     }
     if challenge.node_id != active.node_id {
-        return Err(format!(
-            "expected active {} at {}, found {}",
-            active.node_id, active.repl_addr, challenge.node_id
-        ));
+        return Err(ReplError::WrongActive {
+            expected: active.node_id.clone(),
+            addr: active.repl_addr.clone(),
+            found: challenge.node_id,
+        });
     }
     let their_nonce = hex::decode(&challenge.nonce).unwrap_or_default();
     let our_nonce = auth::new_nonce();
@@ -139,10 +148,13 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
             frame: Frame::Hello(hello),
         })
         .await
-        .map_err(|e| format!("send failed: {e}"))?;
+        .map_err(|e| ReplError::send("send", e))?;
     let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
         .await
-        .map_err(|_| format!("no welcome within {HANDSHAKE_TIMEOUT:?}"))?;
+        .map_err(|_| ReplError::Timeout {
+            waiting_for: "welcome",
+            after: HANDSHAKE_TIMEOUT,
+        })?;
     let welcome = match answer {
         Some(Ok(Envelope {
             frame: Frame::Welcome(w),
@@ -151,10 +163,10 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
         Some(Ok(Envelope {
             frame: Frame::Refuse(r),
             ..
-        })) => return Err(format!("refused ({:?}): {}", r.code, r.reason)),
-        Some(Ok(other)) => return Err(format!("expected welcome, got {}", other.frame.name())),
-        Some(Err(e)) => return Err(format!("unreadable frame: {e}")),
-        None => return Err("closed during the handshake".into()),
+        })) => return Err(refused(r)),
+        Some(Ok(other)) => return Err(unexpected("welcome", &other.frame)),
+        Some(Err(e)) => return Err(ReplError::unreadable("frame", e)),
+        None => return Err(ReplError::Closed("closed during the handshake")),
     };
     let proof = hex::decode(&welcome.proof).unwrap_or_default();
     if !repl.token.verify(
@@ -164,10 +176,9 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
         active.node_id.as_str(),
         &proof,
     ) {
-        return Err(format!(
-            "{} did not prove it holds the cluster token; not following it",
-            active.node_id
-        ));
+        return Err(ReplError::BadProof {
+            peer: format!("active {}", active.node_id),
+        });
     }
     check_epoch(repl, epoch)?;
     if let Some(core) = &node.proxy {
@@ -185,8 +196,8 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
         let received = reader.next().await;
         let mut next = match received {
             Some(Ok(env)) => Some(env),
-            Some(Err(e)) => return Err(format!("unreadable frame, closing: {e}")),
-            None => return Err("the active closed the connection".into()),
+            Some(Err(e)) => return Err(ReplError::unreadable("frame", e)),
+            None => return Err(ReplError::Closed("the active closed the connection")),
         };
         // Take every frame already buffered: one fsync and one ack for all.
         while let Some(env) = next.take() {
@@ -212,17 +223,22 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Str
                     install_snapshot(repl, &mut reader, position, size).await?;
                     expected_prev = position;
                 }
-                other => return Err(format!("unexpected {} frame from the active", other.name())),
+                other => {
+                    return Err(unexpected(
+                        "entries, a commit, a truncation or a snapshot",
+                        &other,
+                    ))
+                }
             }
             if staged.bytes() >= FLUSH_BYTES {
                 break;
             }
             next = match reader.next().now_or_never() {
                 Some(Some(Ok(env))) => Some(env),
-                Some(Some(Err(e))) => return Err(format!("unreadable frame, closing: {e}")),
+                Some(Some(Err(e))) => return Err(ReplError::unreadable("frame", e)),
                 Some(None) => {
                     flush(repl, &mut writer, &mut staged).await?;
-                    return Err("the active closed the connection".into());
+                    return Err(ReplError::Closed("the active closed the connection"));
                 }
                 None => None,
             };
@@ -255,20 +271,20 @@ impl Staged {
     }
 
     /// Checks a batch (continuity, checksums, commands) and stages it.
-    fn add(&mut self, prev: Position, expected: Position, records: Bytes) -> Result<(), String> {
+    fn add(&mut self, prev: Position, expected: Position, records: Bytes) -> Result<(), Violation> {
         if prev != expected {
-            return Err(format!(
-                "entries continue after {prev}, but our log ends at {expected}"
-            ));
+            return Err(Violation::Gap {
+                prev,
+                ours: expected,
+            });
         }
-        let checked =
-            record::check_batch(&records, prev).map_err(|e| format!("bad entries: {e}"))?;
+        let checked = record::check_batch(&records, prev).map_err(Violation::BadEntries)?;
         for &(position, off) in &checked {
             let start = off as usize;
             let len = u32::from_le_bytes(records[start..start + 4].try_into().unwrap()) as usize;
             let payload = records.slice(start + HEADER_LEN..start + HEADER_LEN + len);
             let command = Command::decode(&payload)
-                .map_err(|e| format!("entry {position} holds an unknown command: {e}"))?;
+                .map_err(|source| Violation::BadEntry { position, source })?;
             self.pending.push(PendingEntry {
                 position,
                 command,
@@ -291,7 +307,7 @@ async fn flush(
     repl: &Replication,
     writer: &mut FramedWrite<ReplWrite, ReplCodec>,
     staged: &mut Staged,
-) -> Result<(), String> {
+) -> Result<(), ReplError> {
     let staged = std::mem::take(staged);
     if !staged.entries.is_empty() {
         let _in_flight = repl.node.idle_poll.busy_for(staged.pending.len());
@@ -313,7 +329,7 @@ async fn flush(
             .log
             .direct()
             .append(&bytes, &staged.entries, staged.pending)
-            .map_err(|e| format!("writing entries: {e}"))?;
+            .map_err(|e| StorageError::io("writing entries", e))?;
         send_ack(repl, writer).await?;
     }
     if staged.commit > LogIndex::ZERO {
@@ -326,7 +342,7 @@ async fn flush(
 async fn send_ack(
     repl: &Replication,
     writer: &mut FramedWrite<ReplWrite, ReplCodec>,
-) -> Result<(), String> {
+) -> Result<(), ReplError> {
     let position = repl.node.commit.durable();
     let epoch = repl.node.role().seen;
     writer
@@ -335,28 +351,41 @@ async fn send_ack(
             frame: Frame::Ack { position },
         })
         .await
-        .map_err(|e| format!("sending an ack failed: {e}"))
+        .map_err(|e| ReplError::send("sending an ack", e))
 }
 
 /// Drops frames from an epoch older than one we have seen; learns newer
 /// ones, unless implausibly far ahead (`Epoch::check_plausible`). Only for
 /// frames from an active that proved it holds the token.
-fn check_epoch(repl: &Replication, epoch: Epoch) -> Result<Epoch, String> {
+fn check_epoch(repl: &Replication, epoch: Epoch) -> Result<Epoch, ReplError> {
     let seen = repl.node.role().seen;
     if epoch < seen {
-        return Err(stale(epoch, seen));
+        return Err(ReplError::StaleEpoch { epoch, seen });
     }
     epoch
         .check_plausible(seen)
-        .map_err(|why| format!("the active sent {why}; closing"))?;
+        .map_err(|detail| Violation::ImplausibleEpoch {
+            peer: "the active".into(),
+            detail,
+        })?;
     Ok(repl.node.note_epoch(epoch)?)
 }
 
-fn stale(epoch: Epoch, seen: Epoch) -> String {
-    format!(
-        "frame from epoch {epoch}, but epoch {seen} has been seen: the sender was deposed; \
-         nothing from it is applied"
-    )
+/// The active's refusal, as the error that ends the session.
+fn refused(r: proto_common::wire::Refusal) -> ReplError {
+    ReplError::Refused {
+        code: r.code,
+        reason: r.reason,
+    }
+}
+
+/// A frame the protocol does not allow here.
+fn unexpected(expected: &'static str, got: &Frame) -> ReplError {
+    Violation::UnexpectedFrame {
+        expected,
+        got: got.name(),
+    }
+    .into()
 }
 
 async fn install_snapshot(
@@ -364,15 +393,15 @@ async fn install_snapshot(
     reader: &mut FramedRead<ReplRead, ReplCodec>,
     position: Position,
     size: u64,
-) -> Result<(), String> {
+) -> Result<(), ReplError> {
     let node = &repl.node;
     let dir = node.data_dir().join("snapshots");
     tokio::fs::create_dir_all(&dir)
         .await
-        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        .map_err(|e| StorageError::io(format!("creating {}", dir.display()), e))?;
     let tmp = dir.join("incoming.tmp");
-    let incoming =
-        Incoming::start(tmp.clone()).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    let incoming = Incoming::start(tmp.clone())
+        .map_err(|e| StorageError::io(format!("creating {}", tmp.display()), e))?;
     tracing::info!(position = %position, bytes = size, "receiving a snapshot from the active");
     let started = std::time::Instant::now();
     let mut got = 0u64;
@@ -385,7 +414,11 @@ async fn install_snapshot(
                 check_epoch(repl, epoch)?;
                 got += data.len() as u64;
                 if got > size {
-                    return Err(format!("snapshot longer than the announced {size} bytes"));
+                    return Err(Violation::SnapshotSize {
+                        got,
+                        announced: size,
+                    }
+                    .into());
                 }
                 incoming.push(data).await?;
             }
@@ -394,36 +427,44 @@ async fn install_snapshot(
                 ..
             })) => break,
             Some(Ok(other)) => {
-                return Err(format!(
-                    "unexpected {} inside a snapshot",
-                    other.frame.name()
+                return Err(unexpected(
+                    "a snapshot chunk or the snapshot's end",
+                    &other.frame,
                 ))
             }
-            Some(Err(e)) => return Err(format!("unreadable frame in a snapshot: {e}")),
-            None => return Err("closed in the middle of a snapshot".into()),
+            Some(Err(e)) => return Err(ReplError::unreadable("frame in a snapshot", e)),
+            None => return Err(ReplError::Closed("closed in the middle of a snapshot")),
         }
     }
     if got != size {
-        return Err(format!("snapshot had {got} bytes, {size} announced"));
+        return Err(Violation::SnapshotSize {
+            got,
+            announced: size,
+        }
+        .into());
     }
     let received = started.elapsed().as_secs_f64();
     let (state, history) = incoming
         .finish()
         .await
-        .map_err(|e| format!("receiving the snapshot: {e}"))?;
+        .map_err(|e| StorageError::io("receiving the snapshot", e))?;
     // Checked before the file is published under the announced position's
     // name: a restart would otherwise load a state that is not what the
     // name says.
     if state.applied() != position {
-        return Err(format!(
-            "snapshot announced {position} but holds {}",
-            state.applied()
-        ));
+        return Err(Violation::SnapshotPosition {
+            announced: position,
+            holds: state.applied(),
+        }
+        .into());
     }
     tokio::task::spawn_blocking(move || snapshot::publish(&dir, &tmp, position))
         .await
-        .map_err(|e| format!("snapshot task failed: {e}"))?
-        .map_err(|e| format!("installing the snapshot: {e}"))?;
+        .map_err(|source| StorageError::TaskFailed {
+            task: "snapshot",
+            source,
+        })?
+        .map_err(|e| StorageError::io("installing the snapshot", e))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     node.log
         .send(LogRequest::Reset {
@@ -431,10 +472,10 @@ async fn install_snapshot(
             history,
             done: tx,
         })
-        .map_err(|_| "the group-commit thread stopped".to_string())?;
+        .map_err(|_| StorageError::LogStopped)?;
     rx.await
-        .map_err(|_| "the group-commit thread stopped".to_string())?
-        .map_err(|e| format!("resetting the log: {e}"))?;
+        .map_err(|_| StorageError::LogStopped)?
+        .map_err(|e| StorageError::io("resetting the log", e))?;
     node.replace_state(state);
     node.update_node_state(|s| s.commit_hint = s.commit_hint.max(position.index))?;
     node.metrics

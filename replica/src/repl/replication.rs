@@ -18,6 +18,7 @@ use proto_common::{clock, Epoch, Position};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::error::ReplError;
 use super::progress::Followers;
 use super::{receiver, sender};
 use crate::node::{Node, PromotionError};
@@ -182,7 +183,11 @@ impl Replication {
     }
 
     /// Follows `active`: a receiver on a thread of its own, in a new scope.
-    fn start_following(self: &Arc<Self>, active: ActiveInfo, epoch: Epoch) -> Result<(), String> {
+    fn start_following(
+        self: &Arc<Self>,
+        active: ActiveInfo,
+        epoch: Epoch,
+    ) -> Result<(), ReplError> {
         let scope = self.new_scope();
         self.followers.clear();
         self.connected.store(false, Ordering::SeqCst);
@@ -253,16 +258,22 @@ impl Replication {
         self: &Arc<Self>,
         active: ActiveInfo,
         scope: CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), ReplError> {
+        let spawn = |what| {
+            move |e| ReplError::Spawn {
+                what,
+                source: Arc::new(e),
+            }
+        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the replication runtime: {e}"))?;
+            .map_err(spawn("replication runtime"))?;
         let repl = self.clone();
         std::thread::Builder::new()
             .name("standby-receiver".into())
             .spawn(move || runtime.block_on(receiver::follow(repl, active, scope)))
-            .map_err(|e| format!("cannot start the replication thread: {e}"))?;
+            .map_err(spawn("replication thread"))?;
         Ok(())
     }
 

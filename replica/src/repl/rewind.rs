@@ -12,46 +12,79 @@ use std::sync::Arc;
 use proto_common::record::{self, Decoded};
 use proto_common::Position;
 
+use super::error::ReplError;
 use super::quarantine;
 use crate::command::Command;
 use crate::log::group_commit::LogRequest;
 use crate::log::ReadOutcome;
-use crate::node::Node;
+use crate::node::{Node, StorageError};
 use crate::snapshot;
 use crate::state::KvState;
 
 /// Rebuilds the applied state so that it ends at `after` (the log has
 /// already been truncated there, and the newest snapshot is not past it).
-pub async fn rewind(node: &Arc<Node>, after: Position) -> Result<(), String> {
+pub async fn rewind(node: &Arc<Node>, after: Position) -> Result<(), ReplError> {
+    const DOING: &str = "rewinding the state machine";
     let dir = node.data_dir().join("snapshots");
-    let snaps = snapshot::list(&dir).map_err(|e| format!("listing snapshots: {e}"))?;
+    let snaps = snapshot::list(&dir).map_err(|e| StorageError::io("listing snapshots", e))?;
     let mut state = match snaps.last() {
         Some((pos, _)) if pos.index > after.index => {
-            return Err(format!(
-                "rewinding to {after}: the snapshot at {pos} holds cut entries (a full resync \
-                 was due instead)"
-            ))
+            return Err(ReplError::SnapshotPastCut {
+                snapshot: *pos,
+                after,
+            })
         }
-        Some((_, path)) => snapshot::read(path).map_err(|e| e.to_string())?.0,
+        Some((_, path)) => {
+            snapshot::read(path)
+                .map_err(|e| StorageError::io(format!("{DOING}: reading its snapshot"), e))?
+                .0
+        }
         None => KvState::default(),
     };
     let mut next = state.applied().index.next();
     while next <= after.index {
         let bytes = match node.reader.read(next, 8 << 20) {
             Ok(ReadOutcome::Entries { bytes, .. }) => bytes,
-            Ok(other) => return Err(format!("rewinding: log read at {next} gave {other:?}")),
-            Err(e) => return Err(format!("rewinding: {e}")),
+            Ok(ReadOutcome::Compacted) => {
+                return Err(StorageError::Compacted {
+                    doing: DOING,
+                    index: next,
+                }
+                .into())
+            }
+            Ok(ReadOutcome::UpToDate) => {
+                return Err(StorageError::EndsEarly {
+                    doing: DOING,
+                    index: next,
+                }
+                .into())
+            }
+            Err(source) => {
+                return Err(StorageError::ReadLog {
+                    doing: DOING,
+                    source,
+                }
+                .into())
+            }
         };
         let mut off = 0;
         while off < bytes.len() {
             let Decoded::Record(r) = record::decode(&bytes[off..]) else {
-                return Err(format!("rewinding: bad record near {next}"));
+                return Err(StorageError::BadRecord {
+                    doing: DOING,
+                    index: next,
+                }
+                .into());
             };
             if r.position.index > after.index {
                 break;
             }
             let payload = bytes.slice(off + record::HEADER_LEN..off + r.encoded_len());
-            let cmd = Command::decode(&payload).map_err(|e| format!("rewinding: {e}"))?;
+            let cmd = Command::decode(&payload).map_err(|source| StorageError::BadCommand {
+                doing: DOING,
+                position: r.position,
+                source,
+            })?;
             state.apply(r.position, &cmd);
             next = r.position.index.next();
             off += r.encoded_len();
@@ -70,19 +103,21 @@ pub async fn discard_for_resync(
     node: &Arc<Node>,
     after: Position,
     reason: &str,
-) -> Result<(), String> {
+) -> Result<(), ReplError> {
     let dir = node.data_dir().join("snapshots");
-    let snaps = snapshot::list(&dir).map_err(|e| format!("listing snapshots: {e}"))?;
+    let snaps = snapshot::list(&dir).map_err(|e| StorageError::io("listing snapshots", e))?;
     node.update_node_state(|s| s.commit_hint = s.commit_hint.min(after.index))?;
     for (pos, path) in &snaps {
         if pos.index > after.index {
             tracing::warn!(snapshot = %pos, cut_after = %after,
                 "the local snapshot holds cut entries; moving it to quarantine/ for a full resync");
-            quarantine::store_snapshot(node.data_dir(), path, *pos, after, reason)
-                .map_err(|e| format!("moving {} to quarantine/: {e}", path.display()))?;
+            quarantine::store_snapshot(node.data_dir(), path, *pos, after, reason).map_err(
+                |e| StorageError::io(format!("moving {} to quarantine/", path.display()), e),
+            )?;
         } else {
             // Holds only entries the active has too.
-            std::fs::remove_file(path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+            std::fs::remove_file(path)
+                .map_err(|e| StorageError::io(format!("removing {}", path.display()), e))?;
         }
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -92,10 +127,10 @@ pub async fn discard_for_resync(
             history: Vec::new(),
             done: tx,
         })
-        .map_err(|_| "the group-commit thread stopped".to_string())?;
+        .map_err(|_| StorageError::LogStopped)?;
     rx.await
-        .map_err(|_| "the group-commit thread stopped".to_string())?
-        .map_err(|e| format!("resetting the log: {e}"))?;
+        .map_err(|_| StorageError::LogStopped)?
+        .map_err(|e| StorageError::io("resetting the log", e))?;
     node.replace_state(KvState::default());
-    Err("local state discarded for a full resync; reconnecting".into())
+    Err(ReplError::DiscardedForResync)
 }

@@ -18,12 +18,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::divergence::{self, LogShape};
+use super::error::{ReplError, Violation};
 use super::outbox::Outbox;
 use super::snapshot_send::Outgoing;
 use super::transport::{self, ReplRead, ReplWrite};
 use super::Replication;
 use crate::commit::Shipper;
 use crate::log::ReadOutcome;
+use crate::node::StorageError;
 use proto_common::clock;
 
 /// Bytes per catch-up read.
@@ -49,24 +51,29 @@ pub async fn serve_standby(
         let writer = FramedWrite::new(wr, codec);
         match session(&repl, reader, writer, &scope).await {
             Ok(()) => tracing::info!("standby connection ended"),
-            Err(why) => tracing::warn!(reason = %why, "standby connection closed"),
+            Err(why) => tracing::warn!(reason = %why, code = why.code(),
+                retryable = why.is_retryable(), "standby connection closed"),
         }
     }
     .instrument(span)
     .await
 }
 
-async fn refuse(writer: &mut Writer, epoch: Epoch, code: RefuseCode, reason: String) -> String {
+/// Tells the standby why it is refused (with the code of the error's
+/// kind, see [`ReplError::refuse_code`]) and returns the error that ends
+/// the session.
+async fn refuse(writer: &mut Writer, epoch: Epoch, why: ReplError) -> ReplError {
+    let code = why.refuse_code().unwrap_or(RefuseCode::Protocol);
     let _ = writer
         .send(Envelope {
             epoch,
             frame: Frame::Refuse(Refusal {
                 code,
-                reason: reason.clone(),
+                reason: why.to_string(),
             }),
         })
         .await;
-    reason
+    why
 }
 
 async fn session(
@@ -74,17 +81,16 @@ async fn session(
     mut reader: Reader,
     mut writer: Writer,
     scope: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), ReplError> {
     let node = &repl.node;
     let settings = &node.settings;
     let role = node.role();
     let Some(epoch) = role.state.term().map(|t| t.epoch()) else {
-        let hint = role
-            .active_url()
-            .map(|u| format!("; the active is at {u}"))
-            .unwrap_or_default();
-        let why = format!("{} is not the active{hint}", settings.node_id);
-        return Err(refuse(&mut writer, role.seen, RefuseCode::NotActive, why).await);
+        let why = ReplError::NotActive {
+            node: settings.node_id.clone(),
+            active_url: role.active_url().map(str::to_string),
+        };
+        return Err(refuse(&mut writer, role.seen, why).await);
     };
     let nonce = auth::new_nonce();
     send(
@@ -101,25 +107,34 @@ async fn session(
     // cluster, the proof and the node id are checked: an epoch from anyone
     // who can reach this port would otherwise depose the active.
     let (their_epoch, hello) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
-        Err(_) => return Err("no hello within 5 s".into()),
-        Ok(None) => return Err("closed before hello".into()),
-        Ok(Some(Err(e))) => return Err(format!("unreadable hello: {e}")),
+        Err(_) => {
+            return Err(ReplError::Timeout {
+                waiting_for: "hello",
+                after: HANDSHAKE_TIMEOUT,
+            })
+        }
+        Ok(None) => return Err(ReplError::Closed("closed before hello")),
+        Ok(Some(Err(e))) => return Err(ReplError::unreadable("hello", e)),
         Ok(Some(Ok(Envelope {
             epoch: their_epoch,
             frame: Frame::Hello(h),
         }))) => (their_epoch, h),
         Ok(Some(Ok(other))) => {
-            let why = format!("expected hello, got {}", other.frame.name());
-            return Err(refuse(&mut writer, epoch, RefuseCode::Protocol, why).await);
+            let why = Violation::UnexpectedFrame {
+                expected: "hello",
+                got: other.frame.name(),
+            };
+            return Err(refuse(&mut writer, epoch, why.into()).await);
         }
     };
     tracing::Span::current().record("standby", tracing::field::display(&hello.node_id));
     if hello.cluster != settings.cluster {
-        let why = format!(
-            "standby {} belongs to cluster {:?}, this is {:?}",
-            hello.node_id, hello.cluster, settings.cluster
-        );
-        return Err(refuse(&mut writer, epoch, RefuseCode::WrongCluster, why).await);
+        let why = ReplError::WrongCluster {
+            peer: format!("standby {}", hello.node_id),
+            theirs: hello.cluster.clone(),
+            ours: settings.cluster.clone(),
+        };
+        return Err(refuse(&mut writer, epoch, why).await);
     }
     let proof = hex::decode(&hello.proof).unwrap_or_default();
     let cluster = &settings.cluster;
@@ -127,37 +142,40 @@ async fn session(
         .token
         .verify("standby", &nonce, cluster, hello.node_id.as_str(), &proof)
     {
-        let why = format!(
-            "standby {} did not prove it holds the cluster token (wrong token?)",
-            hello.node_id
-        );
-        return Err(refuse(&mut writer, epoch, RefuseCode::BadProof, why).await);
+        let why = ReplError::BadProof {
+            peer: format!("standby {}", hello.node_id),
+        };
+        return Err(refuse(&mut writer, epoch, why).await);
     }
     if hello.node_id == settings.node_id {
-        let why = "a standby uses this active's own node id".to_string();
-        return Err(refuse(&mut writer, epoch, RefuseCode::Protocol, why).await);
+        return Err(refuse(&mut writer, epoch, Violation::OwnNodeId.into()).await);
     }
     if hello.position.epoch > their_epoch || hello.base > hello.position {
-        let why = format!(
-            "standby {} describes an impossible log (epoch {their_epoch}, base {}, last {})",
-            hello.node_id, hello.base, hello.position
-        );
-        return Err(refuse(&mut writer, epoch, RefuseCode::Protocol, why).await);
+        let why = Violation::ImpossibleLog {
+            standby: hello.node_id.clone(),
+            epoch: their_epoch,
+            base: hello.base,
+            last: hello.position,
+        };
+        return Err(refuse(&mut writer, epoch, why.into()).await);
     }
     if their_epoch > epoch {
         // Authenticated, but an epoch absurdly far ahead is still a
         // corrupted or forged number, not news of another active.
-        if let Err(why) = their_epoch.check_plausible(node.role().seen) {
-            let why = format!("standby {} sent {why}", hello.node_id);
-            return Err(refuse(&mut writer, epoch, RefuseCode::Protocol, why).await);
+        if let Err(detail) = their_epoch.check_plausible(node.role().seen) {
+            let why = Violation::ImplausibleEpoch {
+                peer: format!("standby {}", hello.node_id),
+                detail,
+            };
+            return Err(refuse(&mut writer, epoch, why.into()).await);
         }
-        let why = format!(
-            "standby {} has seen epoch {their_epoch}, newer than ours ({epoch}): another \
-             replica is active; stepping down",
-            hello.node_id
-        );
-        repl.deposed(their_epoch, &why).await;
-        return Err(refuse(&mut writer, epoch, RefuseCode::StaleEpoch, why).await);
+        let why = ReplError::Deposed {
+            standby: hello.node_id.clone(),
+            theirs: their_epoch,
+            ours: epoch,
+        };
+        repl.deposed(their_epoch, &why.to_string()).await;
+        return Err(refuse(&mut writer, epoch, why).await);
     }
     let their_nonce = hex::decode(&hello.nonce).unwrap_or_default();
     let our_proof = repl
@@ -189,13 +207,12 @@ async fn session(
     let id = hello.node_id.clone();
     if plan.snapshot && settings.proxy.is_some() {
         // Proxy mode sends no snapshots: the standby copies our upstream.
-        let why = format!(
-            "standby {id} needs entries from {} but this active's log starts after {}: it must \
-             fill its upstream from ours (full resync)",
-            plan.from,
-            node.reader.base()
-        );
-        return Err(refuse(&mut writer, epoch, RefuseCode::NeedsResync, why).await);
+        let why = ReplError::NeedsResync {
+            standby: id,
+            from: plan.from,
+            base: node.reader.base(),
+        };
+        return Err(refuse(&mut writer, epoch, why).await);
     }
     tracing::info!(
         position = %hello.position,
@@ -266,11 +283,11 @@ impl Drop for Registered<'_> {
     }
 }
 
-async fn send(writer: &mut Writer, epoch: Epoch, frame: Frame) -> Result<(), String> {
+async fn send(writer: &mut Writer, epoch: Epoch, frame: Frame) -> Result<(), ReplError> {
     writer
         .send(Envelope { epoch, frame })
         .await
-        .map_err(|e| format!("send failed: {e}"))
+        .map_err(|e| ReplError::send("send", e))
 }
 
 /// Ships the log to one standby until the connection or the role ends:
@@ -283,7 +300,7 @@ async fn stream(
     id: &NodeId,
     snapshot_first: bool,
     conn: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), ReplError> {
     let node = &repl.node;
     let mut commit_rx = node.commit.commit_index();
     if snapshot_first {
@@ -312,7 +329,7 @@ async fn stream(
             _ = outbox.woken() => {}
             changed = commit_rx.changed() => {
                 if changed.is_err() {
-                    return Err("the log closed".into());
+                    return Err(StorageError::LogStopped.into());
                 }
                 let commit = *commit_rx.borrow_and_update();
                 let mut st = outbox.lock();
@@ -332,12 +349,15 @@ async fn catch_up_chunk(
     outbox: &Outbox,
     id: &NodeId,
     next: LogIndex,
-) -> Result<(), String> {
+) -> Result<(), ReplError> {
     let read = repl
         .node
         .reader
         .read(next, CHUNK)
-        .map_err(|e| format!("reading the log: {e}"))?;
+        .map_err(|source| StorageError::ReadLog {
+            doing: "reading the log for a standby",
+            source,
+        })?;
     match read {
         ReadOutcome::Entries {
             bytes, first, last, ..
@@ -377,28 +397,29 @@ async fn send_snapshot(
     repl: &Arc<Replication>,
     outbox: &Outbox,
     id: &NodeId,
-) -> Result<(), String> {
+) -> Result<(), ReplError> {
     // Keep the log after the snapshot from compaction: the snapshot holds at
     // least what is applied now.
     repl.followers
         .needs_from(id, repl.node.applied().index.next());
     let mut outgoing =
-        Outgoing::start(&repl.node).map_err(|e| format!("starting a snapshot: {e}"))?;
+        Outgoing::start(&repl.node).map_err(|e| StorageError::io("starting a snapshot", e))?;
     let (position, size) = (outgoing.position, outgoing.size);
     tracing::info!(standby = %id, position = %position, bytes = size, "sending snapshot");
     let started = std::time::Instant::now();
     outbox.push(&mut outbox.lock(), Frame::SnapshotBegin { position, size })?;
     let mut sent = 0u64;
     while let Some(chunk) = outgoing.next().await {
-        let data = chunk.map_err(|e| format!("encoding the snapshot: {e}"))?;
+        let data = chunk.map_err(|e| StorageError::io("encoding the snapshot", e))?;
         sent += data.len() as u64;
         outbox.push(&mut outbox.lock(), Frame::SnapshotChunk { data })?;
         outbox.drain_to(CHUNK).await?;
     }
     if sent != size {
-        return Err(format!(
-            "the snapshot encoded to {sent} bytes, not the {size} announced"
-        ));
+        return Err(ReplError::SnapshotEncoded {
+            sent,
+            announced: size,
+        });
     }
     {
         let mut st = outbox.lock();

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::node::StorageError;
 use crate::snapshot::{self, Chunks, EpochRuns};
 use crate::state::KvState;
 
@@ -56,11 +57,11 @@ impl Incoming {
     }
 
     /// Hands over the next chunk; waits if the disk falls behind.
-    pub async fn push(&self, chunk: Bytes) -> Result<(), String> {
+    pub async fn push(&self, chunk: Bytes) -> Result<(), StorageError> {
         self.chunks
             .send(chunk)
             .await
-            .map_err(|_| "the snapshot writer stopped (see the error it reports)".to_string())
+            .map_err(|_| StorageError::SnapshotWriterStopped)
     }
 
     /// All chunks are in: waits for the state and the durable file.
