@@ -736,25 +736,26 @@ async fn replies<U, W>(
     let mut frames = Frames {
         buf: BytesMut::with_capacity(16 * 1024),
         max_bulk,
+        stash: None,
     };
     // Replies held until the next ROLE releases them (and whether each
     // may have written, for the error if it cannot be released).
     let mut held: Vec<(Bytes, bool)> = Vec::new();
     let result: Result<(), Closed> = async {
         loop {
-            if held.is_empty() && frames.buf.is_empty() {
-                client.flush().await.map_err(|_| Closed)?;
-            }
+            client.flush().await.map_err(|_| Closed)?;
             let slot = tokio::select! {
                 s = slots.recv() => match s { Some(s) => s, None => return Ok(()) },
-                // Push frames (RESP3) arrive between replies.
-                f = frames.next(&mut upstream), if frames.buf.is_empty() => {
+                // Push frames (RESP3) arrive between replies; a reply may
+                // arrive before its slot: it waits for it.
+                f = frames.next(&mut upstream, &mut client), if frames.stash.is_none() => {
                     let f = f?;
                     if f.first() == Some(&b'>') {
                         client.write_all(&f).await.map_err(|_| Closed)?;
-                        continue;
+                    } else {
+                        frames.stash = Some(f);
                     }
-                    return Err(Closed);
+                    continue;
                 }
             };
             match slot {
@@ -776,6 +777,7 @@ async fn replies<U, W>(
                 Slot::Role => {
                     let f = frames.reply(&mut upstream, &mut client).await?;
                     let offset = role_offset(&f);
+                    client.flush().await.map_err(|_| Closed)?;
                     let released = match offset {
                         Some(o) => gate.release(o, &guard).await.map_err(|e| e.to_string()),
                         None => Err(format!(
@@ -819,7 +821,7 @@ async fn replies<U, W>(
                                 Some(Slot::Close) | None => return Ok(()),
                                 Some(_) => return Err(Closed),
                             },
-                            f = frames.next(&mut upstream) => {
+                            f = frames.next(&mut upstream, &mut client) => {
                                 let f = f?;
                                 if let Some((nonce, _)) = &barrier {
                                     if let Some(still) = barrier_reply(&f, nonce) {
@@ -863,15 +865,26 @@ async fn replies<U, W>(
 struct Frames {
     buf: BytesMut,
     max_bulk: u64,
+    /// A reply read before its slot arrived.
+    stash: Option<Bytes>,
 }
 
 impl Frames {
-    /// The next whole frame.
-    async fn next<U: AsyncRead + Unpin>(&mut self, up: &mut U) -> Result<Bytes, Closed> {
+    /// The next whole frame. Whatever the client is owed is flushed before
+    /// waiting for the upstream.
+    async fn next<U: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+        &mut self,
+        up: &mut U,
+        client: &mut BufWriter<W>,
+    ) -> Result<Bytes, Closed> {
+        if let Some(f) = self.stash.take() {
+            return Ok(f);
+        }
         loop {
             match frame::scan(&self.buf, self.max_bulk).map_err(|_| Closed)? {
                 Scan::Complete(n) => return Ok(self.buf.split_to(n).freeze()),
                 Scan::Incomplete => {
+                    client.flush().await.map_err(|_| Closed)?;
                     if up.read_buf(&mut self.buf).await.map_err(|_| Closed)? == 0 {
                         return Err(Closed);
                     }
@@ -884,10 +897,10 @@ impl Frames {
     async fn reply<U: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
         up: &mut U,
-        client: &mut W,
+        client: &mut BufWriter<W>,
     ) -> Result<Bytes, Closed> {
         loop {
-            let f = self.next(up).await?;
+            let f = self.next(up, client).await?;
             if f.first() == Some(&b'>') {
                 client.write_all(&f).await.map_err(|_| Closed)?;
                 continue;
