@@ -38,7 +38,7 @@ use crate::state::KvState;
 use crate::state_machine::{Answerer, KvMachine, StateMachine};
 use crate::unhealthy::Unhealthy;
 
-mod error;
+pub mod error;
 mod role;
 mod write;
 

@@ -25,7 +25,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use crate::log::writer::sync_dir;
-use crate::node::StartError;
+use crate::node::error::StartError;
 use crate::node_state::NodeState;
 
 /// The marker: the order's number while an order is being carried out.
