@@ -64,6 +64,8 @@ enum Slot {
     /// The `PING` barrier behind an unsubscribe: says whether the
     /// connection is still subscribed.
     Barrier(Bytes, oneshot::Sender<bool>),
+    /// A reply to a command the session sent on its own: dropped.
+    Discard,
     /// Close once everything before is written (after `QUIT`).
     Close,
 }
@@ -342,6 +344,7 @@ impl Client {
                 if name == "reset" {
                     *modes = Modes::reset();
                     self.grant = open_grant(&self.core, &self.node);
+                    self.reauthenticate(up, slots).await?;
                 }
             }
             if name == "quit" {
@@ -369,6 +372,8 @@ impl Client {
                 let _ = rx.await;
                 *modes = Modes::reset();
                 self.grant = open_grant(&self.core, &self.node);
+                // RESET logs the upstream connection out: in again.
+                self.reauthenticate(up, slots).await?;
                 return Ok(true);
             }
             "client" if req.arg_is(1, "reply") => {
@@ -403,6 +408,20 @@ impl Client {
             modes.subscribed = true;
             return Ok(true);
         }
+        if modes.in_multi && modes.multi_refused && name == "exec" {
+            // Refused here while queueing: Redis would abort the whole
+            // transaction, so it is discarded, not run without it.
+            send(up, &Request::new(["DISCARD"]).raw).await?;
+            slots.send(Slot::Discard).await?;
+            slots
+                .send(Slot::Local(error(
+                    "EXECABORT Transaction discarded because of previous errors.",
+                )))
+                .await?;
+            modes.in_multi = false;
+            modes.multi_refused = false;
+            return Ok(true);
+        }
         let write = self.may_write(req);
         send(up, &req.raw).await?;
         // What comes back, and whether a ROLE may follow.
@@ -416,18 +435,7 @@ impl Client {
             match name.as_str() {
                 "exec" | "discard" => {
                     modes.in_multi = false;
-                    let aborted = std::mem::take(&mut modes.multi_refused);
-                    if aborted && name == "exec" {
-                        // Refused here while queueing: Redis would abort.
-                        slots
-                            .send(Slot::Reply {
-                                gated: true,
-                                write: true,
-                            })
-                            .await?;
-                        *open_batch = true;
-                        return Ok(true);
-                    }
+                    modes.multi_refused = false;
                     slots.send(Slot::Reply { gated: true, write }).await?;
                     *open_batch = true;
                 }
@@ -523,6 +531,19 @@ impl Client {
             }
         }
         Ok(true)
+    }
+
+    /// Logs the session's upstream connection in again (after `RESET`).
+    async fn reauthenticate<W: AsyncWrite + Unpin>(
+        &self,
+        up: &mut BufWriter<W>,
+        slots: &mpsc::Sender<Slot>,
+    ) -> Result<(), Closed> {
+        if let Some(pw) = &self.core.settings.upstream_password {
+            send(up, &Request::new(["AUTH", pw.as_str()]).raw).await?;
+            slots.send(Slot::Discard).await?;
+        }
+        Ok(())
     }
 
     /// Why this command is not run, if it is not (DESIGN.md, "Proxy mode":
@@ -818,6 +839,10 @@ async fn replies<U, W>(
                         tokio::select! {
                             s = slots.recv(), if barrier.is_none() => match s {
                                 Some(Slot::Barrier(nonce, tx)) => barrier = Some((nonce, tx)),
+                                Some(Slot::Local(b)) => {
+                                    client.write_all(&b).await.map_err(|_| Closed)?;
+                                    client.flush().await.map_err(|_| Closed)?;
+                                }
                                 Some(Slot::Close) | None => return Ok(()),
                                 Some(_) => return Err(Closed),
                             },
@@ -837,6 +862,9 @@ async fn replies<U, W>(
                             }
                         }
                     }
+                }
+                Slot::Discard => {
+                    frames.reply(&mut upstream, &mut client).await?;
                 }
                 Slot::Barrier(nonce, tx) => {
                     // Outside subscribed mode: the PING's plain answer.
