@@ -6,10 +6,12 @@
 //! understudy: two redis-servers without persistence, each fronted by a
 //! replica, `sync_standbys = 1`, the arbiter's own timing; every `SET` is
 //! fsynced in the log on the active and on the standby before it is
-//! acknowledged. Measured against the active's RESP port:
-//! `redis-benchmark -t set,get -c <clients> -d <value size> -r 100000` and
-//! `-t set -c 1`, each target in turn, `--rounds` times, the order reversed
-//! every other round. A second such cluster runs with the placement the
+//! acknowledged. Measured against the active's RESP port, each target in
+//! turn, `--rounds` times, the order reversed every other round:
+//! `redis-benchmark -t set,get -c <clients> -d <value size> -r 100000`, the
+//! same pipelined (`-P 16`), the write mix `-t incr,lpush,hset,zadd`, an
+//! `EVALSHA` of a read-modify-write script (`INCRBY` of a random key, the
+//! script loaded first with `SCRIPT LOAD`), and `-t set -c 1`. A second such cluster runs with the placement the
 //! README recommends: each replica's RESP thread and its redis-server's
 //! main thread pinned to one CPU (`--resp-cpus`, `server_cpulist`), a's
 //! pair on the first CPU and b's on the next; redis-benchmark and the
@@ -65,17 +67,12 @@ pub async fn run(config: &Config, dir: &TestDir) -> Result<Vec<RedisRow>, String
             let clients = config.clients.to_string();
             let size = config.value_size.to_string();
             let port = port.to_string();
-            for (c, tests, n) in [
-                (clients.as_str(), "set,get", requests.as_str()),
-                ("1", "set", single.as_str()),
-            ] {
-                let args = [
+            let base = |c: &str, n: &str, more: &[&str]| -> Vec<String> {
+                [
                     "-h",
                     "127.0.0.1",
                     "-p",
                     &port,
-                    "-t",
-                    tests,
                     "-n",
                     n,
                     "-c",
@@ -85,7 +82,25 @@ pub async fn run(config: &Config, dir: &TestDir) -> Result<Vec<RedisRow>, String
                     "-r",
                     "100000",
                     "--csv",
-                ];
+                ]
+                .iter()
+                .chain(more)
+                .map(|s| s.to_string())
+                .collect()
+            };
+            let sha = load_script(&port).await?;
+            for args in [
+                base(&clients, &requests, &["-t", "set,get"]),
+                base(&clients, &requests, &["-t", "set,get", "-P", "16"]),
+                base(&clients, &requests, &["-t", "incr,lpush,hset,zadd"]),
+                base(
+                    &clients,
+                    &requests,
+                    &["evalsha", &sha, "1", "counter:__rand_int__", "1"],
+                ),
+                base("1", &single, &["-t", "set"]),
+            ] {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 rows.extend(benchmark(name, &args).await?);
             }
         }
@@ -115,6 +130,28 @@ async fn start_cluster(
     Ok((cluster, port))
 }
 
+/// The read-modify-write script the `EVALSHA` workload runs.
+const SCRIPT: &str = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
+
+/// Loads [`SCRIPT`] on the server at `port` (`redis-cli SCRIPT LOAD`);
+/// returns its SHA1.
+async fn load_script(port: &str) -> Result<String, String> {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", port, "SCRIPT", "LOAD", SCRIPT])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run redis-cli (is redis-tools installed?): {e}"))?;
+    let sha = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if sha.len() != 40 {
+        return Err(format!(
+            "SCRIPT LOAD on port {port} answered {sha:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(sha)
+}
+
 async fn benchmark(target: &str, args: &[&str]) -> Result<Vec<RedisRow>, String> {
     let command = format!("redis-benchmark {}", args.join(" "));
     eprintln!("{target}: {command}");
@@ -135,6 +172,10 @@ async fn benchmark(target: &str, args: &[&str]) -> Result<Vec<RedisRow>, String>
         .find(|w| w[0] == "-c")
         .and_then(|w| w[1].parse().ok())
         .unwrap_or(0);
+    let pipeline = args
+        .windows(2)
+        .find(|w| w[0] == "-P")
+        .map_or(String::new(), |w| format!(" -P {}", w[1]));
     let text = String::from_utf8_lossy(&out.stdout);
     let mut rows = Vec::new();
     // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
@@ -152,7 +193,10 @@ async fn benchmark(target: &str, args: &[&str]) -> Result<Vec<RedisRow>, String>
         };
         rows.push(RedisRow {
             target: target.to_string(),
-            test: f[0].clone(),
+            test: format!(
+                "{}{pipeline}",
+                f[0].split_whitespace().next().unwrap_or_default()
+            ),
             clients,
             requests_per_sec: num(1)?,
             p50_ms: num(4)?,
@@ -169,12 +213,12 @@ async fn benchmark(target: &str, args: &[&str]) -> Result<Vec<RedisRow>, String>
 /// The rows as a table.
 pub fn format(rows: &[RedisRow]) -> String {
     let mut out = format!(
-        "{:<40} {:>5} {:>8} {:>12} {:>8} {:>8}\n",
+        "{:<40} {:>13} {:>8} {:>12} {:>8} {:>8}\n",
         "target", "test", "clients", "requests/s", "p50 ms", "p99 ms"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<40} {:>5} {:>8} {:>12.0} {:>8.3} {:>8.3}\n",
+            "{:<40} {:>13} {:>8} {:>12.0} {:>8.3} {:>8.3}\n",
             r.target, r.test, r.clients, r.requests_per_sec, r.p50_ms, r.p99_ms
         ));
     }
