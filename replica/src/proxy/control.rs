@@ -32,6 +32,8 @@ const POLL: Duration = Duration::from_millis(2);
 const TAP_RETRY: Duration = Duration::from_millis(50);
 /// Pause before making the upstream follow the feed again after a failure.
 const FOLLOW_RETRY: Duration = Duration::from_millis(500);
+/// How often a standby checks that its upstream still follows the feed.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// Why a role change could not be carried out on the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +260,45 @@ impl ProxyCore {
                 }
             }
         });
+    }
+
+    /// Until `stop`: on a standby, an upstream that stopped following the
+    /// feed (it was restarted, or someone ran REPLICAOF on it) is made to
+    /// follow it again, and so is refilled by the feed.
+    pub async fn watch_upstream(self: Arc<Self>, node: Arc<Node>, stop: CancellationToken) {
+        let port = self.feed.port.to_string();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(WATCH_EVERY) => {}
+            }
+            if !matches!(node.role().state, crate::role::RoleState::Standby { .. }) {
+                continue;
+            }
+            let following = match self.admin().await {
+                Ok(mut conn) => match self.call(&mut conn, &["INFO", "replication"]).await {
+                    Ok(info) => {
+                        let info = text(&info).unwrap_or_default();
+                        info_field(&info, "role").as_deref() == Some("slave")
+                            && info_field(&info, "master_port").as_deref() == Some(port.as_str())
+                    }
+                    Err(_) => continue,
+                },
+                Err(e) => {
+                    self.set_problem(Some(e.to_string()));
+                    continue;
+                }
+            };
+            if !following {
+                tracing::warn!(upstream = %self.settings.upstream,
+                    "the upstream no longer follows this replica's feed (restarted?); following again");
+                if let Err(e) = self.follow().await {
+                    self.set_problem(Some(format!("cannot make the upstream follow: {e}")));
+                }
+            } else if self.problem().is_some() {
+                self.set_problem(None);
+            }
+        }
     }
 
     /// Stops the tap of the current term, if one runs.

@@ -9,7 +9,13 @@
 //! ```text
 //! Chunk = 1, from:u64, bytes:u32-prefixed
 //! Begin = 2, kind:u8 (1 formation, 2 promotion), offset:u64, replid:40 bytes
+//! Rdb   = 3, offset:u64, replid:40 bytes, bytes:u32-prefixed
 //! ```
+//!
+//! A formation's RDB, when it is small, is logged right after its `Begin`
+//! (`Rdb`): every replica then holds the history's first state itself and
+//! can fill its upstream from its own log, even if the first active's
+//! machine is lost before any standby's upstream was filled.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -68,10 +74,17 @@ pub enum StreamEntry {
         replid: ReplId,
         offset: u64,
     },
+    /// An RDB of the data at `(replid, offset)` (Redis's own bytes).
+    Rdb {
+        replid: ReplId,
+        offset: u64,
+        bytes: Bytes,
+    },
 }
 
 const CHUNK: u8 = 1;
 const BEGIN: u8 = 2;
+const RDB: u8 = 3;
 
 /// A proxy-mode payload that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,7 +96,7 @@ impl StreamEntry {
     pub fn end(&self) -> u64 {
         match self {
             StreamEntry::Chunk { from, bytes } => from + bytes.len() as u64,
-            StreamEntry::Begin { offset, .. } => *offset,
+            StreamEntry::Begin { offset, .. } | StreamEntry::Rdb { offset, .. } => *offset,
         }
     }
 
@@ -108,6 +121,18 @@ impl StreamEntry {
                 });
                 buf.put_u64_le(*offset);
                 buf.put_slice(&replid.0);
+            }
+            StreamEntry::Rdb {
+                replid,
+                offset,
+                bytes,
+            } => {
+                buf.reserve(53 + bytes.len());
+                buf.put_u8(RDB);
+                buf.put_u64_le(*offset);
+                buf.put_slice(&replid.0);
+                buf.put_u32_le(bytes.len() as u32);
+                buf.put_slice(bytes);
             }
         }
     }
@@ -149,6 +174,20 @@ impl StreamEntry {
                     offset,
                 })
             }
+            RDB => {
+                need(buf, 8 + 40 + 4)?;
+                let offset = buf.get_u64_le();
+                let id = buf.split_to(40);
+                let replid = ReplId::parse(std::str::from_utf8(&id).unwrap_or_default())
+                    .ok_or(EntryError("a replication id that is not 40 hex digits"))?;
+                let len = buf.get_u32_le() as usize;
+                need(buf, len)?;
+                Ok(StreamEntry::Rdb {
+                    replid,
+                    offset,
+                    bytes: buf.split_to(len),
+                })
+            }
             _ => Err(EntryError("unknown entry tag")),
         }
     }
@@ -170,6 +209,11 @@ mod tests {
                 kind: BeginKind::Promotion,
                 replid: id.clone(),
                 offset: 77,
+            },
+            StreamEntry::Rdb {
+                replid: id.clone(),
+                offset: 77,
+                bytes: Bytes::from_static(b"REDIS0010\xff"),
             },
         ] {
             let mut buf = BytesMut::new();

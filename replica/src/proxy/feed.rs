@@ -353,7 +353,7 @@ impl Link {
                             "feed: the stream's id changed; the upstream reconnects");
                         return Ok(());
                     }
-                    StreamEntry::Begin { .. } => {}
+                    StreamEntry::Begin { .. } | StreamEntry::Rdb { .. } => {}
                 }
                 *index = position.index.next();
             }

@@ -60,6 +60,7 @@ impl History {
                 replid: replid.clone(),
                 start: *offset,
             }),
+            StreamEntry::Rdb { .. } => return,
         }
         self.committed = entry.end();
     }

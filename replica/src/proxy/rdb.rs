@@ -135,6 +135,31 @@ impl Writer {
     }
 }
 
+/// Keeps `bytes` as the snapshot at `(replid, offset)` unless one at that
+/// offset or later is kept already; blocking (fsync), for a thread that
+/// may block.
+pub fn keep_blocking(dir: &Path, replid: &ReplId, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    if newest(dir)?.is_some_and(|s| s.offset >= offset) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("logged-{}.tmp", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    let path = dir.join(name(replid, offset));
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    for entry in std::fs::read_dir(dir)? {
+        let p = entry?.path();
+        if p != path && p.extension().is_some_and(|e| e == "rdb") {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    Ok(())
+}
+
 /// Fetches an RDB of the master at `addr` (as a Redis replica that wants
 /// only the RDB: `REPLCONF rdb-only 1`, `PSYNC ? -1`) into `dir`.
 pub async fn fetch(

@@ -37,7 +37,15 @@ pub async fn open(
     data_dir: &Path,
     answerer: Answerer,
 ) -> Result<Arc<ProxyCore>, String> {
-    let machine = Arc::new(StreamMachine::open(reader, committed, answerer)?);
+    // A replica that was part of a cluster has entries in its log, even
+    // if its commit hint is older than the history's beginning.
+    let empty_log = reader.last().index == proto_common::LogIndex::ZERO;
+    let machine = Arc::new(StreamMachine::open(
+        reader,
+        committed,
+        answerer,
+        data_dir.join("rdb"),
+    )?);
     let addr = settings.upstream.clone();
     let mut conn = Conn::connect(&addr, settings.upstream_password.as_deref(), None)
         .await
@@ -51,7 +59,7 @@ pub async fn open(
     check_role(&mut conn, &addr, &secret).await?;
     let keys = count_keys(&mut conn).await?;
     match machine.current() {
-        None if keys > 0 && !settings.adopt_upstream_data => {
+        None if empty_log && keys > 0 && !settings.adopt_upstream_data => {
             return Err(format!(
                 "the upstream {addr} holds {keys} keys, but this replica's log has no history \
                  of them: serving them would make replicas differ, and following a cluster would \
@@ -60,11 +68,12 @@ pub async fn open(
                  (FLUSHALL)"
             ))
         }
-        Some((_, at)) if settings.adopt_upstream_data => {
-            return Err(format!(
+        _ if settings.adopt_upstream_data && !empty_log => {
+            return Err(
                 "--adopt-upstream-data is for a new cluster only, but this replica's log already \
-                 holds the upstream's stream up to offset {at}; remove the flag"
-            ))
+                 holds entries; remove the flag"
+                    .to_string(),
+            )
         }
         _ => {}
     }

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use proto_common::{LogIndex, Position};
 use tokio::sync::watch;
 
-use super::entry::ReplId;
+use super::entry::{ReplId, StreamEntry};
 use super::history::{Continuation, History};
 use crate::command::Command;
 use crate::log::cursor::{Cursor, Next};
@@ -27,6 +27,8 @@ pub struct StreamMachine {
     answerer: Answerer,
     /// Why the upstream cannot be used now, if it cannot.
     problem: Mutex<Option<String>>,
+    /// Where a logged RDB is kept as a snapshot (`rdb.rs`).
+    rdb_dir: std::path::PathBuf,
 }
 
 impl StreamMachine {
@@ -35,6 +37,7 @@ impl StreamMachine {
         reader: LogReader,
         committed: LogIndex,
         answerer: Answerer,
+        rdb_dir: std::path::PathBuf,
     ) -> Result<StreamMachine, String> {
         let (history, applied) = rebuild(&reader, committed)?;
         let offset = history.committed();
@@ -45,6 +48,7 @@ impl StreamMachine {
             reader,
             answerer,
             problem: Mutex::new(None),
+            rdb_dir,
         })
     }
 
@@ -77,6 +81,24 @@ impl StreamMachine {
     }
 }
 
+impl StreamMachine {
+    /// Keeps a committed, logged RDB as this replica's snapshot, on a
+    /// thread of its own (`apply` must not block on the disk).
+    fn keep(&self, replid: ReplId, offset: u64, bytes: bytes::Bytes) {
+        let dir = self.rdb_dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("keep-rdb".into())
+            .spawn(move || {
+                if let Err(e) = super::rdb::keep_blocking(&dir, &replid, offset, &bytes) {
+                    tracing::warn!(error = %e, offset, "cannot keep the logged RDB as a snapshot");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the thread that keeps the logged RDB");
+        }
+    }
+}
+
 impl StateMachine for StreamMachine {
     fn apply(&self, entries: Vec<PendingEntry>) {
         let Some(last) = entries.last().map(|e| e.position) else {
@@ -88,6 +110,14 @@ impl StateMachine for StreamMachine {
             for e in entries {
                 if let Command::Stream(s) = &e.command {
                     history.note(e.position.index, s);
+                    if let StreamEntry::Rdb {
+                        replid,
+                        offset,
+                        bytes,
+                    } = s
+                    {
+                        self.keep(replid.clone(), *offset, bytes.clone());
+                    }
                 }
                 if let Some(r) = e.responder {
                     answers.push((r, e.position, crate::state::Outcome::Written, e.received));

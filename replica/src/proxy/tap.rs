@@ -32,6 +32,8 @@ const MAX_CHUNK: usize = 1 << 20;
 /// Most stream bytes logged and not yet committed before the tap stops
 /// reading (the upstream then buffers them, as for a slow replica).
 const MAX_UNCOMMITTED: u64 = 64 << 20;
+/// The largest first-state RDB logged with the history's beginning.
+const MAX_LOGGED_RDB: usize = 8 << 20;
 /// An acknowledgement at least this often, as Redis replicas do.
 const ACK_EVERY: Duration = Duration::from_secs(1);
 
@@ -118,6 +120,24 @@ pub async fn run(
                     offset,
                 };
                 append(&node, &guard, begin).await?;
+                // A small first state is logged too: every replica then
+                // holds it (entry.rs).
+                let limit = (node.settings.max_frame_bytes / 2).min(MAX_LOGGED_RDB) as u64;
+                if snap.len <= limit {
+                    let bytes =
+                        tokio::fs::read(&snap.path)
+                            .await
+                            .map_err(|source| RdbError::Io {
+                                path: snap.path.clone(),
+                                source,
+                            })?;
+                    let rdb = StreamEntry::Rdb {
+                        replid: replid.clone(),
+                        offset,
+                        bytes: bytes.into(),
+                    };
+                    append(&node, &guard, rdb).await?;
+                }
                 (replid, offset)
             }
             Psync::Continue { .. } => {
