@@ -43,10 +43,16 @@ async fn a_write_waiting_for_its_commit_is_seen_by_nobody_and_lost_with_the_acti
     let mut c = cluster.raw(&active.id).await.unwrap();
     assert_eq!(c.call(&["SET", "k", "old"]).await.unwrap().show(), "OK");
     let upstream = cluster.redis[&active.id].addr();
-    // The standby's redis-server has been filled (see
-    // `proxy_failover.rs` for a standby promoted before that).
+    // The standby's redis-server has been filled (see `proxy_failover.rs`
+    // for a standby promoted before that), and the standby has persisted
+    // its commit hint, which its restart below needs (see
+    // `proxy_recovery.rs` for one that had not).
     cluster
         .wait_upstream_caught_up(&standby, &active.id, DEADLINE)
+        .await
+        .unwrap();
+    cluster
+        .wait_commit_hint_saved(&standby, DEADLINE)
         .await
         .unwrap();
 

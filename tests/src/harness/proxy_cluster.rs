@@ -110,6 +110,37 @@ impl ProxyCluster {
         info(&self.redis[id].addr(), section).await
     }
 
+    /// The commit hint replica `id` last persisted (`node-state.json`):
+    /// after a restart, its history of the stream is rebuilt up to there.
+    pub fn persisted_commit_hint(&self, id: &str) -> Result<u64, String> {
+        let path = self.cluster.replica(id).data_dir().join("node-state.json");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let state: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        state["commit_hint"]
+            .as_u64()
+            .ok_or_else(|| format!("{}: no commit_hint: {text}", path.display()))
+    }
+
+    /// Waits until replica `id` has persisted a commit hint up to what it
+    /// has applied now (it does so once a second): a restart then knows
+    /// the stream's history so far.
+    pub async fn wait_commit_hint_saved(&self, id: &str, within: Duration) -> Result<(), String> {
+        let applied = super::replica_status(&self.cluster.replica(id).url())
+            .await?
+            .applied
+            .index
+            .0;
+        wait_for(
+            within,
+            &format!("{id} to persist a commit hint of {applied}"),
+            || async move { (self.persisted_commit_hint(id).ok()? >= applied).then_some(()) },
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
     /// Waits until `standby`'s upstream has applied the replication stream
     /// of `active`'s upstream up to where it is now (both number the stream
     /// alike: the standby's upstream is fed the active's stream).
