@@ -13,6 +13,7 @@ use super::cluster_builder::ClusterBuilder;
 use super::dirs::TestDir;
 use super::ports::free_port;
 use super::redis::RedisServer;
+use super::replica::ReplicaProcess;
 use super::wait::wait_for;
 use crate::client::resp::{show, Frame, RespClient};
 use crate::client::resp_raw::RawResp;
@@ -110,35 +111,16 @@ impl ProxyCluster {
         info(&self.redis[id].addr(), section).await
     }
 
-    /// The commit hint replica `id` last persisted (`node-state.json`):
-    /// after a restart, its history of the stream is rebuilt up to there.
+    /// The commit hint replica `id` last persisted (see
+    /// [`persisted_commit_hint`]).
     pub fn persisted_commit_hint(&self, id: &str) -> Result<u64, String> {
-        let path = self.cluster.replica(id).data_dir().join("node-state.json");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let state: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        state["commit_hint"]
-            .as_u64()
-            .ok_or_else(|| format!("{}: no commit_hint: {text}", path.display()))
+        persisted_commit_hint(self.cluster.replica(id))
     }
 
     /// Waits until replica `id` has persisted a commit hint up to what it
-    /// has applied now (it does so once a second): a restart then knows
-    /// the stream's history so far.
+    /// has applied now (see [`wait_commit_hint_saved`]).
     pub async fn wait_commit_hint_saved(&self, id: &str, within: Duration) -> Result<(), String> {
-        let applied = super::replica_status(&self.cluster.replica(id).url())
-            .await?
-            .applied
-            .index
-            .0;
-        wait_for(
-            within,
-            &format!("{id} to persist a commit hint of {applied}"),
-            || async move { (self.persisted_commit_hint(id).ok()? >= applied).then_some(()) },
-        )
-        .await
-        .map_err(|e| e.to_string())
+        wait_commit_hint_saved(self.cluster.replica(id), within).await
     }
 
     /// Waits until `standby`'s upstream has applied the replication stream
@@ -212,6 +194,38 @@ impl ProxyCluster {
             )
         })
     }
+}
+
+/// The commit hint `replica` last persisted (`node-state.json`): after a
+/// restart, its history of the stream is rebuilt up to there.
+pub fn persisted_commit_hint(replica: &ReplicaProcess) -> Result<u64, String> {
+    let path = replica.data_dir().join("node-state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let state: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    state["commit_hint"]
+        .as_u64()
+        .ok_or_else(|| format!("{}: no commit_hint: {text}", path.display()))
+}
+
+/// Waits until `replica` has persisted a commit hint up to what it has
+/// applied now (it does so once a second): a restart then knows the
+/// stream's history so far.
+pub async fn wait_commit_hint_saved(
+    replica: &ReplicaProcess,
+    within: Duration,
+) -> Result<(), String> {
+    let applied = super::replica_status(&replica.url()).await?.applied.index.0;
+    wait_for(
+        within,
+        &format!(
+            "{} to persist a commit hint of {applied}",
+            replica.config().node_id
+        ),
+        || async move { (persisted_commit_hint(replica).ok()? >= applied).then_some(()) },
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Every key of the server at `addr`, read directly, in a form that
