@@ -156,7 +156,7 @@ async fn inline_commands_work() {
                 format!("set {p}k2 \"a b\\x41\"\n").into_bytes(),
                 format!("GET {p}k2\n").into_bytes(),
                 cmd(&["STRLEN", &format!("{p}k2")]),
-                format!("ECHO 'it\\'s'\r\n").into_bytes(),
+                b"ECHO 'it\\'s'\r\n".to_vec(),
                 b"NOSUCH x\r\n".to_vec(),
             ]
         })
