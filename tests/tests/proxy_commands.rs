@@ -378,9 +378,11 @@ async fn every_command_family_answers_as_redis_does_on_the_active_and_the_standb
     family!("random and clock-made replies", families::random);
     family!("OBJECT, DUMP and TTLs", families::objects);
 
+    // (A family that stopped early left fewer keys: compared only when
+    // every family ran alike.)
     let ours = via_active.call(&["DBSIZE"]).await.unwrap();
     let theirs = plain.call(&["DBSIZE"]).await.unwrap();
-    if ours != theirs {
+    if differences.is_empty() && ours != theirs {
         differences.push(format!(
             "DBSIZE after both runs: understudy {} / redis {}",
             show(&ours),
