@@ -5,8 +5,9 @@
 //! - One client's `CLIENT REPLY OFF` (or `SKIP`) does not stall another
 //!   client's reads (the first form shared one upstream connection).
 //! - Leaving some of a RESP2 client's subscriptions is answered at once.
-//! - Pipelined requests are answered in order, each seeing the ones before;
-//!   a transaction pipelined behind other commands runs.
+//! - Pipelined requests, however many in one write, are answered in order,
+//!   each seeing the ones before; a transaction pipelined behind other
+//!   commands runs.
 
 use std::time::Duration;
 
@@ -147,34 +148,58 @@ async fn leaving_some_subscriptions_is_answered_at_once() {
     }
 }
 
+/// Rounds of pipelining per replica, each on a new connection.
+const ROUNDS: usize = 10;
+
+/// BUG (replica/src/proxy/relay.rs, `replies`): pipelined requests that
+/// span two batches (the session's first request is a batch of its own;
+/// requests read while the gate holds a batch form the next) often close
+/// the connection with nothing more answered. The next batch's replies
+/// reach the upstream socket while the replies' side still waits on the
+/// gate; back at its top-level `select!` (not `biased`) both the queued
+/// slots and the upstream's frames are ready, and when the frames branch
+/// wins, any frame but a RESP3 push is taken as fatal (`return
+/// Err(Closed)`), dropping every reply held for the gate. (The requests'
+/// side also writes a request to the upstream before it queues its slot.)
+/// Here: rounds of 600 commands in one write; the connection closed within
+/// the first two rounds in every run. Two pipelined commands (`SET`,
+/// `GET`) as a connection's first write lost the connection in 4 of 40.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order() {
     let _serial = serial().await;
     let (_dir, cluster, active, standby) = cluster("proxy-pipeline").await;
     for (via, id) in [("active", &active), ("standby", &standby)] {
         let counter = format!("{via}:counter");
+        let mut n = 0i64;
+        for round in 0..ROUNDS {
+            let mut c = cluster.raw(id).await.unwrap();
+            // 600 commands in one write: writes and reads (a transaction
+            // in a pipeline: `a_transaction_pipelined_behind_other_commands_runs`).
+            let mut pipeline = Vec::new();
+            for _ in 0..200 {
+                pipeline.extend(encode(&["INCR", &counter]));
+                pipeline.extend(encode(&["GET", &counter]));
+                pipeline.extend(encode(&["PING"]));
+            }
+            c.send_raw(&pipeline).await.unwrap();
+            for i in 1..=200 {
+                n += 1;
+                for want in [
+                    Value::Int(n),
+                    Value::Bulk(n.to_string().into_bytes()),
+                    Value::Simple("PONG".into()),
+                ] {
+                    let got = c.reply().await.unwrap_or_else(|e| {
+                        panic!("via the {via}, round {round}, command group {i}: {e}")
+                    });
+                    assert_eq!(got, want, "via the {via}, round {round}");
+                }
+            }
+        }
         let mut c = cluster.raw(id).await.unwrap();
-        // 300 commands in one write: writes and reads (a transaction in
-        // a pipeline: `a_transaction_pipelined_behind_other_commands_runs`).
-        let mut pipeline = Vec::new();
-        for _ in 0..100 {
-            pipeline.extend(encode(&["INCR", &counter]));
-            pipeline.extend(encode(&["GET", &counter]));
-            pipeline.extend(encode(&["PING"]));
-        }
-        c.send_raw(&pipeline).await.unwrap();
-        for i in 1..=100i64 {
-            assert_eq!(c.reply().await.unwrap(), Value::Int(i), "via the {via}");
-            assert_eq!(
-                c.reply().await.unwrap(),
-                Value::Bulk(i.to_string().into_bytes()),
-                "via the {via}"
-            );
-            assert_eq!(c.reply().await.unwrap(), Value::Simple("PONG".into()));
-        }
         assert_eq!(
             c.call(&["GET", &counter]).await.unwrap(),
-            Value::Bulk(b"100".to_vec())
+            Value::Bulk((ROUNDS * 200).to_string().into_bytes())
         );
     }
 }
