@@ -1,23 +1,28 @@
-//! Proxy mode answers Redis clients as Redis would: every supported
-//! command family (strings, hashes, lists, sets, sorted sets, keys and
-//! expiry, transactions) gives the same replies through understudy — on
-//! the active, and on the standby that forwards — as from a redis-server
+//! Proxy mode answers Redis clients as Redis would: every command family
+//! gives the same replies through understudy — on the active, and on the
+//! standby that passes its sessions to the active — as from a redis-server
 //! alone. Replies that carry a time are compared within a tolerance (the
 //! servers run them a few milliseconds apart); replies whose order a
-//! server chooses (set members, `KEYS`) are compared sorted.
+//! server chooses (set members, `KEYS`) are compared sorted; replies with a
+//! random or clock-made part (`SPOP`, `XADD *`, client ids) by their shape.
 //!
-//! Also: refused commands get `-ERR` naming the command; garbage closes
-//! only its own connection; an oversize argument is answered and the
-//! connection goes on. The RESP thread runs on the CPUs `--resp-cpus`
-//! names, and a CPU the process may not use is refused at start.
+//! One command at a time (RESP2): strings, hashes, lists, sets, sorted
+//! sets, keys and expiry, transactions. Runs of several connections, or
+//! RESP3, recorded as transcripts (`proxy_support/families.rs`): scripts
+//! and functions, MULTI/WATCH with a conflict made by another connection,
+//! blocking pops (a timeout, and a push from another client), pub/sub in
+//! RESP2 and RESP3, client-side caching, CLIENT settings per connection,
+//! SELECT (database 15 too), random and clock-made replies, OBJECT, DUMP,
+//! RESTORE and TTLs.
+
+mod proxy_support;
 
 use std::time::Duration;
 
-use proto_common::cpus;
+use proxy_support::families;
+use proxy_support::transcript::{self, record, Run};
 use understudy_tests::client::resp::{show, Frame, RespClient};
-use understudy_tests::harness::{
-    free_port, serial, ProxyCluster, RedisServer, ReplicaConfig, TestDir,
-};
+use understudy_tests::harness::{serial, ProxyCluster, RedisServer, TestDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -261,7 +266,14 @@ fn same(name: &str, a: &Frame, b: &Frame) -> bool {
     a == b
 }
 
-fn compare(family: &str, via: &str, cmds: &[Vec<String>], ours: &[Frame], theirs: &[Frame]) {
+/// The commands whose replies differ, one line each.
+fn compare(
+    family: &str,
+    via: &str,
+    cmds: &[Vec<String>],
+    ours: &[Frame],
+    theirs: &[Frame],
+) -> Vec<String> {
     let mut diffs = Vec::new();
     let mut in_exec_names: Vec<String> = Vec::new();
     for ((c, a), b) in cmds.iter().zip(ours).zip(theirs) {
@@ -290,13 +302,16 @@ fn compare(family: &str, via: &str, cmds: &[Vec<String>], ours: &[Frame], theirs
             ));
         }
     }
-    assert!(
-        diffs.is_empty(),
-        "{family} via the {via}: replies differ from redis-server's:\n{}",
-        diffs.join("\n")
-    );
+    if !diffs.is_empty() {
+        diffs.insert(0, format!("{family} via the {via}:"));
+    }
+    diffs
 }
 
+/// Fails while the bug `proxy_sessions.rs`
+/// `leaving_some_subscriptions_is_answered_at_once` describes is there:
+/// "pub/sub in RESP2" stops at `UNSUBSCRIBE c1` (no reply); every other
+/// family is still run and compared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_family_answers_as_redis_does_on_the_active_and_the_standby() {
     let _serial = serial().await;
@@ -313,6 +328,9 @@ async fn every_command_family_answers_as_redis_does_on_the_active_and_the_standb
     let mut via_active = cluster.client(&active.id).await.unwrap();
     let mut via_standby = cluster.client(&standby).await.unwrap();
     let mut plain = reference.client().await.unwrap();
+    // Every family runs even when one differs: all differences are
+    // reported together.
+    let mut differences = Vec::new();
     for (family, script) in [
         ("strings", STRINGS),
         ("hashes", HASHES),
@@ -325,227 +343,63 @@ async fn every_command_family_answers_as_redis_does_on_the_active_and_the_standb
         let cmds = commands(script, "a:");
         let ours = run(&mut via_active, &cmds).await;
         let theirs = run(&mut plain, &cmds).await;
-        compare(family, "active", &cmds, &ours, &theirs);
+        differences.extend(compare(family, "active", &cmds, &ours, &theirs));
         let cmds = commands(script, "s:");
         let ours = run(&mut via_standby, &cmds).await;
         let theirs = run(&mut plain, &cmds).await;
-        compare(family, "standby", &cmds, &ours, &theirs);
+        differences.extend(compare(family, "standby", &cmds, &ours, &theirs));
     }
+    // Runs of several connections, or RESP3.
+    let (on_active, on_standby, alone) = (
+        cluster.resp_addr(&active.id),
+        cluster.resp_addr(&standby),
+        reference.addr(),
+    );
+    // Each family's keys have a prefix of their own.
+    macro_rules! family {
+        ($name:expr, $f:path) => {
+            for (via, addr, prefix) in [("active", &on_active, "a"), ("standby", &on_standby, "s")]
+            {
+                let prefix = format!("{prefix}:{}:", stringify!($f).rsplit(':').next().unwrap());
+                let run = |mut r: Run| async move { $f(&mut r).await };
+                let ours = record(addr, &prefix, run).await;
+                let theirs = record(&alone, &prefix, run).await;
+                differences.extend(transcript::differences($name, via, &ours, &theirs));
+            }
+        };
+    }
+    family!("scripts and functions", families::scripts);
+    family!("MULTI and WATCH", families::watch);
+    family!("blocking commands", families::blocking);
+    family!("pub/sub in RESP2", families::pubsub_resp2);
+    family!("RESP3", families::resp3);
+    family!("CLIENT settings", families::clients);
+    family!("databases", families::databases);
+    family!("random and clock-made replies", families::random);
+    family!("OBJECT, DUMP and TTLs", families::objects);
+
+    // (A family that stopped early left fewer keys: compared only when
+    // every family ran alike.)
     let ours = via_active.call(&["DBSIZE"]).await.unwrap();
     let theirs = plain.call(&["DBSIZE"]).await.unwrap();
-    assert_eq!(ours, theirs, "DBSIZE after both runs");
-    // Both upstreams hold the same data.
-    cluster
+    if differences.is_empty() && ours != theirs {
+        differences.push(format!(
+            "DBSIZE after both runs: understudy {} / redis {}",
+            show(&ours),
+            show(&theirs)
+        ));
+    }
+    // Both upstreams hold the same data, every database, with the same
+    // deadlines.
+    if let Err(e) = cluster
         .wait_same_upstream_data(&active.id, &standby, DEADLINE)
         .await
-        .unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_commands_name_themselves_and_bad_input_closes_only_its_request() {
-    let _serial = serial().await;
-    let dir = TestDir::new("proxy-refusals").unwrap();
-    let cluster = ProxyCluster::start(&dir, &["a", "b"], |b| b.sync_standbys(1))
-        .await
-        .unwrap();
-    let active = cluster.cluster.wait_for_active(DEADLINE).await.unwrap();
-    let mut c = cluster.client(&active.id).await.unwrap();
-    for (cmd, name) in [
-        (vec!["EVAL", "return 1", "0"], "EVAL"),
-        (vec!["SADD", "s", "a"], ""),
-        (vec!["SPOP", "s"], "SPOP"),
-        (vec!["WATCH", "k"], "WATCH"),
-        (vec!["BLPOP", "l", "0"], "BLPOP"),
-        (vec!["SUBSCRIBE", "ch"], "SUBSCRIBE"),
-        (vec!["CONFIG", "GET", "maxmemory"], "CONFIG"),
-        (vec!["MOVE", "k", "1"], "MOVE"),
-        (vec!["SELECT", "15"], "database 15"),
-        (vec!["XADD", "st", "*", "f", "v"], "XADD"),
-    ] {
-        let reply = c.call(&cmd).await.unwrap();
-        if name.is_empty() {
-            continue;
-        }
-        match &reply {
-            Frame::Error(e) => assert!(
-                e.starts_with("ERR") && e.contains(name) && e.contains(';'),
-                "{cmd:?}: {e}"
-            ),
-            other => panic!("{cmd:?} was not refused: {}", show(other)),
-        }
+    {
+        differences.push(format!("the redis-servers of the replicas: {e}"));
     }
-    // An oversize argument is answered, and the connection goes on.
-    let big = "x".repeat(2 << 20);
-    let reply = c.call(&["SET", "big", &big]).await.unwrap();
     assert!(
-        matches!(&reply, Frame::Error(e) if e.contains("more than the")),
-        "{}",
-        show(&reply)
-    );
-    assert_eq!(show(&c.call(&["PING"]).await.unwrap()), "PONG");
-    // Garbage: one error, then that connection closes; others go on.
-    let mut bad = cluster.client(&active.id).await.unwrap();
-    bad.write_raw(b"*1\r\n:5\r\n").await.unwrap();
-    let reply = bad.read().await.unwrap();
-    assert!(
-        matches!(&reply, Frame::Error(e) if e.contains("Protocol error")),
-        "{}",
-        show(&reply)
-    );
-    assert!(
-        bad.read().await.is_err(),
-        "the connection stayed open after garbage"
-    );
-    assert_eq!(
-        show(&c.call(&["SET", "after", "garbage"]).await.unwrap()),
-        "OK"
-    );
-    assert_eq!(
-        show(&c.call(&["GET", "after"]).await.unwrap()),
-        "\"garbage\""
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_pipelining_and_local_standby_reads() {
-    let _serial = serial().await;
-    let dir = TestDir::new("proxy-auth").unwrap();
-    let cluster = ProxyCluster::start(&dir, &["a", "b"], |b| {
-        b.sync_standbys(1)
-            .with_token()
-            .replica_args(["--standby-reads", "local"])
-    })
-    .await
-    .unwrap();
-    let (active, standby) = cluster
-        .cluster
-        .wait_active_with_sync_standby(DEADLINE)
-        .await
-        .unwrap();
-    let token = cluster.cluster.arbiter.token().unwrap();
-    let mut c = cluster.client(&active.id).await.unwrap();
-    let denied = c.call(&["GET", "k"]).await.unwrap();
-    assert!(
-        matches!(&denied, Frame::Error(e) if e.starts_with("NOAUTH")),
-        "{}",
-        show(&denied)
-    );
-    let wrong = c.call(&["AUTH", "not-the-token"]).await.unwrap();
-    assert!(
-        matches!(&wrong, Frame::Error(e) if e.starts_with("WRONGPASS")),
-        "{}",
-        show(&wrong)
-    );
-    assert_eq!(show(&c.call(&["AUTH", &token]).await.unwrap()), "OK");
-
-    // Pipelining: 200 commands in one write, replies in order, each
-    // command seeing the ones before it.
-    let mut pipeline = Vec::new();
-    for _ in 0..100 {
-        for part in [vec!["INCR", "counter"], vec!["GET", "counter"]] {
-            pipeline.extend(format!("*{}\r\n", part.len()).into_bytes());
-            for p in &part {
-                pipeline.extend(format!("${}\r\n{p}\r\n", p.len()).into_bytes());
-            }
-        }
-    }
-    c.write_raw(&pipeline).await.unwrap();
-    for i in 1..=100i64 {
-        assert_eq!(c.read().await.unwrap(), Frame::Integer(i));
-        assert_eq!(
-            c.read().await.unwrap(),
-            Frame::BulkString(i.to_string().into())
-        );
-    }
-
-    // The standby serves reads from its own upstream (possibly stale), and
-    // still forwards writes to the active.
-    let mut s = cluster.client(&standby).await.unwrap();
-    assert_eq!(show(&s.call(&["AUTH", &token]).await.unwrap()), "OK");
-    assert_eq!(
-        show(&s.call(&["SET", "via", "standby"]).await.unwrap()),
-        "OK"
-    );
-    understudy_tests::harness::wait_for(DEADLINE, "the standby's own copy", || {
-        let addr = cluster.resp_addr(&standby);
-        let token = token.clone();
-        async move {
-            let mut s = RespClient::connect(&addr).await.ok()?;
-            s.call(&["AUTH", &token]).await.ok()?;
-            (s.call(&["GET", "via"]).await.ok()? == Frame::BulkString("standby".into()))
-                .then_some(())
-        }
-    })
-    .await
-    .unwrap();
-    let info = s.call(&["INFO", "replication"]).await.unwrap();
-    assert!(show(&info).contains("role:slave"), "{}", show(&info));
-    let info = c.call(&["INFO", "replication"]).await.unwrap();
-    assert!(
-        show(&info).contains("role:master") && show(&info).contains("connected_slaves:1"),
-        "{}",
-        show(&info)
-    );
-}
-
-/// The CPUs thread `name` of process `pid` may run on, as the kernel
-/// writes them (`Cpus_allowed_list`).
-fn thread_cpus(pid: u32, name: &str) -> Option<String> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    tasks.flatten().find_map(|t| {
-        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
-        if comm.trim() != name {
-            return None;
-        }
-        let status = std::fs::read_to_string(t.path().join("status")).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .map(|v| v.trim().to_string())
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_resp_thread_runs_on_the_cpus_named_and_an_unusable_cpu_is_refused() {
-    let _serial = serial().await;
-    let dir = TestDir::new("proxy-cpus").unwrap();
-    let redis = RedisServer::start(&dir, "upstream").await.unwrap();
-    let port = free_port();
-    let config = |name: &str, cpus: &str| {
-        ReplicaConfig::new(&dir, name).args([
-            "--upstream".to_string(),
-            redis.url(),
-            "--resp-listen".to_string(),
-            format!("127.0.0.1:{port}"),
-            "--resp-cpus".to_string(),
-            cpus.to_string(),
-        ])
-    };
-    // The last CPU this test may use, so that the pin is visible as a
-    // change whenever more than one is allowed.
-    let allowed = cpus::allowed().unwrap();
-    let last = *allowed.last().unwrap();
-    let allowed = cpus::format(&allowed);
-
-    let mut solo = config("solo", &last.to_string()).start().await.unwrap();
-    let mut c = RespClient::connect(&format!("127.0.0.1:{port}"))
-        .await
-        .unwrap();
-    assert_eq!(show(&c.call(&["SET", "k", "v"]).await.unwrap()), "OK");
-    let pid = solo.process().pid();
-    assert_eq!(thread_cpus(pid, "resp"), Some(last.to_string()));
-    // Only that thread: the rest of the replica runs where it may.
-    assert_eq!(thread_cpus(pid, "replica"), Some(allowed.clone()));
-    solo.process().kill().unwrap();
-
-    // A CPU beyond the allowed set: refused at start, naming both.
-    let mut refused = config("beyond", "1023").spawn().unwrap();
-    let status = refused.wait_for_exit(DEADLINE).await.unwrap();
-    assert_eq!(status.code(), Some(2));
-    let log = refused.stderr();
-    assert!(
-        log.contains("resp_cpus=1023 names CPU 1023")
-            && log.contains(&format!("may run only on CPUs {allowed}")),
-        "{log}"
+        differences.is_empty(),
+        "replies differ from redis-server's:\n{}",
+        differences.join("\n")
     );
 }

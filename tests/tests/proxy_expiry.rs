@@ -1,22 +1,32 @@
-//! Expiry is decided by the active and carried by the log (DESIGN.md,
-//! "Expiry"): every upstream holds the same (shifted) deadline, clients see
-//! Redis's own TTLs, a key past its deadline is never read on the active,
-//! and the active's expiry is applied on every replica alike.
+//! Expiry in proxy mode is Redis's own: the active's redis-server holds the
+//! real deadline and expires the key by its clock; Redis replicates every
+//! relative expiry as an absolute deadline and every expiry as a `DEL`, so
+//! every redis-server holds the same deadline, clients see Redis's TTLs,
+//! and a key past its deadline is gone from every redis-server — removed,
+//! not only hidden (a replica hides expired keys from reads until its
+//! master's `DEL` comes).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use understudy_tests::client::resp::{show, Frame};
+use understudy_tests::client::resp_raw::{RawResp, Value};
 use understudy_tests::harness::{serial, wait_for, ProxyCluster, TestDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-/// How far in the future upstreams keep deadlines (100 years, in ms).
-const SHIFT_MS: i64 = 3_155_760_000_000;
 
-fn int(f: &Frame) -> i64 {
-    match f {
-        Frame::Integer(i) => *i,
-        other => panic!("expected an integer, got {}", show(other)),
-    }
+async fn int(c: &mut RawResp, args: &[&str]) -> i64 {
+    let v = c
+        .call(args)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    v.int()
+        .unwrap_or_else(|| panic!("{args:?} answered {}", v.show()))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,77 +41,86 @@ async fn deadlines_are_equal_everywhere_and_expiry_reaches_every_upstream() {
         .wait_active_with_sync_standby(DEADLINE)
         .await
         .unwrap();
-    let mut c = cluster.client(&active.id).await.unwrap();
-    assert_eq!(
-        show(&c.call(&["SET", "short", "v", "PX", "1500"]).await.unwrap()),
-        "OK"
-    );
-    assert_eq!(
-        show(&c.call(&["SET", "long", "v", "EX", "1000"]).await.unwrap()),
-        "OK"
-    );
-    assert_eq!(int(&c.call(&["EXPIRE", "gone", "10"]).await.unwrap()), 0);
+    let (active, standby) = (active.id, standby);
+    let mut c = cluster.raw(&active).await.unwrap();
+    let before = now_ms();
+    let set = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    for args in [
+        set(&["SET", "short", "v", "PX", "1500"]),
+        set(&["SET", "long", "v", "EX", "1000"]),
+    ] {
+        assert_eq!(c.call(&args).await.unwrap().show(), "OK");
+    }
+    assert_eq!(int(&mut c, &["EXPIRE", "gone", "10"]).await, 0);
 
     // Clients see Redis's TTLs.
-    let pttl = int(&c.call(&["PTTL", "short"]).await.unwrap());
+    let pttl = int(&mut c, &["PTTL", "short"]).await;
     assert!((1..=1500).contains(&pttl), "PTTL {pttl}");
-    let ttl = int(&c.call(&["TTL", "long"]).await.unwrap());
+    let ttl = int(&mut c, &["TTL", "long"]).await;
     assert!((998..=1000).contains(&ttl), "TTL {ttl}");
 
-    // Every upstream holds the same deadline, shifted far away.
+    // Every redis-server holds the same, real deadline.
     cluster
-        .wait_same_upstream_data(&active.id, &standby, DEADLINE)
+        .wait_upstream_caught_up(&standby, &active, DEADLINE)
         .await
         .unwrap();
-    let mut raw_a = cluster.redis[&active.id].client().await.unwrap();
-    let mut raw_b = cluster.redis[&standby].client().await.unwrap();
-    for key in ["short", "long"] {
-        let ta = int(&raw_a.call(&["PEXPIRETIME", key]).await.unwrap());
-        let tb = int(&raw_b.call(&["PEXPIRETIME", key]).await.unwrap());
-        assert_eq!(ta, tb, "{key}: deadlines differ between the upstreams");
-        assert!(ta > SHIFT_MS, "{key}: deadline {ta} not shifted");
-        let exp = int(&c.call(&["PEXPIRETIME", key]).await.unwrap());
-        assert_eq!(exp, ta - SHIFT_MS, "{key}: PEXPIRETIME through understudy");
+    let mut raw_a = RawResp::connect(&cluster.redis[&active].addr())
+        .await
+        .unwrap();
+    let mut raw_b = RawResp::connect(&cluster.redis[&standby].addr())
+        .await
+        .unwrap();
+    for (key, ms) in [("long", 1_000_000), ("short", 1500)] {
+        let ta = int(&mut raw_a, &["PEXPIRETIME", key]).await;
+        let tb = int(&mut raw_b, &["PEXPIRETIME", key]).await;
+        assert_eq!(
+            ta, tb,
+            "{key}: the deadlines differ between the redis-servers"
+        );
+        assert!(
+            (before + ms..=now_ms() + ms).contains(&ta),
+            "{key}: deadline {ta} is not {ms} ms after the write"
+        );
+        assert_eq!(int(&mut c, &["PEXPIRETIME", key]).await, ta, "{key}");
     }
 
-    // Past its deadline, the key is gone: on the active at once, and on
-    // both upstreams once the active's expiry is applied.
-    wait_for(
-        DEADLINE,
-        "the short key to expire through the active",
-        || {
-            let addr = cluster.resp_addr(&active.id);
-            async move {
-                let mut c = understudy_tests::client::resp::RespClient::connect(&addr)
-                    .await
-                    .ok()?;
-                (c.call(&["GET", "short"]).await.ok()? == Frame::Null).then_some(())
-            }
-        },
-    )
+    // Past its deadline the key is gone: through the active at once, and
+    // removed from both redis-servers (the standby's holds one key: the
+    // DEL reached it).
+    let addr = cluster.resp_addr(&active);
+    wait_for(DEADLINE, "the short key to expire", || {
+        let addr = addr.clone();
+        async move {
+            let mut c = RawResp::connect(&addr).await.ok()?;
+            (c.call(&["GET", "short"]).await.ok()? == Value::NullBulk).then_some(())
+        }
+    })
     .await
     .unwrap();
-    for id in [&active.id, &standby] {
+    for id in [&active, &standby] {
         let addr = cluster.redis[id].addr();
-        wait_for(DEADLINE, "the expiry to reach the upstream", || {
-            let addr = addr.clone();
-            async move {
-                let mut raw = understudy_tests::client::resp::RespClient::connect(&addr)
-                    .await
-                    .ok()?;
-                (int(&raw.call(&["EXISTS", "short"]).await.ok()?) == 0).then_some(())
-            }
-        })
+        wait_for(
+            DEADLINE,
+            &format!("the expiry to reach {id}'s redis-server"),
+            || {
+                let addr = addr.clone();
+                async move {
+                    let mut raw = RawResp::connect(&addr).await.ok()?;
+                    (raw.call(&["DBSIZE"]).await.ok()? == Value::Int(1)).then_some(())
+                }
+            },
+        )
         .await
         .unwrap();
     }
-    assert_eq!(int(&raw_a.call(&["EXISTS", "long"]).await.unwrap()), 1);
-    // An expiry in the past (a negative TTL) deletes at the next touch.
-    assert_eq!(int(&c.call(&["EXPIRE", "long", "-1"]).await.unwrap()), 1);
-    assert_eq!(int(&c.call(&["EXISTS", "long"]).await.unwrap()), 0);
-    assert_eq!(int(&c.call(&["TTL", "long"]).await.unwrap()), -2);
+    assert_eq!(int(&mut raw_b, &["EXISTS", "long"]).await, 1);
+    // An expiry in the past deletes at once, everywhere.
+    assert_eq!(int(&mut c, &["EXPIRE", "long", "-1"]).await, 1);
+    assert_eq!(int(&mut c, &["EXISTS", "long"]).await, 0);
+    assert_eq!(int(&mut c, &["TTL", "long"]).await, -2);
     cluster
-        .wait_same_upstream_data(&active.id, &standby, DEADLINE)
+        .wait_upstream_caught_up(&standby, &active, DEADLINE)
         .await
         .unwrap();
+    assert_eq!(int(&mut raw_b, &["DBSIZE"]).await, 0);
 }

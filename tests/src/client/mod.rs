@@ -24,7 +24,8 @@
 //! (percent-encoding keys and queries), `error.rs` (transport failures),
 //! `response.rs` (answers and the API's JSON shapes), `raw.rs` (requests
 //! written byte for byte: chunked bodies, lying headers), `resp.rs` (a
-//! minimal Redis client for proxy mode), `credentials.rs` (the TLS and
+//! minimal Redis client for proxy mode), `resp_raw.rs` (a Redis connection
+//! that keeps the bytes: RESP3, push frames, protocol errors), `credentials.rs` (the TLS and
 //! token of servers the harness started).
 
 pub mod credentials;
@@ -33,6 +34,7 @@ mod kv_client;
 mod paths;
 mod raw;
 pub mod resp;
+pub mod resp_raw;
 mod response;
 
 pub use error::ClientError;

@@ -1,6 +1,9 @@
 //! A cluster in proxy mode: a redis-server per replica, and the replicas
 //! fronting them (`--upstream`, `--resp-listen`), with the usual arbiter.
-//! Data is compared on the upstreams themselves, read directly.
+//! The active's redis-server is a master; each standby's is a Redis
+//! replica of its own replica process (the feed). Data is compared on the
+//! redis-servers themselves, read directly: every database, with each
+//! key's type, value and absolute expiry deadline.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,8 +13,10 @@ use super::cluster_builder::ClusterBuilder;
 use super::dirs::TestDir;
 use super::ports::free_port;
 use super::redis::RedisServer;
+use super::replica::ReplicaProcess;
 use super::wait::wait_for;
 use crate::client::resp::{show, Frame, RespClient};
+use crate::client::resp_raw::RawResp;
 
 /// Replicas fronting their own redis-servers.
 pub struct ProxyCluster {
@@ -91,10 +96,59 @@ impl ProxyCluster {
         RespClient::connect(&self.resp_addr(id)).await
     }
 
-    /// Every key of database 0 of `id`'s upstream with its type and value
-    /// in a form that compares across servers (members sorted).
+    /// A connection to replica `id`'s RESP port that keeps the bytes.
+    pub async fn raw(&self, id: &str) -> Result<RawResp, String> {
+        RawResp::connect(&self.resp_addr(id)).await
+    }
+
+    /// Every key of `id`'s upstream (see [`dump`]).
     pub async fn upstream_dump(&self, id: &str) -> Result<BTreeMap<String, String>, String> {
         dump(&self.redis[id].addr()).await
+    }
+
+    /// `INFO <section>` of `id`'s upstream, read directly.
+    pub async fn upstream_info(&self, id: &str, section: &str) -> Result<String, String> {
+        info(&self.redis[id].addr(), section).await
+    }
+
+    /// The commit hint replica `id` last persisted (see
+    /// [`persisted_commit_hint`]).
+    pub fn persisted_commit_hint(&self, id: &str) -> Result<u64, String> {
+        persisted_commit_hint(self.cluster.replica(id))
+    }
+
+    /// Waits until replica `id` has persisted a commit hint up to what it
+    /// has applied now (see [`wait_commit_hint_saved`]).
+    pub async fn wait_commit_hint_saved(&self, id: &str, within: Duration) -> Result<(), String> {
+        wait_commit_hint_saved(self.cluster.replica(id), within).await
+    }
+
+    /// Waits until `standby`'s upstream has applied the replication stream
+    /// of `active`'s upstream up to where it is now (both number the stream
+    /// alike: the standby's upstream is fed the active's stream).
+    pub async fn wait_upstream_caught_up(
+        &self,
+        standby: &str,
+        active: &str,
+        within: Duration,
+    ) -> Result<u64, String> {
+        let target = repl_offset(&self.redis[active].addr()).await?;
+        let addr = self.redis[standby].addr();
+        let last = std::sync::Arc::new(parking_lot::Mutex::new(None));
+        wait_for(
+            within,
+            &format!("{standby}'s upstream at the stream offset {target}"),
+            || {
+                let (addr, last) = (addr.clone(), last.clone());
+                async move {
+                    let at = repl_offset(&addr).await.ok()?;
+                    *last.lock() = Some(at);
+                    (at >= target).then_some(at)
+                }
+            },
+        )
+        .await
+        .map_err(|e| format!("{e}; it is at {:?}", last.lock()))
     }
 
     /// Waits until the upstreams of `a` and `b` hold the same data.
@@ -142,52 +196,141 @@ impl ProxyCluster {
     }
 }
 
-/// Database 0 of the server at `addr`, read directly (see
-/// [`ProxyCluster::upstream_dump`]).
+/// The commit hint `replica` last persisted (`node-state.json`): after a
+/// restart, its history of the stream is rebuilt up to there.
+pub fn persisted_commit_hint(replica: &ReplicaProcess) -> Result<u64, String> {
+    let path = replica.data_dir().join("node-state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let state: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    state["commit_hint"]
+        .as_u64()
+        .ok_or_else(|| format!("{}: no commit_hint: {text}", path.display()))
+}
+
+/// Waits until `replica` has persisted a commit hint up to what it has
+/// applied now (it does so once a second): a restart then knows the
+/// stream's history so far.
+pub async fn wait_commit_hint_saved(
+    replica: &ReplicaProcess,
+    within: Duration,
+) -> Result<(), String> {
+    let applied = super::replica_status(&replica.url()).await?.applied.index.0;
+    wait_for(
+        within,
+        &format!(
+            "{} to persist a commit hint of {applied}",
+            replica.config().node_id
+        ),
+        || async move { (persisted_commit_hint(replica).ok()? >= applied).then_some(()) },
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Every key of the server at `addr`, read directly, in a form that
+/// compares across servers: `key` in database 0, `db<n>/key` in the
+/// others; `type:value` (set members and hash fields sorted), then
+/// ` @<ms>` with its absolute expiry deadline (`PEXPIRETIME`) if it has one.
 pub async fn dump(addr: &str) -> Result<BTreeMap<String, String>, String> {
     let mut c = RespClient::connect(addr).await?;
-    c.call(&["SELECT", "0"]).await?;
-    let keys = match c.call(&["KEYS", "*"]).await? {
-        Frame::Array(k) => k,
-        other => return Err(format!("KEYS gave {}", show(&other))),
-    };
     let mut out = BTreeMap::new();
-    for k in keys {
-        let Frame::BulkString(key) = k else { continue };
-        let t = c.call(&[&b"TYPE"[..], &key]).await?;
-        let t = show(&t);
-        let value = match t.as_str() {
-            "string" => c.call(&[&b"GET"[..], &key]).await?,
-            "list" => c.call(&[&b"LRANGE"[..], &key, b"0", b"-1"]).await?,
-            "hash" => c.call(&[&b"HGETALL"[..], &key]).await?,
-            "set" => c.call(&[&b"SMEMBERS"[..], &key]).await?,
-            "zset" => {
-                c.call(&[&b"ZRANGE"[..], &key, b"0", b"-1", b"WITHSCORES"])
-                    .await?
-            }
-            _ => Frame::Null,
+    for db in databases(&info(addr, "keyspace").await?) {
+        c.call(&["SELECT", &db.to_string()]).await?;
+        let keys = match c.call(&["KEYS", "*"]).await? {
+            Frame::Array(k) => k,
+            other => return Err(format!("KEYS gave {}", show(&other))),
         };
-        let mut text = show(&value);
-        if matches!(t.as_str(), "set" | "hash") {
-            if let Frame::Array(items) = &value {
-                let mut parts: Vec<String> = if t == "hash" {
-                    items
-                        .chunks(2)
-                        .map(|p| {
-                            format!("{}={}", show(&p[0]), p.get(1).map(show).unwrap_or_default())
-                        })
-                        .collect()
-                } else {
-                    items.iter().map(show).collect()
-                };
-                parts.sort();
-                text = parts.join(",");
-            }
+        for k in keys {
+            let Frame::BulkString(key) = k else { continue };
+            let Some(text) = describe(&mut c, &key).await? else {
+                continue;
+            };
+            let name = String::from_utf8_lossy(&key).into_owned();
+            let name = if db == 0 {
+                name
+            } else {
+                format!("db{db}/{name}")
+            };
+            out.insert(name, text);
         }
-        out.insert(
-            String::from_utf8_lossy(&key).into_owned(),
-            format!("{t}:{text}"),
-        );
     }
     Ok(out)
+}
+
+/// One key's type, value and deadline (see [`dump`]); `None` if it is gone.
+async fn describe(c: &mut RespClient, key: &[u8]) -> Result<Option<String>, String> {
+    let t = show(&c.call(&[&b"TYPE"[..], key]).await?);
+    let value = match t.as_str() {
+        "none" => return Ok(None),
+        "string" => c.call(&[&b"GET"[..], key]).await?,
+        "list" => c.call(&[&b"LRANGE"[..], key, b"0", b"-1"]).await?,
+        "hash" => c.call(&[&b"HGETALL"[..], key]).await?,
+        "set" => c.call(&[&b"SMEMBERS"[..], key]).await?,
+        "zset" => {
+            c.call(&[&b"ZRANGE"[..], key, b"0", b"-1", b"WITHSCORES"])
+                .await?
+        }
+        "stream" => c.call(&[&b"XRANGE"[..], key, b"-", b"+"]).await?,
+        _ => c.call(&[&b"DUMP"[..], key]).await?,
+    };
+    let mut text = show(&value);
+    if matches!(t.as_str(), "set" | "hash") {
+        if let Frame::Array(items) = &value {
+            let mut parts: Vec<String> = if t == "hash" {
+                items
+                    .chunks(2)
+                    .map(|p| format!("{}={}", show(&p[0]), p.get(1).map(show).unwrap_or_default()))
+                    .collect()
+            } else {
+                items.iter().map(show).collect()
+            };
+            parts.sort();
+            text = parts.join(",");
+        }
+    }
+    let deadline = match c.call(&[&b"PEXPIRETIME"[..], key]).await? {
+        Frame::Integer(ms) if ms > 0 => format!(" @{ms}"),
+        _ => String::new(),
+    };
+    Ok(Some(format!("{t}:{text}{deadline}")))
+}
+
+/// `INFO <section>` of the server at `addr`.
+pub async fn info(addr: &str, section: &str) -> Result<String, String> {
+    let mut c = RespClient::connect(addr).await?;
+    match c.call(&["INFO", section]).await? {
+        Frame::BulkString(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        other => Err(format!("INFO {section} gave {}", show(&other))),
+    }
+}
+
+/// The value of `field` in an `INFO` text.
+pub fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines().find_map(|l| {
+        l.strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// The databases `INFO keyspace` lists (those holding keys).
+fn databases(keyspace: &str) -> Vec<u32> {
+    keyspace
+        .lines()
+        .filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse().ok())
+        .collect()
+}
+
+/// How far the server at `addr` has applied its replication stream: a
+/// master's `master_repl_offset`, a replica's `slave_repl_offset`.
+pub async fn repl_offset(addr: &str) -> Result<u64, String> {
+    let text = info(addr, "replication").await?;
+    let field = match info_field(&text, "role").as_deref() {
+        Some("slave") => "slave_repl_offset",
+        _ => "master_repl_offset",
+    };
+    info_field(&text, field)
+        .and_then(|o| o.parse().ok())
+        .ok_or_else(|| format!("{addr} gave no {field}: {text}"))
 }

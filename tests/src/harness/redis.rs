@@ -108,4 +108,16 @@ impl RedisServer {
     pub async fn client(&self) -> Result<RespClient, String> {
         RespClient::connect(&self.addr()).await
     }
+
+    /// Everything it logged so far, all lives (redis-server logs to its
+    /// standard output: replication events such as "Master accepted a
+    /// Partial Resynchronization" or "Full resync from master").
+    pub fn log(&self) -> String {
+        self.guard.stdout()
+    }
+
+    /// Its process, for signals.
+    pub fn process(&mut self) -> &mut ChildGuard {
+        &mut self.guard
+    }
 }

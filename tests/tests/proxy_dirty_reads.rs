@@ -1,0 +1,160 @@
+//! No dirty reads in proxy mode. A write's effect is in the active's
+//! redis-server at once, but no reply that reveals it leaves before the
+//! write is committed: with the only sync standby frozen (SIGSTOP), a
+//! `SET k new` waits, and another client's `GET k` — which the redis-server
+//! already answers `new` — waits too. The active is then killed (-9):
+//! nobody ever saw `new`, and after the failover `k` is still `old`, on
+//! the new active and, once it is back and refilled, on the old active's
+//! redis-server.
+
+use std::time::Duration;
+
+use understudy_tests::client::resp_raw::{RawResp, Value};
+use understudy_tests::harness::proxy_cluster::info;
+use understudy_tests::harness::{serial, wait_until, ProxyCluster, TestDir};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// `calls` of `cmdstat_<name>` in `INFO commandstats`.
+fn calls(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waiting_for_its_commit_is_seen_by_nobody_and_lost_with_the_active() {
+    let _serial = serial().await;
+    let dir = TestDir::new("proxy-dirty-reads").unwrap();
+    // A long lease: the frozen standby stays in the sync set (and may be
+    // promoted) for the few hundred milliseconds the test keeps it frozen.
+    let mut cluster = ProxyCluster::start(&dir, &["a", "b"], |b| {
+        b.sync_standbys(1).heartbeat_ms(100).lease_ms(4000)
+    })
+    .await
+    .unwrap();
+    let (active, standby) = cluster
+        .cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    let mut c = cluster.raw(&active.id).await.unwrap();
+    assert_eq!(c.call(&["SET", "k", "old"]).await.unwrap().show(), "OK");
+    let upstream = cluster.redis[&active.id].addr();
+    // The standby's redis-server has been filled (see `proxy_failover.rs`
+    // for a standby promoted before that), and the standby has persisted
+    // its commit hint, which its restart below needs (see
+    // `proxy_recovery.rs` for one that had not).
+    cluster
+        .wait_upstream_caught_up(&standby, &active.id, DEADLINE)
+        .await
+        .unwrap();
+    cluster
+        .wait_commit_hint_saved(&standby, DEADLINE)
+        .await
+        .unwrap();
+
+    // The only sync standby freezes: nothing can commit.
+    cluster
+        .cluster
+        .replica_mut(&standby)
+        .process()
+        .sigstop()
+        .unwrap();
+    let roles_before = calls(&info(&upstream, "commandstats").await.unwrap(), "role");
+    let writer = {
+        let addr = cluster.resp_addr(&active.id);
+        tokio::spawn(async move {
+            let mut c = RawResp::connect(&addr).await?;
+            c.call(&["SET", "k", "new"]).await
+        })
+    };
+    // The redis-server has run it...
+    let direct = upstream.clone();
+    wait_until(
+        DEADLINE,
+        "the SET to reach the active's redis-server",
+        || {
+            let direct = direct.clone();
+            async move {
+                let Ok(mut d) = RawResp::connect(&direct).await else {
+                    return false;
+                };
+                d.call(&["GET", "k"]).await.ok() == Some(Value::Bulk(b"new".to_vec()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // ...and runs another client's GET, which would answer "new".
+    let gets_before = calls(&info(&upstream, "commandstats").await.unwrap(), "get");
+    let reader = {
+        let addr = cluster.resp_addr(&active.id);
+        tokio::spawn(async move {
+            let mut c = RawResp::connect(&addr).await?;
+            c.call(&["GET", "k"]).await
+        })
+    };
+    wait_until(DEADLINE, "the GET and the ROLE behind it to run", || {
+        let upstream = upstream.clone();
+        async move {
+            let Ok(stats) = info(&upstream, "commandstats").await else {
+                return false;
+            };
+            calls(&stats, "get") > gets_before && calls(&stats, "role") >= roles_before + 2
+        }
+    })
+    .await
+    .unwrap();
+    // Both replies are held: the write is not committed.
+    assert!(!writer.is_finished(), "the SET was answered uncommitted");
+    assert!(!reader.is_finished(), "the GET was answered uncommitted");
+
+    // The active dies. Nobody saw "new", nor an acknowledgement of it.
+    cluster.cluster.kill(&active.id).unwrap();
+    let wrote = writer.await.unwrap();
+    assert!(
+        !matches!(&wrote, Ok(Value::Simple(ok)) if ok == "OK"),
+        "the uncommitted SET was acknowledged: {wrote:?}"
+    );
+    let read = reader.await.unwrap();
+    assert!(
+        !matches!(&read, Ok(Value::Bulk(v)) if v == b"new"),
+        "a client read the uncommitted value"
+    );
+    assert!(
+        matches!(&read, Err(_) | Ok(Value::Bulk(_))),
+        "the GET answered {read:?}"
+    );
+
+    // The frozen standby's machine dies too and comes back: it never read
+    // the entry the active had sent it (it sat in its socket; resumed, it
+    // could have logged it and committed it in its own epoch, which would
+    // be no dirty read but a write whose outcome was unknown surviving).
+    cluster.cluster.kill(&standby).unwrap();
+    cluster.cluster.restart(&standby).await.unwrap();
+    let promoted = cluster
+        .cluster
+        .wait_for_active_after(active.epoch, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(promoted.id, standby);
+    let mut c = cluster.raw(&standby).await.unwrap();
+    assert_eq!(c.call(&["GET", "k"]).await.unwrap().show(), "\"old\"");
+
+    // The old active comes back as a standby; its redis-server, which ran
+    // the uncommitted SET, is refilled with the cluster's data.
+    cluster.cluster.restart(&active.id).await.unwrap();
+    cluster
+        .cluster
+        .wait_sync_confirmed(&active.id, DEADLINE)
+        .await
+        .unwrap();
+    let data = cluster
+        .wait_same_upstream_data(&standby, &active.id, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(data["k"], "string:\"old\"");
+}

@@ -1,0 +1,146 @@
+//! What understudy refuses in proxy mode, and only that: commands that
+//! would take the redis-servers' replication or persistence out of
+//! understudy's hands or stop them (`REPLICAOF`, `SLAVEOF`, `FAILOVER`,
+//! `SYNC`, `PSYNC`, `SHUTDOWN`, `DEBUG`, `MONITOR`, `CONFIG SET` of a
+//! replication, persistence or password setting) get `-ERR` naming the
+//! command and why; everything else runs as in Redis (`CONFIG GET`,
+//! `CONFIG SET` of other settings, `WAIT`, `FLUSHALL`). A refused command
+//! inside `MULTI` aborts the transaction, as a command Redis refuses while
+//! queueing does.
+
+use std::time::Duration;
+
+use understudy_tests::client::resp_raw::{RawResp, Value};
+use understudy_tests::harness::proxy_cluster::info_field;
+use understudy_tests::harness::{serial, ProxyCluster, TestDir};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn cluster(name: &str) -> (TestDir, ProxyCluster, String, String) {
+    let dir = TestDir::new(name).unwrap();
+    let cluster = ProxyCluster::start(&dir, &["a", "b"], |b| b.sync_standbys(1))
+        .await
+        .unwrap();
+    let (active, standby) = cluster
+        .cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    (dir, cluster, active.id, standby)
+}
+
+async fn call(c: &mut RawResp, args: &[&str]) -> Value {
+    c.call(args)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_would_break_the_arrangement_is_refused_by_name_and_the_rest_runs() {
+    let _serial = serial().await;
+    let (_dir, cluster, active, standby) = cluster("proxy-refusals").await;
+    let refused: [(&[&str], &str); 15] = [
+        (&["REPLICAOF", "NO", "ONE"], "REPLICAOF"),
+        (&["SLAVEOF", "127.0.0.1", "1"], "SLAVEOF"),
+        (&["FAILOVER"], "FAILOVER"),
+        (&["SYNC"], "SYNC"),
+        (&["PSYNC", "?", "-1"], "PSYNC"),
+        (&["SHUTDOWN", "NOSAVE"], "SHUTDOWN"),
+        (&["DEBUG", "SLEEP", "0"], "DEBUG"),
+        (&["MONITOR"], "MONITOR"),
+        (&["CONFIG", "SET", "replica-read-only", "no"], "CONFIG SET"),
+        (&["CONFIG", "SET", "save", ""], "CONFIG SET"),
+        (&["CONFIG", "SET", "appendonly", "yes"], "CONFIG SET"),
+        (&["CONFIG", "SET", "requirepass", "x"], "CONFIG SET"),
+        (&["CONFIG", "SET", "masterauth", "x"], "CONFIG SET"),
+        (&["CONFIG", "SET", "dir", "/"], "CONFIG SET"),
+        (
+            &["CONFIG", "SET", "hz", "12", "repl-backlog-size", "1mb"],
+            "CONFIG SET",
+        ),
+    ];
+    for (via, id) in [("active", &active), ("standby", &standby)] {
+        let mut c = cluster.raw(id).await.unwrap();
+        for (args, name) in refused {
+            match call(&mut c, args).await {
+                Value::Error(e) => assert!(
+                    e.starts_with(&format!("ERR {name}"))
+                        && e.contains("not allowed through understudy: "),
+                    "via the {via}: {args:?}: {e}"
+                ),
+                other => panic!("via the {via}: {args:?} was not refused: {}", other.show()),
+            }
+        }
+        // The session goes on, and the rest runs as in Redis.
+        let k = format!("{via}:k");
+        assert_eq!(call(&mut c, &["SET", &k, "v"]).await.show(), "OK");
+        // The tap acknowledges what the log committed: WAIT counts it.
+        assert_eq!(call(&mut c, &["WAIT", "1", "5000"]).await, Value::Int(1));
+        assert_eq!(
+            call(&mut c, &["CONFIG", "SET", "hz", "12"]).await.show(),
+            "OK"
+        );
+        assert_eq!(
+            call(&mut c, &["CONFIG", "GET", "hz"]).await.show(),
+            "[\"hz\", \"12\"]"
+        );
+        assert_eq!(
+            call(&mut c, &["CONFIG", "GET", "maxmemory-policy"])
+                .await
+                .show(),
+            "[\"maxmemory-policy\", \"noeviction\"]"
+        );
+        assert_eq!(call(&mut c, &["SWAPDB", "0", "1"]).await.show(), "OK");
+        assert_eq!(call(&mut c, &["SWAPDB", "0", "1"]).await.show(), "OK");
+        assert_eq!(call(&mut c, &["GET", &k]).await.show(), "\"v\"");
+    }
+    // Nothing refused reached a redis-server: the active's is a master, the
+    // standby's still follows its replica, and both hold the same data.
+    let a = cluster.upstream_info(&active, "replication").await.unwrap();
+    assert_eq!(info_field(&a, "role").as_deref(), Some("master"), "{a}");
+    let b = cluster
+        .upstream_info(&standby, "replication")
+        .await
+        .unwrap();
+    assert_eq!(info_field(&b, "role").as_deref(), Some("slave"), "{b}");
+    let mut c = cluster.raw(&active).await.unwrap();
+    assert_eq!(call(&mut c, &["FLUSHALL"]).await.show(), "OK");
+    assert_eq!(call(&mut c, &["SET", "after", "flush"]).await.show(), "OK");
+    let data = cluster
+        .wait_same_upstream_data(&active, &standby, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["after"]);
+}
+
+/// BUG (replica/src/proxy/relay.rs, `Client::step`, the `exec` arm): a
+/// command understudy refuses inside `MULTI` is answered with its error,
+/// but the `EXEC` is still sent to the redis-server, which runs the rest of
+/// the transaction. Redis aborts a transaction in which a command was
+/// refused while queueing (`-EXECABORT`); the code's own comment says so
+/// ("Refused here while queueing: Redis would abort") but sends the EXEC
+/// anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_with_a_refused_command_is_aborted() {
+    let _serial = serial().await;
+    let (_dir, cluster, active, standby) = cluster("proxy-refused-in-multi").await;
+    for (via, id) in [("active", &active), ("standby", &standby)] {
+        let k = format!("{via}:k");
+        let mut c = cluster.raw(id).await.unwrap();
+        assert_eq!(call(&mut c, &["MULTI"]).await.show(), "OK");
+        assert_eq!(call(&mut c, &["SET", &k, "1"]).await.show(), "QUEUED");
+        let refused = call(&mut c, &["CONFIG", "SET", "save", ""]).await;
+        assert!(refused.is_error(), "{}", refused.show());
+        let exec = call(&mut c, &["EXEC"]).await;
+        assert!(
+            matches!(&exec, Value::Error(e) if e.starts_with("EXECABORT")),
+            "via the {via}: EXEC after a refused command answered {}",
+            exec.show()
+        );
+        assert_eq!(
+            call(&mut c, &["EXISTS", &k]).await,
+            Value::Int(0),
+            "via the {via}: the aborted transaction ran"
+        );
+    }
+}
