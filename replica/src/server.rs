@@ -54,6 +54,10 @@ pub async fn serve(
     let repl = Replication::new(node.clone());
     if node.settings.arbiters.is_empty() {
         node.start_standalone().await?;
+        // Proxy mode: its upstream becomes a master and the tap starts.
+        if let (Some(core), Ok(guard)) = (&node.proxy, node.roles.writer()) {
+            core.begin_lead(node.clone(), guard);
+        }
         tracing::info!(
             node = %node.settings.node_id,
             listen = %listen,

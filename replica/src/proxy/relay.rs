@@ -43,6 +43,40 @@ use crate::role::ActiveGuard;
 
 /// Slots in flight per session before the requests' side waits.
 const MAX_SLOTS: usize = 4096;
+/// Commands Redis does not flag `readonly` that change neither data nor the
+/// server: what a read-only client may run besides reads.
+const HARMLESS: [&str; 30] = [
+    "ping",
+    "echo",
+    "select",
+    "hello",
+    "auth",
+    "quit",
+    "reset",
+    "info",
+    "role",
+    "command",
+    "command|count",
+    "command|docs",
+    "command|getkeys",
+    "command|getkeysandflags",
+    "command|info",
+    "command|list",
+    "time",
+    "lastsave",
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
+    "wait",
+    "subscribe",
+    "unsubscribe",
+    "psubscribe",
+    "punsubscribe",
+    "ssubscribe",
+    "sunsubscribe",
+];
 /// Longest a new session on the active waits for the upstream to be ready.
 const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The command a standby opens a forwarded session with.
@@ -423,11 +457,29 @@ impl Client {
             return Ok(true);
         }
         let write = self.may_write(req);
-        send(up, &req.raw).await?;
         // What comes back, and whether a ROLE may follow.
         let silent = modes.reply_off
             || std::mem::take(&mut modes.skip_next)
             || (modes.protocol == 3 && (is_subscribe(&name) || is_unsubscribe(&name)));
+        if !silent && !modes.in_multi && name == "multi" {
+            // The batch is closed before MULTI (a ROLE after it would be
+            // queued in the transaction), and whether MULTI took is known
+            // from its reply.
+            if *open_batch {
+                send(up, &role_request()).await?;
+                slots.send(Slot::Role).await?;
+                *open_batch = false;
+            }
+            send(up, &req.raw).await?;
+            up.flush().await.map_err(|_| Closed)?;
+            let (tx, rx) = oneshot::channel();
+            slots.send(Slot::Watch(tx)).await?;
+            let reply = rx.await.map_err(|_| Closed)?;
+            modes.in_multi = reply.starts_with(b"+");
+            modes.multi_refused = false;
+            return Ok(true);
+        }
+        send(up, &req.raw).await?;
         if silent {
             return Ok(true);
         }
@@ -456,21 +508,6 @@ impl Client {
                         .await?
                 }
             }
-            return Ok(true);
-        }
-        if name == "multi" {
-            if *open_batch {
-                send(up, &role_request()).await?;
-                slots.send(Slot::Role).await?;
-                *open_batch = false;
-            }
-            // Known from the reply: MULTI may be refused.
-            up.flush().await.map_err(|_| Closed)?;
-            let (tx, rx) = oneshot::channel();
-            slots.send(Slot::Watch(tx)).await?;
-            let reply = rx.await.map_err(|_| Closed)?;
-            modes.in_multi = reply.starts_with(b"+");
-            modes.multi_refused = false;
             return Ok(true);
         }
         slots.send(Slot::Reply { gated: true, write }).await?;
@@ -517,7 +554,7 @@ impl Client {
             }
         }
         if self.grant.is_none() {
-            slots.send(Slot::Local(error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"))).await?;
+            slots.send(Slot::Local(error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"))).await?;
             return Ok(true);
         }
         send(up, &Request::new(upstream_args).raw).await?;
@@ -597,11 +634,20 @@ impl Client {
         None
     }
 
-    /// Whether the command may change data (Redis flags it `write`,
-    /// `may_replicate` or `admin`), or the table does not know it.
+    /// Whether the command may change data or the server: anything Redis
+    /// does not flag `readonly`, except the connection's own commands
+    /// ([`HARMLESS`]). (Redis 7.0 flags `EVAL`, `FCALL` and `PUBLISH` neither
+    /// `write` nor `may_replicate`, so those flags alone do not say it.) A
+    /// command the table does not know is answered by the upstream.
     fn may_write(&self, req: &Request) -> bool {
         match self.core.table.lookup(&req.argv) {
-            Lookup::Found(info) => info.flags.write || info.flags.may_replicate || info.flags.admin,
+            Lookup::Found(info) => {
+                let f = &info.flags;
+                f.write
+                    || f.may_replicate
+                    || f.admin
+                    || !(f.readonly || HARMLESS.contains(&info.name.as_str()))
+            }
             Lookup::Invalid(_) => false,
         }
     }
