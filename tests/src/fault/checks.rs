@@ -265,7 +265,7 @@ fn check_sessions(ops: &[Op], sync_mode: bool, findings: &mut Findings) {
 fn check_epochs(ops: &[Op], findings: &mut Findings) {
     let mut acked: Vec<(&Op, Position)> = ops
         .iter()
-        .filter(|o| o.kind.writes() && o.outcome == Outcome::Ok && o.applied != Some(false))
+        .filter(|o| o.changed_data())
         .filter_map(|o| o.version.map(|v| (o, v)))
         .collect();
     let mut positions: HashMap<Position, usize> = HashMap::new();

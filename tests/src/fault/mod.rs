@@ -8,4 +8,5 @@ pub mod firewall;
 pub mod history;
 pub mod linearizable;
 pub mod nemesis;
+pub mod resp_ops;
 pub mod run;

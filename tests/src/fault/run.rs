@@ -325,7 +325,7 @@ pub struct RunReport {
     pub clients: usize,
     pub seconds: f64,
     pub ops: usize,
-    /// Operations by kind and outcome.
+    /// Operations by kind (and a Redis compare-and-set's form) and outcome.
     pub outcomes: BTreeMap<String, [usize; 3]>,
     /// Answers by code, for all that were not `ok`.
     pub codes: BTreeMap<String, usize>,
@@ -360,7 +360,7 @@ impl RunReport {
                 Outcome::Fail => 1,
                 Outcome::Unknown => 2,
             };
-            outcomes.entry(op.kind.name().to_string()).or_default()[slot] += 1;
+            outcomes.entry(op.label()).or_default()[slot] += 1;
             if op.code != "ok" {
                 *codes.entry(op.code.clone()).or_default() += 1;
             }
@@ -483,7 +483,7 @@ impl RunReport {
 fn ack_times(ops: &[Op]) -> Vec<u64> {
     let mut t: Vec<u64> = ops
         .iter()
-        .filter(|o| o.kind.writes() && o.outcome == Outcome::Ok && o.applied != Some(false))
+        .filter(|o| o.changed_data())
         .map(|o| o.complete_ns)
         .collect();
     t.sort_unstable();
