@@ -163,6 +163,31 @@ impl Op {
             && !(self.kind == Kind::Pop && self.read == Some(None))
     }
 
+    /// A made-up operation for the checkers' tests: `id`, called at `t` ns
+    /// and answered 5 ns later, on node `r1`.
+    #[cfg(test)]
+    pub(crate) fn made_up(id: usize, kind: Kind, key: &str, outcome: Outcome, t: u64) -> Op {
+        Op {
+            id,
+            client: 0,
+            kind,
+            key: key.into(),
+            value: None,
+            expect: None,
+            read: None,
+            applied: None,
+            form: None,
+            invoke_ns: t,
+            complete_ns: t + 5,
+            outcome,
+            code: if outcome == Outcome::Ok { "ok" } else { "x" }.into(),
+            node: "r1".into(),
+            version: None,
+            key_version: None,
+            min_version: None,
+        }
+    }
+
     /// One line for a report: who, what, when, and what came back.
     pub fn describe(&self, t0: u64) -> String {
         let ms = |ns: u64| (ns.saturating_sub(t0)) as f64 / 1e6;
