@@ -24,12 +24,14 @@
 //! compare-and-set script and a `WATCH`/`MULTI`/`EXEC` transaction. A
 //! fifth of their operations are a queue workload instead: `push` (`RPUSH`
 //! of a unique item to one of a few queue keys) and `pop` (`BLPOP` of
-//! them, 1 s timeout), half each. A Redis reply names no version, so the
-//! checks on versions see none; `-TRYAGAIN` is a definite refusal and
-//! `-UNKNOWN` an unknown outcome, as the proxy documents.
+//! them, 1 s timeout), half each, but a pop only while fewer than a
+//! quarter of the clients wait in one. A Redis reply names
+//! no version, so the checks on versions see none; `-TRYAGAIN` is a
+//! definite refusal and `-UNKNOWN` an unknown outcome, as the proxy
+//! documents.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +62,13 @@ const REGISTER_SLOTS: u64 = 2;
 /// Proxy mode: the share of operations (percent) that are pushes and pops.
 const QUEUE_PERCENT: u32 = 20;
 
+/// Proxy mode: at most one client in this many waits in a pop at a time;
+/// a client that would be one more does something else. Without a bound, every
+/// client ends up waiting out its pop on empty queues now and then (each
+/// pop that finds them empty takes a client out until a push), and the
+/// run has second-long stretches without a write that no fault caused.
+const CLIENTS_PER_POP: usize = 4;
+
 /// A replica the clients talk to.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -80,6 +89,10 @@ impl Clients {
     pub fn start(targets: Vec<Target>, count: usize, seed: u64, history: Arc<History>) -> Clients {
         let stop = Arc::new(AtomicBool::new(false));
         let register_ops = Arc::new(AtomicU64::new(0));
+        let pops = Arc::new(PopSlots {
+            waiting: AtomicUsize::new(0),
+            max: (count / CLIENTS_PER_POP).max(1),
+        });
         let targets = Arc::new(targets);
         let tasks = (0..count)
             .map(|i| {
@@ -93,6 +106,7 @@ impl Clients {
                     resp_conns: HashMap::new(),
                     history: history.clone(),
                     register_ops: register_ops.clone(),
+                    pops: pops.clone(),
                     session: None,
                     seen: HashMap::new(),
                     written: Vec::new(),
@@ -139,6 +153,10 @@ impl Writer {
                 resp_conns: HashMap::new(),
                 history,
                 register_ops: Arc::new(AtomicU64::new(0)),
+                pops: Arc::new(PopSlots {
+                    waiting: AtomicUsize::new(0),
+                    max: 1,
+                }),
                 session: None,
                 seen: HashMap::new(),
                 written: Vec::new(),
@@ -168,6 +186,8 @@ struct Client {
     resp_conns: HashMap<usize, RespClient>,
     history: Arc<History>,
     register_ops: Arc<AtomicU64>,
+    /// Proxy mode: the clients' pops in flight, shared.
+    pops: Arc<PopSlots>,
     /// The highest `X-Data-Version` of any successful answer.
     session: Option<Position>,
     /// The value this client last saw (or wrote) per register key.
@@ -180,6 +200,27 @@ struct Client {
     /// Proxy mode: whether the next compare-and-set is a script (else a
     /// `WATCH` transaction); they alternate.
     cas_by_script: bool,
+}
+
+/// How many clients wait in a pop, and how many may.
+struct PopSlots {
+    waiting: AtomicUsize,
+    max: usize,
+}
+
+impl PopSlots {
+    /// Takes a slot, if one is free; give it back with [`PopSlots::free`].
+    fn take(&self) -> bool {
+        self.waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn free(&self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What the request was, before its answer.
@@ -202,16 +243,19 @@ impl Client {
 
     async fn one(&mut self) {
         let resp = self.targets[0].resp.is_some();
-        let request = if resp && self.rng.random_range(0..100) < QUEUE_PERCENT {
-            self.queue_request()
-        } else {
-            self.kv_request(resp)
+        let queue = resp && self.rng.random_range(0..100) < QUEUE_PERCENT;
+        let request = match queue.then(|| self.queue_request()).flatten() {
+            Some(request) => request,
+            None => self.kv_request(resp),
         };
         let target = match (request.kind, self.active) {
             (Kind::Read, Some(active)) if self.rng.random_range(0..10) < 8 => active,
             _ => self.rng.random_range(0..self.targets.len()),
         };
         let op = self.perform(request, target).await;
+        if op.kind == Kind::Pop {
+            self.pops.free();
+        }
         if op.outcome == Outcome::Fail {
             // As a real client would: not a hot loop against a replica
             // that refuses at once (it is down, or not the active).
@@ -269,11 +313,16 @@ impl Client {
     }
 
     /// Proxy mode: a push of a unique item to one queue, or a pop of all
-    /// of them (starting from a random one, so none is always first).
-    fn queue_request(&mut self) -> Request {
+    /// of them (starting from a random one, so none is always first); no
+    /// pop while too many clients wait in one already ([`CLIENTS_PER_POP`]).
+    fn queue_request(&mut self) -> Option<Request> {
+        let push = self.rng.random_range(0..2) == 0;
+        if !push && !self.pops.take() {
+            return None;
+        }
         self.n += 1;
         let first = self.rng.random_range(0..QUEUES.len());
-        let (kind, key, value) = if self.rng.random_range(0..2) == 0 {
+        let (kind, key, value) = if push {
             let item = format!("{}.{}", self.id, self.n);
             (Kind::Push, QUEUES[first].to_string(), Some(item))
         } else {
@@ -282,14 +331,14 @@ impl Client {
                 .collect();
             (Kind::Pop, keys.join(" "), None)
         };
-        Request {
+        Some(Request {
             kind,
             key,
             value,
             expect: None,
             min_version: None,
             form: None,
-        }
+        })
     }
 
     /// An `add` of a key of this client's own.
