@@ -69,6 +69,9 @@ pub struct Findings {
     pub pushes_unaccounted: usize,
     /// Entries the replicas moved to quarantine.
     pub quarantined_entries: usize,
+    /// Whether checkers (a) to (d) and (g) ran: not when there was no final
+    /// state to hold the history against (the cluster did not recover).
+    pub history_checked: bool,
 }
 
 impl Findings {
@@ -89,7 +92,10 @@ pub fn check_history(
     sync_mode: bool,
     end_ns: u64,
 ) -> Findings {
-    let mut findings = Findings::default();
+    let mut findings = Findings {
+        history_checked: true,
+        ..Findings::default()
+    };
     check_set(ops, last, &mut findings);
     check_registers(ops, last, end_ns, &mut findings);
     check_sessions(ops, sync_mode, &mut findings);

@@ -488,27 +488,34 @@ impl RunReport {
             .map(|(c, n)| format!("{c} {n}"))
             .collect::<Vec<_>>()
             .join(", ");
-        out += &format!(
-            "\n\nacknowledged adds {} (present at the end {}); unknown adds applied {} / absent {}\n",
-            f.acked_adds, f.present_adds, f.unknown_adds_applied, f.unknown_adds_absent
-        );
-        out += &format!(
-            "register keys checked {} (search gave up on {}); quarantined entries {}\n",
-            f.register_keys, f.register_gave_up, f.quarantined_entries
-        );
-        if self.outcomes.contains_key(Kind::Push.name()) {
+        out += "\n\n";
+        if !f.history_checked {
+            out += "the history was not checked: there is no final state to hold it against \
+                    (see the anomalies)\n";
+        } else {
             out += &format!(
-                "queues: acknowledged pushes {} (neither popped nor left at the end {}; pops of \
-                 unknown outcome {}); items popped {}, left at the end {}; pops that took \
-                 nothing {}\n",
-                f.acked_pushes,
-                f.pushes_unaccounted,
-                f.unknown_pops,
-                f.popped_items,
-                f.items_left,
-                f.empty_pops
+                "acknowledged adds {} (present at the end {}); unknown adds applied {} / absent {}\n",
+                f.acked_adds, f.present_adds, f.unknown_adds_applied, f.unknown_adds_absent
             );
+            out += &format!(
+                "register keys checked {} (search gave up on {})\n",
+                f.register_keys, f.register_gave_up
+            );
+            if self.outcomes.contains_key(Kind::Push.name()) {
+                out += &format!(
+                    "queues: acknowledged pushes {} (neither popped nor left at the end {}; \
+                     pops of unknown outcome {}); items popped {}, left at the end {}; pops \
+                     that took nothing {}\n",
+                    f.acked_pushes,
+                    f.pushes_unaccounted,
+                    f.unknown_pops,
+                    f.popped_items,
+                    f.items_left,
+                    f.empty_pops
+                );
+            }
         }
+        out += &format!("quarantined entries {}\n", f.quarantined_entries);
         out += &format!(
             "availability {:.1}% of 1-s windows had an acknowledged write\n",
             self.availability * 100.0
