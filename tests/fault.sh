@@ -7,6 +7,7 @@
 #
 #   tests/fault.sh --minutes 30 --seed 7 --topology etcd
 #   tests/fault.sh --minutes 30 --proxy   # replicas fronting redis-servers, Redis clients
+#   tests/fault.sh --minutes 5 --proxy --faults restart_all   # one kind of fault only
 #   tests/fault.sh --help          # every flag
 #
 # Exit status: 0 no anomaly, 1 anomalies (the table names them), 2 the run

@@ -29,9 +29,16 @@ struct Args {
     #[arg(long, default_value = "file", value_parser = Topology::parse)]
     topology: Topology,
     /// Proxy mode: every replica fronts a redis-server of its own, and the
-    /// clients are Redis clients (SET and GET).
+    /// clients are Redis clients (SET, GET, compare-and-set as EVAL and as
+    /// a WATCH transaction, RPUSH and BLPOP).
     #[arg(long)]
     proxy: bool,
+    /// Only these faults (comma-separated: kill_active, pause_active,
+    /// partition_active, kill_sync_standby, kill_arbiter, kill_etcd_leader,
+    /// kill_etcd_follower, restart_all); every one that applies to the
+    /// topology when not given.
+    #[arg(long, value_delimiter = ',', value_parser = FaultKind::parse)]
+    faults: Vec<FaultKind>,
     /// Clock-rate skew: r1's clocks run at this rate (libfaketime), e.g.
     /// 0.93 (7 % slow) or 1.07; within the cluster's drift (0.1) the
     /// lease rule must hold.
@@ -101,7 +108,11 @@ async fn main() {
     };
     let schedule = Schedule {
         seed,
-        kinds: FaultKind::for_topology(args.topology),
+        kinds: if args.faults.is_empty() {
+            FaultKind::for_topology(args.topology)
+        } else {
+            args.faults.clone()
+        },
         hold_ms: (args.hold_ms[0], args.hold_ms[1].max(args.hold_ms[0])),
         calm_ms: (args.calm_ms[0], args.calm_ms[1].max(args.calm_ms[0])),
     };

@@ -14,6 +14,9 @@
 //!   is active, and it is the one the arbiter names.
 //! - (f) **quarantine**: no acknowledged write's position is among the
 //!   entries the replicas cut and set aside.
+//! - (g) **queues** (proxy mode, `queues.rs`): no item popped twice or
+//!   never pushed; every acknowledged push popped or still queued at the
+//!   end, but for as many as there were pops of unknown outcome.
 //!
 //! Each anomaly names the operations involved; [`around`] prints the
 //! smallest history around them.
@@ -26,6 +29,7 @@ use serde::Serialize;
 
 use super::history::{Kind, Op, Outcome};
 use super::linearizable::{self, Event, RegOp, Verdict};
+use super::queues::{check_queues, FinalLists};
 
 /// Steps the linearizability search may take per key before giving up.
 const MAX_STEPS: u64 = 2_000_000;
@@ -33,8 +37,8 @@ const MAX_STEPS: u64 = 2_000_000;
 /// One thing that must not happen, and did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Anomaly {
-    /// Which checker: `set`, `register`, `session`, `epoch`, `one_active`,
-    /// `quarantine`, `recovery`, `unexpected_code`.
+    /// Which checker: `set`, `register`, `session`, `epoch`, `queue`,
+    /// `one_active`, `quarantine`, `recovery`, `unexpected_code`.
     pub check: &'static str,
     pub what: String,
     /// The operations involved (ids in the history).
@@ -54,12 +58,24 @@ pub struct Findings {
     /// Register keys checked, and keys whose search gave up (no verdict).
     pub register_keys: usize,
     pub register_gave_up: usize,
+    /// Acknowledged pushes; items answered pops took; pops answered with
+    /// none; pops of unknown outcome; items left in the queues at the end;
+    /// acknowledged pushes neither popped nor left (at most `unknown_pops`).
+    pub acked_pushes: usize,
+    pub popped_items: usize,
+    pub empty_pops: usize,
+    pub unknown_pops: usize,
+    pub items_left: usize,
+    pub pushes_unaccounted: usize,
     /// Entries the replicas moved to quarantine.
     pub quarantined_entries: usize,
+    /// Whether checkers (a) to (d) and (g) ran: not when there was no final
+    /// state to hold the history against (the cluster did not recover).
+    pub history_checked: bool,
 }
 
 impl Findings {
-    fn anomaly(&mut self, check: &'static str, what: String, ops: Vec<usize>) {
+    pub(super) fn anomaly(&mut self, check: &'static str, what: String, ops: Vec<usize>) {
         self.anomalies.push(Anomaly { check, what, ops });
     }
 }
@@ -67,13 +83,24 @@ impl Findings {
 /// The final data: every key and value the active serves after the run.
 pub type FinalData = BTreeMap<String, String>;
 
-/// Runs checkers (a) to (d) on `ops` and the final data `last`.
-pub fn check_history(ops: &[Op], last: &FinalData, sync_mode: bool, end_ns: u64) -> Findings {
-    let mut findings = Findings::default();
+/// Runs checkers (a) to (d) and (g) on `ops`, the final data `last` and
+/// the queues' final contents `lists`.
+pub fn check_history(
+    ops: &[Op],
+    last: &FinalData,
+    lists: &FinalLists,
+    sync_mode: bool,
+    end_ns: u64,
+) -> Findings {
+    let mut findings = Findings {
+        history_checked: true,
+        ..Findings::default()
+    };
     check_set(ops, last, &mut findings);
     check_registers(ops, last, end_ns, &mut findings);
     check_sessions(ops, sync_mode, &mut findings);
     check_epochs(ops, &mut findings);
+    check_queues(ops, lists, &mut findings);
     check_codes(ops, &mut findings);
     findings
 }
@@ -265,7 +292,7 @@ fn check_sessions(ops: &[Op], sync_mode: bool, findings: &mut Findings) {
 fn check_epochs(ops: &[Op], findings: &mut Findings) {
     let mut acked: Vec<(&Op, Position)> = ops
         .iter()
-        .filter(|o| o.kind.writes() && o.outcome == Outcome::Ok && o.applied != Some(false))
+        .filter(|o| o.changed_data())
         .filter_map(|o| o.version.map(|v| (o, v)))
         .collect();
     let mut positions: HashMap<Position, usize> = HashMap::new();
@@ -397,4 +424,109 @@ pub fn around(ops: &[Op], anomaly: &Anomaly, limit: usize) -> Vec<String> {
     near.sort_by_key(|o| o.invoke_ns);
     let t0 = near.first().map(|o| o.invoke_ns).unwrap_or(0);
     near.iter().take(limit).map(|o| o.describe(t0)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::history::Form;
+
+    /// One register key's made-up history: an acknowledged write of `0.1`,
+    /// then one compare-and-set from `cas`, alone; the final value `last`.
+    fn cas_history(cas: impl FnOnce(&mut Op), last: &str) -> Findings {
+        let mut write = Op::made_up(0, Kind::Write, "r/0/0", Outcome::Ok, 0);
+        write.value = Some("0.1".into());
+        let mut op = Op::made_up(1, Kind::Cas, "r/0/0", Outcome::Ok, 10);
+        op.expect = Some(Some("0.1".into()));
+        op.value = Some("1.1".into());
+        cas(&mut op);
+        let data = FinalData::from([("r/0/0".to_string(), last.to_string())]);
+        check_history(&[write, op], &data, &FinalLists::new(), true, 100)
+    }
+
+    fn register_anomaly(findings: &Findings) -> bool {
+        findings
+            .anomalies
+            .iter()
+            .any(|a| a.check == "register" && a.ops.contains(&1))
+    }
+
+    #[test]
+    fn compare_and_sets_that_did_what_they_said_pass() {
+        for form in [None, Some(Form::Eval), Some(Form::Watch)] {
+            let applied = cas_history(
+                |op| {
+                    op.form = form;
+                    op.applied = Some(true);
+                },
+                "1.1",
+            );
+            assert!(applied.anomalies.is_empty(), "{:?}", applied.anomalies);
+            let not_applied = cas_history(
+                |op| {
+                    op.form = form;
+                    op.expect = Some(None);
+                    op.applied = Some(false);
+                },
+                "0.1",
+            );
+            assert!(
+                not_applied.anomalies.is_empty(),
+                "{:?}",
+                not_applied.anomalies
+            );
+        }
+    }
+
+    #[test]
+    fn a_script_that_says_not_applied_although_its_compare_held_is_reported() {
+        let findings = cas_history(
+            |op| {
+                op.form = Some(Form::Eval);
+                op.applied = Some(false);
+            },
+            "0.1",
+        );
+        assert!(register_anomaly(&findings), "{:?}", findings.anomalies);
+    }
+
+    #[test]
+    fn a_transaction_that_applied_over_another_value_is_reported() {
+        let findings = cas_history(
+            |op| {
+                op.form = Some(Form::Watch);
+                op.expect = Some(Some("9.9".into()));
+                op.applied = Some(true);
+            },
+            "1.1",
+        );
+        assert!(register_anomaly(&findings), "{:?}", findings.anomalies);
+    }
+
+    #[test]
+    fn a_compare_and_set_said_applied_whose_value_is_gone_is_reported() {
+        // Applied, and nothing else wrote: the final value must be its own.
+        let findings = cas_history(|op| op.applied = Some(true), "0.1");
+        assert!(
+            findings.anomalies.iter().any(|a| a.check == "register"),
+            "{:?}",
+            findings.anomalies
+        );
+    }
+
+    #[test]
+    fn the_queue_checker_runs_with_the_others() {
+        let mut push = Op::made_up(0, Kind::Push, "q/0", Outcome::Ok, 0);
+        push.value = Some("0.1".into());
+        let data = FinalData::from([("s/0/0".to_string(), "x".to_string())]);
+        let findings = check_history(&[push], &data, &FinalLists::new(), true, 100);
+        assert!(
+            findings
+                .anomalies
+                .iter()
+                .any(|a| a.check == "queue" && a.ops == [0]),
+            "{:?}",
+            findings.anomalies
+        );
+    }
 }

@@ -18,15 +18,20 @@
 //! is unique (`{client}.{n}`), so a read names the write it saw.
 //!
 //! Against replicas in proxy mode the clients speak RESP instead, as a
-//! Redis client would: `add` and `write` are `SET`, `read` and `read_at`
-//! are `GET` (a standby forwards them to the active, so both are
-//! linearizable), and `cas` becomes a `write` (compare-and-set needs
-//! `WATCH`, which the proxy refuses). A Redis reply names no version, so
-//! the checks on versions see none; `-TRYAGAIN` is a definite refusal and
-//! `-UNKNOWN` an unknown outcome, as the proxy documents.
+//! Redis client would (`resp_ops.rs`): `add` and `write` are `SET`, `read`
+//! and `read_at` are `GET` (a standby forwards them to the active, so both
+//! are linearizable), and `cas` is, alternately, the `EVAL` of a
+//! compare-and-set script and a `WATCH`/`MULTI`/`EXEC` transaction. A
+//! fifth of their operations are a queue workload instead: `push` (`RPUSH`
+//! of a unique item to one of a few queue keys) and `pop` (`BLPOP` of
+//! them, 1 s timeout), half each, but a pop only while fewer than a
+//! quarter of the clients wait in one. A Redis reply names
+//! no version, so the checks on versions see none; `-TRYAGAIN` is a
+//! definite refusal and `-UNKNOWN` an unknown outcome, as the proxy
+//! documents.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,8 +41,9 @@ use rand::rngs::Xoshiro256PlusPlus as StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio::task::JoinHandle;
 
-use super::history::{History, Kind, Op, Outcome};
-use crate::client::resp::{Frame, RespClient};
+use super::history::{Form, History, Kind, Op, Outcome};
+use super::resp_ops::{self, Answer, RespRequest, QUEUES};
+use crate::client::resp::RespClient;
 use crate::client::{key_path, ClientError, KvClient, KvResponse};
 
 /// How long a client waits for one answer.
@@ -52,6 +58,16 @@ pub const OPS_PER_GENERATION: u64 = 300;
 
 /// Register keys in use at a time.
 const REGISTER_SLOTS: u64 = 2;
+
+/// Proxy mode: the share of operations (percent) that are pushes and pops.
+const QUEUE_PERCENT: u32 = 20;
+
+/// Proxy mode: at most one client in this many waits in a pop at a time;
+/// a client that would be one more does something else. Without a bound, every
+/// client ends up waiting out its pop on empty queues now and then (each
+/// pop that finds them empty takes a client out until a push), and the
+/// run has second-long stretches without a write that no fault caused.
+const CLIENTS_PER_POP: usize = 4;
 
 /// A replica the clients talk to.
 #[derive(Clone, Debug)]
@@ -73,6 +89,10 @@ impl Clients {
     pub fn start(targets: Vec<Target>, count: usize, seed: u64, history: Arc<History>) -> Clients {
         let stop = Arc::new(AtomicBool::new(false));
         let register_ops = Arc::new(AtomicU64::new(0));
+        let pops = Arc::new(PopSlots {
+            waiting: AtomicUsize::new(0),
+            max: (count / CLIENTS_PER_POP).max(1),
+        });
         let targets = Arc::new(targets);
         let tasks = (0..count)
             .map(|i| {
@@ -86,11 +106,13 @@ impl Clients {
                     resp_conns: HashMap::new(),
                     history: history.clone(),
                     register_ops: register_ops.clone(),
+                    pops: pops.clone(),
                     session: None,
                     seen: HashMap::new(),
                     written: Vec::new(),
                     active: None,
                     n: 0,
+                    cas_by_script: i % 2 == 0,
                 };
                 tokio::spawn(client.run(stop.clone()))
             })
@@ -131,11 +153,16 @@ impl Writer {
                 resp_conns: HashMap::new(),
                 history,
                 register_ops: Arc::new(AtomicU64::new(0)),
+                pops: Arc::new(PopSlots {
+                    waiting: AtomicUsize::new(0),
+                    max: 1,
+                }),
                 session: None,
                 seen: HashMap::new(),
                 written: Vec::new(),
                 active: None,
                 n: 0,
+                cas_by_script: true,
             },
             target,
         }
@@ -159,6 +186,8 @@ struct Client {
     resp_conns: HashMap<usize, RespClient>,
     history: Arc<History>,
     register_ops: Arc<AtomicU64>,
+    /// Proxy mode: the clients' pops in flight, shared.
+    pops: Arc<PopSlots>,
     /// The highest `X-Data-Version` of any successful answer.
     session: Option<Position>,
     /// The value this client last saw (or wrote) per register key.
@@ -168,15 +197,41 @@ struct Client {
     /// The replica last named as the active.
     active: Option<usize>,
     n: u64,
+    /// Proxy mode: whether the next compare-and-set is a script (else a
+    /// `WATCH` transaction); they alternate.
+    cas_by_script: bool,
+}
+
+/// How many clients wait in a pop, and how many may.
+struct PopSlots {
+    waiting: AtomicUsize,
+    max: usize,
+}
+
+impl PopSlots {
+    /// Takes a slot, if one is free; give it back with [`PopSlots::free`].
+    fn take(&self) -> bool {
+        self.waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn free(&self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What the request was, before its answer.
 struct Request {
     kind: Kind,
+    /// The key; a pop's queues, space-separated, in the order asked.
     key: String,
     value: Option<String>,
     expect: Option<Option<String>>,
     min_version: Option<Position>,
+    form: Option<Form>,
 }
 
 impl Client {
@@ -187,29 +242,61 @@ impl Client {
     }
 
     async fn one(&mut self) {
+        let resp = self.targets[0].resp.is_some();
+        let queue = resp && self.rng.random_range(0..100) < QUEUE_PERCENT;
+        let request = match queue.then(|| self.queue_request()).flatten() {
+            Some(request) => request,
+            None => self.kv_request(resp),
+        };
+        let target = match (request.kind, self.active) {
+            (Kind::Read, Some(active)) if self.rng.random_range(0..10) < 8 => active,
+            _ => self.rng.random_range(0..self.targets.len()),
+        };
+        let op = self.perform(request, target).await;
+        if op.kind == Kind::Pop {
+            self.pops.free();
+        }
+        if op.outcome == Outcome::Fail {
+            // As a real client would: not a hot loop against a replica
+            // that refuses at once (it is down, or not the active).
+            tokio::time::sleep(FAIL_PAUSE).await;
+        }
+    }
+
+    /// An operation of the key-value workload: `add`, a register
+    /// operation, or `read_at`.
+    fn kv_request(&mut self, resp: bool) -> Request {
         let roll = self.rng.random_range(0..100);
-        let request = if roll < 25 || (roll >= 80 && self.written.is_empty()) {
+        if roll < 25 || (roll >= 80 && self.written.is_empty()) {
             self.add_request()
         } else if roll < 80 {
             self.n += 1;
             let value = format!("{}.{}", self.id, self.n);
             let key = self.register_key();
-            let resp = self.targets[0].resp.is_some();
             let (kind, value, expect) = match roll {
                 25..=39 => (Kind::Write, Some(value), None),
                 40..=59 => (Kind::Read, None, None),
-                _ if resp => (Kind::Write, Some(value), None),
                 _ => {
                     let expect = self.seen.get(&key).cloned().unwrap_or(None);
                     (Kind::Cas, Some(value), Some(expect))
                 }
             };
+            let form = (kind == Kind::Cas && resp).then(|| {
+                let form = if self.cas_by_script {
+                    Form::Eval
+                } else {
+                    Form::Watch
+                };
+                self.cas_by_script = !self.cas_by_script;
+                form
+            });
             Request {
                 kind,
                 key,
                 value,
                 expect,
                 min_version: None,
+                form,
             }
         } else {
             self.n += 1;
@@ -220,18 +307,38 @@ impl Client {
                 value: None,
                 expect: None,
                 min_version: self.session,
+                form: None,
             }
-        };
-        let target = match (request.kind, self.active) {
-            (Kind::Read, Some(active)) if self.rng.random_range(0..10) < 8 => active,
-            _ => self.rng.random_range(0..self.targets.len()),
-        };
-        let op = self.perform(request, target).await;
-        if op.outcome == Outcome::Fail {
-            // As a real client would: not a hot loop against a replica
-            // that refuses at once (it is down, or not the active).
-            tokio::time::sleep(FAIL_PAUSE).await;
         }
+    }
+
+    /// Proxy mode: a push of a unique item to one queue, or a pop of all
+    /// of them (starting from a random one, so none is always first); no
+    /// pop while too many clients wait in one already ([`CLIENTS_PER_POP`]).
+    fn queue_request(&mut self) -> Option<Request> {
+        let push = self.rng.random_range(0..2) == 0;
+        if !push && !self.pops.take() {
+            return None;
+        }
+        self.n += 1;
+        let first = self.rng.random_range(0..QUEUES.len());
+        let (kind, key, value) = if push {
+            let item = format!("{}.{}", self.id, self.n);
+            (Kind::Push, QUEUES[first].to_string(), Some(item))
+        } else {
+            let keys: Vec<&str> = (0..QUEUES.len())
+                .map(|i| QUEUES[(first + i) % QUEUES.len()])
+                .collect();
+            (Kind::Pop, keys.join(" "), None)
+        };
+        Some(Request {
+            kind,
+            key,
+            value,
+            expect: None,
+            min_version: None,
+            form: None,
+        })
     }
 
     /// An `add` of a key of this client's own.
@@ -243,6 +350,7 @@ impl Client {
             value: Some(format!("{}.{}", self.id, self.n)),
             expect: None,
             min_version: None,
+            form: None,
         }
     }
 
@@ -297,6 +405,11 @@ impl Client {
                 }
                 None => conn.request(Method::GET, &path, &[], "").await,
             },
+            Kind::Push | Kind::Pop => {
+                return Err(ClientError::InvalidRequest(
+                    "queue operations are proxy mode's".into(),
+                ))
+            }
             Kind::Cas => {
                 let compare = match request.expect.clone().flatten() {
                     Some(v) => serde_json::json!({"key": request.key, "value": v}),
@@ -327,6 +440,7 @@ impl Client {
             expect: request.expect,
             read: None,
             applied: None,
+            form: request.form,
             invoke_ns,
             complete_ns,
             outcome: Outcome::Unknown,
@@ -338,86 +452,77 @@ impl Client {
         }
     }
 
-    /// Sends the request as a Redis command (`SET` or `GET`).
-    async fn send_resp(&mut self, target: usize, request: &Request) -> Result<Frame, RespFailure> {
+    /// Sends the request as a Redis client ([`resp_ops`]).
+    async fn send_resp(&mut self, target: usize, request: &Request) -> Answer {
         let conn = match self.resp_conns.get_mut(&target) {
             Some(c) => c,
             None => {
                 let addr = self.targets[target].resp.clone().unwrap_or_default();
                 let c = match tokio::time::timeout(OP_TIMEOUT, RespClient::connect(&addr)).await {
                     Ok(Ok(c)) => c,
-                    Ok(Err(_)) | Err(_) => return Err(RespFailure::NotSent),
+                    Ok(Err(_)) | Err(_) => return Answer::not_sent(),
                 };
                 self.resp_conns.entry(target).or_insert(c)
             }
         };
-        let value = request.value.clone().unwrap_or_default();
-        let args = match request.kind {
-            Kind::Add | Kind::Write | Kind::Cas => vec!["SET", request.key.as_str(), &value],
-            Kind::Read | Kind::ReadAt | Kind::Final => vec!["GET", request.key.as_str()],
+        let expect = request.expect.as_ref().and_then(|e| e.as_deref());
+        let resp_request = RespRequest {
+            kind: request.kind,
+            form: request.form,
+            keys: request.key.split(' ').collect(),
+            value: request.value.as_deref().unwrap_or_default(),
+            expect,
         };
-        let result = match tokio::time::timeout(OP_TIMEOUT, conn.call(&args)).await {
-            Ok(Ok(frame)) => Ok(frame),
-            Ok(Err(e)) => Err(RespFailure::Lost(e)),
-            Err(_) => Err(RespFailure::Lost("timeout".into())),
-        };
-        if result.is_err() {
+        let answer = resp_ops::perform(conn, &resp_request, OP_TIMEOUT).await;
+        if !answer.reusable {
+            // A late answer must not be read as the next request's, and
+            // the proxy closes a session after TRYAGAIN or UNKNOWN.
             self.resp_conns.remove(&target);
         }
-        result
+        answer
     }
 
-    /// [`Client::judge`] for a Redis reply.
+    /// [`Client::judge`] for a Redis client's answer.
     fn judge_resp(
         &mut self,
         request: Request,
         target: usize,
         invoke_ns: u64,
         complete_ns: u64,
-        answer: Result<Frame, RespFailure>,
+        answer: Answer,
     ) -> Op {
         let mut op = self.unjudged(request, target, invoke_ns, complete_ns);
-        let frame = match answer {
-            Ok(frame) => frame,
-            Err(RespFailure::NotSent) => {
-                op.code = "resp_not_sent".into();
-                op.outcome = Outcome::Fail;
-                return op;
+        op.outcome = answer.outcome;
+        op.code = answer.code;
+        op.read = answer.read;
+        op.applied = answer.applied;
+        if let Some(queue) = answer.popped_from {
+            op.key = queue;
+        }
+        if op.kind == Kind::Cas {
+            // A WATCH transaction's GET: what the register held.
+            if let Some(read) = &op.read {
+                self.seen.insert(op.key.clone(), read.clone());
             }
-            Err(RespFailure::Lost(e)) => {
-                op.code = if e == "timeout" {
-                    "timeout"
-                } else {
-                    "resp_lost"
-                }
-                .into();
-                op.outcome = if op.kind.writes() {
-                    Outcome::Unknown
-                } else {
-                    Outcome::Fail
-                };
-                return op;
-            }
-        };
-        let (outcome, code) = classify_resp(op.kind, &frame);
-        op.outcome = outcome;
-        op.code = code;
-        if outcome != Outcome::Ok {
+        }
+        if op.outcome != Outcome::Ok {
             return op;
         }
-        if op.kind.writes() {
-            if op.kind != Kind::Add {
-                self.seen.insert(op.key.clone(), op.value.clone());
+        match op.kind {
+            Kind::Add | Kind::Write | Kind::Cas if op.applied != Some(false) => {
+                if op.kind != Kind::Add {
+                    self.seen.insert(op.key.clone(), op.value.clone());
+                }
+                self.written.push(op.key.clone());
+                if self.written.len() > 8 {
+                    self.written.remove(0);
+                }
             }
-            self.written.push(op.key.clone());
-            if self.written.len() > 8 {
-                self.written.remove(0);
+            Kind::Read => {
+                self.seen
+                    .insert(op.key.clone(), op.read.clone().unwrap_or(None));
             }
-        } else {
-            op.read = Some(match frame {
-                Frame::BulkString(v) => Some(String::from_utf8_lossy(&v).into_owned()),
-                _ => None,
-            });
+            _ => {}
         }
         op
     }
@@ -486,6 +591,8 @@ impl Client {
                         .insert(op.key.clone(), op.read.clone().unwrap_or(None));
                 }
             }
+            // Not sent over HTTP (send refuses them).
+            Kind::Push | Kind::Pop => {}
         }
         let answered_at = if op.kind.writes() {
             op.version.or_else(|| r.data_position())
@@ -498,45 +605,6 @@ impl Client {
             }
         }
         op
-    }
-}
-
-/// How a Redis call failed.
-enum RespFailure {
-    /// Before the command was sent (no connection).
-    NotSent,
-    /// After it was sent: no reply, or a broken connection.
-    Lost(String),
-}
-
-/// The outcome of a Redis reply to a `SET` (writes) or a `GET`, and the
-/// code recorded: `ok`, or the error's first word (`TRYAGAIN`, ...).
-pub fn classify_resp(kind: Kind, frame: &Frame) -> (Outcome, String) {
-    match frame {
-        Frame::Error(e) => {
-            let word = e.split_whitespace().next().unwrap_or("").to_string();
-            let outcome = match word.as_str() {
-                "TRYAGAIN" => Outcome::Fail,
-                "UNKNOWN" => Outcome::Unknown,
-                // Any other error is not documented as a refusal: a write
-                // may have happened.
-                _ if kind.writes() => Outcome::Unknown,
-                _ => Outcome::Fail,
-            };
-            (outcome, word)
-        }
-        Frame::SimpleString(s) if kind.writes() && s.as_ref() == b"OK" => {
-            (Outcome::Ok, "ok".into())
-        }
-        Frame::BulkString(_) | Frame::Null if !kind.writes() => (Outcome::Ok, "ok".into()),
-        other => (
-            if kind.writes() {
-                Outcome::Unknown
-            } else {
-                Outcome::Fail
-            },
-            format!("unexpected reply {other:?}"),
-        ),
     }
 }
 

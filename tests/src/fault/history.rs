@@ -31,16 +31,22 @@ pub enum Kind {
     ReadAt,
     /// The final read of every key, after the faults (linearizable).
     Final,
+    /// Proxy mode: an `RPUSH` of a unique item to a queue key.
+    Push,
+    /// Proxy mode: a `BLPOP` of the queue keys with a short timeout.
+    Pop,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Add,
         Kind::Write,
         Kind::Read,
         Kind::Cas,
         Kind::ReadAt,
         Kind::Final,
+        Kind::Push,
+        Kind::Pop,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,12 +57,37 @@ impl Kind {
             Kind::Cas => "cas",
             Kind::ReadAt => "read_at",
             Kind::Final => "final_read",
+            Kind::Push => "push",
+            Kind::Pop => "pop",
         }
     }
 
-    /// Whether it may change the data.
+    /// Whether it may change the data (a pop removes an item).
     pub fn writes(self) -> bool {
-        matches!(self, Kind::Add | Kind::Write | Kind::Cas)
+        matches!(
+            self,
+            Kind::Add | Kind::Write | Kind::Cas | Kind::Push | Kind::Pop
+        )
+    }
+}
+
+/// How a Redis client ran a compare-and-set (proxy mode); the HTTP
+/// clients send one transaction and record none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Form {
+    /// `EVAL` of a Lua script that compares and sets.
+    Eval,
+    /// `WATCH`, `GET`, compared by the client, then `MULTI`/`SET`/`EXEC`.
+    Watch,
+}
+
+impl Form {
+    pub fn name(self) -> &'static str {
+        match self {
+            Form::Eval => "eval",
+            Form::Watch => "watch",
+        }
     }
 }
 
@@ -80,15 +111,24 @@ pub struct Op {
     pub id: usize,
     pub client: u32,
     pub kind: Kind,
+    /// The key; a pop's is the queue it took its item from, or the queues
+    /// it asked for (space-separated) when it took none.
     pub key: String,
-    /// The value a write sent.
+    /// The value a write sent (a push's item).
     pub value: Option<String>,
     /// A compare-and-set's expected value (`Some(None)`: must be missing).
     pub expect: Option<Option<String>>,
-    /// What a read returned (`Some(None)`: the key was missing).
+    /// What a read returned (`Some(None)`: the key was missing); the item
+    /// a pop took (`Some(None)`: none before its timeout); the value the
+    /// `GET` of a `WATCH` compare-and-set saw.
     pub read: Option<Option<String>>,
-    /// A compare-and-set's answer: applied (200) or compare failed (409).
+    /// A compare-and-set's answer: applied (200, `1`, an `EXEC` that ran)
+    /// or not (409 compare failed, `0`, a compare that failed at the
+    /// client, an `EXEC` answered null).
     pub applied: Option<bool>,
+    /// How a Redis client ran a compare-and-set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub form: Option<Form>,
     pub invoke_ns: u64,
     pub complete_ns: u64,
     pub outcome: Outcome,
@@ -105,6 +145,49 @@ pub struct Op {
 }
 
 impl Op {
+    /// The kind, with the form of a Redis compare-and-set (`cas/eval`).
+    pub fn label(&self) -> String {
+        match self.form {
+            Some(form) => format!("{}/{}", self.kind.name(), form.name()),
+            None => self.kind.name().to_string(),
+        }
+    }
+
+    /// Whether it was acknowledged as having changed the data: a write
+    /// answered ok, not a compare-and-set that did not apply, not a pop
+    /// that took nothing.
+    pub fn changed_data(&self) -> bool {
+        self.kind.writes()
+            && self.outcome == Outcome::Ok
+            && self.applied != Some(false)
+            && !(self.kind == Kind::Pop && self.read == Some(None))
+    }
+
+    /// A made-up operation for the checkers' tests: `id`, called at `t` ns
+    /// and answered 5 ns later, on node `r1`.
+    #[cfg(test)]
+    pub(crate) fn made_up(id: usize, kind: Kind, key: &str, outcome: Outcome, t: u64) -> Op {
+        Op {
+            id,
+            client: 0,
+            kind,
+            key: key.into(),
+            value: None,
+            expect: None,
+            read: None,
+            applied: None,
+            form: None,
+            invoke_ns: t,
+            complete_ns: t + 5,
+            outcome,
+            code: if outcome == Outcome::Ok { "ok" } else { "x" }.into(),
+            node: "r1".into(),
+            version: None,
+            key_version: None,
+            min_version: None,
+        }
+    }
+
     /// One line for a report: who, what, when, and what came back.
     pub fn describe(&self, t0: u64) -> String {
         let ms = |ns: u64| (ns.saturating_sub(t0)) as f64 / 1e6;
@@ -112,7 +195,7 @@ impl Op {
             "#{} c{} {} {} @{} [{:.1}..{:.1} ms] {:?} {}",
             self.id,
             self.client,
-            self.kind.name(),
+            self.label(),
             self.key,
             self.node,
             ms(self.invoke_ns),

@@ -8,4 +8,6 @@ pub mod firewall;
 pub mod history;
 pub mod linearizable;
 pub mod nemesis;
+pub mod queues;
+pub mod resp_ops;
 pub mod run;

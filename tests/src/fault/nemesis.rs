@@ -13,10 +13,14 @@ use serde::Serialize;
 use super::cluster::{FaultCluster, Topology};
 use super::firewall::Firewall;
 use super::history::History;
+use crate::client::resp::{show, Frame, RespClient};
 use crate::harness::wait_for;
 
 /// Longest a recovery may take before the run counts it as an anomaly.
 pub const RECOVERY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Longest the recovery check waits for the active's RESP port to answer.
+const RESP_PROBE: Duration = Duration::from_millis(500);
 
 /// What was done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -57,6 +61,32 @@ impl FaultKind {
             FaultKind::RestartAll => "kill -9 everything, restart",
             FaultKind::FillSyncStandbyDisk => "sync standby's disk full",
         }
+    }
+
+    /// A kind by its report name (`kill_active`, `restart_all`, ...).
+    pub fn parse(s: &str) -> Result<FaultKind, String> {
+        let all = [
+            FaultKind::KillActive,
+            FaultKind::PauseActive,
+            FaultKind::PartitionActive,
+            FaultKind::KillSyncStandby,
+            FaultKind::KillArbiter,
+            FaultKind::KillEtcdLeader,
+            FaultKind::KillEtcdFollower,
+            FaultKind::RestartAll,
+        ];
+        let name = |k: &FaultKind| {
+            serde_json::to_value(k)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        };
+        all.iter().find(|k| name(k) == s).copied().ok_or_else(|| {
+            format!(
+                "unknown fault {s:?}: use {}",
+                all.iter().map(name).collect::<Vec<_>>().join(", ")
+            )
+        })
     }
 
     /// The faults that apply to `topology`.
@@ -289,8 +319,9 @@ async fn inject(
 }
 
 /// Waits until the cluster is whole: every process running, etcd healthy,
-/// an arbiter leading, the active it names serving as active, the sync set
-/// full, and every replica following it. Returns when, on the history's
+/// an arbiter leading, the active it names serving as active (in proxy
+/// mode: answering a Redis client's `GET` too), the sync set full, and
+/// every replica following it. Returns when, on the history's
 /// clock; or what it was still waiting for.
 pub async fn wait_recovered(cluster: &FaultCluster, history: &History) -> Result<u64, String> {
     let last = std::cell::RefCell::new(String::from("nothing checked yet"));
@@ -348,5 +379,25 @@ pub async fn missing_for_recovery(cluster: &FaultCluster) -> Option<String> {
             return Some(format!("{name} follows no active"));
         }
     }
+    if let Some((port, _)) = cluster.replica(&active).and_then(|m| m.resp.as_ref()) {
+        if let Err(e) = resp_answers(&format!("127.0.0.1:{port}")).await {
+            return Some(format!("{active} is active but its RESP port {e}"));
+        }
+    }
     None
+}
+
+/// Whether a Redis client's `GET` is answered at `addr` (a replica's RESP
+/// port): an active serves sessions only once its upstream leads.
+async fn resp_answers(addr: &str) -> Result<(), String> {
+    let probe = async {
+        let mut c = RespClient::connect(addr).await?;
+        match c.call(&["GET", "recovery-probe"]).await? {
+            Frame::Null | Frame::BulkString(_) => Ok(()),
+            other => Err(format!("answers {}", show(&other))),
+        }
+    };
+    tokio::time::timeout(RESP_PROBE, probe)
+        .await
+        .unwrap_or_else(|_| Err(format!("does not answer GET within {RESP_PROBE:?}")))
 }

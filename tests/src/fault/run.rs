@@ -14,6 +14,8 @@ use super::cluster::{ClusterOptions, FaultCluster};
 use super::firewall::{self, Firewall};
 use super::history::{History, Kind, Op, Outcome};
 use super::nemesis::{self, Fault, FaultKind, Schedule};
+use super::queues::FinalLists;
+use super::resp_ops::QUEUES;
 use bytes::Bytes;
 
 use crate::client::resp::{Frame, RespClient};
@@ -156,21 +158,21 @@ impl Run {
                 });
             }
         }
-        let last = match self.final_state().await {
-            Ok(last) => last,
+        let (last, lists) = match self.final_state().await {
+            Ok(state) => state,
             Err(e) => {
                 extra.push(Anomaly {
                     check: "one_active",
                     what: e,
                     ops: vec![],
                 });
-                BTreeMap::new()
+                (BTreeMap::new(), BTreeMap::new())
             }
         };
         let mut findings = if last.is_empty() {
             Findings::default()
         } else {
-            checks::check_history(&ops, &last, self.options.sync_standbys > 0, end_ns)
+            checks::check_history(&ops, &last, &lists, self.options.sync_standbys > 0, end_ns)
         };
         for replica in &self.cluster.replicas {
             checks::check_quarantine(&replica.data_dir, &ops, &mut findings);
@@ -190,8 +192,9 @@ impl Run {
 
     /// (e) and the final data: waits for recovery, checks that exactly
     /// one replica is active and that it is the one the arbiter names,
-    /// waits until every replica holds the same data, and returns it.
-    async fn final_state(&self) -> Result<FinalData, String> {
+    /// waits until every replica holds the same data, and returns it, with
+    /// the queues' contents (proxy mode; none otherwise).
+    async fn final_state(&self) -> Result<(FinalData, FinalLists), String> {
         nemesis::wait_recovered(&self.cluster, &self.history)
             .await
             .map_err(|e| format!("the cluster did not recover after the run: {e}"))?;
@@ -227,27 +230,41 @@ impl Run {
             wait_same_data((&named, &active.url), (&r.name, &r.url), SETTLE).await?;
         }
         let data = dump(&active.url).await?;
-        Ok(data
+        let data = data
             .into_iter()
             .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-            .collect())
+            .collect();
+        Ok((data, FinalLists::new()))
     }
 }
 
 impl Run {
     /// Proxy mode: waits until every replica's redis-server holds what the
-    /// active's does (read directly, database 0), and returns that.
-    async fn same_upstream_data(&self, named: &str, active: &str) -> Result<FinalData, String> {
+    /// active's does (read directly, database 0: the strings and the
+    /// queues), and returns that.
+    async fn same_upstream_data(
+        &self,
+        named: &str,
+        active: &str,
+    ) -> Result<(FinalData, FinalLists), String> {
         let last = std::cell::RefCell::new(String::new());
         wait_for(SETTLE, "every upstream to hold the active's data", || {
             let last = &last;
             async move {
-                let want = upstream_strings(active).await.ok()?;
+                let (want, want_lists) = upstream_state(active).await.ok()?;
                 for r in &self.cluster.replicas {
                     let Some((_, upstream)) = &r.resp else {
                         continue;
                     };
-                    let have = upstream_strings(&upstream.addr()).await.ok()?;
+                    let (have, have_lists) = upstream_state(&upstream.addr()).await.ok()?;
+                    if have_lists != want_lists {
+                        *last.borrow_mut() = format!(
+                            "{}'s upstream's queues differ from {named}'s: {have_lists:?} \
+                             against {want_lists:?}",
+                            r.name
+                        );
+                        return None;
+                    }
                     if have != want {
                         let differ = want
                             .iter()
@@ -263,7 +280,7 @@ impl Run {
                         return None;
                     }
                 }
-                Some(want)
+                Some((want, want_lists))
             }
         })
         .await
@@ -271,9 +288,26 @@ impl Run {
     }
 }
 
-/// Every string key of database 0 of the redis-server at `addr`.
-async fn upstream_strings(addr: &str) -> Result<FinalData, String> {
+/// Every string key of database 0 of the redis-server at `addr`, and the
+/// items of each queue key that holds any (`LRANGE`).
+async fn upstream_state(addr: &str) -> Result<(FinalData, FinalLists), String> {
     let mut c = RespClient::connect(addr).await?;
+    let mut lists = FinalLists::new();
+    for queue in QUEUES {
+        let Frame::Array(items) = c.call(&["LRANGE", queue, "0", "-1"]).await? else {
+            return Err(format!("LRANGE {queue} gave no array"));
+        };
+        let items: Vec<String> = items
+            .into_iter()
+            .filter_map(|i| match i {
+                Frame::BulkString(i) => Some(String::from_utf8_lossy(&i).into_owned()),
+                _ => None,
+            })
+            .collect();
+        if !items.is_empty() {
+            lists.insert(queue.to_string(), items);
+        }
+    }
     let keys = match c.call(&["KEYS", "*"]).await? {
         Frame::Array(keys) => keys,
         other => return Err(format!("KEYS gave {other:?}")),
@@ -301,7 +335,7 @@ async fn upstream_strings(addr: &str) -> Result<FinalData, String> {
             }
         }
     }
-    Ok(out)
+    Ok((out, lists))
 }
 
 /// The write gap of one kind of fault.
@@ -325,7 +359,7 @@ pub struct RunReport {
     pub clients: usize,
     pub seconds: f64,
     pub ops: usize,
-    /// Operations by kind and outcome.
+    /// Operations by kind (and a Redis compare-and-set's form) and outcome.
     pub outcomes: BTreeMap<String, [usize; 3]>,
     /// Answers by code, for all that were not `ok`.
     pub codes: BTreeMap<String, usize>,
@@ -360,7 +394,7 @@ impl RunReport {
                 Outcome::Fail => 1,
                 Outcome::Unknown => 2,
             };
-            outcomes.entry(op.kind.name().to_string()).or_default()[slot] += 1;
+            outcomes.entry(op.label()).or_default()[slot] += 1;
             if op.code != "ok" {
                 *codes.entry(op.code.clone()).or_default() += 1;
             }
@@ -454,14 +488,34 @@ impl RunReport {
             .map(|(c, n)| format!("{c} {n}"))
             .collect::<Vec<_>>()
             .join(", ");
-        out += &format!(
-            "\n\nacknowledged adds {} (present at the end {}); unknown adds applied {} / absent {}\n",
-            f.acked_adds, f.present_adds, f.unknown_adds_applied, f.unknown_adds_absent
-        );
-        out += &format!(
-            "register keys checked {} (search gave up on {}); quarantined entries {}\n",
-            f.register_keys, f.register_gave_up, f.quarantined_entries
-        );
+        out += "\n\n";
+        if !f.history_checked {
+            out += "the history was not checked: there is no final state to hold it against \
+                    (see the anomalies)\n";
+        } else {
+            out += &format!(
+                "acknowledged adds {} (present at the end {}); unknown adds applied {} / absent {}\n",
+                f.acked_adds, f.present_adds, f.unknown_adds_applied, f.unknown_adds_absent
+            );
+            out += &format!(
+                "register keys checked {} (search gave up on {})\n",
+                f.register_keys, f.register_gave_up
+            );
+            if self.outcomes.contains_key(Kind::Push.name()) {
+                out += &format!(
+                    "queues: acknowledged pushes {} (neither popped nor left at the end {}; \
+                     pops of unknown outcome {}); items popped {}, left at the end {}; pops \
+                     that took nothing {}\n",
+                    f.acked_pushes,
+                    f.pushes_unaccounted,
+                    f.unknown_pops,
+                    f.popped_items,
+                    f.items_left,
+                    f.empty_pops
+                );
+            }
+        }
+        out += &format!("quarantined entries {}\n", f.quarantined_entries);
         out += &format!(
             "availability {:.1}% of 1-s windows had an acknowledged write\n",
             self.availability * 100.0
@@ -483,7 +537,7 @@ impl RunReport {
 fn ack_times(ops: &[Op]) -> Vec<u64> {
     let mut t: Vec<u64> = ops
         .iter()
-        .filter(|o| o.kind.writes() && o.outcome == Outcome::Ok && o.applied != Some(false))
+        .filter(|o| o.changed_data())
         .map(|o| o.complete_ns)
         .collect();
     t.sort_unstable();
