@@ -186,13 +186,23 @@ impl Link {
                     tracing::info!(offset, replid = %current, "feed: the upstream continues");
                     (index, offset, current)
                 }
-                Continuation::NotYetCommitted => {
+                Continuation::NotYetCommitted
+                    if offset <= self.machine.logged_end().map_err(FeedError::Protocol)? =>
+                {
+                    // Its effects are in the log: they commit, or are cut.
                     write
                         .write_all(b"-NOMASTERLINK the upstream is ahead of what is committed\r\n")
                         .await?;
                     return Ok(());
                 }
-                Continuation::FullResync(why) => {
+                other => {
+                    let why = match other {
+                        Continuation::FullResync(why) => why,
+                        _ => format!(
+                            "the upstream is at offset {offset}, beyond this replica's log: it \
+                             ran effects the cluster never logged"
+                        ),
+                    };
                     tracing::info!(reason = %why, "feed: the upstream needs a full resync");
                     match self.full_resync(&mut write).await? {
                         Some(start) => start,

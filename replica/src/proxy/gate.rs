@@ -41,16 +41,34 @@ impl ReplyGate {
     }
 
     /// Waits until the stream is committed up to `offset`, then checks
-    /// `guard` at that moment: `Ok` means the reply may be written now.
+    /// `guard` at that moment: `Ok` means the reply may be written now. A
+    /// lease that runs out meanwhile ends the wait at once (the commit may
+    /// never come: the active is cut off), as does the term's end.
     pub async fn release(&mut self, offset: u64, guard: &ActiveGuard) -> Result<(), Held> {
-        if *self.committed.borrow() < offset {
-            self.committed
-                .wait_for(|c| *c >= offset)
-                .await
-                .map_err(|_| Held::Stopped)?;
+        loop {
+            if *self.committed.borrow_and_update() >= offset {
+                guard.check()?;
+                return Ok(());
+            }
+            guard.check()?;
+            let lease = guard.term().lease();
+            let moved = lease.changed();
+            tokio::pin!(moved);
+            // Registered before the deadline is read: a revocation in
+            // between still wakes this wait.
+            moved.as_mut().enable();
+            let deadline = async {
+                match lease.remaining_nanos() {
+                    Some(n) => tokio::time::sleep(std::time::Duration::from_nanos(n)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = self.committed.changed() => r.map_err(|_| Held::Stopped)?,
+                _ = &mut moved => {}
+                _ = deadline => {}
+            }
         }
-        guard.check()?;
-        Ok(())
     }
 }
 
@@ -112,6 +130,26 @@ mod tests {
             Err(Held::NotActive(NotActive::LeaseLapsed))
         );
         assert!(gate.release(0, &guard).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_lease_that_runs_out_ends_the_wait_at_once() {
+        let roles = Roles::new(NodeId::new("a").unwrap(), Epoch(0), Epoch(0));
+        roles.grant(
+            Epoch(1),
+            SyncSet::local(),
+            (clock::now_nanos(), Duration::from_millis(50)),
+        );
+        roles.opened(Epoch(1)).unwrap();
+        let guard = roles.writer().unwrap();
+        let (_committed, rx) = watch::channel(0u64);
+        let mut gate = ReplyGate::new(rx);
+        // Nothing commits: only the lease's end answers the reply.
+        let held = tokio::time::timeout(Duration::from_secs(10), gate.release(10, &guard)).await;
+        assert_eq!(
+            held.expect("answered when the lease ran out"),
+            Err(Held::NotActive(NotActive::LeaseLapsed))
+        );
     }
 
     #[tokio::test]

@@ -623,7 +623,7 @@ impl Client {
             }
             _ => {}
         }
-        if self.grant == Some(Grant::ReadOnly) && self.may_write(req) {
+        if self.grant == Some(Grant::ReadOnly) && !self.read_only_may_run(req) {
             return Some(
                 "NOPERM this connection authenticated with the read-only client token, which \
                  runs only commands Redis flags read-only; AUTH with the read-write client \
@@ -634,21 +634,30 @@ impl Client {
         None
     }
 
-    /// Whether the command may change data or the server: anything Redis
-    /// does not flag `readonly`, except the connection's own commands
-    /// ([`HARMLESS`]). (Redis 7.0 flags `EVAL`, `FCALL` and `PUBLISH` neither
-    /// `write` nor `may_replicate`, so those flags alone do not say it.) A
-    /// command the table does not know is answered by the upstream.
+    /// Whether the command may have changed data, for the error a client
+    /// gets when its reply cannot be released: anything Redis does not flag
+    /// `readonly` (`EXEC` ran what was queued; Redis 7.0 flags `EVAL`,
+    /// `FCALL` and `PUBLISH` neither `write` nor `may_replicate`).
     fn may_write(&self, req: &Request) -> bool {
+        match self.core.table.lookup(&req.argv) {
+            Lookup::Found(info) => !info.flags.readonly,
+            Lookup::Invalid(_) => false,
+        }
+    }
+
+    /// Whether the read-only token may run the command: Redis flags it
+    /// `readonly` (and not `write`, `may_replicate` or `admin`), or it is
+    /// one of the connection's own ([`HARMLESS`]; `EXEC` runs what was
+    /// queued, each checked when it was). A command the table does not know
+    /// is answered by the upstream.
+    fn read_only_may_run(&self, req: &Request) -> bool {
         match self.core.table.lookup(&req.argv) {
             Lookup::Found(info) => {
                 let f = &info.flags;
-                f.write
-                    || f.may_replicate
-                    || f.admin
-                    || !(f.readonly || HARMLESS.contains(&info.name.as_str()))
+                !(f.write || f.may_replicate || f.admin)
+                    && (f.readonly || HARMLESS.contains(&info.name.as_str()))
             }
-            Lookup::Invalid(_) => false,
+            Lookup::Invalid(_) => true,
         }
     }
 

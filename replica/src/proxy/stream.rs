@@ -71,6 +71,28 @@ impl StreamMachine {
         self.history.lock().continuation(replid, offset)
     }
 
+    /// Where the stream the log holds ends, committed or not: an upstream
+    /// beyond it ran effects the cluster never logged.
+    pub fn logged_end(&self) -> Result<u64, String> {
+        let mut end = self.history.lock().committed();
+        let mut cursor = Cursor::new(self.reader.clone(), self.applied().index.next());
+        loop {
+            match cursor
+                .read_next()
+                .map_err(|e| format!("reading the log: {e}"))?
+            {
+                Next::Record(position, payload) => {
+                    if let Ok(Command::Stream(s)) = Command::decode(&payload) {
+                        end = end.max(s.end());
+                    } else if Command::decode(&payload).is_err() {
+                        return Err(format!("log entry {position} cannot be decoded"));
+                    }
+                }
+                Next::End | Next::Compacted => return Ok(end),
+            }
+        }
+    }
+
     /// The log, for the feed.
     pub fn reader(&self) -> &LogReader {
         &self.reader
