@@ -158,3 +158,49 @@ async fn a_write_waiting_for_its_commit_is_seen_by_nobody_and_lost_with_the_acti
         .unwrap();
     assert_eq!(data["k"], "string:\"old\"");
 }
+
+/// An `EXEC` whose transaction the active's redis-server ran, but whose
+/// effects cannot be committed (the sync standby is frozen) before the
+/// lease runs out (the arbiter is frozen too): the client is answered as
+/// soon as the lease ends, and told the outcome is unknown (the
+/// transaction ran), never "retry".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_held_past_the_lease_is_answered_unknown_when_the_lease_ends() {
+    let _serial = serial().await;
+    let dir = TestDir::new("proxy-exec-lease").unwrap();
+    let mut cluster = ProxyCluster::start(&dir, &["a", "b"], |b| b.sync_standbys(1))
+        .await
+        .unwrap();
+    let (active, standby) = cluster
+        .cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    let mut c = RawResp::connect(&cluster.resp_addr(&active.id))
+        .await
+        .unwrap();
+    assert_eq!(c.call(&["MULTI"]).await.unwrap().show(), "OK");
+    assert_eq!(c.call(&["SET", "k", "v"]).await.unwrap().show(), "QUEUED");
+    cluster
+        .cluster
+        .replica_mut(&standby)
+        .process()
+        .sigstop()
+        .unwrap();
+    cluster.cluster.arbiter.process().sigstop().unwrap();
+    let sent = std::time::Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(10), c.call(&["EXEC"])).await;
+    let waited = sent.elapsed();
+    cluster
+        .cluster
+        .replica_mut(&standby)
+        .process()
+        .sigcont()
+        .unwrap();
+    cluster.cluster.arbiter.process().sigcont().unwrap();
+    let reply = reply
+        .expect("the EXEC is answered when the lease ends, not when the cluster heals")
+        .expect("an answer, not a broken connection")
+        .show();
+    assert!(reply.starts_with("-UNKNOWN"), "{reply} after {waited:?}");
+}
