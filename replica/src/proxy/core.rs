@@ -41,6 +41,9 @@ pub struct ProxyCore {
     ready: tokio::sync::watch::Sender<Option<proto_common::Epoch>>,
     /// The feed's listener until the server takes it.
     feed_listener: Mutex<Option<tokio::net::TcpListener>>,
+    /// The offset probe, started by the first session that needs it (on
+    /// the RESP thread).
+    probe: std::sync::OnceLock<Arc<super::probe::Probe>>,
 }
 
 impl ProxyCore {
@@ -64,7 +67,15 @@ impl ProxyCore {
             problem: Mutex::new(None),
             ready: tokio::sync::watch::channel(None).0,
             feed_listener: Mutex::new(None),
+            probe: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The offset probe (started on the calling runtime on first use).
+    pub fn probe(self: &Arc<Self>) -> Arc<super::probe::Probe> {
+        self.probe
+            .get_or_init(|| super::probe::Probe::start(self.clone()))
+            .clone()
     }
 
     pub(super) fn set_feed_listener(&self, l: tokio::net::TcpListener) {

@@ -19,7 +19,8 @@
 //!   protocol; the active's tap.
 //! - [`feed`], [`rdb`]: the master's side, served to a standby's own
 //!   upstream; RDB snapshots.
-//! - [`gate`], [`relay`]: the reply gate; one client's session.
+//! - [`gate`], [`probe`], [`relay`]: the reply gate; the offset that covers
+//!   a reply; one client's session.
 //! - [`core`], [`control`], [`start`]: what a proxy-mode replica shares;
 //!   what a role change does to the upstream; the checks at start.
 //! - [`server`]: the RESP listener.
@@ -38,6 +39,7 @@ pub mod frame;
 pub mod gate;
 pub mod history;
 pub mod link;
+pub mod probe;
 pub mod rdb;
 pub mod relay;
 pub mod request;

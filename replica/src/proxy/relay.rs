@@ -87,10 +87,8 @@ pub const FORWARDED: &str = "UNDERSTUDY";
 enum Slot {
     /// Answer this, in turn.
     Local(Bytes),
-    /// The upstream's next reply; `gated`: held until the next `Role`.
-    Reply { gated: bool, write: bool },
-    /// The `ROLE` that closes a batch: release what it covers.
-    Role,
+    /// The upstream's next reply (`write`: the command may change data).
+    Reply { write: bool },
     /// A reply whose bytes the requests' side needs (mode changes).
     Watch(oneshot::Sender<Bytes>),
     /// RESP2 subscribed mode begins: frames pass as they come.
@@ -261,6 +259,7 @@ impl Client {
             up_read,
             write,
             gate,
+            self.core.probe(),
             guard,
             self.core.max_bulk(),
             done.clone(),
@@ -273,19 +272,9 @@ impl Client {
             reply_off: false,
             skip_next: false,
         };
-        // Gated replies sent since the last ROLE.
-        let mut open_batch = false;
         'session: loop {
             if pending.is_empty() {
-                // The batch is read: close it, send, then wait for more.
-                if open_batch {
-                    if send(&mut up_write, &role_request()).await.is_err()
-                        || slots.send(Slot::Role).await.is_err()
-                    {
-                        break;
-                    }
-                    open_batch = false;
-                }
+                // The batch is read: send it, then wait for more.
                 if up_write.flush().await.is_err() {
                     break;
                 }
@@ -308,9 +297,7 @@ impl Client {
                 }
             }
             for req in std::mem::take(&mut pending) {
-                let step = self
-                    .step(&req, &mut modes, &mut open_batch, &mut up_write, &slots)
-                    .await;
+                let step = self.step(&req, &mut modes, &mut up_write, &slots).await;
                 decoder.authenticated = self.grant.is_some();
                 match step {
                     Ok(true) => {}
@@ -328,7 +315,6 @@ impl Client {
         &mut self,
         req: &Request,
         modes: &mut Modes,
-        open_batch: &mut bool,
         up: &mut BufWriter<W>,
         slots: &mpsc::Sender<Slot>,
     ) -> Result<bool, Closed> {
@@ -386,16 +372,7 @@ impl Client {
             }
             return Ok(true);
         }
-        // Commands that change what comes back: the batch is closed first,
-        // and the reply is read before anything else is sent.
-        let changes_mode = matches!(name.as_str(), "hello" | "reset")
-            || (name == "client" && req.arg_is(1, "reply"))
-            || (modes.protocol == 2 && is_subscribe(&name));
-        if changes_mode && *open_batch {
-            send(up, &role_request()).await?;
-            slots.send(Slot::Role).await?;
-            *open_batch = false;
-        }
+        // Commands that change what comes back.
         match name.as_str() {
             "hello" => return self.hello(req, modes, up, slots).await,
             "reset" => {
@@ -414,23 +391,13 @@ impl Client {
                 send(up, &req.raw).await?;
                 if req.arg_is(2, "on") {
                     modes.reply_off = false;
-                    slots
-                        .send(Slot::Reply {
-                            gated: false,
-                            write: false,
-                        })
-                        .await?;
+                    slots.send(Slot::Reply { write: false }).await?;
                 } else if req.arg_is(2, "off") {
                     modes.reply_off = true;
                 } else if req.arg_is(2, "skip") {
                     modes.skip_next = true;
                 } else {
-                    slots
-                        .send(Slot::Reply {
-                            gated: false,
-                            write: false,
-                        })
-                        .await?;
+                    slots.send(Slot::Reply { write: false }).await?;
                 }
                 return Ok(true);
             }
@@ -457,61 +424,23 @@ impl Client {
             return Ok(true);
         }
         let write = self.may_write(req);
-        // What comes back, and whether a ROLE may follow.
+        send(up, &req.raw).await?;
+        // What comes back.
         let silent = modes.reply_off
             || std::mem::take(&mut modes.skip_next)
             || (modes.protocol == 3 && (is_subscribe(&name) || is_unsubscribe(&name)));
-        if !silent && !modes.in_multi && name == "multi" {
-            // The batch is closed before MULTI (a ROLE after it would be
-            // queued in the transaction), and whether MULTI took is known
-            // from its reply.
-            if *open_batch {
-                send(up, &role_request()).await?;
-                slots.send(Slot::Role).await?;
-                *open_batch = false;
+        match name.as_str() {
+            // MULTI inside MULTI is refused and changes nothing.
+            "multi" => modes.in_multi = true,
+            "exec" | "discard" => {
+                modes.in_multi = false;
+                modes.multi_refused = false;
             }
-            send(up, &req.raw).await?;
-            up.flush().await.map_err(|_| Closed)?;
-            let (tx, rx) = oneshot::channel();
-            slots.send(Slot::Watch(tx)).await?;
-            let reply = rx.await.map_err(|_| Closed)?;
-            modes.in_multi = reply.starts_with(b"+");
-            modes.multi_refused = false;
-            return Ok(true);
+            _ => {}
         }
-        send(up, &req.raw).await?;
-        if silent {
-            return Ok(true);
+        if !silent {
+            slots.send(Slot::Reply { write }).await?;
         }
-        if modes.in_multi {
-            match name.as_str() {
-                "exec" | "discard" => {
-                    modes.in_multi = false;
-                    modes.multi_refused = false;
-                    slots.send(Slot::Reply { gated: true, write }).await?;
-                    *open_batch = true;
-                }
-                "multi" => {
-                    slots
-                        .send(Slot::Reply {
-                            gated: false,
-                            write: false,
-                        })
-                        .await?
-                }
-                _ => {
-                    slots
-                        .send(Slot::Reply {
-                            gated: false,
-                            write: false,
-                        })
-                        .await?
-                }
-            }
-            return Ok(true);
-        }
-        slots.send(Slot::Reply { gated: true, write }).await?;
-        *open_batch = true;
         Ok(true)
     }
 
@@ -796,12 +725,22 @@ impl Modes {
     }
 }
 
+/// A reply written to the client only once it may be (in order).
+enum Held {
+    /// A reply made here: no effect to wait for.
+    Local(Bytes),
+    /// The upstream's reply; `write`: the command may have changed data.
+    Upstream(Bytes, bool),
+}
+
 /// The replies' side of an active session.
+#[allow(clippy::too_many_arguments)] // the session's halves and its gate, handed over once
 async fn replies<U, W>(
     mut slots: mpsc::Receiver<Slot>,
     mut upstream: U,
     mut client: BufWriter<W>,
     mut gate: ReplyGate,
+    probe: Arc<super::probe::Probe>,
     guard: ActiveGuard,
     max_bulk: u64,
     done: CancellationToken,
@@ -814,80 +753,63 @@ async fn replies<U, W>(
         max_bulk,
         stash: None,
     };
-    // Replies held until the next ROLE releases them (and whether each
-    // may have written, for the error if it cannot be released).
-    let mut held: Vec<(Bytes, bool)> = Vec::new();
+    let mut out = Release {
+        held: Vec::new(),
+        gate: &mut gate,
+        probe: &probe,
+        guard: &guard,
+    };
     let result: Result<(), Closed> = async {
         loop {
-            client.flush().await.map_err(|_| Closed)?;
-            let slot = tokio::select! {
-                s = slots.recv() => match s { Some(s) => s, None => return Ok(()) },
-                // Push frames (RESP3) arrive between replies; a reply may
-                // arrive before its slot: it waits for it.
-                f = frames.next(&mut upstream, &mut client), if frames.stash.is_none() => {
-                    let f = f?;
-                    if f.first() == Some(&b'>') {
-                        client.write_all(&f).await.map_err(|_| Closed)?;
-                    } else {
-                        frames.stash = Some(f);
+            // Nothing more to take at once: what is held is released (one
+            // probe for all of it), and the client gets it.
+            let slot = match slots.try_recv() {
+                Ok(s) => s,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    out.release(&mut client).await?;
+                    return Ok(());
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    out.release(&mut client).await?;
+                    client.flush().await.map_err(|_| Closed)?;
+                    tokio::select! {
+                        s = slots.recv() => match s { Some(s) => s, None => return Ok(()) },
+                        // Push frames (RESP3) arrive between replies; a reply
+                        // may arrive before its slot: it waits for it.
+                        f = frames.next(&mut upstream, &mut client), if frames.stash.is_none() => {
+                            let f = f?;
+                            if f.first() == Some(&b'>') {
+                                client.write_all(&f).await.map_err(|_| Closed)?;
+                            } else {
+                                frames.stash = Some(f);
+                            }
+                            continue;
+                        }
                     }
-                    continue;
                 }
             };
             match slot {
-                Slot::Local(bytes) => {
-                    if held.is_empty() {
-                        client.write_all(&bytes).await.map_err(|_| Closed)?;
-                    } else {
-                        held.push((bytes, false));
+                Slot::Local(bytes) => out.held.push(Held::Local(bytes)),
+                Slot::Reply { write } => {
+                    if !frames.has_reply() {
+                        // It has to be waited for: what is held goes first.
+                        out.release(&mut client).await?;
                     }
-                }
-                Slot::Reply { gated, write } => {
                     let f = frames.reply(&mut upstream, &mut client).await?;
-                    if gated || !held.is_empty() {
-                        held.push((f, write));
-                    } else {
-                        client.write_all(&f).await.map_err(|_| Closed)?;
-                    }
-                }
-                Slot::Role => {
-                    let f = frames.reply(&mut upstream, &mut client).await?;
-                    let offset = role_offset(&f);
-                    client.flush().await.map_err(|_| Closed)?;
-                    let released = match offset {
-                        Some(o) => gate.release(o, &guard).await.map_err(|e| e.to_string()),
-                        None => Err(format!(
-                            "the upstream is not a master ({})",
-                            String::from_utf8_lossy(&f[..f.len().min(64)])
-                        )),
-                    };
-                    match released {
-                        Ok(()) => {
-                            for (bytes, _) in held.drain(..) {
-                                client.write_all(&bytes).await.map_err(|_| Closed)?;
-                            }
-                        }
-                        Err(why) => {
-                            for (_, write) in held.drain(..) {
-                                let e = if write {
-                                    format!("UNKNOWN outcome unknown: {why}; read it back before retrying")
-                                } else {
-                                    format!("TRYAGAIN {why}")
-                                };
-                                client.write_all(&error(&e)).await.map_err(|_| Closed)?;
-                            }
-                            return Err(Closed);
-                        }
-                    }
+                    out.held.push(Held::Upstream(f, write));
                 }
                 Slot::Watch(tx) => {
                     let f = frames.reply(&mut upstream, &mut client).await?;
-                    client.write_all(&f).await.map_err(|_| Closed)?;
-                    let _ = tx.send(f);
+                    let _ = tx.send(f.clone());
+                    out.held.push(Held::Upstream(f, false));
+                }
+                Slot::Discard => {
+                    frames.reply(&mut upstream, &mut client).await?;
                 }
                 Slot::Subscribed => {
                     // Frames pass as they come until the count drops to 0
                     // and a barrier (or a close) says so.
+                    out.release(&mut client).await?;
                     client.flush().await.map_err(|_| Closed)?;
                     let mut barrier: Option<(Bytes, oneshot::Sender<bool>)> = None;
                     loop {
@@ -907,19 +829,14 @@ async fn replies<U, W>(
                                     if let Some(still) = barrier_reply(&f, nonce) {
                                         let (_, tx) = barrier.take().expect("set");
                                         let _ = tx.send(still);
+                                        client.flush().await.map_err(|_| Closed)?;
                                         if still { continue } else { break }
                                     }
                                 }
                                 client.write_all(&f).await.map_err(|_| Closed)?;
-                                if frames.buf.is_empty() {
-                                    client.flush().await.map_err(|_| Closed)?;
-                                }
                             }
                         }
                     }
-                }
-                Slot::Discard => {
-                    frames.reply(&mut upstream, &mut client).await?;
                 }
                 Slot::Barrier(nonce, tx) => {
                     // Outside subscribed mode: the PING's plain answer.
@@ -928,9 +845,7 @@ async fn replies<U, W>(
                     let _ = tx.send(still);
                 }
                 Slot::Close => {
-                    for (bytes, _) in held.drain(..) {
-                        client.write_all(&bytes).await.map_err(|_| Closed)?;
-                    }
+                    out.release(&mut client).await?;
                     client.flush().await.map_err(|_| Closed)?;
                     return Err(Closed);
                 }
@@ -942,6 +857,59 @@ async fn replies<U, W>(
     let _ = client.flush().await;
     let _ = client.shutdown().await;
     done.cancel();
+}
+
+/// Replies waiting to be written, and what releases them.
+struct Release<'a> {
+    held: Vec<Held>,
+    gate: &'a mut ReplyGate,
+    probe: &'a super::probe::Probe,
+    guard: &'a ActiveGuard,
+}
+
+impl Release<'_> {
+    /// Writes what is held, once the stream is committed up to an offset
+    /// that covers every upstream reply among it (the probe's) and the
+    /// term may answer; else answers each upstream reply with why it
+    /// cannot be released, and ends the session.
+    async fn release<W: AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut BufWriter<W>,
+    ) -> Result<(), Closed> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let gated = self.held.iter().any(|h| matches!(h, Held::Upstream(..)));
+        let released = if gated {
+            client.flush().await.map_err(|_| Closed)?;
+            match self.probe.offset().await {
+                Ok(offset) => self
+                    .gate
+                    .release(offset, self.guard)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(why) => Err(why),
+            }
+        } else {
+            Ok(())
+        };
+        let failed = released.is_err();
+        for h in self.held.drain(..) {
+            let bytes = match (h, &released) {
+                (Held::Local(b), _) | (Held::Upstream(b, _), Ok(())) => b,
+                (Held::Upstream(_, true), Err(why)) => error(&format!(
+                    "UNKNOWN outcome unknown: {why}; read it back before retrying"
+                )),
+                (Held::Upstream(_, false), Err(why)) => error(&format!("TRYAGAIN {why}")),
+            };
+            client.write_all(&bytes).await.map_err(|_| Closed)?;
+        }
+        if failed {
+            client.flush().await.map_err(|_| Closed)?;
+            return Err(Closed);
+        }
+        Ok(())
+    }
 }
 
 /// Frames read from the upstream.
@@ -976,6 +944,21 @@ impl Frames {
         }
     }
 
+    /// Whether a whole reply (not a push frame) is already read.
+    fn has_reply(&self) -> bool {
+        if self.stash.is_some() {
+            return true;
+        }
+        let mut at = 0;
+        while let Ok(Scan::Complete(n)) = frame::scan(&self.buf[at..], self.max_bulk) {
+            if self.buf[at] != b'>' {
+                return true;
+            }
+            at += n;
+        }
+        false
+    }
+
     /// The next reply, passing push frames to the client on the way.
     async fn reply<U: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
@@ -1005,17 +988,6 @@ impl<T> From<mpsc::error::SendError<T>> for Closed {
 
 async fn send<W: AsyncWrite + Unpin>(up: &mut BufWriter<W>, raw: &[u8]) -> Result<(), Closed> {
     up.write_all(raw).await.map_err(|_| Closed)
-}
-
-fn role_request() -> Bytes {
-    Bytes::from_static(b"*1\r\n$4\r\nROLE\r\n")
-}
-
-/// The offset of a master's `ROLE` reply: `*3 $6 master :<offset> …`.
-fn role_offset(reply: &[u8]) -> Option<u64> {
-    let rest = reply.strip_prefix(b"*3\r\n$6\r\nmaster\r\n:")?;
-    let end = rest.iter().position(|b| *b == b'\r')?;
-    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 /// The barrier PING's answer: `Some(true)` subscribed (`["pong", nonce]`),
@@ -1113,20 +1085,6 @@ async fn next_request<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_masters_role_reply_gives_its_offset() {
-        assert_eq!(
-            role_offset(b"*3\r\n$6\r\nmaster\r\n:3129\r\n*0\r\n"),
-            Some(3129)
-        );
-        assert_eq!(
-            role_offset(
-                b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:10\r\n"
-            ),
-            None
-        );
-    }
 
     #[test]
     fn the_barrier_tells_subscribed_from_not() {

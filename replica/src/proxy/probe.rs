@@ -1,0 +1,152 @@
+//! The offset probe (DESIGN.md, "Proxy mode"): which replication offset
+//! covers a reply a session has received? Redis runs one command at a time,
+//! so a `ROLE` sent *after* the reply arrived — on any connection — runs
+//! after the command that produced it, and answers with a
+//! `master_repl_offset` that covers the command's effects and everything it
+//! could have seen. One connection of the probe's own sends such a `ROLE`
+//! whenever a session asks, and one answer serves every session that asked
+//! before it was sent: under load, one `ROLE` per round trip, not one per
+//! command.
+//!
+//! A ticket is taken after the replies are in; the answer to a `ROLE` sent
+//! after the ticket was taken is the offset for that ticket.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{watch, Notify};
+
+use super::core::ProxyCore;
+use super::frame::{self, Scan};
+
+/// The latest answer: for every ticket up to `ticket`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Answer {
+    ticket: u64,
+    offset: Result<u64, String>,
+}
+
+/// Offsets for sessions' replies.
+pub struct Probe {
+    /// The last ticket handed out.
+    requested: AtomicU64,
+    answered: watch::Sender<Answer>,
+    wake: Notify,
+}
+
+impl Probe {
+    /// Starts the probe's task on the current runtime.
+    pub fn start(core: Arc<ProxyCore>) -> Arc<Probe> {
+        let probe = Arc::new(Probe {
+            requested: AtomicU64::new(0),
+            answered: watch::channel(Answer {
+                ticket: 0,
+                offset: Ok(0),
+            })
+            .0,
+            wake: Notify::new(),
+        });
+        tokio::spawn(probe.clone().run(core));
+        probe
+    }
+
+    /// An offset covering every reply received before this call.
+    pub async fn offset(&self) -> Result<u64, String> {
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        self.wake.notify_one();
+        let mut answered = self.answered.subscribe();
+        let answer = answered
+            .wait_for(|a| a.ticket >= ticket)
+            .await
+            .map_err(|_| "the offset probe stopped".to_string())?;
+        answer.offset.clone()
+    }
+
+    async fn run(self: Arc<Self>, core: Arc<ProxyCore>) {
+        let mut conn = None;
+        let mut buf = BytesMut::with_capacity(1024);
+        let mut served = 0u64;
+        loop {
+            let wake = self.wake.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            if self.requested.load(Ordering::SeqCst) <= served {
+                wake.await;
+                continue;
+            }
+            // Everything asked for so far is covered by a ROLE sent now.
+            let ticket = self.requested.load(Ordering::SeqCst);
+            let offset = match conn.as_mut() {
+                Some(c) => role(c, &mut buf).await,
+                None => match core.session_upstream().await {
+                    Ok(c) => role(conn.insert(c), &mut buf).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if offset.is_err() {
+                conn = None;
+                buf.clear();
+            }
+            served = ticket;
+            self.answered.send_replace(Answer { ticket, offset });
+        }
+    }
+}
+
+/// Sends `ROLE` and reads a master's offset from the answer.
+async fn role(conn: &mut tokio::net::TcpStream, buf: &mut BytesMut) -> Result<u64, String> {
+    conn.write_all(b"*1\r\n$4\r\nROLE\r\n")
+        .await
+        .map_err(|e| format!("asking the upstream its offset: {e}"))?;
+    loop {
+        match frame::scan(buf, 1 << 20).map_err(|e| format!("the upstream's ROLE: {e}"))? {
+            Scan::Complete(n) => {
+                let reply = buf.split_to(n);
+                return role_offset(&reply).ok_or_else(|| {
+                    format!(
+                        "the upstream is not a master ({})",
+                        String::from_utf8_lossy(&reply[..reply.len().min(64)])
+                    )
+                });
+            }
+            Scan::Incomplete => {
+                if conn
+                    .read_buf(buf)
+                    .await
+                    .map_err(|e| format!("asking the upstream its offset: {e}"))?
+                    == 0
+                {
+                    return Err("the upstream closed the probe's connection".into());
+                }
+            }
+        }
+    }
+}
+
+/// The offset of a master's `ROLE` reply: `*3 $6 master :<offset> …`.
+pub fn role_offset(reply: &[u8]) -> Option<u64> {
+    let rest = reply.strip_prefix(b"*3\r\n$6\r\nmaster\r\n:")?;
+    let end = rest.iter().position(|b| *b == b'\r')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_masters_role_reply_gives_its_offset() {
+        assert_eq!(
+            role_offset(b"*3\r\n$6\r\nmaster\r\n:3129\r\n*0\r\n"),
+            Some(3129)
+        );
+        assert_eq!(
+            role_offset(
+                b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:10\r\n"
+            ),
+            None
+        );
+    }
+}
