@@ -1,8 +1,8 @@
 //! The reply gate (DESIGN.md, "Proxy mode"): no reply reveals an effect
-//! before it is committed. Each reply carries the upstream's replication
-//! offset at the moment it was produced (from a `ROLE` pipelined behind
-//! its command); it leaves only once the log has committed the stream up to
-//! that offset, and only while the active's term may answer.
+//! before it is committed. A reply leaves only once the log has committed
+//! the stream up to an offset that covers it (the offset probe's, taken
+//! after the reply arrived: `probe.rs`), and only while the active's term
+//! may answer.
 //!
 //! One rule, one type; the committed offset comes from a `watch` channel
 //! (the stream machine's in a replica, a plain sender in tests).

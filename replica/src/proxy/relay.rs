@@ -3,9 +3,10 @@
 //! keeps per connection (`SELECT`, `MULTI`/`WATCH`, blocking commands,
 //! `SUBSCRIBE`, `CLIENT` settings, RESP3 after `HELLO 3`) is Redis's own.
 //! The client's requests go to it as they came; its replies come back as
-//! the bytes Redis wrote, each held by the reply gate until the stream is
-//! committed up to the offset a `ROLE` pipelined behind the command
-//! reported (one `ROLE` closes a pipelined batch).
+//! the bytes Redis wrote, held by the reply gate until the stream is
+//! committed up to an offset that covers them: the offset probe's, asked
+//! once the replies are in (`probe.rs`; one answer for all the replies
+//! read together).
 //!
 //! Kept here: credentials (`AUTH`, `HELLO … AUTH`: the cluster token, the
 //! client tokens, the client password; the read-only token runs only what
@@ -17,11 +18,12 @@
 //!
 //! Two tasks per session on the active: the requests' (client → upstream,
 //! and a *slot* per request saying what reply to expect) and the replies'
-//! (upstream → gate → client, in slot order). Modes the requests' side
-//! tracks, to know when a `ROLE` may be sent and what comes back: inside
-//! `MULTI` (no `ROLE` until `EXEC`), `CLIENT REPLY OFF|SKIP` (no reply),
-//! RESP2 subscribed (frames pass as they come; leaving it is confirmed by a
-//! `PING` barrier), RESP3 (push frames pass as they come).
+//! (upstream → probe → gate → client, in slot order). Modes the requests'
+//! side tracks, to know what comes back: `CLIENT REPLY OFF|SKIP` (no
+//! reply), RESP2 subscribed (frames pass as they come; leaving it is
+//! confirmed by a `PING` barrier), RESP3 (push frames pass as they come,
+//! subscriptions are confirmed by them), inside `MULTI` (a command refused
+//! here aborts the transaction).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
