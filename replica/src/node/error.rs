@@ -89,8 +89,8 @@ pub enum StartError {
 
     /// Proxy mode: the upstream cannot be used (`proxy::start`; its message
     /// names the upstream and the fix).
-    #[error("{0}")]
-    Upstream(String),
+    #[error(transparent)]
+    Upstream(#[from] crate::proxy::start::ProxyStartError),
 
     /// Standalone: opening its epoch failed.
     #[error(transparent)]
@@ -121,9 +121,9 @@ pub enum StartError {
     #[error("client API listener: {0}")]
     ClientListener(io::Error),
 
-    /// Proxy mode's RESP server could not be started (its own message).
-    #[error("{0}")]
-    Proxy(String),
+    /// Proxy mode's RESP server could not be started.
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::server::RespThreadError),
 
     /// The client API server stopped with an error.
     #[error("client API server failed: {0}")]

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::core::ProxyCore;
 use super::entry::ReplId;
 use super::tap::{self, TapError};
-use super::upstream::{error_text, info_field, text, Conn};
+use super::upstream::{error_text, info_field, text, Conn, UpstreamError};
 use crate::node::Node;
 use crate::role::ActiveGuard;
 
@@ -38,6 +38,8 @@ const WATCH_EVERY: Duration = Duration::from_millis(500);
 /// Why a role change could not be carried out on the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    #[error("the upstream: {0}")]
+    Call(#[from] UpstreamError),
     #[error("the upstream {addr}: {why}")]
     Upstream { addr: String, why: String },
     #[error(
@@ -62,7 +64,7 @@ impl ProxyCore {
             None,
         )
         .await
-        .map_err(|why| self.upstream_error(why))
+        .map_err(ControlError::Call)
     }
 
     fn upstream_error(&self, why: String) -> ControlError {
@@ -73,10 +75,7 @@ impl ProxyCore {
     }
 
     async fn call(&self, conn: &mut Conn, args: &[&str]) -> Result<BytesFrame, ControlError> {
-        let reply = conn
-            .call(args.iter().map(|a| a.to_string()))
-            .await
-            .map_err(|why| self.upstream_error(why))?;
+        let reply = conn.call(args.iter().map(|a| a.to_string())).await?;
         if let Some(e) = error_text(&reply) {
             return Err(self.upstream_error(format!("{} answered {e}", args.join(" "))));
         }

@@ -16,6 +16,7 @@ use super::feed::Feed;
 use super::request::Request;
 use super::stream::StreamMachine;
 use super::table::CommandTable;
+use super::upstream::UpstreamError;
 
 /// A proxy-mode replica's shared parts.
 pub struct ProxyCore {
@@ -148,26 +149,41 @@ impl ProxyCore {
     }
 
     /// A connection of a client session's own to the upstream, logged in.
-    pub async fn session_upstream(&self) -> Result<TcpStream, String> {
+    pub async fn session_upstream(&self) -> Result<TcpStream, UpstreamError> {
         let addr = &self.settings.upstream;
         let mut stream =
             tokio::time::timeout(std::time::Duration::from_secs(2), TcpStream::connect(addr))
                 .await
-                .map_err(|_| format!("connecting to {addr} timed out"))?
-                .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+                .map_err(|_| UpstreamError::Connect {
+                    addr: addr.clone(),
+                    why: format!("connecting to {addr} timed out"),
+                })?
+                .map_err(|e| UpstreamError::Connect {
+                    addr: addr.clone(),
+                    why: format!("cannot connect to {addr}: {e}"),
+                })?;
         let _ = stream.set_nodelay(true);
         if let Some(pw) = &self.settings.upstream_password {
             stream
                 .write_all(&Request::new(["AUTH", pw.as_str()]).raw)
                 .await
-                .map_err(|e| format!("{addr}: {e}"))?;
+                .map_err(|e| UpstreamError::Send {
+                    addr: addr.clone(),
+                    why: e.to_string(),
+                })?;
             let mut answer = [0u8; 5];
             stream
                 .read_exact(&mut answer)
                 .await
-                .map_err(|e| format!("{addr}: {e}"))?;
+                .map_err(|e| UpstreamError::Read {
+                    addr: addr.clone(),
+                    why: e.to_string(),
+                })?;
             if &answer != b"+OK\r\n" {
-                return Err(format!("{addr} refused the upstream password"));
+                return Err(UpstreamError::Password {
+                    addr: addr.clone(),
+                    reply: "AUTH was not answered OK".into(),
+                });
             }
         }
         Ok(stream)

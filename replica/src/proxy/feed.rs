@@ -52,6 +52,8 @@ enum FeedError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Protocol(String),
+    #[error(transparent)]
+    History(#[from] super::stream::HistoryError),
 }
 
 impl Feed {
@@ -186,9 +188,7 @@ impl Link {
                     tracing::info!(offset, replid = %current, "feed: the upstream continues");
                     (index, offset, current)
                 }
-                Continuation::NotYetCommitted
-                    if offset <= self.machine.logged_end().map_err(FeedError::Protocol)? =>
-                {
+                Continuation::NotYetCommitted if offset <= self.machine.logged_end()? => {
                     // Its effects are in the log: they commit, or are cut.
                     write
                         .write_all(b"-NOMASTERLINK the upstream is ahead of what is committed\r\n")

@@ -21,11 +21,29 @@ use tokio::sync::{watch, Notify};
 use super::core::ProxyCore;
 use super::frame::{self, Scan};
 
+/// Why no offset could be read; every session waiting gets the same one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("the offset probe stopped")]
+    Stopped,
+    /// The upstream could not be reached (the message names it).
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("asking the upstream its offset: {0}")]
+    Io(String),
+    #[error("the upstream's ROLE: {0}")]
+    Malformed(String),
+    #[error("the upstream is not a master ({0})")]
+    NotMaster(String),
+    #[error("the upstream closed the probe's connection")]
+    Closed,
+}
+
 /// The latest answer: for every ticket up to `ticket`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Answer {
     ticket: u64,
-    offset: Result<u64, String>,
+    offset: Result<u64, ProbeError>,
 }
 
 /// Offsets for sessions' replies.
@@ -53,14 +71,14 @@ impl Probe {
     }
 
     /// An offset covering every reply received before this call.
-    pub async fn offset(&self) -> Result<u64, String> {
+    pub async fn offset(&self) -> Result<u64, ProbeError> {
         let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
         self.wake.notify_one();
         let mut answered = self.answered.subscribe();
         let answer = answered
             .wait_for(|a| a.ticket >= ticket)
             .await
-            .map_err(|_| "the offset probe stopped".to_string())?;
+            .map_err(|_| ProbeError::Stopped)?;
         answer.offset.clone()
     }
 
@@ -82,7 +100,7 @@ impl Probe {
                 Some(c) => role(c, &mut buf).await,
                 None => match core.session_upstream().await {
                     Ok(c) => role(conn.insert(c), &mut buf).await,
-                    Err(e) => Err(e),
+                    Err(e) => Err(ProbeError::Unreachable(e.to_string())),
                 },
             };
             if offset.is_err() {
@@ -96,29 +114,22 @@ impl Probe {
 }
 
 /// Sends `ROLE` and reads a master's offset from the answer.
-async fn role(conn: &mut tokio::net::TcpStream, buf: &mut BytesMut) -> Result<u64, String> {
-    conn.write_all(b"*1\r\n$4\r\nROLE\r\n")
-        .await
-        .map_err(|e| format!("asking the upstream its offset: {e}"))?;
+async fn role(conn: &mut tokio::net::TcpStream, buf: &mut BytesMut) -> Result<u64, ProbeError> {
+    let io = |e: std::io::Error| ProbeError::Io(e.to_string());
+    conn.write_all(b"*1\r\n$4\r\nROLE\r\n").await.map_err(io)?;
     loop {
-        match frame::scan(buf, 1 << 20).map_err(|e| format!("the upstream's ROLE: {e}"))? {
+        match frame::scan(buf, 1 << 20).map_err(|e| ProbeError::Malformed(e.to_string()))? {
             Scan::Complete(n) => {
                 let reply = buf.split_to(n);
                 return role_offset(&reply).ok_or_else(|| {
-                    format!(
-                        "the upstream is not a master ({})",
-                        String::from_utf8_lossy(&reply[..reply.len().min(64)])
+                    ProbeError::NotMaster(
+                        String::from_utf8_lossy(&reply[..reply.len().min(64)]).into_owned(),
                     )
                 });
             }
             Scan::Incomplete => {
-                if conn
-                    .read_buf(buf)
-                    .await
-                    .map_err(|e| format!("asking the upstream its offset: {e}"))?
-                    == 0
-                {
-                    return Err("the upstream closed the probe's connection".into());
+                if conn.read_buf(buf).await.map_err(io)? == 0 {
+                    return Err(ProbeError::Closed);
                 }
             }
         }

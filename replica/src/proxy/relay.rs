@@ -162,7 +162,7 @@ impl Client {
             match client.accept_forwarded(&marker) {
                 Ok(()) => decoder.authenticated = client.grant.is_some(),
                 Err(why) => {
-                    let _ = write.write_all(&error(&why)).await;
+                    let _ = write.write_all(&error(why)).await;
                     let _ = write.flush().await;
                     return;
                 }
@@ -194,7 +194,7 @@ impl Client {
 
     /// `UNDERSTUDY FORWARDED <cluster token>`: a standby passing a client's
     /// session on. The client authenticates anew, here.
-    fn accept_forwarded(&mut self, marker: &Request) -> Result<(), String> {
+    fn accept_forwarded(&mut self, marker: &Request) -> Result<(), &'static str> {
         let token = marker.argv.get(2).cloned().unwrap_or_default();
         let ok = marker.arg_is(1, "FORWARDED")
             && match &self.node.settings.token {
@@ -202,7 +202,7 @@ impl Client {
                 None => true,
             };
         if !ok {
-            return Err("ERR this command is for understudy replicas only".into());
+            return Err("ERR this command is for understudy replicas only");
         }
         self.forwarded = true;
         self.grant = open_grant(&self.core, &self.node);
@@ -890,7 +890,7 @@ impl Release<'_> {
                     .release(offset, self.guard)
                     .await
                     .map_err(|e| e.to_string()),
-                Err(why) => Err(why),
+                Err(why) => Err(why.to_string()),
             }
         } else {
             Ok(())

@@ -11,6 +11,22 @@ use super::core::ProxyCore;
 use super::relay::Client;
 use crate::node::Node;
 
+/// Why the RESP thread could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum RespThreadError {
+    #[error("moving the RESP listener to its thread: {0}")]
+    Listener(std::io::Error),
+    #[error("cannot start the RESP runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot start the RESP thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the RESP thread ended before it started serving")]
+    Ended,
+    /// `resp_cpus` could not be applied (the message names the CPUs).
+    #[error("{0}")]
+    Pin(String),
+}
+
 /// Serves Redis clients on a thread of its own with a single-threaded
 /// runtime: every session and its upstream connection wake each other on
 /// one thread, with no cross-thread wake-ups on the path of each command.
@@ -31,14 +47,12 @@ pub fn spawn_on_own_thread(
     node: Arc<Node>,
     listener: TcpListener,
     stop: CancellationToken,
-) -> Result<(), String> {
-    let listener = listener
-        .into_std()
-        .map_err(|e| format!("moving the RESP listener to its thread: {e}"))?;
+) -> Result<(), RespThreadError> {
+    let listener = listener.into_std().map_err(RespThreadError::Listener)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the RESP runtime: {e}"))?;
+        .map_err(RespThreadError::Runtime)?;
     let cpus = core.settings.resp_cpus.clone();
     let (pinned_tx, pinned) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -57,11 +71,11 @@ pub fn spawn_on_own_thread(
                 }
             })
         })
-        .map_err(|e| format!("cannot start the RESP thread: {e}"))?;
+        .map_err(RespThreadError::Thread)?;
     pinned
         .recv()
-        .map_err(|_| "the RESP thread ended before it started serving".to_string())??;
-    Ok(())
+        .map_err(|_| RespThreadError::Ended)?
+        .map_err(RespThreadError::Pin)
 }
 
 /// Accepts Redis clients until `stop`. Each session ends with the role it

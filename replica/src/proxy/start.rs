@@ -17,16 +17,64 @@ use std::sync::Arc;
 use redis_protocol::resp2::types::BytesFrame;
 
 use super::config::ProxySettings;
+use super::control::ControlError;
 use super::core::ProxyCore;
 use super::feed::Feed;
-use super::stream::StreamMachine;
-use super::table::CommandTable;
-use super::upstream::{error_text, info_field, text, Conn};
+use super::stream::{HistoryError, StreamMachine};
+use super::table::{CommandTable, TableError};
+use super::upstream::{error_text, info_field, text, Conn, UpstreamError};
 use crate::log::LogReader;
 use crate::state_machine::Answerer;
 
 /// The file holding the secret the upstream authenticates to the feed with.
 const FEED_SECRET: &str = "feed-secret";
+
+/// Why proxy mode cannot start; each message names the upstream and the
+/// fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyStartError {
+    #[error("{0}; start the upstream there, or point --upstream at it")]
+    Unreachable(UpstreamError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    CommandTable(#[from] TableError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(
+        "the upstream {addr} runs Redis {version}; proxy mode needs Redis 7.0 or later (or a \
+         server compatible with it)"
+    )]
+    TooOld { addr: String, version: String },
+    #[error(
+        "the upstream {addr} is a replica of {master}, not of this replica: something else \
+         writes it. Run REPLICAOF NO ONE on it (or point --upstream at the right server)"
+    )]
+    FollowsAnother { addr: String, master: String },
+    #[error("the upstream {addr} did not say its role (INFO replication)")]
+    NoRole { addr: String },
+    #[error(
+        "the upstream {addr} holds {keys} keys, but this replica's log has no history of them: \
+         serving them would make replicas differ, and following a cluster would replace them. \
+         To make this data the first state of a new cluster, start this replica alone with \
+         --adopt-upstream-data; to join an existing cluster, empty it (FLUSHALL)"
+    )]
+    UnknownData { addr: String, keys: u64 },
+    #[error(
+        "--adopt-upstream-data is for a new cluster only, but this replica's log already holds \
+         entries; remove the flag"
+    )]
+    AdoptWithHistory,
+    #[error("cannot write {}: {source}", .path.display())]
+    FeedSecret {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot bind the feed's loopback port: {0}")]
+    FeedPort(std::io::Error),
+    #[error(transparent)]
+    Follow(#[from] ControlError),
+}
 
 /// Opens proxy mode for a node whose log is read by `reader`, committed up
 /// to `committed`.
@@ -36,7 +84,7 @@ pub async fn open(
     committed: proto_common::LogIndex,
     data_dir: &Path,
     answerer: Answerer,
-) -> Result<Arc<ProxyCore>, String> {
+) -> Result<Arc<ProxyCore>, ProxyStartError> {
     // A replica that was part of a cluster has entries in its log, even
     // if its commit hint is older than the history's beginning.
     let empty_log = reader.last().index == proto_common::LogIndex::ZERO;
@@ -49,7 +97,7 @@ pub async fn open(
     let addr = settings.upstream.clone();
     let mut conn = Conn::connect(&addr, settings.upstream_password.as_deref(), None)
         .await
-        .map_err(|e| format!("{e}; start the upstream there, or point --upstream at it"))?;
+        .map_err(ProxyStartError::Unreachable)?;
     let table = CommandTable::load(&mut conn).await?;
     let max_bulk = config_number(&mut conn, "proto-max-bulk-len")
         .await
@@ -60,30 +108,20 @@ pub async fn open(
     let keys = count_keys(&mut conn).await?;
     match machine.current() {
         None if empty_log && keys > 0 && !settings.adopt_upstream_data => {
-            return Err(format!(
-                "the upstream {addr} holds {keys} keys, but this replica's log has no history \
-                 of them: serving them would make replicas differ, and following a cluster would \
-                 replace them. To make this data the first state of a new cluster, start this \
-                 replica alone with --adopt-upstream-data; to join an existing cluster, empty it \
-                 (FLUSHALL)"
-            ))
+            return Err(ProxyStartError::UnknownData { addr, keys })
         }
         _ if settings.adopt_upstream_data && !empty_log => {
-            return Err(
-                "--adopt-upstream-data is for a new cluster only, but this replica's log already \
-                 holds entries; remove the flag"
-                    .to_string(),
-            )
+            return Err(ProxyStartError::AdoptWithHistory)
         }
         _ => {}
     }
     prepare_for_resyncs(&mut conn, &addr).await;
     let (feed, feed_listener) = Feed::bind(secret)
         .await
-        .map_err(|e| format!("cannot bind the feed's loopback port: {e}"))?;
+        .map_err(ProxyStartError::FeedPort)?;
     let core = Arc::new(ProxyCore::new(settings, table, max_bulk, machine, feed));
     core.set_feed_listener(feed_listener);
-    core.follow().await.map_err(|e| e.to_string())?;
+    core.follow().await?;
     tracing::info!(upstream = %addr, keys, max_bulk, history = ?core.machine.current(),
         "upstream checked; it follows this replica's feed until this replica leads");
     Ok(core)
@@ -91,7 +129,7 @@ pub async fn open(
 
 /// The feed's secret, made once and kept in the data directory, so an
 /// upstream that followed this replica before a restart is known as its.
-fn feed_secret(dir: &Path) -> Result<String, String> {
+fn feed_secret(dir: &Path) -> Result<String, ProxyStartError> {
     let path = dir.join(FEED_SECRET);
     match std::fs::read_to_string(&path) {
         Ok(s) if s.trim().len() >= 32 => Ok(s.trim().to_string()),
@@ -112,7 +150,7 @@ fn feed_secret(dir: &Path) -> Result<String, String> {
                 std::fs::rename(&tmp, &path)?;
                 std::fs::File::open(dir)?.sync_all()
             };
-            write().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            write().map_err(|source| ProxyStartError::FeedSecret { path, source })?;
             Ok(secret)
         }
     }
@@ -120,11 +158,8 @@ fn feed_secret(dir: &Path) -> Result<String, String> {
 
 /// Redis 7 or later: `REPLCONF rdb-only`, `CLIENT` per connection and the
 /// replication semantics relied on here.
-async fn check_version(conn: &mut Conn, addr: &str) -> Result<(), String> {
-    let info = conn
-        .call(["INFO", "server"])
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
+async fn check_version(conn: &mut Conn, addr: &str) -> Result<(), ProxyStartError> {
+    let info = conn.call(["INFO", "server"]).await?;
     let info = text(&info).unwrap_or_default();
     let version = info_field(&info, "redis_version").unwrap_or_default();
     let major: u32 = version
@@ -133,28 +168,22 @@ async fn check_version(conn: &mut Conn, addr: &str) -> Result<(), String> {
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
     if major < 7 {
-        return Err(format!(
-            "the upstream {addr} runs Redis {version}; proxy mode needs Redis 7.0 or later \
-             (or a server compatible with it)"
-        ));
+        return Err(ProxyStartError::TooOld {
+            addr: addr.to_string(),
+            version,
+        });
     }
     Ok(())
 }
 
 /// A master, or a replica of this replica's feed; nothing else writes it.
-async fn check_role(conn: &mut Conn, addr: &str, secret: &str) -> Result<(), String> {
-    let info = conn
-        .call(["INFO", "replication"])
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
+async fn check_role(conn: &mut Conn, addr: &str, secret: &str) -> Result<(), ProxyStartError> {
+    let info = conn.call(["INFO", "replication"]).await?;
     let info = text(&info).unwrap_or_default();
     match info_field(&info, "role").as_deref() {
         Some("master") => Ok(()),
         Some(_) => {
-            let reply = conn
-                .call(["CONFIG", "GET", "masterauth"])
-                .await
-                .map_err(|e| format!("{addr}: {e}"))?;
+            let reply = conn.call(["CONFIG", "GET", "masterauth"]).await?;
             let ours = match &reply {
                 BytesFrame::Array(kv) if kv.len() == 2 => text(&kv[1]).as_deref() == Some(secret),
                 _ => false,
@@ -162,16 +191,18 @@ async fn check_role(conn: &mut Conn, addr: &str, secret: &str) -> Result<(), Str
             if ours {
                 return Ok(());
             }
-            Err(format!(
-                "the upstream {addr} is a replica of {}:{}, not of this replica: something else \
-                 writes it. Run REPLICAOF NO ONE on it (or point --upstream at the right server)",
-                info_field(&info, "master_host").unwrap_or_default(),
-                info_field(&info, "master_port").unwrap_or_default()
-            ))
+            Err(ProxyStartError::FollowsAnother {
+                addr: addr.to_string(),
+                master: format!(
+                    "{}:{}",
+                    info_field(&info, "master_host").unwrap_or_default(),
+                    info_field(&info, "master_port").unwrap_or_default()
+                ),
+            })
         }
-        None => Err(format!(
-            "the upstream {addr} did not say its role (INFO replication)"
-        )),
+        None => Err(ProxyStartError::NoRole {
+            addr: addr.to_string(),
+        }),
     }
 }
 
@@ -182,13 +213,10 @@ async fn prepare_for_resyncs(conn: &mut Conn, addr: &str) {
     let reply = conn
         .call(["CONFIG", "SET", "repl-diskless-sync-delay", "0"])
         .await;
-    if let Some(e) = reply
-        .as_ref()
-        .ok()
-        .and_then(error_text)
-        .map(str::to_string)
-        .or(reply.err())
-    {
+    if let Some(e) = match &reply {
+        Ok(frame) => error_text(frame).map(str::to_string),
+        Err(e) => Some(e.to_string()),
+    } {
         tracing::warn!(upstream = %addr, error = %e,
             "cannot set repl-diskless-sync-delay 0; full resyncs from this upstream start 5 s late");
     }
@@ -206,7 +234,7 @@ async fn config_number(conn: &mut Conn, key: &str) -> Option<u64> {
 }
 
 /// Keys in every database, from `INFO keyspace`.
-async fn count_keys(conn: &mut Conn) -> Result<u64, String> {
+async fn count_keys(conn: &mut Conn) -> Result<u64, UpstreamError> {
     let info = conn.call(["INFO", "keyspace"]).await?;
     let info = text(&info).unwrap_or_default();
     let mut keys = 0;

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::entry::{ReplId, StreamEntry};
 use super::history::{Continuation, History};
-use crate::command::Command;
+use crate::command::{Command, DecodeError};
 use crate::log::cursor::{Cursor, Next};
 use crate::log::LogReader;
 use crate::pending::PendingEntry;
@@ -31,6 +31,25 @@ pub struct StreamMachine {
     rdb_dir: std::path::PathBuf,
 }
 
+/// Why the log's stream history cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("reading the log: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("log entry {position} cannot be decoded: {source}")]
+    Undecodable {
+        position: Position,
+        source: DecodeError,
+    },
+    #[error(
+        "log entry {0} is not a proxy-mode entry: every replica of a cluster must be started \
+         alike (all with --upstream, or none)"
+    )]
+    NotProxyMode(Position),
+    #[error("log entry {0} was compacted away, but proxy mode keeps every entry")]
+    Compacted(LogIndex),
+}
+
 impl StreamMachine {
     /// Rebuilds the history from the log's entries up to `committed`.
     pub fn open(
@@ -38,7 +57,7 @@ impl StreamMachine {
         committed: LogIndex,
         answerer: Answerer,
         rdb_dir: std::path::PathBuf,
-    ) -> Result<StreamMachine, String> {
+    ) -> Result<StreamMachine, HistoryError> {
         let (history, applied) = rebuild(&reader, committed)?;
         let offset = history.committed();
         Ok(StreamMachine {
@@ -73,21 +92,16 @@ impl StreamMachine {
 
     /// Where the stream the log holds ends, committed or not: an upstream
     /// beyond it ran effects the cluster never logged.
-    pub fn logged_end(&self) -> Result<u64, String> {
+    pub fn logged_end(&self) -> Result<u64, HistoryError> {
         let mut end = self.history.lock().committed();
         let mut cursor = Cursor::new(self.reader.clone(), self.applied().index.next());
         loop {
-            match cursor
-                .read_next()
-                .map_err(|e| format!("reading the log: {e}"))?
-            {
-                Next::Record(position, payload) => {
-                    if let Ok(Command::Stream(s)) = Command::decode(&payload) {
-                        end = end.max(s.end());
-                    } else if Command::decode(&payload).is_err() {
-                        return Err(format!("log entry {position} cannot be decoded"));
-                    }
-                }
+            match cursor.read_next()? {
+                Next::Record(position, payload) => match Command::decode(&payload) {
+                    Ok(Command::Stream(s)) => end = end.max(s.end()),
+                    Ok(_) => {}
+                    Err(source) => return Err(HistoryError::Undecodable { position, source }),
+                },
                 Next::End | Next::Compacted => return Ok(end),
             }
         }
@@ -172,7 +186,7 @@ impl StateMachine for StreamMachine {
                 self.applied.send_replace(at);
                 self.committed.send_replace(offset);
             }
-            Err(why) => self.set_problem(Some(why)),
+            Err(why) => self.set_problem(Some(why.to_string())),
         }
     }
 
@@ -183,35 +197,24 @@ impl StateMachine for StreamMachine {
 
 /// The history of the log's stream entries up to `upto`, and the position
 /// of the last entry read.
-fn rebuild(reader: &LogReader, upto: LogIndex) -> Result<(History, Position), String> {
+fn rebuild(reader: &LogReader, upto: LogIndex) -> Result<(History, Position), HistoryError> {
     let mut history = History::default();
     let mut at = reader.base();
     let mut cursor = Cursor::new(reader.clone(), reader.base().index.next());
     while cursor.index() <= upto {
-        match cursor
-            .read_next()
-            .map_err(|e| format!("reading the log: {e}"))?
-        {
+        match cursor.read_next()? {
             Next::Record(position, payload) => {
                 let command = Command::decode(&payload)
-                    .map_err(|e| format!("log entry {position} cannot be decoded: {e}"))?;
+                    .map_err(|source| HistoryError::Undecodable { position, source })?;
                 if let Command::Stream(s) = &command {
                     history.note(position.index, s);
                 } else if !matches!(command, Command::Noop) {
-                    return Err(format!(
-                        "log entry {position} is not a proxy-mode entry: every replica of a \
-                         cluster must be started alike (all with --upstream, or none)"
-                    ));
+                    return Err(HistoryError::NotProxyMode(position));
                 }
                 at = position;
             }
             Next::End => break,
-            Next::Compacted => {
-                return Err(format!(
-                    "log entry {} was compacted away, but proxy mode keeps every entry",
-                    cursor.index()
-                ))
-            }
+            Next::Compacted => return Err(HistoryError::Compacted(cursor.index())),
         }
     }
     Ok((history, at))

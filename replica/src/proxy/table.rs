@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use redis_protocol::resp2::types::{BytesFrame, Resp2Frame};
 
-use super::upstream::{text, Conn};
+use super::upstream::{text, Conn, UpstreamError};
 
 /// What the table says about one command (or subcommand).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,16 +55,25 @@ pub enum Lookup<'a> {
     Invalid(String),
 }
 
+/// Why the upstream's command table cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(
+        "cannot read the command table of {addr} (`COMMAND`): {why}; is it a Redis 7 compatible \
+         server?"
+    )]
+    Malformed { addr: String, why: String },
+}
+
 impl CommandTable {
     /// Reads `COMMAND` from the upstream.
-    pub async fn load(conn: &mut Conn) -> Result<CommandTable, String> {
+    pub async fn load(conn: &mut Conn) -> Result<CommandTable, TableError> {
         let reply = conn.call(["COMMAND"]).await?;
-        CommandTable::parse(&reply).map_err(|e| {
-            format!(
-                "cannot read the command table of {} (`COMMAND`): {e}; is it a Redis 7 \
-                 compatible server?",
-                conn.addr()
-            )
+        CommandTable::parse(&reply).map_err(|why| TableError::Malformed {
+            addr: conn.addr().to_string(),
+            why,
         })
     }
 

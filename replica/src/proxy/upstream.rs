@@ -18,6 +18,23 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one call (or pipeline) may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a call to the upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{why}")]
+    Connect { addr: String, why: String },
+    #[error("{addr} refused the password: {reply}")]
+    Password { addr: String, reply: String },
+    #[error("sending to {addr}: {why}")]
+    Send { addr: String, why: String },
+    #[error("reading from {addr}: {why}")]
+    Read { addr: String, why: String },
+    #[error("{addr} closed the connection")]
+    Closed { addr: String },
+    #[error("{addr} did not answer within {CALL_TIMEOUT:?}")]
+    Timeout { addr: String },
+}
+
 /// One connection.
 pub struct Conn {
     framed: Framed<MaybeTls<TcpStream>, Resp2>,
@@ -38,8 +55,13 @@ impl Conn {
         addr: &str,
         password: Option<&str>,
         tls: Option<&Tls>,
-    ) -> Result<Conn, String> {
-        let stream = tls::connect(addr, tls, CONNECT_TIMEOUT).await?;
+    ) -> Result<Conn, UpstreamError> {
+        let stream = tls::connect(addr, tls, CONNECT_TIMEOUT)
+            .await
+            .map_err(|why| UpstreamError::Connect {
+                addr: addr.to_string(),
+                why,
+            })?;
         let mut conn = Conn {
             framed: Framed::new(stream, Resp2::default()),
             addr: addr.to_string(),
@@ -49,7 +71,10 @@ impl Conn {
                 .call([b"AUTH".to_vec(), pw.as_bytes().to_vec()])
                 .await?;
             if let BytesFrame::Error(e) = reply {
-                return Err(format!("{addr} refused the password: {e}"));
+                return Err(UpstreamError::Password {
+                    addr: addr.to_string(),
+                    reply: e.to_string(),
+                });
             }
         }
         Ok(conn)
@@ -65,7 +90,7 @@ impl Conn {
     }
 
     /// Sends one command and reads its reply.
-    pub async fn call<I, B>(&mut self, args: I) -> Result<BytesFrame, String>
+    pub async fn call<I, B>(&mut self, args: I) -> Result<BytesFrame, UpstreamError>
     where
         I: IntoIterator<Item = B>,
         B: Into<Bytes>,
@@ -75,31 +100,40 @@ impl Conn {
     }
 
     /// Sends the commands at once and reads one reply each, in order.
-    pub async fn pipeline(&mut self, commands: Vec<BytesFrame>) -> Result<Vec<BytesFrame>, String> {
+    pub async fn pipeline(
+        &mut self,
+        commands: Vec<BytesFrame>,
+    ) -> Result<Vec<BytesFrame>, UpstreamError> {
         let n = commands.len();
         let addr = self.addr.clone();
+        let send = |e: redis_protocol::error::RedisProtocolError| UpstreamError::Send {
+            addr: addr.clone(),
+            why: e.to_string(),
+        };
         tokio::time::timeout(CALL_TIMEOUT, async {
             for c in commands {
-                self.framed
-                    .feed(c)
-                    .await
-                    .map_err(|e| format!("sending to {addr}: {e}"))?;
+                self.framed.feed(c).await.map_err(send)?;
             }
             SinkExt::<BytesFrame>::flush(&mut self.framed)
                 .await
-                .map_err(|e| format!("sending to {addr}: {e}"))?;
+                .map_err(send)?;
             let mut replies = Vec::with_capacity(n);
             for _ in 0..n {
                 match self.framed.next().await {
                     Some(Ok(f)) => replies.push(f),
-                    Some(Err(e)) => return Err(format!("reading from {addr}: {e}")),
-                    None => return Err(format!("{addr} closed the connection")),
+                    Some(Err(e)) => {
+                        return Err(UpstreamError::Read {
+                            addr: addr.clone(),
+                            why: e.to_string(),
+                        })
+                    }
+                    None => return Err(UpstreamError::Closed { addr: addr.clone() }),
                 }
             }
             Ok(replies)
         })
         .await
-        .map_err(|_| format!("{addr} did not answer within {CALL_TIMEOUT:?}"))?
+        .map_err(|_| UpstreamError::Timeout { addr: addr.clone() })?
     }
 }
 
