@@ -267,9 +267,34 @@ impl ChildGuard {
     }
 
     /// SIGSTOP: freeze the process (a GC pause, a hung VM) without closing
-    /// its sockets.
+    /// its sockets. Returns once every thread has stopped: the signal is
+    /// taken by one thread, which then stops the others, and until then a
+    /// thread already running (on a busy machine, for milliseconds) goes on
+    /// reading its sockets and writing its files.
     pub fn sigstop(&mut self) -> io::Result<()> {
-        self.signal(libc::SIGSTOP)
+        self.signal(libc::SIGSTOP)?;
+        let pid = libc::id_t::try_from(self.child.id()).map_err(io::Error::other)?;
+        // SAFETY: an all-zero siginfo_t is valid; waitid fills it. The pid is
+        // our unreaped child; WNOWAIT leaves its state for `try_wait`.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT;
+        loop {
+            // SAFETY: as above; waitid blocks until the child stopped or exited.
+            if unsafe { libc::waitid(libc::P_PID, pid, &mut info, flags) } == 0 {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        if info.si_code != libc::CLD_STOPPED {
+            return Err(io::Error::other(format!(
+                "{} ended instead of stopping",
+                self.spec.name
+            )));
+        }
+        Ok(())
     }
 
     /// SIGCONT: resume a stopped process.
