@@ -90,7 +90,7 @@ pub enum StartError {
     /// Proxy mode: the upstream cannot be used (`proxy::start`; its message
     /// names the upstream and the fix).
     #[error(transparent)]
-    Upstream(#[from] crate::proxy::start::ProxyStartError),
+    Upstream(#[from] crate::proxy::error::ProxyStartError),
 
     /// Standalone: opening its epoch failed.
     #[error(transparent)]
@@ -123,7 +123,7 @@ pub enum StartError {
 
     /// Proxy mode's RESP server could not be started.
     #[error(transparent)]
-    Proxy(#[from] crate::proxy::server::RespThreadError),
+    Proxy(#[from] crate::proxy::error::RespThreadError),
 
     /// The client API server stopped with an error.
     #[error("client API server failed: {0}")]

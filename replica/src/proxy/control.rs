@@ -18,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::ProxyCore;
 use super::entry::ReplId;
-use super::tap::{self, TapError};
-use super::upstream::{error_text, info_field, text, Conn, UpstreamError};
+pub use super::error::ControlError;
+use super::error::TapError;
+use super::tap;
+use super::upstream::{error_text, info_field, text, Conn};
 use crate::node::Node;
 use crate::role::ActiveGuard;
 
@@ -34,27 +36,6 @@ const TAP_RETRY: Duration = Duration::from_millis(50);
 const FOLLOW_RETRY: Duration = Duration::from_millis(500);
 /// How often a standby checks that its upstream still follows the feed.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
-
-/// Why a role change could not be carried out on the upstream.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error("the upstream: {0}")]
-    Call(#[from] UpstreamError),
-    #[error("the upstream {addr}: {why}")]
-    Upstream { addr: String, why: String },
-    #[error(
-        "the upstream did not catch up within {secs} s (it is at {at:?}, the log committed {want})"
-    )]
-    Behind {
-        secs: u64,
-        at: Option<u64>,
-        want: u64,
-    },
-    #[error("the log did not commit its entries within {0} s")]
-    NotCommitted(u64),
-    #[error(transparent)]
-    Tap(#[from] TapError),
-}
 
 impl ProxyCore {
     async fn admin(&self) -> Result<Conn, ControlError> {

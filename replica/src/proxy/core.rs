@@ -6,14 +6,12 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::config::ProxySettings;
 use super::entry::ReplId;
 use super::feed::Feed;
-use super::request::Request;
 use super::stream::StreamMachine;
 use super::table::CommandTable;
 use super::upstream::UpstreamError;
@@ -75,7 +73,12 @@ impl ProxyCore {
     /// The offset probe (started on the calling runtime on first use).
     pub fn probe(self: &Arc<Self>) -> Arc<super::probe::Probe> {
         self.probe
-            .get_or_init(|| super::probe::Probe::start(self.clone()))
+            .get_or_init(|| {
+                super::probe::Probe::start(
+                    self.settings.upstream.clone(),
+                    self.settings.upstream_password.clone(),
+                )
+            })
             .clone()
     }
 
@@ -150,42 +153,10 @@ impl ProxyCore {
 
     /// A connection of a client session's own to the upstream, logged in.
     pub async fn session_upstream(&self) -> Result<TcpStream, UpstreamError> {
-        let addr = &self.settings.upstream;
-        let mut stream =
-            tokio::time::timeout(std::time::Duration::from_secs(2), TcpStream::connect(addr))
-                .await
-                .map_err(|_| UpstreamError::Connect {
-                    addr: addr.clone(),
-                    why: format!("connecting to {addr} timed out"),
-                })?
-                .map_err(|e| UpstreamError::Connect {
-                    addr: addr.clone(),
-                    why: format!("cannot connect to {addr}: {e}"),
-                })?;
-        let _ = stream.set_nodelay(true);
-        if let Some(pw) = &self.settings.upstream_password {
-            stream
-                .write_all(&Request::new(["AUTH", pw.as_str()]).raw)
-                .await
-                .map_err(|e| UpstreamError::Send {
-                    addr: addr.clone(),
-                    why: e.to_string(),
-                })?;
-            let mut answer = [0u8; 5];
-            stream
-                .read_exact(&mut answer)
-                .await
-                .map_err(|e| UpstreamError::Read {
-                    addr: addr.clone(),
-                    why: e.to_string(),
-                })?;
-            if &answer != b"+OK\r\n" {
-                return Err(UpstreamError::Password {
-                    addr: addr.clone(),
-                    reply: "AUTH was not answered OK".into(),
-                });
-            }
-        }
-        Ok(stream)
+        super::upstream::session_connection(
+            &self.settings.upstream,
+            self.settings.upstream_password.as_deref(),
+        )
+        .await
     }
 }

@@ -24,6 +24,7 @@
 //! - [`core`], [`control`], [`start`]: what a proxy-mode replica shares;
 //!   what a role change does to the upstream; the checks at start.
 //! - [`server`]: the RESP listener.
+//! - [`error`]: the errors at proxy mode's boundaries.
 //!
 //! Deliberately left out: serving reads from a standby's own upstream
 //! (`standby_reads = "local"`), compacting the log (its RDB snapshots are
@@ -34,6 +35,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod entry;
+pub mod error;
 pub mod feed;
 pub mod frame;
 pub mod gate;

@@ -18,7 +18,6 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 
-use super::core::ProxyCore;
 use super::frame::{self, Scan};
 
 /// Why no offset could be read; every session waiting gets the same one.
@@ -55,8 +54,9 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Starts the probe's task on the current runtime.
-    pub fn start(core: Arc<ProxyCore>) -> Arc<Probe> {
+    /// Starts the probe's task on the current runtime, asking the upstream
+    /// at `addr` (logged in with `password`).
+    pub fn start(addr: String, password: Option<String>) -> Arc<Probe> {
         let probe = Arc::new(Probe {
             requested: AtomicU64::new(0),
             answered: watch::channel(Answer {
@@ -66,7 +66,7 @@ impl Probe {
             .0,
             wake: Notify::new(),
         });
-        tokio::spawn(probe.clone().run(core));
+        tokio::spawn(probe.clone().run(addr, password));
         probe
     }
 
@@ -82,7 +82,7 @@ impl Probe {
         answer.offset.clone()
     }
 
-    async fn run(self: Arc<Self>, core: Arc<ProxyCore>) {
+    async fn run(self: Arc<Self>, addr: String, password: Option<String>) {
         let mut conn = None;
         let mut buf = BytesMut::with_capacity(1024);
         let mut served = 0u64;
@@ -98,7 +98,8 @@ impl Probe {
             let ticket = self.requested.load(Ordering::SeqCst);
             let offset = match conn.as_mut() {
                 Some(c) => role(c, &mut buf).await,
-                None => match core.session_upstream().await {
+                None => match super::upstream::session_connection(&addr, password.as_deref()).await
+                {
                     Ok(c) => role(conn.insert(c), &mut buf).await,
                     Err(e) => Err(ProbeError::Unreachable(e.to_string())),
                 },

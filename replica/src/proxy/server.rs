@@ -8,24 +8,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::core::ProxyCore;
+pub use super::error::RespThreadError;
 use super::relay::Client;
 use crate::node::Node;
-
-/// Why the RESP thread could not start serving.
-#[derive(Debug, thiserror::Error)]
-pub enum RespThreadError {
-    #[error("moving the RESP listener to its thread: {0}")]
-    Listener(std::io::Error),
-    #[error("cannot start the RESP runtime: {0}")]
-    Runtime(std::io::Error),
-    #[error("cannot start the RESP thread: {0}")]
-    Thread(std::io::Error),
-    #[error("the RESP thread ended before it started serving")]
-    Ended,
-    /// `resp_cpus` could not be applied (the message names the CPUs).
-    #[error("{0}")]
-    Pin(String),
-}
 
 /// Serves Redis clients on a thread of its own with a single-threaded
 /// runtime: every session and its upstream connection wake each other on

@@ -17,64 +17,17 @@ use std::sync::Arc;
 use redis_protocol::resp2::types::BytesFrame;
 
 use super::config::ProxySettings;
-use super::control::ControlError;
 use super::core::ProxyCore;
+pub use super::error::ProxyStartError;
 use super::feed::Feed;
-use super::stream::{HistoryError, StreamMachine};
-use super::table::{CommandTable, TableError};
+use super::stream::StreamMachine;
+use super::table::CommandTable;
 use super::upstream::{error_text, info_field, text, Conn, UpstreamError};
 use crate::log::LogReader;
 use crate::state_machine::Answerer;
 
 /// The file holding the secret the upstream authenticates to the feed with.
 const FEED_SECRET: &str = "feed-secret";
-
-/// Why proxy mode cannot start; each message names the upstream and the
-/// fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyStartError {
-    #[error("{0}; start the upstream there, or point --upstream at it")]
-    Unreachable(UpstreamError),
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-    #[error(transparent)]
-    CommandTable(#[from] TableError),
-    #[error(transparent)]
-    History(#[from] HistoryError),
-    #[error(
-        "the upstream {addr} runs Redis {version}; proxy mode needs Redis 7.0 or later (or a \
-         server compatible with it)"
-    )]
-    TooOld { addr: String, version: String },
-    #[error(
-        "the upstream {addr} is a replica of {master}, not of this replica: something else \
-         writes it. Run REPLICAOF NO ONE on it (or point --upstream at the right server)"
-    )]
-    FollowsAnother { addr: String, master: String },
-    #[error("the upstream {addr} did not say its role (INFO replication)")]
-    NoRole { addr: String },
-    #[error(
-        "the upstream {addr} holds {keys} keys, but this replica's log has no history of them: \
-         serving them would make replicas differ, and following a cluster would replace them. \
-         To make this data the first state of a new cluster, start this replica alone with \
-         --adopt-upstream-data; to join an existing cluster, empty it (FLUSHALL)"
-    )]
-    UnknownData { addr: String, keys: u64 },
-    #[error(
-        "--adopt-upstream-data is for a new cluster only, but this replica's log already holds \
-         entries; remove the flag"
-    )]
-    AdoptWithHistory,
-    #[error("cannot write {}: {source}", .path.display())]
-    FeedSecret {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot bind the feed's loopback port: {0}")]
-    FeedPort(std::io::Error),
-    #[error(transparent)]
-    Follow(#[from] ControlError),
-}
 
 /// Opens proxy mode for a node whose log is read by `reader`, committed up
 /// to `committed`.

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use redis_protocol::resp2::types::{BytesFrame, Resp2Frame};
 
-use super::upstream::{text, Conn, UpstreamError};
+pub use super::error::TableError;
+use super::upstream::{text, Conn};
 
 /// What the table says about one command (or subcommand).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,18 +54,6 @@ pub enum Lookup<'a> {
     Found(&'a CommandInfo),
     /// `ERR unknown command ...` / `ERR unknown subcommand ...` / arity.
     Invalid(String),
-}
-
-/// Why the upstream's command table cannot be read.
-#[derive(Debug, thiserror::Error)]
-pub enum TableError {
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-    #[error(
-        "cannot read the command table of {addr} (`COMMAND`): {why}; is it a Redis 7 compatible \
-         server?"
-    )]
-    Malformed { addr: String, why: String },
 }
 
 impl CommandTable {

@@ -20,8 +20,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::entry::{BeginKind, ReplId, StreamEntry};
+pub use super::error::TapError;
 use super::frame::{self, Scan};
-use super::link::{Link, LinkError, Psync};
+use super::link::{Link, Psync};
 use super::rdb::{self, RdbError};
 use crate::command::Command;
 use crate::node::Node;
@@ -36,27 +37,6 @@ const MAX_UNCOMMITTED: u64 = 64 << 20;
 const MAX_LOGGED_RDB: usize = 8 << 20;
 /// An acknowledgement at least this often, as Redis replicas do.
 const ACK_EVERY: Duration = Duration::from_secs(1);
-
-/// Why the tap stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum TapError {
-    #[error(transparent)]
-    Link(#[from] LinkError),
-    #[error(transparent)]
-    Rdb(#[from] RdbError),
-    #[error(
-        "the upstream cannot continue the stream this replica logged ({why}): it lost data \
-         (restarted without persistence, flushed by someone else, or its backlog is too small); \
-         this replica steps down and its upstream is refilled from the new active"
-    )]
-    LostHistory { why: String },
-    #[error("the upstream's stream is not RESP: {0}")]
-    Garbled(#[from] frame::FrameError),
-    #[error("the log refused the stream: {0}")]
-    Log(String),
-    #[error("the term ended")]
-    TermEnded,
-}
 
 /// Where the tap's history stands when it starts.
 #[derive(Debug, Clone)]

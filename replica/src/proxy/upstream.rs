@@ -10,30 +10,17 @@ use futures::{SinkExt, StreamExt};
 use proto_common::tls::{self, MaybeTls, Tls};
 use redis_protocol::codec::Resp2;
 use redis_protocol::resp2::types::BytesFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
+
+pub use super::error::UpstreamError;
+use super::request::Request;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one call (or pipeline) may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why a call to the upstream failed.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("{why}")]
-    Connect { addr: String, why: String },
-    #[error("{addr} refused the password: {reply}")]
-    Password { addr: String, reply: String },
-    #[error("sending to {addr}: {why}")]
-    Send { addr: String, why: String },
-    #[error("reading from {addr}: {why}")]
-    Read { addr: String, why: String },
-    #[error("{addr} closed the connection")]
-    Closed { addr: String },
-    #[error("{addr} did not answer within {CALL_TIMEOUT:?}")]
-    Timeout { addr: String },
-}
 
 /// One connection.
 pub struct Conn {
@@ -133,8 +120,55 @@ impl Conn {
             Ok(replies)
         })
         .await
-        .map_err(|_| UpstreamError::Timeout { addr: addr.clone() })?
+        .map_err(|_| UpstreamError::Timeout {
+            addr: addr.clone(),
+            within: CALL_TIMEOUT,
+        })?
     }
+}
+
+/// A plain connection to the upstream at `addr` (a client session's own,
+/// or the offset probe's), logged in with `password`.
+pub async fn session_connection(
+    addr: &str,
+    password: Option<&str>,
+) -> Result<TcpStream, UpstreamError> {
+    let mut stream =
+        tokio::time::timeout(std::time::Duration::from_secs(2), TcpStream::connect(addr))
+            .await
+            .map_err(|_| UpstreamError::Connect {
+                addr: addr.to_string(),
+                why: format!("connecting to {addr} timed out"),
+            })?
+            .map_err(|e| UpstreamError::Connect {
+                addr: addr.to_string(),
+                why: format!("cannot connect to {addr}: {e}"),
+            })?;
+    let _ = stream.set_nodelay(true);
+    if let Some(pw) = password {
+        stream
+            .write_all(&Request::new(["AUTH", pw]).raw)
+            .await
+            .map_err(|e| UpstreamError::Send {
+                addr: addr.to_string(),
+                why: e.to_string(),
+            })?;
+        let mut answer = [0u8; 5];
+        stream
+            .read_exact(&mut answer)
+            .await
+            .map_err(|e| UpstreamError::Read {
+                addr: addr.to_string(),
+                why: e.to_string(),
+            })?;
+        if &answer != b"+OK\r\n" {
+            return Err(UpstreamError::Password {
+                addr: addr.to_string(),
+                reply: "AUTH was not answered OK".into(),
+            });
+        }
+    }
+    Ok(stream)
 }
 
 /// A command frame: an array of bulk strings.
