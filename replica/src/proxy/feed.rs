@@ -12,7 +12,9 @@
 //! a full resync: an RDB fetched from the active's upstream when one is
 //! known, else the newest local snapshot, then the log from its offset.
 //! When the history's replication id changes (a promotion), the link is
-//! closed so the upstream reconnects and learns the new id (`+CONTINUE id`).
+//! closed so the upstream reconnects and learns the new id (`+CONTINUE id`);
+//! so is it right after a full resync from a snapshot older than the
+//! current id.
 
 use std::sync::Arc;
 
@@ -179,42 +181,54 @@ impl Link {
             };
             write.write_all(answer).await?;
         };
-        let (mut index, mut sent, current) =
-            match self.machine.continuation(replid.as_ref(), offset) {
-                Continuation::From { index, current } => {
-                    write
-                        .write_all(format!("+CONTINUE {current}\r\n").as_bytes())
-                        .await?;
-                    tracing::info!(offset, replid = %current, "feed: the upstream continues");
-                    (index, offset, current)
-                }
-                Continuation::NotYetCommitted if offset <= self.machine.logged_end()? => {
-                    // Its effects are in the log: they commit, or are cut.
-                    write
-                        .write_all(b"-NOMASTERLINK the upstream is ahead of what is committed\r\n")
-                        .await?;
-                    return Ok(());
-                }
-                other => {
-                    let why = match other {
-                        Continuation::FullResync(why) => why,
-                        _ => format!(
-                            "the upstream is at offset {offset}, beyond this replica's log: it \
+        let (mut index, mut sent, current) = match self
+            .machine
+            .continuation(replid.as_ref(), offset)
+        {
+            Continuation::From { index, current } => {
+                write
+                    .write_all(format!("+CONTINUE {current}\r\n").as_bytes())
+                    .await?;
+                tracing::info!(offset, replid = %current, "feed: the upstream continues");
+                (index, offset, current)
+            }
+            Continuation::NotYetCommitted if offset <= self.machine.logged_end()? => {
+                // Its effects are in the log: they commit, or are cut.
+                write
+                    .write_all(b"-NOMASTERLINK the upstream is ahead of what is committed\r\n")
+                    .await?;
+                return Ok(());
+            }
+            other => {
+                let why = match other {
+                    Continuation::FullResync(why) => why,
+                    _ => format!(
+                        "the upstream is at offset {offset}, beyond this replica's log: it \
                              ran effects the cluster never logged"
-                        ),
-                    };
-                    tracing::info!(reason = %why, "feed: the upstream needs a full resync");
-                    match self.full_resync(&mut write).await? {
-                        Some(start) => start,
-                        None => {
-                            write
-                                .write_all(b"-NOMASTERLINK no RDB of the stream can be had yet\r\n")
-                                .await?;
-                            return Ok(());
-                        }
+                    ),
+                };
+                tracing::info!(reason = %why, "feed: the upstream needs a full resync");
+                match self.full_resync(&mut write).await? {
+                    Some((_, sent, snapshot_id)) if self.id_after(&snapshot_id, sent) => {
+                        // The stream goes on under a later id (a promotion at
+                        // or after the snapshot): the upstream learns it by
+                        // reconnecting (`PSYNC` of the snapshot's id, then
+                        // `+CONTINUE` with the current one), as Redis's own
+                        // replicas do after a failover.
+                        tracing::info!(replid = %snapshot_id, offset = sent,
+                                "feed: the snapshot's id is not the stream's current one; the upstream reconnects");
+                        return Ok(());
+                    }
+                    Some(start) => start,
+                    None => {
+                        write
+                            .write_all(b"-NOMASTERLINK no RDB of the stream can be had yet\r\n")
+                            .await?;
+                        return Ok(());
                     }
                 }
-            };
+            }
+        };
         // Acknowledgements come back on the same socket.
         let acked = self.feed.acked.clone();
         let acks = tokio::spawn(async move {
@@ -235,6 +249,15 @@ impl Link {
             .await;
         acks.abort();
         result
+    }
+
+    /// Whether the stream after `offset` goes on under another id than
+    /// `replid`, the one an upstream holding a snapshot at `offset` has.
+    fn id_after(&self, replid: &ReplId, offset: u64) -> bool {
+        matches!(
+            self.machine.continuation(Some(replid), offset),
+            Continuation::From { current, .. } if current != *replid
+        )
     }
 
     /// Sends `+FULLRESYNC` and an RDB: fetched from the active's upstream,
@@ -276,7 +299,11 @@ impl Link {
                 .machine
                 .continuation(Some(&snapshot.replid), snapshot.offset)
             {
-                Continuation::From { index, current } => break (index, snapshot.offset, current),
+                // The upstream takes the snapshot's id: streaming must
+                // reconnect it at the next change of id, as after `+CONTINUE`.
+                Continuation::From { index, .. } => {
+                    break (index, snapshot.offset, snapshot.replid.clone())
+                }
                 Continuation::NotYetCommitted => {
                     let mut c = self.machine.committed_offset();
                     let _ = c.wait_for(|o| *o >= snapshot.offset).await;
