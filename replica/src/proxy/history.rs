@@ -104,11 +104,15 @@ impl History {
         let Some(replid) = replid else {
             return Continuation::FullResync("the replica asked for a full resync".into());
         };
-        // The stretches where `replid` named the stream: each is valid from
-        // its start up to the start of the next.
+        // The stretches where `replid` named the stream: each is valid up
+        // to the start of the next. Also before its own start: a replica
+        // told an id by `+CONTINUE` while behind takes it at once for the
+        // offset it is at (psync2), so holding an id says nothing about
+        // where its stretch began; only an offset past the stretch's end
+        // can hold effects the history does not have.
         let valid = self.lineages.iter().enumerate().any(|(i, l)| {
             let until = self.lineages.get(i + 1).map_or(u64::MAX, |n| n.start);
-            l.replid == *replid && offset >= l.start && offset <= until
+            l.replid == *replid && offset <= until
         });
         if !valid {
             return Continuation::FullResync(format!(
@@ -199,6 +203,8 @@ mod tests {
         assert_eq!(from('a', 130), at(6));
         assert!(matches!(from('a', 131), Continuation::FullResync(_)));
         assert_eq!(from('b', 140), at(6));
+        // Told `b` by a `+CONTINUE` while still before the promotion.
+        assert_eq!(from('b', 115), at(4));
         assert_eq!(from('b', 150), at(7), "at the end: the next entry");
     }
 
