@@ -204,3 +204,106 @@ async fn an_exec_held_past_the_lease_is_answered_unknown_when_the_lease_ends() {
         .show();
     assert!(reply.starts_with("-UNKNOWN"), "{reply} after {waited:?}");
 }
+
+/// Found by the fault suite's proxy form (a `SIGSTOP` of the active for
+/// about its lease): the tap took a lapsed lease for the end of its term
+/// and stopped; the lease was renewed in the same term, but with nothing
+/// logged nothing committed again, and every reply was held for good. A
+/// lone replica keeps its role while the frozen arbiter lets its lease
+/// lapse; once the arbiter is back it must serve again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_whose_lease_lapsed_serves_again_once_it_is_renewed() {
+    let _serial = serial().await;
+    let dir = TestDir::new("proxy-lease-lapse").unwrap();
+    let mut cluster = ProxyCluster::start(&dir, &["a"], |b| {
+        b.sync_standbys(0).heartbeat_ms(100).lease_ms(500)
+    })
+    .await
+    .unwrap();
+    let active = cluster.cluster.wait_for_active(DEADLINE).await.unwrap();
+    let addr = cluster.resp_addr(&active.id);
+    let set = |addr: String| async move {
+        let attempt = async {
+            let mut c = RawResp::connect(&addr).await.ok()?;
+            c.call(&["SET", "k", "v"]).await.ok()
+        };
+        tokio::time::timeout(Duration::from_secs(2), attempt)
+            .await
+            .ok()
+            .flatten()
+    };
+    assert_eq!(
+        set(addr.clone()).await.map(|v| v.show()).as_deref(),
+        Some("OK")
+    );
+
+    cluster.cluster.arbiter.process().sigstop().unwrap();
+    // The lease lapses: the active refuses to answer.
+    wait_until(
+        DEADLINE,
+        "the active to refuse once its lease lapsed",
+        || {
+            let addr = addr.clone();
+            async move { matches!(set(addr).await, Some(Value::Error(_))) }
+        },
+    )
+    .await
+    .unwrap();
+    // Something for the tap to read while the lease is lapsed (a write
+    // straight to the redis-server), and the tap's answer to it: its
+    // acknowledgement of the write's offset, or its link closed.
+    let upstream = cluster.redis[&active.id].addr();
+    let mut direct = RawResp::connect(&upstream).await.unwrap();
+    assert_eq!(
+        direct.call(&["SET", "wake", "1"]).await.unwrap().show(),
+        "OK"
+    );
+    let field = |info: &str, name: &str| -> Option<u64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let target = field(
+        &info(&upstream, "replication").await.unwrap(),
+        "master_repl_offset",
+    )
+    .unwrap();
+    wait_until(
+        DEADLINE,
+        "the tap to acknowledge the write, or to leave",
+        || {
+            let upstream = upstream.clone();
+            async move {
+                let Ok(info) = info(&upstream, "replication").await else {
+                    return false;
+                };
+                let acked = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("slave0:"))
+                    .and_then(|l| l.split(',').find_map(|kv| kv.strip_prefix("offset=")))
+                    .and_then(|o| o.parse::<u64>().ok());
+                field(&info, "connected_slaves") == Some(0) || acked.is_some_and(|o| o >= target)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    cluster.cluster.arbiter.process().sigcont().unwrap();
+
+    wait_until(
+        DEADLINE,
+        "a SET answered OK once the lease is renewed",
+        || {
+            let addr = addr.clone();
+            async move { set(addr).await.is_some_and(|v| v.show() == "OK") }
+        },
+    )
+    .await
+    .unwrap();
+    let now = cluster.cluster.wait_for_active(DEADLINE).await.unwrap();
+    assert_eq!(
+        (now.id.as_str(), now.epoch),
+        (active.id.as_str(), active.epoch),
+        "the same term serves again"
+    );
+}

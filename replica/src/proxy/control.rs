@@ -211,7 +211,7 @@ impl ProxyCore {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(TAP_RETRY) => {}
                     }
-                    if guard.check().is_err() {
+                    if guard.term().has_ended() {
                         return;
                     }
                 }

@@ -175,7 +175,11 @@ pub async fn run(
                 }
             }
         }
-        if guard.check().is_err() {
+        // The term, not the lease: a lease that lapsed (a pause, a slow
+        // heartbeat) is renewed in the same term, and the stream must go on
+        // being logged for anything to commit again; nothing is answered
+        // meanwhile (the gate asks the lease).
+        if guard.term().has_ended() {
             return Err(TapError::TermEnded);
         }
     }
