@@ -433,22 +433,24 @@ if want_target active || want_target standby; then
     i=$((i + 1))
   done
 
-  # Formed: one replica answers ROLE as a master with the other among its
-  # standbys, and the other as a slave connected to it.
+  # The active and its confirmed sync standby, from the arbiter's status
+  # (ROLE through the proxy is the redis-server's own answer).
+  cluster_roles() {
+    local status
+    status=$(timeout 5 "$bin/arbiter" status --arbiter "http://127.0.0.1:$arbiter_port" 2>/dev/null) || return 1
+    now_active=$(sed -n 's/.* active \([ab]\) .*/\1/p' <<<"$status" | head -1)
+    now_standby=$(sed -n 's/.* confirmed \[\([ab]\)\].*/\1/p' <<<"$status" | head -1)
+    [ -n "$now_active" ] && [ -n "$now_standby" ] && [ "$now_active" != "$now_standby" ]
+  }
+  # Formed: one replica active, the other a standby it confirmed holds
+  # every acknowledged write.
   formed() {
-    local n role_a role_b
+    local n
     for n in arbiter replica-a replica-b redis-a redis-b; do
       alive "$n" || { say "$n exited"; return 2; }
     done
-    role_a=$(redis-cli -p "${resp_port[a]}" role 2>/dev/null | tr '\n' ' ') || return 1
-    role_b=$(redis-cli -p "${resp_port[b]}" role 2>/dev/null | tr '\n' ' ') || return 1
-    if [[ $role_a == "master "*" b "* && $role_b == "slave 127.0.0.1 ${resp_port[a]} connected "* ]]; then
-      active=a standby=b
-    elif [[ $role_b == "master "*" a "* && $role_a == "slave 127.0.0.1 ${resp_port[b]} connected "* ]]; then
-      active=b standby=a
-    else
-      return 1
-    fi
+    cluster_roles || return 1
+    active=$now_active standby=$now_standby
   }
   say "waiting for one replica to be active and the other its standby (at most 60 s)"
   deadline=$((SECONDS + 60))
@@ -541,7 +543,7 @@ printf 'target\taddress\tseconds\tunits\n' >"$run/targets.tsv"
 
 # Whether a target can take a unit now; why not in $why.
 target_ready() { # target port
-  local reply role
+  local reply
   if [ "$1" = alone ] && ! restart_alone "$2"; then
     why="redis-server alone did not start again (see procs/redis-alone.log)"
     return 1
@@ -549,11 +551,10 @@ target_ready() { # target port
   reply=$(timeout 5 redis-cli -p "$2" ping 2>/dev/null) || reply=
   [ "$reply" = PONG ] || { why="127.0.0.1:$2 did not answer PING (${reply:-no reply})"; return 1; }
   [ "$1" = alone ] && return 0
-  role=$(timeout 5 redis-cli -p "$2" role 2>/dev/null | head -1) || role=
-  case "$1:$role" in
-    active:master | standby:slave) ;;
-    *) why="the replica on 127.0.0.1:$2 is no longer the $1 (ROLE: ${role:-no reply})"; return 1 ;;
-  esac
+  if ! cluster_roles || [ "$now_active" != "$active" ] || [ "$now_standby" != "$standby" ]; then
+    why="the cluster's roles changed (active ${now_active:-none}, confirmed standby ${now_standby:-none}; it began with $active active)"
+    return 1
+  fi
 }
 
 run_target() { # target
