@@ -249,3 +249,62 @@ async fn a_transaction_pipelined_behind_other_commands_runs() {
         );
     }
 }
+
+/// A script running past `busy-reply-threshold`, as against a
+/// redis-server: another client's command is answered `-BUSY` at once, the
+/// script is killed with `SCRIPT KILL` from a third, its own client gets
+/// its error, and the upstream serves again. Found by Redis's own test
+/// suite: the `-BUSY` was answered `UNKNOWN` (the offset probe's `ROLE` is
+/// refused while the script runs) and the session ended. (A command Redis
+/// runs during a script, `MULTI` for one, still is: its reply waits for an
+/// offset that cannot be read until the script ends.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_script_is_killed_from_another_client() {
+    let _serial = serial().await;
+    let (_dir, cluster, active, _standby) = cluster("proxy-busy-script").await;
+    let upstream = cluster.redis[&active].addr();
+    let mut direct = RawResp::connect(&upstream).await.unwrap();
+    assert_eq!(
+        direct
+            .call(&["CONFIG", "SET", "busy-reply-threshold", "100"])
+            .await
+            .unwrap()
+            .show(),
+        "OK"
+    );
+    let addr = cluster.resp_addr(&active);
+    let looping = {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let mut c = RawResp::connect(&addr).await?;
+            c.call(&["EVAL", "while true do end", "0"]).await
+        })
+    };
+    wait_for(DEADLINE, "the upstream busy with the script", || {
+        let upstream = upstream.clone();
+        async move {
+            let mut d = RawResp::connect(&upstream).await.ok()?;
+            let r = d.call(&["PING"]).await.ok()?;
+            r.show().starts_with("-BUSY").then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    // Another client is told at once that the upstream is busy.
+    let mut other = RawResp::connect(&addr).await.unwrap();
+    other.send(&["INCR", "n"]).await.unwrap();
+    let busy = prompt(&mut other, "INCR during the script").await.show();
+    assert!(busy.starts_with("-BUSY "), "{busy}");
+    let mut killer = RawResp::connect(&addr).await.unwrap();
+    killer.send(&["SCRIPT", "KILL"]).await.unwrap();
+    assert_eq!(prompt(&mut killer, "SCRIPT KILL").await.show(), "OK");
+    let ended = tokio::time::timeout(PROMPT, looping)
+        .await
+        .expect("the script's client is answered")
+        .unwrap()
+        .unwrap()
+        .show();
+    assert!(ended.contains("killed"), "{ended}");
+    let mut c = RawResp::connect(&addr).await.unwrap();
+    assert_eq!(c.call(&["SET", "k", "v"]).await.unwrap().show(), "OK");
+}

@@ -36,6 +36,10 @@ pub enum ProbeError {
     NotMaster(String),
     #[error("the upstream closed the probe's connection")]
     Closed,
+    /// A script or function runs past `busy-reply-threshold`: `ROLE` is
+    /// refused until it ends.
+    #[error("the upstream is running a script (BUSY); its offset cannot be read until it ends")]
+    Busy,
 }
 
 /// The latest answer: for every ticket up to `ticket`.
@@ -122,6 +126,9 @@ async fn role(conn: &mut tokio::net::TcpStream, buf: &mut BytesMut) -> Result<u6
         match frame::scan(buf, 1 << 20).map_err(|e| ProbeError::Malformed(e.to_string()))? {
             Scan::Complete(n) => {
                 let reply = buf.split_to(n);
+                if reply.starts_with(b"-BUSY") {
+                    return Err(ProbeError::Busy);
+                }
                 return role_offset(&reply).ok_or_else(|| {
                     ProbeError::NotMaster(
                         String::from_utf8_lossy(&reply[..reply.len().min(64)]).into_owned(),

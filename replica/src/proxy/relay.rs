@@ -881,7 +881,13 @@ impl Release<'_> {
         if self.held.is_empty() {
             return Ok(());
         }
-        let gated = self.held.iter().any(|h| matches!(h, Held::Upstream(..)));
+        // `-BUSY` (a script runs; the command was not run) reveals nothing
+        // and goes at once, as from a redis-server: waiting for the script
+        // to end could wait for the `SCRIPT KILL` this client would send.
+        let gated = self
+            .held
+            .iter()
+            .any(|h| matches!(h, Held::Upstream(b, _) if !b.starts_with(b"-BUSY ")));
         let released = if gated {
             client.flush().await.map_err(|_| Closed)?;
             match self.probe.offset().await {
