@@ -415,11 +415,12 @@ if want_target active || want_target standby; then
   next_port; arbiter_port=$port
   start arbiter "$procs/arbiter.log" "$bin/arbiter" run --cluster redis-suite \
     --listen "127.0.0.1:$arbiter_port" --store "file:$procs/arbiter.json"
-  declare -A resp_port=()
+  declare -A resp_port=() upstream_port=()
   i=0
   for node in a b; do
     cpu=${cpus[i % ${#cpus[@]}]}
     next_port; upstream=$port
+    upstream_port[$node]=$upstream
     start_redis "redis-$node" "$upstream" --server_cpulist "$cpu" ||
       die "the upstream of replica $node did not start; see $procs/redis-$node.log"
     next_port; api=$port
@@ -547,6 +548,23 @@ target_ready() { # target port
   if [ "$1" = alone ] && ! restart_alone "$2"; then
     why="redis-server alone did not start again (see procs/redis-alone.log)"
     return 1
+  fi
+  if [ "$1" != alone ]; then
+    # A unit that ended while a script of its ran (a busy loop it meant to
+    # kill) leaves the cluster's redis-servers busy: kill it, as the alone
+    # target's restart would, and say so.
+    local node
+    for node in a b; do
+      if [[ $(timeout 5 redis-cli -p "${upstream_port[$node]}" ping 2>/dev/null) == BUSY* ]]; then
+        redis-cli -p "${upstream_port[$node]}" script kill >/dev/null 2>&1 || true
+        redis-cli -p "${upstream_port[$node]}" function kill >/dev/null 2>&1 || true
+        local tries=50
+        while ((tries--)) && [[ $(timeout 5 redis-cli -p "${upstream_port[$node]}" ping 2>/dev/null) != PONG ]]; do
+          sleep 0.1
+        done
+        say "redis-$node was busy with a script the last unit left running: killed it"
+      fi
+    done
   fi
   reply=$(timeout 5 redis-cli -p "$2" ping 2>/dev/null) || reply=
   [ "$reply" = PONG ] || { why="127.0.0.1:$2 did not answer PING (${reply:-no reply})"; return 1; }
