@@ -308,3 +308,26 @@ async fn a_busy_script_is_killed_from_another_client() {
     let mut c = RawResp::connect(&addr).await.unwrap();
     assert_eq!(c.call(&["SET", "k", "v"]).await.unwrap().show(), "OK");
 }
+
+/// `UNSUBSCRIBE` of channels a client never subscribed to is answered once
+/// per channel, as by a redis-server (Redis's test suite, unit/pubsub: the
+/// second and third answers never came).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribing_from_channels_never_subscribed_is_answered_per_channel() {
+    let _serial = serial().await;
+    let (_dir, cluster, active, standby) = cluster("proxy-unsubscribe").await;
+    for id in [&active, &standby] {
+        let mut c = RawResp::connect(&cluster.resp_addr(id)).await.unwrap();
+        c.send(&["UNSUBSCRIBE", "foo", "bar", "quux"])
+            .await
+            .unwrap();
+        for chan in ["foo", "bar", "quux"] {
+            let reply = prompt(&mut c, "UNSUBSCRIBE").await.show();
+            assert!(reply.contains(chan) && reply.contains('0'), "{id}: {reply}");
+        }
+        c.send(&["PUNSUBSCRIBE"]).await.unwrap();
+        let reply = prompt(&mut c, "PUNSUBSCRIBE").await.show();
+        assert!(reply.contains("punsubscribe"), "{id}: {reply}");
+        assert_eq!(c.call(&["PING"]).await.unwrap().show(), "PONG", "{id}");
+    }
+}

@@ -411,6 +411,15 @@ impl Client {
             modes.subscribed = true;
             return Ok(true);
         }
+        if modes.protocol == 2 && is_unsubscribe(&name) && !modes.in_multi {
+            // Outside subscribed mode Redis still answers once for each
+            // channel named (once when none is).
+            send(up, &req.raw).await?;
+            for _ in 0..req.argv.len().saturating_sub(1).max(1) {
+                slots.send(Slot::Reply { write: false }).await?;
+            }
+            return Ok(true);
+        }
         if modes.in_multi && modes.multi_refused && name == "exec" {
             // Refused here while queueing: Redis would abort the whole
             // transaction, so it is discarded, not run without it.
