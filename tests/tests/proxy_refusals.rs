@@ -2,8 +2,8 @@
 //! would take the redis-servers' replication or persistence out of
 //! understudy's hands or stop them (`REPLICAOF`, `SLAVEOF`, `FAILOVER`,
 //! `SYNC`, `PSYNC`, `SHUTDOWN`, `DEBUG`, `MONITOR`, `CONFIG SET` of a
-//! replication, persistence or password setting) get `-ERR` naming the
-//! command and why; everything else runs as in Redis (`CONFIG GET`,
+//! replication, persistence or password setting, unless to the value it
+//! has) get `-ERR` naming the command and why; everything else runs as in Redis (`CONFIG GET`,
 //! `CONFIG SET` of other settings, `WAIT`, `FLUSHALL`). A refused command
 //! inside `MULTI` aborts the transaction, as a command Redis refuses while
 //! queueing does.
@@ -49,7 +49,7 @@ async fn what_would_break_the_arrangement_is_refused_by_name_and_the_rest_runs()
         (&["DEBUG", "SLEEP", "0"], "DEBUG"),
         (&["MONITOR"], "MONITOR"),
         (&["CONFIG", "SET", "replica-read-only", "no"], "CONFIG SET"),
-        (&["CONFIG", "SET", "save", ""], "CONFIG SET"),
+        (&["CONFIG", "SET", "save", "3600 1"], "CONFIG SET"),
         (&["CONFIG", "SET", "appendonly", "yes"], "CONFIG SET"),
         (&["CONFIG", "SET", "requirepass", "x"], "CONFIG SET"),
         (&["CONFIG", "SET", "masterauth", "x"], "CONFIG SET"),
@@ -70,6 +70,18 @@ async fn what_would_break_the_arrangement_is_refused_by_name_and_the_rest_runs()
                 ),
                 other => panic!("via the {via}: {args:?} was not refused: {}", other.show()),
             }
+        }
+        // A refused setting set to the value it has changes nothing: it
+        // runs (the redis-servers run without persistence).
+        for args in [
+            &["CONFIG", "SET", "save", ""][..],
+            &["CONFIG", "SET", "appendonly", "no"][..],
+        ] {
+            assert_eq!(
+                call(&mut c, args).await.show(),
+                "OK",
+                "via the {via}: {args:?}"
+            );
         }
         // The session goes on, and the rest runs as in Redis.
         let k = format!("{via}:k");
@@ -129,7 +141,7 @@ async fn a_transaction_with_a_refused_command_is_aborted() {
         let mut c = cluster.raw(id).await.unwrap();
         assert_eq!(call(&mut c, &["MULTI"]).await.show(), "OK");
         assert_eq!(call(&mut c, &["SET", &k, "1"]).await.show(), "QUEUED");
-        let refused = call(&mut c, &["CONFIG", "SET", "save", ""]).await;
+        let refused = call(&mut c, &["CONFIG", "SET", "save", "3600 1"]).await;
         assert!(refused.is_error(), "{}", refused.show());
         let exec = call(&mut c, &["EXEC"]).await;
         assert!(

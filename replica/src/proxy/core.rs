@@ -151,6 +151,43 @@ impl ProxyCore {
         *self.problem.lock() = problem;
     }
 
+    /// Whether every `key value` pair of a `CONFIG SET` is the upstream's
+    /// value already (`CONFIG GET` on an administrative connection); an
+    /// error counts as changed.
+    pub async fn config_unchanged(&self, pairs: &[bytes::Bytes]) -> bool {
+        if pairs.is_empty() || pairs.len() % 2 != 0 {
+            return false;
+        }
+        let Ok(mut conn) = super::upstream::Conn::connect(
+            &self.settings.upstream,
+            self.settings.upstream_password.as_deref(),
+            None,
+        )
+        .await
+        else {
+            return false;
+        };
+        for pair in pairs.chunks(2) {
+            let reply = conn
+                .call([
+                    bytes::Bytes::from_static(b"CONFIG"),
+                    "GET".into(),
+                    pair[0].clone(),
+                ])
+                .await;
+            let current = match &reply {
+                Ok(redis_protocol::resp2::types::BytesFrame::Array(kv)) if kv.len() == 2 => {
+                    super::upstream::text(&kv[1])
+                }
+                _ => None,
+            };
+            if current.as_deref().map(str::as_bytes) != Some(pair[1].as_ref()) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// A connection of a client session's own to the upstream, logged in.
     pub async fn session_upstream(&self) -> Result<TcpStream, UpstreamError> {
         super::upstream::session_connection(
