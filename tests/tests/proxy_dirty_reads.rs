@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use understudy_tests::client::resp_raw::{RawResp, Value};
-use understudy_tests::harness::proxy_cluster::info;
+use understudy_tests::harness::proxy_cluster::{info, info_field, repl_offset};
 use understudy_tests::harness::{serial, wait_until, ProxyCluster, TestDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -258,16 +258,7 @@ async fn an_active_whose_lease_lapsed_serves_again_once_it_is_renewed() {
         direct.call(&["SET", "wake", "1"]).await.unwrap().show(),
         "OK"
     );
-    let field = |info: &str, name: &str| -> Option<u64> {
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")))
-            .and_then(|v| v.trim().parse().ok())
-    };
-    let target = field(
-        &info(&upstream, "replication").await.unwrap(),
-        "master_repl_offset",
-    )
-    .unwrap();
+    let target = repl_offset(&upstream).await.unwrap();
     wait_until(
         DEADLINE,
         "the tap to acknowledge the write, or to leave",
@@ -277,12 +268,14 @@ async fn an_active_whose_lease_lapsed_serves_again_once_it_is_renewed() {
                 let Ok(info) = info(&upstream, "replication").await else {
                     return false;
                 };
-                let acked = info
-                    .lines()
-                    .find_map(|l| l.strip_prefix("slave0:"))
-                    .and_then(|l| l.split(',').find_map(|kv| kv.strip_prefix("offset=")))
+                let acked = info_field(&info, "slave0")
+                    .and_then(|l| {
+                        l.split(',')
+                            .find_map(|kv| Some(kv.strip_prefix("offset=")?.to_string()))
+                    })
                     .and_then(|o| o.parse::<u64>().ok());
-                field(&info, "connected_slaves") == Some(0) || acked.is_some_and(|o| o >= target)
+                info_field(&info, "connected_slaves").as_deref() == Some("0")
+                    || acked.is_some_and(|o| o >= target)
             }
         },
     )
