@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use understudy_tests::client::resp_raw::{encode, RawResp, Value};
+use understudy_tests::harness::proxy_cluster::{info, info_field};
 use understudy_tests::harness::{serial, wait_for, ProxyCluster, TestDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -295,9 +296,26 @@ async fn a_busy_script_is_killed_from_another_client() {
     other.send(&["INCR", "n"]).await.unwrap();
     let busy = prompt(&mut other, "INCR during the script").await.show();
     assert!(busy.starts_with("-BUSY "), "{busy}");
+    // What Redis runs while a script is busy is answered too (its reply
+    // reveals nothing; no offset can be read until the script ends): a
+    // transaction begins, its command is refused, and EXEC aborts it.
+    let mut txn = RawResp::connect(&addr).await.unwrap();
+    txn.send(&["MULTI"]).await.unwrap();
+    assert_eq!(
+        prompt(&mut txn, "MULTI during the script").await.show(),
+        "OK"
+    );
+    txn.send(&["INCR", "n"]).await.unwrap();
+    let queued = prompt(&mut txn, "INCR queued during the script")
+        .await
+        .show();
+    assert!(queued.starts_with("-BUSY "), "{queued}");
     let mut killer = RawResp::connect(&addr).await.unwrap();
     killer.send(&["SCRIPT", "KILL"]).await.unwrap();
     assert_eq!(prompt(&mut killer, "SCRIPT KILL").await.show(), "OK");
+    txn.send(&["EXEC"]).await.unwrap();
+    let exec = prompt(&mut txn, "EXEC after the script").await.show();
+    assert!(exec.starts_with("-EXECABORT"), "{exec}");
     let ended = tokio::time::timeout(PROMPT, looping)
         .await
         .expect("the script's client is answered")
@@ -329,5 +347,35 @@ async fn unsubscribing_from_channels_never_subscribed_is_answered_per_channel() 
         let reply = prompt(&mut c, "PUNSUBSCRIBE").await.show();
         assert!(reply.contains("punsubscribe"), "{id}: {reply}");
         assert_eq!(c.call(&["PING"]).await.unwrap().show(), "PONG", "{id}");
+    }
+}
+
+/// A client that leaves while blocked (`BLPOP`) leaves the upstream too, as
+/// it would leave a redis-server: nothing stays blocked for it (Redis's test
+/// suite counts the blocked clients; a session kept open upstream made
+/// every such count wrong). Through the active and through the standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_client_that_leaves_is_unblocked_upstream() {
+    let _serial = serial().await;
+    let (_dir, cluster, active, standby) = cluster("proxy-blocked-leaves").await;
+    let upstream = cluster.redis[&active].addr();
+    let blocked = || async {
+        let info = info(&upstream, "clients").await.ok()?;
+        info_field(&info, "blocked_clients")?.parse::<u32>().ok()
+    };
+    for id in [&active, &standby] {
+        let mut c = RawResp::connect(&cluster.resp_addr(id)).await.unwrap();
+        c.send(&["BLPOP", "nothing-here", "0"]).await.unwrap();
+        wait_for(DEADLINE, "the client blocked upstream", || async {
+            (blocked().await? == 1).then_some(())
+        })
+        .await
+        .unwrap();
+        drop(c);
+        wait_for(DEADLINE, "no client blocked upstream", || async {
+            (blocked().await? == 0).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("through {id}: {e}"));
     }
 }

@@ -89,9 +89,10 @@ pub const FORWARDED: &str = "UNDERSTUDY";
 enum Slot {
     /// Answer this, in turn.
     Local(Bytes),
-    /// The upstream's next reply (`write`: the command may change data).
-    Reply { write: bool },
-    /// A reply whose bytes the requests' side needs (mode changes).
+    /// The upstream's next reply.
+    Reply(Kind),
+    /// A reply whose bytes the requests' side needs (mode changes: `HELLO`,
+    /// `RESET`; neither reveals data).
     Watch(oneshot::Sender<Bytes>),
     /// RESP2 subscribed mode begins: frames pass as they come.
     Subscribed,
@@ -102,6 +103,21 @@ enum Slot {
     Discard,
     /// Close once everything before is written (after `QUIT`).
     Close,
+}
+
+/// What an upstream reply may reveal, which decides how it is released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// The command may have changed data: gated; if it cannot be
+    /// released, its outcome is unknown.
+    Write,
+    /// The command reads: gated; if it cannot be released, retry.
+    Read,
+    /// The reply reveals no data and no effect (`MULTI`'s `+OK`, a queued
+    /// command's `+QUEUED`, `WATCH`, `SCRIPT KILL`): released in turn
+    /// without an offset. These are also what Redis runs while a script is
+    /// busy, when no offset can be read.
+    Inert,
 }
 
 /// Session-level state both sides agree on.
@@ -308,7 +324,10 @@ impl Client {
             }
         }
         drop(slots);
-        let _ = up_write.flush().await;
+        // The client is gone (or the session ends): the upstream sees its
+        // connection close as Redis would have seen the client's, so a
+        // blocked command is unblocked and nothing is kept for it.
+        let _ = up_write.shutdown().await;
         let _ = replies.await;
     }
 
@@ -400,13 +419,13 @@ impl Client {
                 send(up, &req.raw).await?;
                 if req.arg_is(2, "on") {
                     modes.reply_off = false;
-                    slots.send(Slot::Reply { write: false }).await?;
+                    slots.send(Slot::Reply(Kind::Read)).await?;
                 } else if req.arg_is(2, "off") {
                     modes.reply_off = true;
                 } else if req.arg_is(2, "skip") {
                     modes.skip_next = true;
                 } else {
-                    slots.send(Slot::Reply { write: false }).await?;
+                    slots.send(Slot::Reply(Kind::Read)).await?;
                 }
                 return Ok(true);
             }
@@ -423,7 +442,7 @@ impl Client {
             // channel named (once when none is).
             send(up, &req.raw).await?;
             for _ in 0..req.argv.len().saturating_sub(1).max(1) {
-                slots.send(Slot::Reply { write: false }).await?;
+                slots.send(Slot::Reply(Kind::Read)).await?;
             }
             return Ok(true);
         }
@@ -441,7 +460,7 @@ impl Client {
             modes.multi_refused = false;
             return Ok(true);
         }
-        let write = self.may_write(req);
+        let kind = self.kind(req, &name, modes);
         send(up, &req.raw).await?;
         // What comes back.
         let silent = modes.reply_off
@@ -457,7 +476,7 @@ impl Client {
             _ => {}
         }
         if !silent {
-            slots.send(Slot::Reply { write }).await?;
+            slots.send(Slot::Reply(kind)).await?;
         }
         Ok(true)
     }
@@ -581,14 +600,26 @@ impl Client {
         None
     }
 
-    /// Whether the command may have changed data, for the error a client
-    /// gets when its reply cannot be released: anything Redis does not flag
-    /// `readonly` (`EXEC` ran what was queued; Redis 7.0 flags `EVAL`,
-    /// `FCALL` and `PUBLISH` neither `write` nor `may_replicate`).
-    fn may_write(&self, req: &Request) -> bool {
+    /// What the command's reply may reveal. Inside `MULTI` a command is
+    /// only queued (`+QUEUED`, or an error that it was not). Otherwise a
+    /// write is anything Redis does not flag `readonly` (`EXEC` ran what was
+    /// queued; Redis 7.0 flags `EVAL`, `FCALL` and `PUBLISH` neither `write`
+    /// nor `may_replicate`), for the error a client gets when its reply
+    /// cannot be released.
+    fn kind(&self, req: &Request, name: &str, modes: &Modes) -> Kind {
+        let inert = match name {
+            "multi" | "discard" | "watch" | "unwatch" => true,
+            "script" | "function" => req.arg_is(1, "kill") || req.arg_is(1, "stats"),
+            "exec" => false,
+            _ => modes.in_multi,
+        };
+        if inert {
+            return Kind::Inert;
+        }
         match self.core.table.lookup(&req.argv) {
-            Lookup::Found(info) => !info.flags.readonly,
-            Lookup::Invalid(_) => false,
+            Lookup::Found(info) if info.flags.readonly => Kind::Read,
+            Lookup::Found(_) => Kind::Write,
+            Lookup::Invalid(_) => Kind::Read,
         }
     }
 
@@ -747,8 +778,8 @@ impl Modes {
 enum Held {
     /// A reply made here: no effect to wait for.
     Local(Bytes),
-    /// The upstream's reply; `write`: the command may have changed data.
-    Upstream(Bytes, bool),
+    /// The upstream's reply, and what it may reveal.
+    Upstream(Bytes, Kind),
 }
 
 /// The replies' side of an active session.
@@ -808,18 +839,18 @@ async fn replies<U, W>(
             };
             match slot {
                 Slot::Local(bytes) => out.held.push(Held::Local(bytes)),
-                Slot::Reply { write } => {
+                Slot::Reply(kind) => {
                     if !frames.has_reply() {
                         // It has to be waited for: what is held goes first.
                         out.release(&mut client).await?;
                     }
                     let f = frames.reply(&mut upstream, &mut client).await?;
-                    out.held.push(Held::Upstream(f, write));
+                    out.held.push(Held::Upstream(f, kind));
                 }
                 Slot::Watch(tx) => {
                     let f = frames.reply(&mut upstream, &mut client).await?;
                     let _ = tx.send(f.clone());
-                    out.held.push(Held::Upstream(f, false));
+                    out.held.push(Held::Upstream(f, Kind::Inert));
                 }
                 Slot::Discard => {
                     frames.reply(&mut upstream, &mut client).await?;
@@ -871,7 +902,10 @@ async fn replies<U, W>(
         }
     }
     .await;
-    let _ = result;
+    if result.is_err() {
+        // The upstream closed after replies already read: they still go.
+        let _ = out.release(&mut client).await;
+    }
     let _ = client.flush().await;
     let _ = client.shutdown().await;
     done.cancel();
@@ -897,13 +931,13 @@ impl Release<'_> {
         if self.held.is_empty() {
             return Ok(());
         }
-        // `-BUSY` (a script runs; the command was not run) reveals nothing
-        // and goes at once, as from a redis-server: waiting for the script
-        // to end could wait for the `SCRIPT KILL` this client would send.
-        let gated = self
-            .held
-            .iter()
-            .any(|h| matches!(h, Held::Upstream(b, _) if !b.starts_with(b"-BUSY ")));
+        // Inert replies, and `-BUSY` (a script runs; the command was not
+        // run), reveal nothing and go at once, as from a redis-server:
+        // waiting for the script to end could wait for the `SCRIPT KILL`
+        // this client would send next.
+        let gated = self.held.iter().any(|h| {
+            matches!(h, Held::Upstream(b, kind) if *kind != Kind::Inert && !b.starts_with(b"-BUSY "))
+        });
         let released = if gated {
             client.flush().await.map_err(|_| Closed)?;
             match self.probe.offset().await {
@@ -920,11 +954,13 @@ impl Release<'_> {
         let failed = released.is_err();
         for h in self.held.drain(..) {
             let bytes = match (h, &released) {
-                (Held::Local(b), _) | (Held::Upstream(b, _), Ok(())) => b,
-                (Held::Upstream(_, true), Err(why)) => error(&format!(
+                (Held::Local(b), _)
+                | (Held::Upstream(b, _), Ok(()))
+                | (Held::Upstream(b, Kind::Inert), Err(_)) => b,
+                (Held::Upstream(_, Kind::Write), Err(why)) => error(&format!(
                     "UNKNOWN outcome unknown: {why}; read it back before retrying"
                 )),
-                (Held::Upstream(_, false), Err(why)) => error(&format!("TRYAGAIN {why}")),
+                (Held::Upstream(_, _), Err(why)) => error(&format!("TRYAGAIN {why}")),
             };
             client.write_all(&bytes).await.map_err(|_| Closed)?;
         }
