@@ -4,9 +4,12 @@
 //! `SUBSCRIBE`, `CLIENT` settings, RESP3 after `HELLO 3`) is Redis's own.
 //! The client's requests go to it as they came; its replies come back as
 //! the bytes Redis wrote, held by the reply gate until the stream is
-//! committed up to an offset that covers them: the offset probe's, asked
-//! once the replies are in (`probe.rs`; one answer for all the replies
-//! read together).
+//! committed up to an offset that covers them: the answer to a `ROLE` the
+//! session sends behind each batch of requests (Redis runs it after them),
+//! or, when no `ROLE` can follow (inside `MULTI`, subscribed, `CLIENT
+//! REPLY OFF`, a reply that Redis holds), the offset probe's, asked once
+//! the replies are in (`probe.rs`). Replies that reveal nothing (`+QUEUED`,
+//! `MULTI`, `WATCH`, `-BUSY`) need no offset.
 //!
 //! Kept here: credentials (`AUTH`, `HELLO … AUTH`: the cluster token, the
 //! client tokens, the client password; the read-only token runs only what
@@ -18,7 +21,7 @@
 //!
 //! Two tasks per session on the active: the requests' (client → upstream,
 //! and a *slot* per request saying what reply to expect) and the replies'
-//! (upstream → probe → gate → client, in slot order). Modes the requests'
+//! (upstream → offset → gate → client, in slot order). Modes the requests'
 //! side tracks, to know what comes back: `CLIENT REPLY OFF|SKIP` (no
 //! reply), RESP2 subscribed (frames pass as they come; leaving it is
 //! confirmed by a `PING` barrier), RESP3 (push frames pass as they come,
@@ -89,8 +92,12 @@ pub const FORWARDED: &str = "UNDERSTUDY";
 enum Slot {
     /// Answer this, in turn.
     Local(Bytes),
-    /// The upstream's next reply.
-    Reply(Kind),
+    /// The upstream's next reply; `blocking`: Redis may hold it (a
+    /// blocking command), so what is held before it is released first.
+    Reply { kind: Kind, blocking: bool },
+    /// The reply to the `ROLE` the session sent behind a batch: its offset
+    /// covers every reply before it (DESIGN.md, "Proxy mode").
+    Role,
     /// A reply whose bytes the requests' side needs (mode changes: `HELLO`,
     /// `RESET`; neither reveals data).
     Watch(oneshot::Sender<Bytes>),
@@ -103,6 +110,15 @@ enum Slot {
     Discard,
     /// Close once everything before is written (after `QUIT`).
     Close,
+}
+
+impl Slot {
+    fn reply(kind: Kind) -> Slot {
+        Slot::Reply {
+            kind,
+            blocking: false,
+        }
+    }
 }
 
 /// What an upstream reply may reveal, which decides how it is released.
@@ -130,6 +146,8 @@ struct Modes {
     /// `CLIENT REPLY OFF` (true) or `SKIP` pending for the next command.
     reply_off: bool,
     skip_next: bool,
+    /// A reply that needs an offset was asked for since the last `ROLE`.
+    unprobed: bool,
 }
 
 /// What a client may do, and who it is.
@@ -289,10 +307,20 @@ impl Client {
             subscribed: false,
             reply_off: false,
             skip_next: false,
+            unprobed: false,
         };
         'session: loop {
             if pending.is_empty() {
-                // The batch is read: send it, then wait for more.
+                // The batch is read: a ROLE behind it gives the offset that
+                // covers its replies; send it, then wait for more.
+                if modes.unprobed && modes.role_may_follow() {
+                    if send(&mut up_write, b"*1\r\n$4\r\nROLE\r\n").await.is_err()
+                        || slots.send(Slot::Role).await.is_err()
+                    {
+                        break;
+                    }
+                    modes.unprobed = false;
+                }
                 if up_write.flush().await.is_err() {
                     break;
                 }
@@ -419,13 +447,13 @@ impl Client {
                 send(up, &req.raw).await?;
                 if req.arg_is(2, "on") {
                     modes.reply_off = false;
-                    slots.send(Slot::Reply(Kind::Read)).await?;
+                    slots.send(Slot::reply(Kind::Inert)).await?;
                 } else if req.arg_is(2, "off") {
                     modes.reply_off = true;
                 } else if req.arg_is(2, "skip") {
                     modes.skip_next = true;
                 } else {
-                    slots.send(Slot::Reply(Kind::Read)).await?;
+                    slots.send(Slot::reply(Kind::Inert)).await?;
                 }
                 return Ok(true);
             }
@@ -442,7 +470,7 @@ impl Client {
             // channel named (once when none is).
             send(up, &req.raw).await?;
             for _ in 0..req.argv.len().saturating_sub(1).max(1) {
-                slots.send(Slot::Reply(Kind::Read)).await?;
+                slots.send(Slot::reply(Kind::Inert)).await?;
             }
             return Ok(true);
         }
@@ -461,6 +489,7 @@ impl Client {
             return Ok(true);
         }
         let kind = self.kind(req, &name, modes);
+        let blocking = self.blocking(req);
         send(up, &req.raw).await?;
         // What comes back.
         let silent = modes.reply_off
@@ -476,7 +505,8 @@ impl Client {
             _ => {}
         }
         if !silent {
-            slots.send(Slot::Reply(kind)).await?;
+            modes.unprobed |= kind != Kind::Inert;
+            slots.send(Slot::Reply { kind, blocking }).await?;
         }
         Ok(true)
     }
@@ -621,6 +651,11 @@ impl Client {
             Lookup::Found(_) => Kind::Write,
             Lookup::Invalid(_) => Kind::Read,
         }
+    }
+
+    /// Whether Redis may hold the command's reply (flagged `blocking`).
+    fn blocking(&self, req: &Request) -> bool {
+        matches!(self.core.table.lookup(&req.argv), Lookup::Found(info) if info.flags.blocking)
     }
 
     /// Whether the read-only token may run the command: Redis flags it
@@ -770,7 +805,15 @@ impl Modes {
             subscribed: false,
             reply_off: false,
             skip_next: false,
+            unprobed: false,
         }
+    }
+
+    /// Whether a `ROLE` sent now is answered in turn: not while the
+    /// connection is subscribed (RESP2), queueing a transaction, or not
+    /// replying.
+    fn role_may_follow(&self) -> bool {
+        !(self.subscribed || self.in_multi || self.reply_off || self.skip_next)
     }
 }
 
@@ -815,11 +858,11 @@ async fn replies<U, W>(
             let slot = match slots.try_recv() {
                 Ok(s) => s,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    out.release(&mut client).await?;
+                    out.release(&mut client, None).await?;
                     return Ok(());
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    out.release(&mut client).await?;
+                    out.release(&mut client, None).await?;
                     client.flush().await.map_err(|_| Closed)?;
                     tokio::select! {
                         s = slots.recv() => match s { Some(s) => s, None => return Ok(()) },
@@ -839,13 +882,18 @@ async fn replies<U, W>(
             };
             match slot {
                 Slot::Local(bytes) => out.held.push(Held::Local(bytes)),
-                Slot::Reply(kind) => {
-                    if !frames.has_reply() {
-                        // It has to be waited for: what is held goes first.
-                        out.release(&mut client).await?;
+                Slot::Reply { kind, blocking } => {
+                    if blocking && !frames.has_reply() {
+                        // Redis may hold it: what is held goes first.
+                        out.release(&mut client, None).await?;
                     }
                     let f = frames.reply(&mut upstream, &mut client).await?;
                     out.held.push(Held::Upstream(f, kind));
+                }
+                Slot::Role => {
+                    let f = frames.reply(&mut upstream, &mut client).await?;
+                    let offset = super::probe::role_offset(&f);
+                    out.release(&mut client, offset).await?;
                 }
                 Slot::Watch(tx) => {
                     let f = frames.reply(&mut upstream, &mut client).await?;
@@ -858,7 +906,7 @@ async fn replies<U, W>(
                 Slot::Subscribed => {
                     // Frames pass as they come until the count drops to 0
                     // and a barrier (or a close) says so.
-                    out.release(&mut client).await?;
+                    out.release(&mut client, None).await?;
                     client.flush().await.map_err(|_| Closed)?;
                     let mut barrier: Option<(Bytes, oneshot::Sender<bool>)> = None;
                     loop {
@@ -894,7 +942,7 @@ async fn replies<U, W>(
                     let _ = tx.send(still);
                 }
                 Slot::Close => {
-                    out.release(&mut client).await?;
+                    out.release(&mut client, None).await?;
                     client.flush().await.map_err(|_| Closed)?;
                     return Err(Closed);
                 }
@@ -904,7 +952,7 @@ async fn replies<U, W>(
     .await;
     if result.is_err() {
         // The upstream closed after replies already read: they still go.
-        let _ = out.release(&mut client).await;
+        let _ = out.release(&mut client, None).await;
     }
     let _ = client.flush().await;
     let _ = client.shutdown().await;
@@ -921,12 +969,14 @@ struct Release<'a> {
 
 impl Release<'_> {
     /// Writes what is held, once the stream is committed up to an offset
-    /// that covers every upstream reply among it (the probe's) and the
-    /// term may answer; else answers each upstream reply with why it
-    /// cannot be released, and ends the session.
+    /// that covers every upstream reply among it (`covering`: the session's
+    /// own `ROLE`'s, read behind them; else the probe's) and the term may
+    /// answer; else answers each upstream reply with why it cannot be
+    /// released, and ends the session.
     async fn release<W: AsyncWrite + Unpin>(
         &mut self,
         client: &mut BufWriter<W>,
+        covering: Option<u64>,
     ) -> Result<(), Closed> {
         if self.held.is_empty() {
             return Ok(());
@@ -940,7 +990,11 @@ impl Release<'_> {
         });
         let released = if gated {
             client.flush().await.map_err(|_| Closed)?;
-            match self.probe.offset().await {
+            let offset = match covering {
+                Some(o) => Ok(o),
+                None => self.probe.offset().await,
+            };
+            match offset {
                 Ok(offset) => self
                     .gate
                     .release(offset, self.guard)
