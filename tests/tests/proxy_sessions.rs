@@ -274,6 +274,10 @@ async fn a_busy_script_is_killed_from_another_client() {
         "OK"
     );
     let addr = cluster.resp_addr(&active);
+    // A transaction queued before the script starts.
+    let mut early = RawResp::connect(&addr).await.unwrap();
+    assert_eq!(early.call(&["MULTI"]).await.unwrap().show(), "OK");
+    assert_eq!(early.call(&["INCR", "n"]).await.unwrap().show(), "QUEUED");
     let looping = {
         let addr = addr.clone();
         tokio::spawn(async move {
@@ -310,6 +314,13 @@ async fn a_busy_script_is_killed_from_another_client() {
         .await
         .show();
     assert!(queued.starts_with("-BUSY "), "{queued}");
+    // Its EXEC during the script is refused, the transaction discarded.
+    early.send(&["EXEC"]).await.unwrap();
+    let exec = prompt(&mut early, "EXEC during the script").await.show();
+    assert!(
+        exec.starts_with("-EXECABORT") && exec.contains("BUSY"),
+        "{exec}"
+    );
     let mut killer = RawResp::connect(&addr).await.unwrap();
     killer.send(&["SCRIPT", "KILL"]).await.unwrap();
     assert_eq!(prompt(&mut killer, "SCRIPT KILL").await.show(), "OK");

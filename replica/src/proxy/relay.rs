@@ -981,13 +981,15 @@ impl Release<'_> {
         if self.held.is_empty() {
             return Ok(());
         }
-        // Inert replies, and `-BUSY` (a script runs; the command was not
-        // run), reveal nothing and go at once, as from a redis-server:
+        // Inert replies, and errors saying the command did not run
+        // (`-BUSY`, `-EXECABORT`), reveal nothing and go at once, as from
+        // a redis-server:
         // waiting for the script to end could wait for the `SCRIPT KILL`
         // this client would send next.
-        let gated = self.held.iter().any(|h| {
-            matches!(h, Held::Upstream(b, kind) if *kind != Kind::Inert && !b.starts_with(b"-BUSY "))
-        });
+        let gated = self
+            .held
+            .iter()
+            .any(|h| matches!(h, Held::Upstream(b, kind) if *kind != Kind::Inert && !not_run(b)));
         let released = if gated {
             client.flush().await.map_err(|_| Closed)?;
             let offset = match covering {
@@ -1088,6 +1090,13 @@ impl Frames {
             return Ok(f);
         }
     }
+}
+
+/// Whether an error reply says the command did not run, so it reveals
+/// nothing: `-BUSY` (a script runs) and `-EXECABORT` (the transaction was
+/// discarded).
+fn not_run(reply: &[u8]) -> bool {
+    reply.starts_with(b"-BUSY ") || reply.starts_with(b"-EXECABORT ")
 }
 
 /// The session's other side is gone.
