@@ -390,3 +390,42 @@ async fn a_blocked_client_that_leaves_is_unblocked_upstream() {
         .unwrap_or_else(|e| panic!("through {id}: {e}"));
     }
 }
+
+/// With no understudy credential configured, `AUTH` and `HELLO … AUTH` are
+/// Redis's own: a client logs in as one of the upstream's `ACL` users, and
+/// Redis enforces what that user may run (Redis's test suite, unit/scripting,
+/// "Script ACL check"). The user may not run `ROLE`, so its replies are
+/// released on the offset probe's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_understudy_credentials_auth_is_the_upstreams() {
+    let _serial = serial().await;
+    let (_dir, cluster, active, _standby) = cluster("proxy-redis-auth").await;
+    let addr = cluster.resp_addr(&active);
+    let mut admin = RawResp::connect(&addr).await.unwrap();
+    let created = admin
+        .call(&["ACL", "SETUSER", "bob", "on", ">123", "~x*", "+get", "+set"])
+        .await
+        .unwrap()
+        .show();
+    assert_eq!(created, "OK");
+    let mut bob = RawResp::connect(&addr).await.unwrap();
+    assert_eq!(
+        bob.call(&["AUTH", "bob", "123"]).await.unwrap().show(),
+        "OK"
+    );
+    assert_eq!(bob.call(&["SET", "x1", "v"]).await.unwrap().show(), "OK");
+    assert_eq!(bob.call(&["GET", "x1"]).await.unwrap().show(), "\"v\"");
+    let denied = bob.call(&["SET", "y1", "v"]).await.unwrap().show();
+    assert!(denied.starts_with("-NOPERM"), "{denied}");
+    let wrong = bob.call(&["AUTH", "bob", "nope"]).await.unwrap().show();
+    assert!(wrong.starts_with("-WRONGPASS"), "{wrong}");
+    let mut hello = RawResp::connect(&addr).await.unwrap();
+    let greeted = hello
+        .call(&["HELLO", "2", "AUTH", "bob", "123"])
+        .await
+        .unwrap()
+        .show();
+    assert!(greeted.contains("proto"), "{greeted}");
+    let denied = hello.call(&["GET", "y1"]).await.unwrap().show();
+    assert!(denied.starts_with("-NOPERM"), "{denied}");
+}

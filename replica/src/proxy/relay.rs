@@ -375,7 +375,9 @@ impl Client {
             slots.send(Slot::Close).await?;
             return Ok(false);
         }
-        if name == "auth" {
+        // With no understudy credential, `AUTH` is for the upstream's own
+        // users and goes to it like any command.
+        if name == "auth" && !self.redis_auth() {
             let reply = self.auth(req);
             slots.send(local(reply)).await?;
             return Ok(true);
@@ -521,10 +523,13 @@ impl Client {
         slots: &mpsc::Sender<Slot>,
     ) -> Result<bool, Closed> {
         let mut upstream_args: Vec<Bytes> = vec![Bytes::from_static(b"HELLO")];
-        if let Some(v) = req.argv.get(1) {
+        if self.redis_auth() {
+            // No understudy credential: `AUTH` is for the upstream's users.
+            upstream_args = req.argv.clone();
+        } else if let Some(v) = req.argv.get(1) {
             upstream_args.push(v.clone());
         }
-        let mut i = 2;
+        let mut i = if self.redis_auth() { req.argv.len() } else { 2 };
         while i < req.argv.len() {
             if req.arg_is(i, "auth") && i + 2 < req.argv.len() {
                 match self.password_grant(&req.argv[i + 2]) {
@@ -638,7 +643,7 @@ impl Client {
     /// cannot be released.
     fn kind(&self, req: &Request, name: &str, modes: &Modes) -> Kind {
         let inert = match name {
-            "multi" | "discard" | "watch" | "unwatch" => true,
+            "multi" | "discard" | "watch" | "unwatch" | "auth" => true,
             "script" | "function" => req.arg_is(1, "kill") || req.arg_is(1, "stats"),
             "exec" => false,
             _ => modes.in_multi,
@@ -672,6 +677,12 @@ impl Client {
             }
             Lookup::Invalid(_) => true,
         }
+    }
+
+    /// Whether `AUTH` is Redis's own: understudy requires no credential,
+    /// so a client authenticates as one of the upstream's users (`ACL`).
+    fn redis_auth(&self) -> bool {
+        open_grant(&self.core, &self.node).is_some()
     }
 
     /// `AUTH [user] password`.
