@@ -138,9 +138,10 @@ pub struct Options {
     /// full resync (REPLICAOF) [default: the --upstream host:port].
     #[arg(long, env = "UNDERSTUDY_ADVERTISE_UPSTREAM")]
     pub advertise_upstream: Option<String>,
-    /// Reads on a standby: `forward` them to the active (default; never
-    /// stale) or serve them from the standby's own upstream (`local`:
-    /// possibly stale).
+    /// Sessions on a standby: `forward` them to the active (default; never
+    /// stale) or serve them from the standby's own upstream, a Redis
+    /// replica of committed data (`local`: reads possibly stale, writes
+    /// refused with `READONLY`).
     #[arg(long, env = "UNDERSTUDY_STANDBY_READS")]
     pub standby_reads: Option<String>,
     /// File holding a password Redis clients may AUTH with (besides the

@@ -5,7 +5,8 @@
 //! already answers `new` — waits too. The active is then killed (-9):
 //! nobody ever saw `new`, and after the failover `k` is still `old`, on
 //! the new active and, once it is back and refilled, on the old active's
-//! redis-server.
+//! redis-server; the old active, serving reads from its redis-server
+//! (`standby_reads = "local"`), never answers `new` while it is refilled.
 
 use std::time::Duration;
 
@@ -31,7 +32,11 @@ async fn a_write_waiting_for_its_commit_is_seen_by_nobody_and_lost_with_the_acti
     // A long lease: the frozen standby stays in the sync set (and may be
     // promoted) for the few hundred milliseconds the test keeps it frozen.
     let mut cluster = ProxyCluster::start(&dir, &["a", "b"], |b| {
-        b.sync_standbys(1).heartbeat_ms(100).lease_ms(4000)
+        b.sync_standbys(1)
+            .heartbeat_ms(100)
+            .lease_ms(4000)
+            .node_args("a", ["--standby-reads", "local"])
+            .node_args("b", ["--standby-reads", "local"])
     })
     .await
     .unwrap();
@@ -145,8 +150,41 @@ async fn a_write_waiting_for_its_commit_is_seen_by_nobody_and_lost_with_the_acti
     assert_eq!(c.call(&["GET", "k"]).await.unwrap().show(), "\"old\"");
 
     // The old active comes back as a standby; its redis-server, which ran
-    // the uncommitted SET, is refilled with the cluster's data.
+    // the uncommitted SET, is refilled with the cluster's data. Reads it
+    // serves from that redis-server meanwhile are retried until then, and
+    // then answer "old".
     cluster.cluster.restart(&active.id).await.unwrap();
+    let on_old = cluster.resp_addr(&active.id);
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    wait_until(DEADLINE, "a read served by the old active", || {
+        let on_old = on_old.clone();
+        let answers = answers.clone();
+        async move {
+            let Ok(mut c) = RawResp::connect(&on_old).await else {
+                return false;
+            };
+            let got = c
+                .call(&["GET", "k"])
+                .await
+                .map(|v| v.show())
+                .unwrap_or_else(|e| e.to_string());
+            let served = !got.starts_with("-TRYAGAIN");
+            answers.lock().unwrap().push(got);
+            served
+        }
+    })
+    .await
+    .unwrap();
+    let answers = answers.lock().unwrap().clone();
+    assert_eq!(
+        answers.last().map(String::as_str),
+        Some("\"old\""),
+        "read on the old active: {answers:?}"
+    );
+    assert!(
+        !answers.iter().any(|a| a.contains("new")),
+        "the old active served the uncommitted value: {answers:?}"
+    );
     cluster
         .cluster
         .wait_sync_confirmed(&active.id, DEADLINE)

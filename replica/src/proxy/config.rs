@@ -128,14 +128,7 @@ pub fn resolve(o: ProxyOptions, has_token: bool) -> Result<Option<ProxySettings>
         .transpose()?;
     let standby_reads = match o.standby_reads.as_deref().unwrap_or("forward") {
         "forward" => StandbyReads::Forward,
-        "local" => {
-            return Err(
-                "standby_reads=\"local\" is not available in this form of proxy mode (a \
-                 standby passes every session to the active, whose replies are never stale); \
-                 use \"forward\""
-                    .into(),
-            )
-        }
+        "local" => StandbyReads::Local,
         other => {
             return Err(format!(
                 "standby_reads={other:?} is not a mode; use \"forward\" (default) or \"local\""
@@ -202,7 +195,10 @@ mod tests {
         assert!(resolve(o, false).unwrap_err().contains("\"forward\""));
         let mut o = opts("redis://127.0.0.1:6379");
         o.standby_reads = Some("local".into());
-        assert!(resolve(o, false).unwrap_err().contains("not available"));
+        assert_eq!(
+            resolve(o, false).unwrap().unwrap().standby_reads,
+            StandbyReads::Local
+        );
         let mut o = opts("redis://127.0.0.1:6379");
         o.resp_cpus = Some("1023".into());
         assert!(resolve(o, false).unwrap_err().contains("resp_cpus=1023"));

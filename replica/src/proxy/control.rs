@@ -92,6 +92,7 @@ impl ProxyCore {
     /// docs. Sessions wait for it (`ready`); if it fails, the upstream is
     /// reported unusable and this replica steps down at its next heartbeat.
     pub fn begin_lead(self: &Arc<Self>, node: Arc<Node>, guard: ActiveGuard) {
+        self.feed.out_of_step();
         self.end_sessions();
         self.set_ready(None);
         let stop = CancellationToken::new();
@@ -222,6 +223,7 @@ impl ProxyCore {
     /// Stops what the active role ran, then makes the upstream follow the
     /// feed, in the background, until it does (or the role changes again).
     pub fn begin_follow(self: &Arc<Self>, node: Arc<Node>) {
+        self.feed.out_of_step();
         self.stop_tap();
         self.set_ready(None);
         self.end_sessions();

@@ -45,6 +45,11 @@ pub struct Feed {
     acked: tokio::sync::watch::Sender<u64>,
     /// Cancelled to drop the upstream's link (this replica is promoted).
     scope: Mutex<CancellationToken>,
+    /// The upstream holds a prefix of the committed history: it continued
+    /// at a committed position, or acknowledged the RDB of a full resync.
+    /// Cleared when its link is dropped and when the role changes (a
+    /// demoted active's upstream may hold effects never committed).
+    in_step: std::sync::atomic::AtomicBool,
 }
 
 /// Why a feed link ended.
@@ -70,6 +75,7 @@ impl Feed {
             active_upstream: Mutex::new(None),
             acked: tokio::sync::watch::channel(0).0,
             scope: Mutex::new(CancellationToken::new()),
+            in_step: std::sync::atomic::AtomicBool::new(false),
         });
         Ok((feed, listener))
     }
@@ -91,9 +97,28 @@ impl Feed {
     /// Drops the upstream's link now; it may reconnect (and is served
     /// again) unless the upstream is made a master meanwhile.
     pub fn drop_link(&self) {
+        self.out_of_step();
         let mut scope = self.scope.lock();
         scope.cancel();
         *scope = CancellationToken::new();
+    }
+
+    /// Whether the upstream holds only committed effects (a standby may
+    /// serve reads from it: `standby_reads = "local"`).
+    pub fn in_step(&self) -> bool {
+        self.in_step.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The upstream may hold effects never committed until its next link
+    /// says otherwise.
+    pub fn out_of_step(&self) {
+        self.in_step
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn set_in_step(&self) {
+        self.in_step
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Serves the upstream's replication links until `stop`.
@@ -190,6 +215,7 @@ impl Link {
                     .write_all(format!("+CONTINUE {current}\r\n").as_bytes())
                     .await?;
                 tracing::info!(offset, replid = %current, "feed: the upstream continues");
+                self.feed.set_in_step();
                 (index, offset, current)
             }
             Continuation::NotYetCommitted if offset <= self.machine.logged_end()? => {
@@ -229,8 +255,10 @@ impl Link {
                 }
             }
         };
-        // Acknowledgements come back on the same socket.
+        // Acknowledgements come back on the same socket; the first after a
+        // full resync says the RDB is loaded.
         let acked = self.feed.acked.clone();
+        let feed = self.feed.clone();
         let acks = tokio::spawn(async move {
             while let Some(Ok(req)) = requests.next().await {
                 if req.name() == "replconf" && req.arg_is(1, "ack") {
@@ -240,6 +268,7 @@ impl Link {
                         .and_then(|a| std::str::from_utf8(a).ok()?.parse::<u64>().ok())
                     {
                         acked.send_replace(o);
+                        feed.set_in_step();
                     }
                 }
             }

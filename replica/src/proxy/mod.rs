@@ -26,8 +26,7 @@
 //! - [`server`]: the RESP listener.
 //! - [`error`]: the errors at proxy mode's boundaries.
 //!
-//! Deliberately left out: serving reads from a standby's own upstream
-//! (`standby_reads = "local"`), compacting the log (its RDB snapshots are
+//! Deliberately left out: compacting the log (its RDB snapshots are
 //! kept but no segment is deleted yet), and pub/sub messages surviving a
 //! failover (as in Redis, they are not durable).
 

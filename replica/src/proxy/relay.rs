@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
+use super::config::StandbyReads;
 use super::core::ProxyCore;
 use super::frame::{self, Scan};
 use super::gate::ReplyGate;
@@ -205,8 +206,15 @@ impl Client {
         match client.node.roles.writer() {
             Ok(guard) => {
                 client
-                    .active(guard, read, write, buf, decoder, pending, stop)
+                    .relay(Some(guard), read, write, buf, decoder, pending, stop)
                     .await
+            }
+            Err(e)
+                if e.is_standby()
+                    && !client.forwarded
+                    && client.core.settings.standby_reads == StandbyReads::Local =>
+            {
+                client.local(read, write, buf, decoder, pending, stop).await
             }
             Err(e) if e.is_standby() && !client.forwarded => {
                 client.forward(read, write, buf, pending, stop).await
@@ -243,12 +251,45 @@ impl Client {
         Ok(())
     }
 
-    /// The active's session: requests to the upstream, replies through the
-    /// gate.
+    /// A standby's session with `standby_reads = "local"`: served by its
+    /// own upstream, a Redis replica fed committed effects only, so replies
+    /// need no gate (they may be behind the active's; writes get Redis's
+    /// `READONLY`). Only once that upstream is known to hold a prefix of the
+    /// committed history: a demoted active's may hold effects the cluster
+    /// never committed until the feed has refilled it.
+    async fn local<R, W>(
+        self,
+        read: R,
+        mut write: BufWriter<W>,
+        buf: BytesMut,
+        decoder: RequestDecoder,
+        pending: Vec<Request>,
+        stop: CancellationToken,
+    ) where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        if !self.core.feed.in_step() {
+            let _ = write
+                .write_all(&error(
+                    "TRYAGAIN this standby's upstream is not yet following the committed \
+                     history (it is being resynced); retry in a moment, or use the active",
+                ))
+                .await;
+            let _ = write.flush().await;
+            return;
+        }
+        self.relay(None, read, write, buf, decoder, pending, stop)
+            .await
+    }
+
+    /// A session on this replica's own upstream: requests to it, replies
+    /// through the gate of `guard`'s term (the active), or as they come (a
+    /// standby's local reads: `None`).
     #[allow(clippy::too_many_arguments)] // the session's halves, handed over once
-    async fn active<R, W>(
+    async fn relay<R, W>(
         mut self,
-        guard: ActiveGuard,
+        guard: Option<ActiveGuard>,
         mut read: R,
         write: BufWriter<W>,
         mut buf: BytesMut,
@@ -261,7 +302,11 @@ impl Client {
     {
         // The tap of this term must follow the upstream first (a promotion
         // makes it a master and starts the tap in the background).
-        if !self.core.ready(guard.epoch(), READY_WAIT).await {
+        let ready = match &guard {
+            Some(g) => self.core.ready(g.epoch(), READY_WAIT).await,
+            None => true,
+        };
+        if !ready {
             let mut write = write;
             let _ = write
                 .write_all(&error(
@@ -289,6 +334,7 @@ impl Client {
         let mut up_write = BufWriter::new(up_write);
         let (slots, slot_rx) = mpsc::channel(MAX_SLOTS);
         let gate = ReplyGate::new(self.core.committed_offset());
+        let gated = guard.is_some();
         let done = stop.child_token();
         let replies = tokio::spawn(replies(
             slot_rx,
@@ -313,7 +359,7 @@ impl Client {
             if pending.is_empty() {
                 // The batch is read: a ROLE behind it gives the offset that
                 // covers its replies; send it, then wait for more.
-                if modes.unprobed && modes.role_may_follow() {
+                if gated && modes.unprobed && modes.role_may_follow() {
                     if send(&mut up_write, b"*1\r\n$4\r\nROLE\r\n").await.is_err()
                         || slots.send(Slot::Role).await.is_err()
                     {
@@ -844,7 +890,7 @@ async fn replies<U, W>(
     mut client: BufWriter<W>,
     mut gate: ReplyGate,
     probe: Arc<super::probe::Probe>,
-    guard: ActiveGuard,
+    guard: Option<ActiveGuard>,
     max_bulk: u64,
     done: CancellationToken,
 ) where
@@ -860,7 +906,7 @@ async fn replies<U, W>(
         held: Vec::new(),
         gate: &mut gate,
         probe: &probe,
-        guard: &guard,
+        guard: guard.as_ref(),
     };
     let result: Result<(), Closed> = async {
         loop {
@@ -975,7 +1021,9 @@ struct Release<'a> {
     held: Vec<Held>,
     gate: &'a mut ReplyGate,
     probe: &'a super::probe::Probe,
-    guard: &'a ActiveGuard,
+    /// The active's term; `None`: replies need no gate (a standby's local
+    /// reads).
+    guard: Option<&'a ActiveGuard>,
 }
 
 impl Release<'_> {
@@ -1001,22 +1049,23 @@ impl Release<'_> {
             .held
             .iter()
             .any(|h| matches!(h, Held::Upstream(b, kind) if *kind != Kind::Inert && !not_run(b)));
-        let released = if gated {
-            client.flush().await.map_err(|_| Closed)?;
-            let offset = match covering {
-                Some(o) => Ok(o),
-                None => self.probe.offset().await,
-            };
-            match offset {
-                Ok(offset) => self
-                    .gate
-                    .release(offset, self.guard)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(why) => Err(why.to_string()),
+        let released = match self.guard {
+            Some(guard) if gated => {
+                client.flush().await.map_err(|_| Closed)?;
+                let offset = match covering {
+                    Some(o) => Ok(o),
+                    None => self.probe.offset().await,
+                };
+                match offset {
+                    Ok(offset) => self
+                        .gate
+                        .release(offset, guard)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(why) => Err(why.to_string()),
+                }
             }
-        } else {
-            Ok(())
+            _ => Ok(()),
         };
         let failed = released.is_err();
         for h in self.held.drain(..) {
