@@ -48,15 +48,27 @@ async fn what_would_break_the_arrangement_is_refused_by_name_and_the_rest_runs()
         (&["SHUTDOWN", "NOSAVE"], "SHUTDOWN"),
         (&["DEBUG", "SLEEP", "0"], "DEBUG"),
         (&["MONITOR"], "MONITOR"),
-        (&["CONFIG", "SET", "replica-read-only", "no"], "CONFIG SET"),
-        (&["CONFIG", "SET", "save", "3600 1"], "CONFIG SET"),
-        (&["CONFIG", "SET", "appendonly", "yes"], "CONFIG SET"),
-        (&["CONFIG", "SET", "requirepass", "x"], "CONFIG SET"),
-        (&["CONFIG", "SET", "masterauth", "x"], "CONFIG SET"),
-        (&["CONFIG", "SET", "dir", "/"], "CONFIG SET"),
+        (
+            &["CONFIG", "SET", "replica-read-only", "no"],
+            "CONFIG SET replica-read-only",
+        ),
+        (&["CONFIG", "SET", "save", "3600 1"], "CONFIG SET save"),
+        (
+            &["CONFIG", "SET", "appendonly", "yes"],
+            "CONFIG SET appendonly",
+        ),
+        (
+            &["CONFIG", "SET", "requirepass", "x"],
+            "CONFIG SET requirepass",
+        ),
+        (
+            &["CONFIG", "SET", "masterauth", "x"],
+            "CONFIG SET masterauth",
+        ),
+        (&["CONFIG", "SET", "dir", "/"], "CONFIG SET dir"),
         (
             &["CONFIG", "SET", "hz", "12", "repl-backlog-size", "1mb"],
-            "CONFIG SET",
+            "CONFIG SET repl-backlog-size is",
         ),
     ];
     for (via, id) in [("active", &active), ("standby", &standby)] {

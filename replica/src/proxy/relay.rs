@@ -666,7 +666,15 @@ impl Client {
                 )
             }
             "config" if req.arg_is(1, "set") && config_set_refused(req) && !unchanged_config => {
-                return why("CONFIG SET of this setting", replication)
+                let keys: Vec<String> = req
+                    .argv
+                    .iter()
+                    .skip(2)
+                    .step_by(2)
+                    .filter(|k| refused_setting(k))
+                    .map(|k| String::from_utf8_lossy(k).to_ascii_lowercase())
+                    .collect();
+                return why(&format!("CONFIG SET {}", keys.join(" ")), replication);
             }
             _ => {}
         }
@@ -1202,24 +1210,31 @@ fn is_unsubscribe(name: &str) -> bool {
 /// `CONFIG SET` of a replication or persistence setting, or of the
 /// upstream's password.
 fn config_set_refused(req: &Request) -> bool {
-    req.argv.iter().skip(2).step_by(2).any(|k| {
-        let k = String::from_utf8_lossy(k).to_ascii_lowercase();
-        k.starts_with("repl")
-            || k.starts_with("replica")
-            || k.starts_with("slave")
-            || k.starts_with("master")
-            || k.starts_with("appendf")
-            || matches!(
-                k.as_str(),
-                "save"
-                    | "appendonly"
-                    | "dir"
-                    | "dbfilename"
-                    | "requirepass"
-                    | "min-replicas-to-write"
-                    | "min-slaves-to-write"
-            )
-    })
+    req.argv
+        .iter()
+        .skip(2)
+        .step_by(2)
+        .any(|k| refused_setting(k))
+}
+
+/// A replication or persistence setting, or the upstream's password.
+fn refused_setting(key: &[u8]) -> bool {
+    let k = String::from_utf8_lossy(key).to_ascii_lowercase();
+    k.starts_with("repl")
+        || k.starts_with("replica")
+        || k.starts_with("slave")
+        || k.starts_with("master")
+        || k.starts_with("appendf")
+        || matches!(
+            k.as_str(),
+            "save"
+                | "appendonly"
+                | "dir"
+                | "dbfilename"
+                | "requirepass"
+                | "min-replicas-to-write"
+                | "min-slaves-to-write"
+        )
 }
 
 /// A credential-free session's grant: everything when no credential is
