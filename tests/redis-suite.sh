@@ -488,12 +488,22 @@ parse_unit() { # target unit log rc seconds [why the unit did not run]
       printf "%s\t%s\t%s\t%d\t%s\t%s\n", target, unit, name, n, outcome, substr(detail, 1, 300) >> tests
       count[outcome]++
     }
+    # A failure is told on the lines after "[err]: ...": the error, then
+    # (for an error reply) the reply itself, e.g. "ERR DEBUG is not
+    # allowed ...", before the Tcl stack (indented) or the next report.
+    function failed(detail) {
+      if (errname != "") emit("err", errname, detail)
+      else if (blockdetail == "") blockdetail = "error outside a test: " errfirst " " detail
+    }
     {
       line = clean($0)
+      if (want_second) {
+        want_second = 0
+        if (line !~ /^(\[| )/ && line != "") { failed(firstdetail " " line); next }
+        failed(firstdetail)
+      }
       if (want_detail) {
-        want_detail = 0
-        if (errname != "") emit("err", errname, line)
-        else if (blockdetail == "") blockdetail = "error outside a test: " errfirst " " line
+        want_detail = 0; want_second = 1; firstdetail = line
         next
       }
       if (line ~ /^\[ok\]: /) { name = substr(line, 7); sub(/ \([0-9]+ ms\)$/, "", name); emit("ok", name, ""); next }
@@ -525,6 +535,7 @@ parse_unit() { # target unit log rc seconds [why the unit did not run]
       if (line ~ /The End$/) { ended = 1; next }
     }
     END {
+      if (want_second) failed(firstdetail)
       detail = ""
       if (rc == "down") { status = "down"; detail = downwhy }
       else if (rc == 124 || rc == 137) { status = "killed"; detail = "still running after the wall-clock limit (--unit-timeout)" }
@@ -648,6 +659,13 @@ awk -F'\t' -v targets="${targets[*]}" -v comparison="$run/comparison.tsv" \
     return out
   }
   function label(k) { return kname[k] (kn[k] > 1 ? " (#" kn[k] ")" : "") }
+  # The command understudy refuses by design (README, "Refused") that a
+  # failure or an aborted unit names, or "".
+  function refused(d,   tail) {
+    tail = " is not allowed through understudy"
+    if (!match(d, /ERR [^:]* is not allowed through understudy/)) return ""
+    return substr(d, RSTART + 4, RLENGTH - 4 - length(tail))
+  }
   END {
     hdr = sprintf("%-34s", "unit"); hdr2 = sprintf("%-34s", "")
     for (t = 1; t <= nt; t++) {
@@ -658,7 +676,7 @@ awk -F'\t' -v targets="${targets[*]}" -v comparison="$run/comparison.tsv" \
     printf "unit\ttest\tn" > comparison
     for (t = 1; t <= nt; t++) printf "\t%s", T[t] > comparison
     printf "\n" > comparison
-    printf "unit\ttest\tn\ttarget\toutcome\tdetail\n" > regressions
+    printf "unit\ttest\tn\ttarget\toutcome\tdetail\tcause\n" > regressions
     compare = (T[1] == "alone" && nt > 1)
     for (u = 1; u <= nu; u++) {
       unit = U[u]
@@ -693,7 +711,14 @@ awk -F'\t' -v targets="${targets[*]}" -v comparison="$run/comparison.tsv" \
             if (!((unit, k) in listed)) { listed[unit, k] = 1; L[unit, ++nl[unit]] = k }
             why[unit, k] = why[unit, k] sprintf("      %s, %s: %s\n", T[t], O[t], substr(d, 1, 160))
           }
-          print unit "\t" kname[k] "\t" kn[k] "\t" T[t] "\t" O[t] "\t" d > regressions
+          cause = refused(d)
+          if (cause != "") {
+            byd[t]++
+            if (!((t, cause) in bydc)) C[t, ++nc[t]] = cause
+            bydc[t, cause]++
+          }
+          print unit "\t" kname[k] "\t" kn[k] "\t" T[t] "\t" O[t] "\t" d "\t" \
+            (cause == "" ? "other" : "refused by design: " cause) > regressions
         }
       }
       row = sprintf("%-34s", unit)
@@ -734,6 +759,12 @@ awk -F'\t' -v targets="${targets[*]}" -v comparison="$run/comparison.tsv" \
     line = "tests that pass alone but not through the proxy:"
     for (t = 2; t <= nt; t++) line = line sprintf(" %d on %s%s", reg[t], T[t], t < nt ? "," : "")
     print line
+    for (t = 2; t <= nt; t++) {
+      line = ""
+      for (i = 1; i <= nc[t]; i++) line = line sprintf("%s%s %d", i > 1 ? ", " : "", C[t, i], bydc[t, C[t, i]])
+      printf "  %s: %d need a command refused by design%s, %d for other causes\n", \
+        T[t], byd[t], nc[t] ? " (" line ")" : "", reg[t] - byd[t]
+    }
     for (u = 1; u <= nu; u++) {
       unit = U[u]
       line = ""
@@ -752,7 +783,8 @@ Results in $run:
   units.tsv        one row per target and unit: status, counts, seconds, log
   tests.tsv        one row per test reported: target, unit, name, occurrence, outcome, detail
   comparison.tsv   one row per test: its outcome on each target (ok, err, skip, ignore, notrun)
-  regressions.tsv  the tests that pass alone but not through the proxy, and why
+  regressions.tsv  the tests that pass alone but not through the proxy, why, and whether a
+                   command refused by design (or a unit aborted at one) is the cause
   targets.tsv      each target's address and how long its run took
   out/TARGET/      each unit's full runtest output; procs/ the processes' logs
 EOT
