@@ -122,6 +122,11 @@ pub struct Options {
     /// replica's upstream must use the same one (full resyncs use it).
     #[arg(long, env = "UNDERSTUDY_UPSTREAM_PASSWORD_FILE")]
     pub upstream_password_file: Option<PathBuf>,
+    /// Proxy mode: the upstream's Unix socket (Redis: `unixsocket`), which
+    /// client sessions use instead of TCP when set: the same redis-server
+    /// as --upstream (checked at start), on this host. Cheaper per command.
+    #[arg(long, env = "UNDERSTUDY_UPSTREAM_SOCKET")]
+    pub upstream_socket: Option<PathBuf>,
     /// Proxy mode: where Redis clients connect (RESP2) [default: 127.0.0.1:6380].
     #[arg(long, env = "UNDERSTUDY_RESP_LISTEN")]
     pub resp_listen: Option<String>,
@@ -281,7 +286,7 @@ impl Options {
             snapshot_every_bytes, max_key_bytes, max_value_bytes, max_body_bytes, max_txn_ops,
             max_list_limit, max_requests, max_pending_writes, cluster, token_file, token, repl_listen, advertise_repl,
             max_frame_bytes, forward, min_version_wait_ms, arbiter, priority, idle_poll_us,
-            upstream, upstream_password_file, resp_listen, resp_cpus, advertise_resp, advertise_upstream,
+            upstream, upstream_password_file, upstream_socket, resp_listen, resp_cpus, advertise_resp, advertise_upstream,
             standby_reads, client_password_file, adopt_upstream_data, tls_cert, tls_key,
             tls_ca, tls_client_auth, insecure_plaintext, client_token_file, read_token_file)
     }
@@ -470,6 +475,7 @@ impl Options {
             crate::proxy::config::ProxyOptions {
                 upstream: self.upstream,
                 upstream_password_file: self.upstream_password_file,
+                upstream_socket: self.upstream_socket,
                 resp_listen: self.resp_listen,
                 resp_cpus: self.resp_cpus,
                 advertise_resp: self.advertise_resp,

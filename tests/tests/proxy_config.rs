@@ -1,9 +1,8 @@
 //! Proxy mode's settings at start: a replica without an arbiter (its own
 //! active) serves Redis clients; the RESP thread runs on the CPUs
-//! `--resp-cpus` names, and a CPU the process may not use is refused;
-//! `standby_reads = "local"` (serving reads from a standby's own
-//! redis-server) is not part of this form and is refused, saying what to
-//! use instead.
+//! `--resp-cpus` names, and a CPU the process may not use is refused; an
+//! upstream socket that reaches another redis-server than the upstream's
+//! address is refused.
 
 use std::time::Duration;
 
@@ -81,27 +80,48 @@ async fn the_resp_thread_runs_on_the_cpus_named_and_an_unusable_cpu_is_refused()
     );
 }
 
+/// `--upstream-socket` must reach the same redis-server as `--upstream`:
+/// client sessions on one server and the tap on another would answer with
+/// effects never logged. Another server's socket is refused at start, naming
+/// both; nothing is done to either server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_standby_reads_are_refused_at_start() {
+async fn an_upstream_socket_of_another_server_is_refused_at_start() {
     let _serial = serial().await;
-    let dir = TestDir::new("proxy-standby-reads").unwrap();
+    let dir = TestDir::new("proxy-socket").unwrap();
     let redis = RedisServer::start(&dir, "upstream").await.unwrap();
+    let socket = dir.path().join("other.sock");
+    let socket_arg = socket.display().to_string();
+    let _other = RedisServer::start_with(
+        &dir,
+        "other",
+        &[
+            "--appendonly",
+            "no",
+            "--unixsocket",
+            &socket_arg,
+            "--unixsocketperm",
+            "700",
+        ],
+    )
+    .await
+    .unwrap();
     let mut refused = ReplicaConfig::new(&dir, "local")
         .args([
             "--upstream".to_string(),
             redis.url(),
+            "--upstream-socket".to_string(),
+            socket_arg.clone(),
             "--resp-listen".to_string(),
             format!("127.0.0.1:{}", free_port()),
-            "--standby-reads".to_string(),
-            "local".to_string(),
         ])
         .spawn()
         .unwrap();
     let status = refused.wait_for_exit(DEADLINE).await.unwrap();
-    assert_eq!(status.code(), Some(2));
+    assert!(!status.success());
     let log = refused.stderr();
     assert!(
-        log.contains("standby_reads=\"local\" is not available") && log.contains("use \"forward\""),
+        log.contains(&format!("socket {socket_arg} reaches another redis-server"))
+            && log.contains("point both at the same one"),
         "{log}"
     );
     // Nothing was done to the redis-server: it is still a master.

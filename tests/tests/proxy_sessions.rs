@@ -429,3 +429,43 @@ async fn without_understudy_credentials_auth_is_the_upstreams() {
     let denied = hello.call(&["GET", "y1"]).await.unwrap().show();
     assert!(denied.starts_with("-NOPERM"), "{denied}");
 }
+
+/// With `--upstream-socket`, sessions reach the upstream over its Unix
+/// socket (Redis flags such a connection `U`): commands, a transaction and
+/// a blocking pop woken by another client work as over TCP, through the
+/// active and through the standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_use_the_upstreams_unix_socket_when_given() {
+    let _serial = serial().await;
+    let dir = TestDir::new("proxy-sockets").unwrap();
+    let cluster = ProxyCluster::start_on_sockets(&dir, &["a", "b"], |b| b.sync_standbys(1))
+        .await
+        .unwrap();
+    let (_active, standby) = cluster
+        .cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    let addr = cluster.resp_addr(&standby);
+    let mut c = RawResp::connect(&addr).await.unwrap();
+    let me = c.call(&["CLIENT", "INFO"]).await.unwrap().show();
+    let flags = me
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("flags="))
+        .unwrap_or_default()
+        .to_string();
+    assert!(flags.contains('U'), "not on the Unix socket: {me}");
+    assert_eq!(c.call(&["SET", "k", "v"]).await.unwrap().show(), "OK");
+    assert_eq!(c.call(&["MULTI"]).await.unwrap().show(), "OK");
+    assert_eq!(c.call(&["INCR", "n"]).await.unwrap().show(), "QUEUED");
+    assert_eq!(c.call(&["EXEC"]).await.unwrap().show(), "[1]");
+    c.send(&["BLPOP", "q", "0"]).await.unwrap();
+    // Before or after the pop blocks, the job reaches it.
+    let mut pusher = RawResp::connect(&addr).await.unwrap();
+    assert_eq!(
+        pusher.call(&["RPUSH", "q", "job"]).await.unwrap().show(),
+        "1"
+    );
+    let popped = prompt(&mut c, "BLPOP").await.show();
+    assert!(popped.contains("job"), "{popped}");
+}

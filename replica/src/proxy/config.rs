@@ -11,6 +11,7 @@ use proto_common::cpus;
 pub struct ProxyOptions {
     pub upstream: Option<String>,
     pub upstream_password_file: Option<PathBuf>,
+    pub upstream_socket: Option<PathBuf>,
     pub resp_listen: Option<String>,
     pub resp_cpus: Option<String>,
     pub advertise_resp: Option<String>,
@@ -36,6 +37,9 @@ pub struct ProxySettings {
     pub upstream: String,
     /// Its password (`requirepass`), if any.
     pub upstream_password: Option<String>,
+    /// Its Unix socket, for client sessions and the offset probe; `None`:
+    /// they use `upstream` over TCP.
+    pub upstream_socket: Option<PathBuf>,
     /// Where Redis clients connect.
     pub resp_listen: SocketAddr,
     /// The CPUs the RESP thread is pinned to; `None`: not pinned.
@@ -60,6 +64,7 @@ pub fn resolve(o: ProxyOptions, has_token: bool) -> Result<Option<ProxySettings>
             ("resp_listen", o.resp_listen.is_some()),
             ("resp_cpus", o.resp_cpus.is_some()),
             ("upstream_password_file", o.upstream_password_file.is_some()),
+            ("upstream_socket", o.upstream_socket.is_some()),
             ("standby_reads", o.standby_reads.is_some()),
             ("adopt_upstream_data", o.adopt_upstream_data.is_some()),
         ] {
@@ -140,6 +145,7 @@ pub fn resolve(o: ProxyOptions, has_token: bool) -> Result<Option<ProxySettings>
         advertise_upstream: o.advertise_upstream.unwrap_or_else(|| upstream.clone()),
         upstream,
         upstream_password,
+        upstream_socket: o.upstream_socket,
         resp_listen,
         resp_cpus,
         standby_reads,

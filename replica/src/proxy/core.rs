@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::config::ProxySettings;
@@ -75,7 +74,7 @@ impl ProxyCore {
         self.probe
             .get_or_init(|| {
                 super::probe::Probe::start(
-                    self.settings.upstream.clone(),
+                    self.session_target(),
                     self.settings.upstream_password.clone(),
                 )
             })
@@ -189,11 +188,19 @@ impl ProxyCore {
     }
 
     /// A connection of a client session's own to the upstream, logged in.
-    pub async fn session_upstream(&self) -> Result<TcpStream, UpstreamError> {
+    pub async fn session_upstream(&self) -> Result<super::upstream::SessionStream, UpstreamError> {
         super::upstream::session_connection(
-            &self.settings.upstream,
+            &self.session_target(),
             self.settings.upstream_password.as_deref(),
         )
         .await
+    }
+
+    /// Where sessions reach the upstream: its Unix socket if set, else TCP.
+    pub fn session_target(&self) -> super::upstream::SessionTarget {
+        match &self.settings.upstream_socket {
+            Some(path) => super::upstream::SessionTarget::Unix(path.clone()),
+            None => super::upstream::SessionTarget::Tcp(self.settings.upstream.clone()),
+        }
     }
 }

@@ -123,6 +123,22 @@ pub enum ProxyStartError {
     },
     #[error("cannot bind the feed's loopback port: {0}")]
     FeedPort(std::io::Error),
+    #[error(
+        "the upstream's socket {}: {why}; set unixsocket on the redis-server (or leave \
+         upstream_socket out)", .path.display()
+    )]
+    Socket {
+        path: std::path::PathBuf,
+        why: String,
+    },
+    #[error(
+        "the upstream's socket {} reaches another redis-server than --upstream {addr} \
+         (their run_id differ); point both at the same one", .path.display()
+    )]
+    OtherServer {
+        path: std::path::PathBuf,
+        addr: String,
+    },
     #[error(transparent)]
     Follow(#[from] ControlError),
 }

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 
 use super::frame::{self, Scan};
+use super::upstream::{session_connection, SessionStream, SessionTarget};
 
 /// Why no offset could be read; every session waiting gets the same one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -59,8 +60,8 @@ pub struct Probe {
 
 impl Probe {
     /// Starts the probe's task on the current runtime, asking the upstream
-    /// at `addr` (logged in with `password`).
-    pub fn start(addr: String, password: Option<String>) -> Arc<Probe> {
+    /// at `target` (logged in with `password`).
+    pub fn start(target: SessionTarget, password: Option<String>) -> Arc<Probe> {
         let probe = Arc::new(Probe {
             requested: AtomicU64::new(0),
             answered: watch::channel(Answer {
@@ -70,7 +71,7 @@ impl Probe {
             .0,
             wake: Notify::new(),
         });
-        tokio::spawn(probe.clone().run(addr, password));
+        tokio::spawn(probe.clone().run(target, password));
         probe
     }
 
@@ -86,7 +87,7 @@ impl Probe {
         answer.offset.clone()
     }
 
-    async fn run(self: Arc<Self>, addr: String, password: Option<String>) {
+    async fn run(self: Arc<Self>, target: SessionTarget, password: Option<String>) {
         let mut conn = None;
         let mut buf = BytesMut::with_capacity(1024);
         let mut served = 0u64;
@@ -102,8 +103,7 @@ impl Probe {
             let ticket = self.requested.load(Ordering::SeqCst);
             let offset = match conn.as_mut() {
                 Some(c) => role(c, &mut buf).await,
-                None => match super::upstream::session_connection(&addr, password.as_deref()).await
-                {
+                None => match session_connection(&target, password.as_deref()).await {
                     Ok(c) => role(conn.insert(c), &mut buf).await,
                     Err(e) => Err(ProbeError::Unreachable(e.to_string())),
                 },
@@ -119,7 +119,7 @@ impl Probe {
 }
 
 /// Sends `ROLE` and reads a master's offset from the answer.
-async fn role(conn: &mut tokio::net::TcpStream, buf: &mut BytesMut) -> Result<u64, ProbeError> {
+async fn role(conn: &mut SessionStream, buf: &mut BytesMut) -> Result<u64, ProbeError> {
     let io = |e: std::io::Error| ProbeError::Io(e.to_string());
     conn.write_all(b"*1\r\n$4\r\nROLE\r\n").await.map_err(io)?;
     loop {

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redis_protocol::resp2::types::BytesFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::config::ProxySettings;
 use super::core::ProxyCore;
@@ -56,6 +57,15 @@ pub async fn open(
         .await
         .unwrap_or(512 << 20);
     check_version(&mut conn, &addr).await?;
+    if let Some(path) = &settings.upstream_socket {
+        check_socket(
+            &mut conn,
+            &addr,
+            path,
+            settings.upstream_password.as_deref(),
+        )
+        .await?;
+    }
     let secret = feed_secret(data_dir)?;
     check_role(&mut conn, &addr, &secret).await?;
     let keys = count_keys(&mut conn).await?;
@@ -124,6 +134,51 @@ async fn check_version(conn: &mut Conn, addr: &str) -> Result<(), ProxyStartErro
         return Err(ProxyStartError::TooOld {
             addr: addr.to_string(),
             version,
+        });
+    }
+    Ok(())
+}
+
+/// The Unix socket reaches the same redis-server as `addr` (the same
+/// `run_id`): sessions on one server and the tap on another would answer
+/// clients with effects never logged.
+async fn check_socket(
+    conn: &mut Conn,
+    addr: &str,
+    path: &Path,
+    password: Option<&str>,
+) -> Result<(), ProxyStartError> {
+    let socket_error = |why: String| ProxyStartError::Socket {
+        path: path.to_path_buf(),
+        why,
+    };
+    let info = conn.call(["INFO", "server"]).await?;
+    let tcp_id = info_field(&text(&info).unwrap_or_default(), "run_id").unwrap_or_default();
+    let target = super::upstream::SessionTarget::Unix(path.to_path_buf());
+    let mut stream = super::upstream::session_connection(&target, password)
+        .await
+        .map_err(|e| socket_error(e.to_string()))?;
+    let io = |e: std::io::Error| socket_error(e.to_string());
+    stream
+        .write_all(&super::request::Request::new(["INFO", "server"]).raw)
+        .await
+        .map_err(io)?;
+    let mut buf = bytes::BytesMut::new();
+    let reply = loop {
+        match super::frame::scan(&buf, 1 << 20).map_err(|e| socket_error(e.to_string()))? {
+            super::frame::Scan::Complete(n) => break buf.split_to(n),
+            super::frame::Scan::Incomplete => {
+                if stream.read_buf(&mut buf).await.map_err(io)? == 0 {
+                    return Err(socket_error("the connection closed".into()));
+                }
+            }
+        }
+    };
+    let socket_id = info_field(&String::from_utf8_lossy(&reply), "run_id").unwrap_or_default();
+    if socket_id.is_empty() || socket_id != tcp_id {
+        return Err(ProxyStartError::OtherServer {
+            path: path.to_path_buf(),
+            addr: addr.to_string(),
         });
     }
     Ok(())

@@ -1,8 +1,11 @@
-//! An administrative connection to a Redis-compatible server (the local
-//! upstream: its checks at start, `REPLICAOF`, `INFO`). Requests and replies
-//! are RESP2 frames from the `redis-protocol` codec; every call has a
-//! deadline.
+//! Connections to a Redis-compatible server (the local upstream): an
+//! administrative one (its checks at start, `REPLICAOF`, `INFO`; RESP2
+//! frames from the `redis-protocol` codec, every call with a deadline),
+//! and the plain ones of client sessions and the offset probe, over TCP
+//! or the upstream's Unix socket.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +13,7 @@ use futures::{SinkExt, StreamExt};
 use proto_common::tls::{self, MaybeTls, Tls};
 use redis_protocol::codec::Resp2;
 use redis_protocol::resp2::types::BytesFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -127,30 +130,55 @@ impl Conn {
     }
 }
 
-/// A plain connection to the upstream at `addr` (a client session's own,
-/// or the offset probe's), logged in with `password`.
+/// Where client sessions and the offset probe reach the upstream: its
+/// TCP address, or its Unix socket on this host.
+#[derive(Clone, Debug)]
+pub enum SessionTarget {
+    Tcp(String),
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for SessionTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionTarget::Tcp(addr) => f.write_str(addr),
+            SessionTarget::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// A plain connection to the upstream (a client session's own, or the
+/// offset probe's), logged in with `password`.
 pub async fn session_connection(
-    addr: &str,
+    target: &SessionTarget,
     password: Option<&str>,
-) -> Result<TcpStream, UpstreamError> {
-    let mut stream =
-        tokio::time::timeout(std::time::Duration::from_secs(2), TcpStream::connect(addr))
-            .await
-            .map_err(|_| UpstreamError::Connect {
-                addr: addr.to_string(),
-                why: format!("connecting to {addr} timed out"),
-            })?
-            .map_err(|e| UpstreamError::Connect {
-                addr: addr.to_string(),
-                why: format!("cannot connect to {addr}: {e}"),
-            })?;
-    let _ = stream.set_nodelay(true);
+) -> Result<SessionStream, UpstreamError> {
+    let addr = target.to_string();
+    let connect_error = |why: String| UpstreamError::Connect {
+        addr: addr.clone(),
+        why,
+    };
+    let connecting = async {
+        match target {
+            SessionTarget::Tcp(a) => TcpStream::connect(a).await.map(|s| {
+                let _ = s.set_nodelay(true);
+                SessionStream::Tcp(s)
+            }),
+            SessionTarget::Unix(p) => tokio::net::UnixStream::connect(p)
+                .await
+                .map(SessionStream::Unix),
+        }
+    };
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| connect_error(format!("connecting to {addr} timed out")))?
+        .map_err(|e| connect_error(format!("cannot connect to {addr}: {e}")))?;
     if let Some(pw) = password {
         stream
             .write_all(&Request::new(["AUTH", pw]).raw)
             .await
             .map_err(|e| UpstreamError::Send {
-                addr: addr.to_string(),
+                addr: addr.clone(),
                 why: e.to_string(),
             })?;
         let mut answer = [0u8; 5];
@@ -158,18 +186,108 @@ pub async fn session_connection(
             .read_exact(&mut answer)
             .await
             .map_err(|e| UpstreamError::Read {
-                addr: addr.to_string(),
+                addr: addr.clone(),
                 why: e.to_string(),
             })?;
         if &answer != b"+OK\r\n" {
             return Err(UpstreamError::Password {
-                addr: addr.to_string(),
+                addr,
                 reply: "AUTH was not answered OK".into(),
             });
         }
     }
     Ok(stream)
 }
+
+/// A session's connection to the upstream, over TCP or a Unix socket.
+pub enum SessionStream {
+    Tcp(TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// The halves of a [`SessionStream`], each owned by one task.
+pub enum SessionRead {
+    Tcp(tokio::net::tcp::OwnedReadHalf),
+    Unix(tokio::net::unix::OwnedReadHalf),
+}
+
+pub enum SessionWrite {
+    Tcp(tokio::net::tcp::OwnedWriteHalf),
+    Unix(tokio::net::unix::OwnedWriteHalf),
+}
+
+impl SessionStream {
+    pub fn into_split(self) -> (SessionRead, SessionWrite) {
+        match self {
+            SessionStream::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (SessionRead::Tcp(r), SessionWrite::Tcp(w))
+            }
+            SessionStream::Unix(s) => {
+                let (r, w) = s.into_split();
+                (SessionRead::Unix(r), SessionWrite::Unix(w))
+            }
+        }
+    }
+}
+
+/// Delegates `AsyncRead` to the variant's stream.
+macro_rules! delegate_read {
+    ($t:ty) => {
+        impl AsyncRead for $t {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+                    Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+                }
+            }
+        }
+    };
+}
+
+/// Delegates `AsyncWrite` to the variant's stream.
+macro_rules! delegate_write {
+    ($t:ty) => {
+        impl AsyncWrite for $t {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<std::io::Result<usize>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+                    Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+                    Self::Unix(s) => Pin::new(s).poll_flush(cx),
+                }
+            }
+
+            fn poll_shutdown(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+                    Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+                }
+            }
+        }
+    };
+}
+
+delegate_read!(SessionStream);
+delegate_read!(SessionRead);
+delegate_write!(SessionStream);
+delegate_write!(SessionWrite);
 
 /// A command frame: an array of bulk strings.
 pub fn command<I, B>(args: I) -> BytesFrame

@@ -49,6 +49,26 @@ impl ProxyCluster {
         pinned: bool,
         build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
     ) -> Result<ProxyCluster, String> {
+        ProxyCluster::start_full(dir, ids, pinned, false, build).await
+    }
+
+    /// [`ProxyCluster::start`], each redis-server also on a Unix socket
+    /// that its replica's sessions use (`--upstream-socket`).
+    pub async fn start_on_sockets(
+        dir: &TestDir,
+        ids: &[&str],
+        build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
+    ) -> Result<ProxyCluster, String> {
+        ProxyCluster::start_full(dir, ids, false, true, build).await
+    }
+
+    async fn start_full(
+        dir: &TestDir,
+        ids: &[&str],
+        pinned: bool,
+        sockets: bool,
+        build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
+    ) -> Result<ProxyCluster, String> {
         let cpus = if pinned {
             proto_common::cpus::allowed()?
         } else {
@@ -59,13 +79,21 @@ impl ProxyCluster {
         let mut builder = build(Cluster::builder().replicas(ids.iter().copied()));
         for (i, id) in ids.iter().enumerate() {
             let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()].to_string());
-            let mut redis_args = vec!["--appendonly", "no"];
+            let mut redis_args = vec!["--appendonly".to_string(), "no".to_string()];
             let mut node_args = Vec::new();
+            if sockets {
+                let socket = dir.path().join(format!("{id}-redis.sock"));
+                let socket = socket.display().to_string();
+                redis_args.extend(["--unixsocket".into(), socket.clone()]);
+                redis_args.extend(["--unixsocketperm".into(), "700".into()]);
+                node_args.extend(["--upstream-socket".to_string(), socket]);
+            }
             if let Some(cpu) = &cpu {
-                redis_args.extend(["--server_cpulist", cpu]);
+                redis_args.extend(["--server_cpulist".to_string(), cpu.clone()]);
                 node_args.extend(["--resp-cpus".to_string(), cpu.clone()]);
             }
             let name = format!("{id}-redis");
+            let redis_args: Vec<&str> = redis_args.iter().map(String::as_str).collect();
             let server = RedisServer::start_with(dir, &name, &redis_args).await?;
             let port = free_port();
             node_args.extend([

@@ -15,7 +15,8 @@
 //! README recommends: each replica's RESP thread and its redis-server's
 //! main thread pinned to one CPU (`--resp-cpus`, `server_cpulist`), a's
 //! pair on the first CPU and b's on the next; redis-benchmark and the
-//! redis-server alone are not pinned.
+//! redis-server alone are not pinned. A third cluster's sessions reach
+//! their redis-server over its Unix socket (`--upstream-socket`).
 
 use std::process::Stdio;
 
@@ -39,10 +40,13 @@ pub struct RedisRow {
 
 /// Runs the phase (see the module docs).
 pub async fn run(config: &Config, dir: &TestDir) -> Result<Vec<RedisRow>, String> {
-    let (_cluster, port) = start_cluster(config, dir, false).await?;
+    let (_cluster, port) = start_cluster(config, dir, Placement::Default).await?;
     let pinned_dir = TestDir::new("repl-bench-redis-pinned")
         .map_err(|e| format!("cannot make a directory for the pinned cluster: {e}"))?;
-    let (_pinned, pinned_port) = start_cluster(config, &pinned_dir, true).await?;
+    let (_pinned, pinned_port) = start_cluster(config, &pinned_dir, Placement::Pinned).await?;
+    let socket_dir = TestDir::new("repl-bench-redis-socket")
+        .map_err(|e| format!("cannot make a directory for the socket cluster: {e}"))?;
+    let (_socket, socket_port) = start_cluster(config, &socket_dir, Placement::Socket).await?;
     let alone = RedisServer::start_with(
         dir,
         "alone",
@@ -52,6 +56,7 @@ pub async fn run(config: &Config, dir: &TestDir) -> Result<Vec<RedisRow>, String
     let targets = [
         ("understudy (active + sync standby)", port),
         ("understudy, RESP thread pinned", pinned_port),
+        ("understudy, sessions on a Unix socket", socket_port),
         ("redis-server alone, appendfsync always", alone.port),
     ];
     let mut rows = Vec::new();
@@ -108,20 +113,36 @@ pub async fn run(config: &Config, dir: &TestDir) -> Result<Vec<RedisRow>, String
     Ok(rows)
 }
 
-/// A proxy cluster of a and b with a sync standby (RESP threads and
-/// redis-servers `pinned` or not), and its active's RESP port.
+/// How a benchmarked cluster is laid out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    Default,
+    /// RESP threads and redis-servers pinned, pair by pair.
+    Pinned,
+    /// Sessions on the redis-servers' Unix sockets.
+    Socket,
+}
+
+/// A proxy cluster of a and b with a sync standby, laid out as `placement`
+/// says, and its active's RESP port.
 async fn start_cluster(
     config: &Config,
     dir: &TestDir,
-    pinned: bool,
+    placement: Placement,
 ) -> Result<(ProxyCluster, u16), String> {
-    let cluster = ProxyCluster::start_with(dir, &["a", "b"], pinned, |b| {
+    let build = |b: crate::harness::ClusterBuilder| {
         b.bin_dir(&config.bin_dir)
             .builtin_timing()
             .sync_standbys(1)
             .segment_bytes(64 << 20)
-    })
-    .await?;
+    };
+    let cluster = match placement {
+        Placement::Socket => ProxyCluster::start_on_sockets(dir, &["a", "b"], build).await?,
+        _ => {
+            ProxyCluster::start_with(dir, &["a", "b"], placement == Placement::Pinned, build)
+                .await?
+        }
+    };
     let (active, _) = cluster
         .cluster
         .wait_active_with_sync_standby(std::time::Duration::from_secs(30))
