@@ -395,7 +395,8 @@ async fn a_blocked_client_that_leaves_is_unblocked_upstream() {
 /// Redis's own: a client logs in as one of the upstream's `ACL` users, and
 /// Redis enforces what that user may run (Redis's test suite, unit/scripting,
 /// "Script ACL check"). The user may not run `ROLE`, so its replies are
-/// released on the offset probe's answer.
+/// released on the offset probe's answer, also after the probe's
+/// connection was closed under it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_understudy_credentials_auth_is_the_upstreams() {
     let _serial = serial().await;
@@ -417,6 +418,40 @@ async fn without_understudy_credentials_auth_is_the_upstreams() {
     assert_eq!(bob.call(&["GET", "x1"]).await.unwrap().show(), "\"v\"");
     let denied = bob.call(&["SET", "y1", "v"]).await.unwrap().show();
     assert!(denied.starts_with("-NOPERM"), "{denied}");
+    // The probe's connection dies (as when its redis-server restarts): the
+    // next reply that needs it is still released, on a new connection.
+    // (The admin's session leaves first: its connection also ran ROLE.)
+    drop(admin);
+    let upstream = cluster.redis[&active].addr();
+    let probe = wait_for(DEADLINE, "the probe's connection alone", || {
+        let upstream = upstream.clone();
+        async move {
+            let mut direct = RawResp::connect(&upstream).await.ok()?;
+            let Value::Bulk(list) = direct.call(&["CLIENT", "LIST"]).await.ok()? else {
+                return None;
+            };
+            let list = String::from_utf8_lossy(&list).into_owned();
+            let roles: Vec<&str> = list
+                .lines()
+                .filter(|l| l.contains(" user=default ") && l.contains(" cmd=role "))
+                .collect();
+            let [only] = roles[..] else { return None };
+            let id = only
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("id="))?;
+            Some(id.to_string())
+        }
+    })
+    .await
+    .unwrap();
+    let mut direct = RawResp::connect(&upstream).await.unwrap();
+    let killed = direct
+        .call(&["CLIENT", "KILL", "ID", &probe])
+        .await
+        .unwrap()
+        .show();
+    assert_eq!(killed, "1");
+    assert_eq!(bob.call(&["SET", "x2", "v"]).await.unwrap().show(), "OK");
     let wrong = bob.call(&["AUTH", "bob", "nope"]).await.unwrap().show();
     assert!(wrong.starts_with("-WRONGPASS"), "{wrong}");
     let mut hello = RawResp::connect(&addr).await.unwrap();

@@ -101,13 +101,19 @@ impl Probe {
             }
             // Everything asked for so far is covered by a ROLE sent now.
             let ticket = self.requested.load(Ordering::SeqCst);
-            let offset = match conn.as_mut() {
+            let mut offset = match conn.as_mut() {
                 Some(c) => role(c, &mut buf).await,
-                None => match session_connection(&target, password.as_deref()).await {
+                None => Err(ProbeError::Closed),
+            };
+            // A connection kept from before (the upstream may have been
+            // restarted since) that fails is opened anew once.
+            if matches!(offset, Err(ProbeError::Closed | ProbeError::Io(_))) {
+                buf.clear();
+                offset = match session_connection(&target, password.as_deref()).await {
                     Ok(c) => role(conn.insert(c), &mut buf).await,
                     Err(e) => Err(ProbeError::Unreachable(e.to_string())),
-                },
-            };
+                };
+            }
             if offset.is_err() {
                 conn = None;
                 buf.clear();
