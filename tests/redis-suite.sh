@@ -25,7 +25,8 @@
 # UNIT ...`), so a unit that aborts (an error outside a test ends runtest) or
 # hangs costs only itself; the redis-server alone is started afresh for
 # each unit (a failed test can leave settings behind that break the next
-# units), the cluster is formed once. Every target gets the same runtest flags: this
+# units), the cluster is formed once and its redis-servers' settings are
+# set back before each unit to those they began with. Every target gets the same runtest flags: this
 # script's defaults, `--durable --timeout 600` (--durable: an error reply
 # inside a test fails that test instead of ending the unit; --timeout:
 # runtest gives up after that many seconds without progress), then every
@@ -553,6 +554,48 @@ printf 'target\tunit\ttest\tn\toutcome\tdetail\n' >"$run/tests.tsv"
 printf 'target\tunit\tstatus\tpassed\tfailed\tskipped\tignored\terrors_outside_tests\tignored_blocks\tseconds\tdetail\tlog\n' >"$run/units.tsv"
 printf 'target\taddress\tseconds\tunits\n' >"$run/targets.tsv"
 
+# The cluster's redis-servers keep settings a unit changed and did not set
+# back (a test that fails half-way, e.g. at a refused command, skips its
+# own cleanup), where the redis-server alone is started afresh for each
+# unit. So each unit through the proxy starts from the settings the
+# upstreams had when the cluster formed: recorded before the first unit,
+# set back directly on each redis-server before every other one (with the
+# hidden settings tests use: `rdb-key-save-delay`, ...). Those
+# understudy itself manages (replication, persistence, the password) are
+# left alone.
+restore_upstream_settings() {
+  local node port file key value
+  local -A now
+  for node in a b; do
+    port=${upstream_port[$node]}
+    file=$run/procs/settings-$node.txt
+    if [ ! -f "$file" ]; then
+      {
+        redis-cli -p "$port" --raw config get '*'
+        # Hidden from `CONFIG GET *`, but set by tests: a save delay left
+        # behind makes the next SAVE take for ever.
+        for key in rdb-key-save-delay key-load-delay watchdog-period \
+          loading-process-events-interval-bytes use-exit-on-panic; do
+          redis-cli -p "$port" --raw config get "$key"
+        done
+      } >"$file" 2>/dev/null || true
+      continue
+    fi
+    now=()
+    while IFS= read -r key && IFS= read -r value; do
+      now[$key]=$value
+    done < <(redis-cli -p "$port" --raw config get '*' 2>/dev/null)
+    while IFS= read -r key && IFS= read -r value; do
+      case $key in
+        repl* | replica* | slave* | master* | appendf* | save | appendonly | dir | dbfilename | \
+          requirepass | min-replicas* | min-slaves*) continue ;;
+      esac
+      [ "${now[$key]-}" = "$value" ] && continue
+      redis-cli -p "$port" config set "$key" "$value" >/dev/null 2>&1 || true
+    done <"$file"
+  done
+}
+
 # Whether a target can take a unit now; why not in $why.
 target_ready() { # target port
   local reply
@@ -576,6 +619,7 @@ target_ready() { # target port
         say "redis-$node was busy with a script the last unit left running: killed it"
       fi
     done
+    restore_upstream_settings
   fi
   reply=$(timeout 5 redis-cli -p "$2" ping 2>/dev/null) || reply=
   [ "$reply" = PONG ] || { why="127.0.0.1:$2 did not answer PING (${reply:-no reply})"; return 1; }
