@@ -1,10 +1,13 @@
 //! What understudy refuses in proxy mode, and only that: commands that
 //! would take the redis-servers' replication or persistence out of
 //! understudy's hands or stop them (`REPLICAOF`, `SLAVEOF`, `FAILOVER`,
-//! `SYNC`, `PSYNC`, `SHUTDOWN`, `DEBUG`, `MONITOR`, `CONFIG SET` of a
-//! replication, persistence or password setting, unless to the value it
-//! has) get `-ERR` naming the command and why; everything else runs as in Redis (`CONFIG GET`,
-//! `CONFIG SET` of other settings, `WAIT`, `FLUSHALL`). A refused command
+//! `SYNC`, `PSYNC`, `SHUTDOWN`, `DEBUG` that loads, writes, replicates or
+//! stops (`RELOAD`, `POPULATE`, `REPLICATE`, `CHANGE-REPL-ID`,
+//! `SEGFAULT`), `MONITOR`, `CONFIG SET` of a replication, persistence or
+//! password setting, unless to the value it has) get `-ERR` naming the
+//! command and why; everything else runs as in Redis (`CONFIG GET`,
+//! `CONFIG SET` of other settings, `WAIT`, `FLUSHALL`, `DEBUG OBJECT`,
+//! `DEBUG SLEEP`, `DEBUG SET-ACTIVE-EXPIRE`). A refused command
 //! inside `MULTI` aborts the transaction, as a command Redis refuses while
 //! queueing does.
 
@@ -39,14 +42,18 @@ async fn call(c: &mut RawResp, args: &[&str]) -> Value {
 async fn what_would_break_the_arrangement_is_refused_by_name_and_the_rest_runs() {
     let _serial = serial().await;
     let (_dir, cluster, active, standby) = cluster("proxy-refusals").await;
-    let refused: [(&[&str], &str); 15] = [
+    let refused: [(&[&str], &str); 19] = [
         (&["REPLICAOF", "NO", "ONE"], "REPLICAOF"),
         (&["SLAVEOF", "127.0.0.1", "1"], "SLAVEOF"),
         (&["FAILOVER"], "FAILOVER"),
         (&["SYNC"], "SYNC"),
         (&["PSYNC", "?", "-1"], "PSYNC"),
         (&["SHUTDOWN", "NOSAVE"], "SHUTDOWN"),
-        (&["DEBUG", "SLEEP", "0"], "DEBUG"),
+        (&["DEBUG", "RELOAD"], "DEBUG RELOAD"),
+        (&["DEBUG", "POPULATE", "10"], "DEBUG POPULATE"),
+        (&["DEBUG", "REPLICATE", "SET", "x", "1"], "DEBUG REPLICATE"),
+        (&["DEBUG", "CHANGE-REPL-ID"], "DEBUG CHANGE-REPL-ID"),
+        (&["DEBUG", "SEGFAULT"], "DEBUG SEGFAULT"),
         (&["MONITOR"], "MONITOR"),
         (
             &["CONFIG", "SET", "replica-read-only", "no"],
@@ -95,9 +102,22 @@ async fn what_would_break_the_arrangement_is_refused_by_name_and_the_rest_runs()
                 "via the {via}: {args:?}"
             );
         }
-        // The session goes on, and the rest runs as in Redis.
+        // The session goes on, and the rest runs as in Redis, `DEBUG`
+        // that only looks inside or tunes the upstream included.
         let k = format!("{via}:k");
         assert_eq!(call(&mut c, &["SET", &k, "v"]).await.show(), "OK");
+        let object = call(&mut c, &["DEBUG", "OBJECT", &k]).await.show();
+        assert!(
+            object.contains("encoding:embstr"),
+            "via the {via}: {object}"
+        );
+        assert_eq!(call(&mut c, &["DEBUG", "SLEEP", "0"]).await.show(), "OK");
+        assert_eq!(
+            call(&mut c, &["DEBUG", "SET-ACTIVE-EXPIRE", "1"])
+                .await
+                .show(),
+            "OK"
+        );
         // The tap acknowledges what the log committed: WAIT counts it.
         assert_eq!(call(&mut c, &["WAIT", "1", "5000"]).await, Value::Int(1));
         assert_eq!(

@@ -653,11 +653,17 @@ impl Client {
                      its redis-server instead",
                 )
             }
-            "debug" => {
+            "debug" if !debug_harmless(req) => {
+                let sub = req
+                    .argv
+                    .get(1)
+                    .map(|s| String::from_utf8_lossy(s).to_uppercase())
+                    .unwrap_or_default();
                 return why(
-                    "DEBUG",
-                    "it can change the upstream's data or replication behind understudy's back",
-                )
+                    format!("DEBUG {sub}").trim_end(),
+                    "it can change the upstream's data or replication behind understudy's back, \
+                     or stop the upstream",
+                );
             }
             "monitor" => {
                 return why(
@@ -1205,6 +1211,41 @@ fn is_subscribe(name: &str) -> bool {
 
 fn is_unsubscribe(name: &str) -> bool {
     matches!(name, "unsubscribe" | "punsubscribe" | "sunsubscribe")
+}
+
+/// `DEBUG` subcommands that only show the upstream's state or tune how it
+/// runs, without changing data outside the replication stream or stopping
+/// it: what Redis's own tests use to look inside (`OBJECT`, `PROTOCOL`,
+/// `DIGEST`, `SLEEP`, `SET-ACTIVE-EXPIRE`, ...). The rest (`RELOAD` and
+/// `LOADAOF` load data from disk, `POPULATE` writes keys and `REPLICATE`
+/// sends replicas a command, none of it through the stream;
+/// `CHANGE-REPL-ID` breaks the history; `SEGFAULT`, `PANIC`, `RESTART`
+/// and the like stop the upstream) is refused.
+fn debug_harmless(req: &Request) -> bool {
+    const HARMLESS: [&str; 18] = [
+        "help",
+        "log",
+        "error",
+        "object",
+        "sdslen",
+        "listpack",
+        "quicklist",
+        "digest",
+        "digest-value",
+        "protocol",
+        "sleep",
+        "set-active-expire",
+        "quicklist-packed-threshold",
+        "structsize",
+        "htstats",
+        "htstats-key",
+        "stringmatch-test",
+        "replybuffer",
+    ];
+    req.argv.get(1).is_some_and(|sub| {
+        let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
+        HARMLESS.contains(&sub.as_str())
+    })
 }
 
 /// `CONFIG SET` of a replication or persistence setting, or of the

@@ -79,7 +79,12 @@ impl ProxyCluster {
         let mut builder = build(Cluster::builder().replicas(ids.iter().copied()));
         for (i, id) in ids.iter().enumerate() {
             let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()].to_string());
-            let mut redis_args = vec!["--appendonly".to_string(), "no".to_string()];
+            // DEBUG from loopback, as Redis's own tests run it: what
+            // understudy lets through reaches Redis.
+            let mut redis_args: Vec<String> =
+                ["--appendonly", "no", "--enable-debug-command", "local"]
+                    .map(String::from)
+                    .to_vec();
             let mut node_args = Vec::new();
             if sockets {
                 let socket = dir.path().join(format!("{id}-redis.sock"));
