@@ -207,6 +207,17 @@ impl Node {
             .or_else(|| self.upstream_problem())
     }
 
+    /// The largest replication frame this replica sends and takes:
+    /// `max_frame_bytes`, or in proxy mode enough for the largest command
+    /// the upstream takes (one log entry).
+    pub fn frame_limit(&self) -> usize {
+        let configured = self.settings.max_frame_bytes;
+        match &self.proxy {
+            Some(core) => core.frame_limit(configured),
+            None => configured,
+        }
+    }
+
     /// Proxy mode: why the upstream cannot be used now, if it cannot.
     pub fn upstream_problem(&self) -> Option<Unhealthy> {
         self.proxy

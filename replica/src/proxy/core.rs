@@ -22,6 +22,9 @@ pub struct ProxyCore {
     pub table: CommandTable,
     /// Its `proto-max-bulk-len`: the largest argument a client may send.
     max_bulk: u64,
+    /// The largest command it takes from a client (and so the largest
+    /// entry the tap may log).
+    largest_command: u64,
     pub machine: Arc<StreamMachine>,
     pub feed: Arc<Feed>,
     /// The active's RESP address, learned in the replication handshake.
@@ -49,6 +52,7 @@ impl ProxyCore {
         settings: ProxySettings,
         table: CommandTable,
         max_bulk: u64,
+        largest_command: u64,
         machine: Arc<StreamMachine>,
         feed: Arc<Feed>,
     ) -> ProxyCore {
@@ -56,6 +60,7 @@ impl ProxyCore {
             settings,
             table,
             max_bulk,
+            largest_command,
             machine,
             feed,
             active_resp: Mutex::new(None),
@@ -106,6 +111,16 @@ impl ProxyCore {
 
     pub fn max_bulk(&self) -> u64 {
         self.max_bulk
+    }
+
+    /// The replication frame this replica must send and take: one log
+    /// entry holds one stream command at the most, as large as the
+    /// upstream takes one, with room for the frame's own fields.
+    pub fn frame_limit(&self, configured: usize) -> usize {
+        const MARGIN: u64 = 1 << 20;
+        let needed = self.largest_command.saturating_add(MARGIN);
+        let cap = u64::from(u32::MAX) - MARGIN;
+        configured.max(needed.min(cap) as usize)
     }
 
     /// Follows the committed stream offset (the reply gate's source).

@@ -56,6 +56,14 @@ pub async fn open(
     let max_bulk = config_number(&mut conn, "proto-max-bulk-len")
         .await
         .unwrap_or(512 << 20);
+    // One command of the stream is one log entry at the most, and one
+    // entry must fit a replication frame: as large as the upstream takes
+    // a command (an argument up to proto-max-bulk-len, a query up to
+    // client-query-buffer-limit).
+    let query_limit = config_number(&mut conn, "client-query-buffer-limit")
+        .await
+        .unwrap_or(1 << 30);
+    let largest_command = max_bulk.max(query_limit);
     check_version(&mut conn, &addr).await?;
     if let Some(path) = &settings.upstream_socket {
         check_socket(
@@ -82,7 +90,14 @@ pub async fn open(
     let (feed, feed_listener) = Feed::bind(secret)
         .await
         .map_err(ProxyStartError::FeedPort)?;
-    let core = Arc::new(ProxyCore::new(settings, table, max_bulk, machine, feed));
+    let core = Arc::new(ProxyCore::new(
+        settings,
+        table,
+        max_bulk,
+        largest_command,
+        machine,
+        feed,
+    ));
     core.set_feed_listener(feed_listener);
     core.follow().await?;
     tracing::info!(upstream = %addr, keys, max_bulk, history = ?core.machine.current(),

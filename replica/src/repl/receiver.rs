@@ -81,7 +81,7 @@ async fn session(repl: &Arc<Replication>, active: &ActiveInfo) -> Result<(), Rep
     .await
     .map_err(ReplError::Connect)?;
     let (rd, wr) = transport::split(stream);
-    let codec = ReplCodec::new(settings.max_frame_bytes);
+    let codec = ReplCodec::new(node.frame_limit());
     let mut reader = FramedRead::new(rd, codec.clone());
     let mut writer = FramedWrite::new(wr, codec);
 

@@ -46,7 +46,7 @@ pub async fn serve_standby(
     let span = tracing::info_span!("standby_conn", peer = %peer, standby = tracing::field::Empty);
     async move {
         let (rd, wr) = transport::split(stream);
-        let codec = ReplCodec::new(repl.node.settings.max_frame_bytes);
+        let codec = ReplCodec::new(repl.node.frame_limit());
         let reader = FramedRead::new(rd, codec.clone());
         let writer = FramedWrite::new(wr, codec);
         match session(&repl, reader, writer, &scope).await {
@@ -226,7 +226,7 @@ async fn session(
         .position_of(plan.from.prev())
         .unwrap_or(Position::ZERO);
     let sock = writer.into_inner();
-    let codec = ReplCodec::new(settings.max_frame_bytes);
+    let codec = ReplCodec::new(repl.node.frame_limit());
     let outbox = Outbox::new(
         sock,
         epoch,
