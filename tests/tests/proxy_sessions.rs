@@ -504,3 +504,45 @@ async fn sessions_use_the_upstreams_unix_socket_when_given() {
     let popped = prompt(&mut c, "BLPOP").await.show();
     assert!(popped.contains("job"), "{popped}");
 }
+
+/// `CLIENT CACHING yes` applies to the next command on the connection:
+/// the offset `ROLE` a session sends behind a batch must not be that
+/// command, or the client's next read is not tracked and its invalidation
+/// never comes (Redis's test suite, unit/tracking, "OPTIN option with
+/// CLIENT CACHING yes", waited for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_caching_yes_applies_to_the_clients_next_read() {
+    let _serial = serial().await;
+    let (_dir, cluster, active, standby) = cluster("proxy-caching").await;
+    for id in [&active, &standby] {
+        let addr = cluster.resp_addr(id);
+        let mut redirect = RawResp::connect(&addr).await.unwrap();
+        let redir_id = redirect.call(&["CLIENT", "ID"]).await.unwrap().show();
+        redirect
+            .send(&["SUBSCRIBE", "__redis__:invalidate"])
+            .await
+            .unwrap();
+        prompt(&mut redirect, "SUBSCRIBE").await;
+        let mut reader = RawResp::connect(&addr).await.unwrap();
+        let tracking = reader
+            .call(&["CLIENT", "TRACKING", "on", "OPTIN", "REDIRECT", &redir_id])
+            .await
+            .unwrap()
+            .show();
+        assert_eq!(tracking, "OK", "{id}");
+        let mut writer = RawResp::connect(&addr).await.unwrap();
+        assert_eq!(
+            writer.call(&["SET", "key1", "3"]).await.unwrap().show(),
+            "OK"
+        );
+        reader.send(&["CLIENT", "CACHING", "yes"]).await.unwrap();
+        assert_eq!(prompt(&mut reader, "CLIENT CACHING").await.show(), "OK");
+        assert_eq!(reader.call(&["GET", "key1"]).await.unwrap().show(), "\"3\"");
+        assert_eq!(
+            writer.call(&["SET", "key1", "4"]).await.unwrap().show(),
+            "OK"
+        );
+        let invalidated = prompt(&mut redirect, "the invalidation").await.show();
+        assert!(invalidated.contains("key1"), "{id}: {invalidated}");
+    }
+}

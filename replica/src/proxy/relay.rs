@@ -149,6 +149,9 @@ struct Modes {
     skip_next: bool,
     /// A reply that needs an offset was asked for since the last `ROLE`.
     unprobed: bool,
+    /// The last command sent was `CLIENT CACHING`, which applies to the
+    /// next command on the connection: a `ROLE` may not be that one.
+    caching_next: bool,
 }
 
 /// What a client may do, and who it is.
@@ -354,6 +357,7 @@ impl Client {
             reply_off: false,
             skip_next: false,
             unprobed: false,
+            caching_next: false,
         };
         'session: loop {
             if pending.is_empty() {
@@ -539,6 +543,7 @@ impl Client {
         let kind = self.kind(req, &name, modes);
         let blocking = self.blocking(req);
         send(up, &req.raw).await?;
+        modes.caching_next = name == "client" && req.arg_is(1, "caching");
         // What comes back.
         let silent = modes.reply_off
             || std::mem::take(&mut modes.skip_next)
@@ -877,6 +882,7 @@ impl Modes {
             reply_off: false,
             skip_next: false,
             unprobed: false,
+            caching_next: false,
         }
     }
 
@@ -884,7 +890,7 @@ impl Modes {
     /// connection is subscribed (RESP2), queueing a transaction, or not
     /// replying.
     fn role_may_follow(&self) -> bool {
-        !(self.subscribed || self.in_multi || self.reply_off || self.skip_next)
+        !(self.subscribed || self.in_multi || self.reply_off || self.skip_next || self.caching_next)
     }
 }
 
