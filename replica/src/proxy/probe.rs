@@ -15,11 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, Notify};
 
-use super::frame::{self, Scan};
-use super::upstream::{session_connection, SessionStream, SessionTarget};
+use super::upstream::{read_reply, session_connection, ReplyError, SessionStream, SessionTarget};
 
 /// Why no offset could be read; every session waiting gets the same one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -128,26 +127,17 @@ impl Probe {
 async fn role(conn: &mut SessionStream, buf: &mut BytesMut) -> Result<u64, ProbeError> {
     let io = |e: std::io::Error| ProbeError::Io(e.to_string());
     conn.write_all(b"*1\r\n$4\r\nROLE\r\n").await.map_err(io)?;
-    loop {
-        match frame::scan(buf, 1 << 20).map_err(|e| ProbeError::Malformed(e.to_string()))? {
-            Scan::Complete(n) => {
-                let reply = buf.split_to(n);
-                if reply.starts_with(b"-BUSY") {
-                    return Err(ProbeError::Busy);
-                }
-                return role_offset(&reply).ok_or_else(|| {
-                    ProbeError::NotMaster(
-                        String::from_utf8_lossy(&reply[..reply.len().min(64)]).into_owned(),
-                    )
-                });
-            }
-            Scan::Incomplete => {
-                if conn.read_buf(buf).await.map_err(io)? == 0 {
-                    return Err(ProbeError::Closed);
-                }
-            }
-        }
+    let reply = read_reply(conn, buf).await.map_err(|e| match e {
+        ReplyError::Io(e) => io(e),
+        ReplyError::Malformed(why) => ProbeError::Malformed(why),
+        ReplyError::Closed => ProbeError::Closed,
+    })?;
+    if reply.starts_with(b"-BUSY") {
+        return Err(ProbeError::Busy);
     }
+    role_offset(&reply).ok_or_else(|| {
+        ProbeError::NotMaster(String::from_utf8_lossy(&reply[..reply.len().min(64)]).into_owned())
+    })
 }
 
 /// The offset of a master's `ROLE` reply: `*3 $6 master :<offset> …`.

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redis_protocol::resp2::types::BytesFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::config::ProxySettings;
 use super::core::ProxyCore;
@@ -179,16 +179,13 @@ async fn check_socket(
         .await
         .map_err(io)?;
     let mut buf = bytes::BytesMut::new();
-    let reply = loop {
-        match super::frame::scan(&buf, 1 << 20).map_err(|e| socket_error(e.to_string()))? {
-            super::frame::Scan::Complete(n) => break buf.split_to(n),
-            super::frame::Scan::Incomplete => {
-                if stream.read_buf(&mut buf).await.map_err(io)? == 0 {
-                    return Err(socket_error("the connection closed".into()));
-                }
-            }
-        }
-    };
+    let reply = super::upstream::read_reply(&mut stream, &mut buf)
+        .await
+        .map_err(|e| match e {
+            super::upstream::ReplyError::Io(e) => io(e),
+            super::upstream::ReplyError::Malformed(why) => socket_error(why),
+            super::upstream::ReplyError::Closed => socket_error("the connection closed".into()),
+        })?;
     let socket_id = info_field(&String::from_utf8_lossy(&reply), "run_id").unwrap_or_default();
     if socket_id.is_empty() || socket_id != tcp_id {
         return Err(ProxyStartError::OtherServer {

@@ -199,6 +199,33 @@ pub async fn session_connection(
     Ok(stream)
 }
 
+/// Why [`read_reply`] got no reply.
+#[derive(Debug)]
+pub enum ReplyError {
+    Io(std::io::Error),
+    Malformed(String),
+    Closed,
+}
+
+/// Reads the next whole reply frame from `stream` (bytes already read are
+/// in `buf`; what follows the frame stays there).
+pub async fn read_reply(
+    stream: &mut SessionStream,
+    buf: &mut bytes::BytesMut,
+) -> Result<bytes::BytesMut, ReplyError> {
+    use super::frame::{scan, Scan};
+    loop {
+        match scan(buf, 1 << 20).map_err(|e| ReplyError::Malformed(e.to_string()))? {
+            Scan::Complete(n) => return Ok(buf.split_to(n)),
+            Scan::Incomplete => {
+                if stream.read_buf(buf).await.map_err(ReplyError::Io)? == 0 {
+                    return Err(ReplyError::Closed);
+                }
+            }
+        }
+    }
+}
+
 /// A session's connection to the upstream, over TCP or a Unix socket.
 pub enum SessionStream {
     Tcp(TcpStream),
