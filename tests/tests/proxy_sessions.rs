@@ -546,3 +546,66 @@ async fn client_caching_yes_applies_to_the_clients_next_read() {
         assert!(invalidated.contains("key1"), "{id}: {invalidated}");
     }
 }
+
+/// RESP3 push frames keep their place among the replies the gate holds:
+/// Redis writes the invalidation a client's own write causes after that
+/// write's reply (the push must not overtake the held reply). And a lone
+/// `CONFIG SET` gets no `ROLE` behind it: Redis trims the tracking table
+/// before the connection's next command and, for a `NOLOOP` client, drops
+/// the invalidations that trimming causes (Redis's test suite,
+/// unit/tracking, "hdel deliver invalidate message after response in the
+/// same connection" and "Tracking gets notification on tracking table key
+/// eviction").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_come_in_redis_order_and_for_evicted_tracking_keys() {
+    let _serial = serial().await;
+    let (_dir, cluster, active, standby) = cluster("proxy-push-order").await;
+    for id in [&active, &standby] {
+        let addr = cluster.resp_addr(id);
+        let mut c = RawResp::connect(&addr).await.unwrap();
+        let hello = c.call(&["HELLO", "3"]).await.unwrap().show();
+        assert!(hello.contains("proto"), "{hello}");
+        assert_eq!(
+            c.call(&["CLIENT", "TRACKING", "on"]).await.unwrap().show(),
+            "OK"
+        );
+        assert_eq!(c.call(&["HSET", "h", "f", "1"]).await.unwrap().show(), "1");
+        c.call(&["HGET", "h", "f"]).await.unwrap();
+        c.send(&["HDEL", "h", "f"]).await.unwrap();
+        assert_eq!(prompt(&mut c, "HDEL").await.show(), "1", "{id}");
+        let push = prompt(&mut c, "the invalidation").await.show();
+        assert!(
+            push.starts_with(">[") && push.contains("\"h\""),
+            "{id}: {push}"
+        );
+        assert_eq!(
+            c.call(&["CLIENT", "TRACKING", "off"]).await.unwrap().show(),
+            "OK"
+        );
+
+        let mut redirect = RawResp::connect(&addr).await.unwrap();
+        let redir_id = redirect.call(&["CLIENT", "ID"]).await.unwrap().show();
+        redirect
+            .send(&["SUBSCRIBE", "__redis__:invalidate"])
+            .await
+            .unwrap();
+        prompt(&mut redirect, "SUBSCRIBE").await;
+        let mut r = RawResp::connect(&addr).await.unwrap();
+        let on = ["CLIENT", "TRACKING", "on", "REDIRECT", &redir_id, "NOLOOP"];
+        assert_eq!(r.call(&on).await.unwrap().show(), "OK", "{id}");
+        let mset = r.call(&["MSET", "key1{t}", "1", "key2{t}", "2"]).await;
+        assert_eq!(mset.unwrap().show(), "OK");
+        r.call(&["MGET", "key1{t}", "key2{t}"]).await.unwrap();
+        let limit = ["CONFIG", "SET", "tracking-table-max-keys", "1"];
+        assert_eq!(r.call(&limit).await.unwrap().show(), "OK");
+        let evicted = prompt(&mut redirect, "the eviction's invalidation")
+            .await
+            .show();
+        assert!(
+            evicted.contains("key1{t}") || evicted.contains("key2{t}"),
+            "{id}: {evicted}"
+        );
+        let unlimited = ["CONFIG", "SET", "tracking-table-max-keys", "0"];
+        assert_eq!(r.call(&unlimited).await.unwrap().show(), "OK");
+    }
+}

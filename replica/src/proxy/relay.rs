@@ -131,7 +131,7 @@ enum Kind {
     /// The command reads: gated; if it cannot be released, retry.
     Read,
     /// The reply reveals no data and no effect (`MULTI`'s `+OK`, a queued
-    /// command's `+QUEUED`, `WATCH`, `SCRIPT KILL`): released in turn
+    /// command's `+QUEUED`, `WATCH`, `SCRIPT KILL`, `CONFIG`): released in turn
     /// without an offset. These are also what Redis runs while a script is
     /// busy, when no offset can be read.
     Inert,
@@ -710,6 +710,11 @@ impl Client {
         let inert = match name {
             "multi" | "discard" | "watch" | "unwatch" | "auth" => true,
             "script" | "function" => req.arg_is(1, "kill") || req.arg_is(1, "stats"),
+            // Settings, not data: and no `ROLE` behind a lone `CONFIG SET`,
+            // since Redis trims the tracking table (`tracking-table-max-keys`)
+            // before the connection's next command and, for a `NOLOOP`
+            // client, drops the invalidations that come of it.
+            "config" => true,
             "exec" => false,
             _ => modes.in_multi,
         };
@@ -896,7 +901,8 @@ impl Modes {
 
 /// A reply written to the client only once it may be (in order).
 enum Held {
-    /// A reply made here: no effect to wait for.
+    /// Bytes with no effect to wait for: a reply made here, or a push
+    /// frame kept in its place among the replies.
     Local(Bytes),
     /// The upstream's reply, and what it may reveal.
     Upstream(Bytes, Kind),
@@ -964,21 +970,29 @@ async fn replies<U, W>(
                         // Redis may hold it: what is held goes first.
                         out.release(&mut client, None).await?;
                     }
-                    let f = frames.reply(&mut upstream, &mut client).await?;
+                    let f = frames
+                        .reply(&mut upstream, &mut client, &mut out.held)
+                        .await?;
                     out.held.push(Held::Upstream(f, kind));
                 }
                 Slot::Role => {
-                    let f = frames.reply(&mut upstream, &mut client).await?;
+                    let f = frames
+                        .reply(&mut upstream, &mut client, &mut out.held)
+                        .await?;
                     let offset = super::probe::role_offset(&f);
                     out.release(&mut client, offset).await?;
                 }
                 Slot::Watch(tx) => {
-                    let f = frames.reply(&mut upstream, &mut client).await?;
+                    let f = frames
+                        .reply(&mut upstream, &mut client, &mut out.held)
+                        .await?;
                     let _ = tx.send(f.clone());
                     out.held.push(Held::Upstream(f, Kind::Inert));
                 }
                 Slot::Discard => {
-                    frames.reply(&mut upstream, &mut client).await?;
+                    frames
+                        .reply(&mut upstream, &mut client, &mut out.held)
+                        .await?;
                 }
                 Slot::Subscribed => {
                     // Frames pass as they come until the count drops to 0
@@ -1014,7 +1028,9 @@ async fn replies<U, W>(
                 }
                 Slot::Barrier(nonce, tx) => {
                     // Outside subscribed mode: the PING's plain answer.
-                    let f = frames.reply(&mut upstream, &mut client).await?;
+                    let f = frames
+                        .reply(&mut upstream, &mut client, &mut out.held)
+                        .await?;
                     let still = barrier_reply(&f, &nonce).unwrap_or(false);
                     let _ = tx.send(still);
                 }
@@ -1155,16 +1171,24 @@ impl Frames {
         false
     }
 
-    /// The next reply, passing push frames to the client on the way.
+    /// The next reply. Push frames (RESP3) read on the way keep their
+    /// place: behind the replies still held, else straight to the client
+    /// (Redis writes an invalidation caused by a client's own write after
+    /// that write's reply, and one caused by an eviction before it).
     async fn reply<U: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
         up: &mut U,
         client: &mut BufWriter<W>,
+        held: &mut Vec<Held>,
     ) -> Result<Bytes, Closed> {
         loop {
             let f = self.next(up, client).await?;
             if f.first() == Some(&b'>') {
-                client.write_all(&f).await.map_err(|_| Closed)?;
+                if held.is_empty() {
+                    client.write_all(&f).await.map_err(|_| Closed)?;
+                } else {
+                    held.push(Held::Local(f));
+                }
                 continue;
             }
             return Ok(f);
