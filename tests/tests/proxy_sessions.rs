@@ -555,9 +555,11 @@ async fn client_caching_yes_applies_to_the_clients_next_read() {
 /// the invalidations that trimming causes (Redis's test suite,
 /// unit/tracking, "hdel deliver invalidate message after response in the
 /// same connection" and "Tracking gets notification on tracking table key
-/// eviction").
+/// eviction"). Subscriptions made in RESP3 stay after `HELLO 2` ("Able to
+/// redirect to a RESP3 client": the redirect connection's messages were
+/// taken for replies and never passed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalidations_come_in_redis_order_and_for_evicted_tracking_keys() {
+async fn pushes_keep_their_order_and_subscriptions_survive_a_protocol_switch() {
     let _serial = serial().await;
     let (_dir, cluster, active, standby) = cluster("proxy-push-order").await;
     for id in [&active, &standby] {
@@ -607,5 +609,18 @@ async fn invalidations_come_in_redis_order_and_for_evicted_tracking_keys() {
         );
         let unlimited = ["CONFIG", "SET", "tracking-table-max-keys", "0"];
         assert_eq!(r.call(&unlimited).await.unwrap().show(), "OK");
+
+        // Subscribed in RESP3, then `HELLO 2`: the subscriptions stay and
+        // their messages come as RESP2 frames, as they come.
+        let mut sub = RawResp::connect(&addr).await.unwrap();
+        sub.call(&["HELLO", "3"]).await.unwrap();
+        sub.send(&["SUBSCRIBE", "news"]).await.unwrap();
+        prompt(&mut sub, "SUBSCRIBE").await;
+        let hello = sub.call(&["HELLO", "2"]).await.unwrap().show();
+        assert!(hello.contains("proto"), "{id}: {hello}");
+        let published = r.call(&["PUBLISH", "news", "hi"]).await.unwrap().show();
+        assert_eq!(published, "1", "{id}");
+        let message = prompt(&mut sub, "the message").await.show();
+        assert!(message.contains("\"hi\""), "{id}: {message}");
     }
 }

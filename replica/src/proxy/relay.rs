@@ -152,6 +152,10 @@ struct Modes {
     /// The last command sent was `CLIENT CACHING`, which applies to the
     /// next command on the connection: a `ROLE` may not be that one.
     caching_next: bool,
+    /// The connection subscribed to something in RESP3 (where subscribed
+    /// clients run any command): on a switch to RESP2 it may be in RESP2's
+    /// subscribed mode.
+    resp3_subscribed: bool,
 }
 
 /// What a client may do, and who it is.
@@ -358,6 +362,7 @@ impl Client {
             skip_next: false,
             unprobed: false,
             caching_next: false,
+            resp3_subscribed: false,
         };
         'session: loop {
             if pending.is_empty() {
@@ -460,15 +465,7 @@ impl Client {
                 name.as_str(),
                 "unsubscribe" | "punsubscribe" | "sunsubscribe" | "reset"
             ) {
-                let nonce = Bytes::from(format!(
-                    "understudy-barrier-{}",
-                    hex::encode(proto_common::auth::new_nonce())
-                ));
-                send(up, &Request::new([&b"PING"[..], &nonce]).raw).await?;
-                up.flush().await.map_err(|_| Closed)?;
-                let (tx, rx) = oneshot::channel();
-                slots.send(Slot::Barrier(nonce, tx)).await?;
-                modes.subscribed = rx.await.map_err(|_| Closed)?;
+                modes.subscribed = barrier(up, slots).await?;
                 if name == "reset" {
                     *modes = Modes::reset();
                     self.grant = open_grant(&self.core, &self.node);
@@ -548,6 +545,7 @@ impl Client {
         let silent = modes.reply_off
             || std::mem::take(&mut modes.skip_next)
             || (modes.protocol == 3 && (is_subscribe(&name) || is_unsubscribe(&name)));
+        modes.resp3_subscribed |= modes.protocol == 3 && is_subscribe(&name);
         match name.as_str() {
             // MULTI inside MULTI is refused and changes nothing.
             "multi" => modes.in_multi = true,
@@ -616,7 +614,17 @@ impl Client {
         let reply = rx.await.map_err(|_| Closed)?;
         if !reply.starts_with(b"-") {
             if let Some(v) = req.argv.get(1) {
+                let was = modes.protocol;
                 modes.protocol = if v.as_ref() == b"3" { 3 } else { 2 };
+                if was == 3 && modes.protocol == 2 && modes.resp3_subscribed {
+                    // Subscriptions made in RESP3 stay: the connection may
+                    // now be in RESP2's subscribed mode.
+                    modes.resp3_subscribed = false;
+                    if barrier(up, slots).await? {
+                        modes.subscribed = true;
+                        slots.send(Slot::Subscribed).await?;
+                    }
+                }
             }
         }
         Ok(true)
@@ -888,6 +896,7 @@ impl Modes {
             skip_next: false,
             unprobed: false,
             caching_next: false,
+            resp3_subscribed: false,
         }
     }
 
@@ -1215,6 +1224,23 @@ impl<T> From<mpsc::error::SendError<T>> for Closed {
 
 async fn send<W: AsyncWrite + Unpin>(up: &mut BufWriter<W>, raw: &[u8]) -> Result<(), Closed> {
     up.write_all(raw).await.map_err(|_| Closed)
+}
+
+/// Sends a `PING` barrier and says whether the connection is in RESP2's
+/// subscribed mode (Redis answers `["pong", nonce]` there).
+async fn barrier<W: AsyncWrite + Unpin>(
+    up: &mut BufWriter<W>,
+    slots: &mpsc::Sender<Slot>,
+) -> Result<bool, Closed> {
+    let nonce = Bytes::from(format!(
+        "understudy-barrier-{}",
+        hex::encode(proto_common::auth::new_nonce())
+    ));
+    send(up, &Request::new([&b"PING"[..], &nonce]).raw).await?;
+    up.flush().await.map_err(|_| Closed)?;
+    let (tx, rx) = oneshot::channel();
+    slots.send(Slot::Barrier(nonce, tx)).await?;
+    rx.await.map_err(|_| Closed)
 }
 
 /// The barrier PING's answer: `Some(true)` subscribed (`["pong", nonce]`),
