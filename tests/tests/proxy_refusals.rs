@@ -112,6 +112,10 @@ async fn what_would_break_the_arrangement_is_refused_by_name_and_the_rest_runs()
             "via the {via}: {object}"
         );
         assert_eq!(call(&mut c, &["DEBUG", "SLEEP", "0"]).await.show(), "OK");
+        for pause in ["1", "0"] {
+            let paused = call(&mut c, &["DEBUG", "PAUSE-CRON", pause]).await;
+            assert_eq!(paused.show(), "OK", "via the {via}");
+        }
         assert_eq!(
             call(&mut c, &["DEBUG", "SET-ACTIVE-EXPIRE", "1"])
                 .await

@@ -1272,14 +1272,17 @@ fn is_unsubscribe(name: &str) -> bool {
 /// `DEBUG` subcommands that only show the upstream's state or tune how it
 /// runs, without changing data outside the replication stream or stopping
 /// it: what Redis's own tests use to look inside (`OBJECT`, `PROTOCOL`,
-/// `DIGEST`, `SLEEP`, `SET-ACTIVE-EXPIRE`, ...). The rest (`RELOAD` and
+/// `DIGEST`, `SLEEP`, `SET-ACTIVE-EXPIRE`, `PAUSE-CRON`, ...). The rest (`RELOAD` and
 /// `LOADAOF` load data from disk, `POPULATE` writes keys and `REPLICATE`
 /// sends replicas a command, none of it through the stream;
 /// `CHANGE-REPL-ID` breaks the history; `SEGFAULT`, `PANIC`, `RESTART`
 /// and the like stop the upstream) is refused.
 fn debug_harmless(req: &Request) -> bool {
-    const HARMLESS: [&str; 18] = [
+    const HARMLESS: [&str; 21] = [
         "help",
+        "pause-cron",
+        "mallctl",
+        "mallctl-str",
         "log",
         "error",
         "object",
