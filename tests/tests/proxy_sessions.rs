@@ -99,6 +99,14 @@ async fn one_clients_client_reply_off_does_not_stall_another_clients_reads() {
             Value::Bulk(b"v2".to_vec()),
             "via the {via}"
         );
+        // ON right after SKIP is answered and clears the SKIP.
+        quiet.send(&["CLIENT", "REPLY", "SKIP"]).await.unwrap();
+        quiet.send(&["CLIENT", "REPLY", "ON"]).await.unwrap();
+        let on = prompt(&mut quiet, "CLIENT REPLY ON after SKIP").await;
+        assert_eq!(on, Value::Simple("OK".into()), "via the {via}");
+        quiet.send(&["PING"]).await.unwrap();
+        let pong = prompt(&mut quiet, "PING after SKIP and ON").await;
+        assert_eq!(pong, Value::Simple("PONG".into()), "via the {via}");
     }
 }
 

@@ -495,12 +495,15 @@ impl Client {
             "client" if req.arg_is(1, "reply") => {
                 send(up, &req.raw).await?;
                 if req.arg_is(2, "on") {
+                    // Clears a pending `SKIP` too, and is answered.
                     modes.reply_off = false;
+                    modes.skip_next = false;
                     slots.send(Slot::reply(Kind::Inert)).await?;
                 } else if req.arg_is(2, "off") {
                     modes.reply_off = true;
                 } else if req.arg_is(2, "skip") {
-                    modes.skip_next = true;
+                    // Redis ignores it while replies are off.
+                    modes.skip_next = !modes.reply_off;
                 } else {
                     slots.send(Slot::reply(Kind::Inert)).await?;
                 }
