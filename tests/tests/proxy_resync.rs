@@ -195,3 +195,46 @@ async fn a_new_standby_catches_up_while_writes_go_on() {
     );
     assert!(newcomer.is_running());
 }
+
+/// The tap follows a full resync sent from disk (`repl-diskless-sync no`:
+/// the RDB comes as `$<length>`, not as Redis 7's default diskless
+/// `$EOF:<mark>`), and clients may set how the upstream sends it and how
+/// often it pings its replicas (Redis's own tests do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tap_follows_an_rdb_sent_from_disk() {
+    let _serial = serial().await;
+    let dir = TestDir::new("proxy-disk-rdb").unwrap();
+    let cluster = ProxyCluster::start_with_redis_args(
+        &dir,
+        &["a", "b"],
+        &["--repl-diskless-sync", "no"],
+        |b| b.sync_standbys(1),
+    )
+    .await
+    .unwrap();
+    let active = cluster.cluster.wait_for_active(DEADLINE).await.unwrap();
+    let on_active = cluster.resp_addr(&active.id);
+    write_keys(&on_active, "k", 200).await;
+    let mut c = RawResp::connect(&on_active).await.unwrap();
+    for (key, value) in [
+        ("repl-ping-replica-period", "1"),
+        ("repl-diskless-sync", "yes"),
+    ] {
+        let set = c.call(&["CONFIG", "SET", key, value]).await.unwrap();
+        assert_eq!(set.show(), "OK", "{key}");
+    }
+    write_keys(&on_active, "after:", 100).await;
+    let standby = cluster
+        .cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != active.id)
+        .unwrap();
+    let data = cluster
+        .wait_same_upstream_data(&active.id, &standby, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(data.len(), 300);
+    let log = cluster.redis[&active.id].log();
+    assert!(log.contains("target: disk"), "not sent from disk:\n{log}");
+}

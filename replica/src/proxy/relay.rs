@@ -1320,9 +1320,18 @@ fn config_set_refused(req: &Request) -> bool {
         .any(|k| refused_setting(k))
 }
 
-/// A replication or persistence setting, or the upstream's password.
+/// A replication or persistence setting, or the upstream's password. Not
+/// refused: how often the upstream pings its replicas and whether it sends
+/// a full resync's RDB from disk or straight from memory (the tap follows
+/// either).
 fn refused_setting(key: &[u8]) -> bool {
     let k = String::from_utf8_lossy(key).to_ascii_lowercase();
+    if matches!(
+        k.as_str(),
+        "repl-ping-replica-period" | "repl-ping-slave-period" | "repl-diskless-sync"
+    ) {
+        return false;
+    }
     k.starts_with("repl")
         || k.starts_with("replica")
         || k.starts_with("slave")
@@ -1417,7 +1426,13 @@ mod tests {
         ] {
             assert!(config_set_refused(&set(k)), "{k}");
         }
-        for k in ["maxmemory", "hz", "notify-keyspace-events"] {
+        for k in [
+            "maxmemory",
+            "hz",
+            "notify-keyspace-events",
+            "repl-ping-replica-period",
+            "repl-diskless-sync",
+        ] {
             assert!(!config_set_refused(&set(k)), "{k}");
         }
     }

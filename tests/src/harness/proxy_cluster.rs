@@ -49,7 +49,17 @@ impl ProxyCluster {
         pinned: bool,
         build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
     ) -> Result<ProxyCluster, String> {
-        ProxyCluster::start_full(dir, ids, pinned, false, build).await
+        ProxyCluster::start_full(dir, ids, pinned, false, &[], build).await
+    }
+
+    /// [`ProxyCluster::start`], each redis-server also given `redis_args`.
+    pub async fn start_with_redis_args(
+        dir: &TestDir,
+        ids: &[&str],
+        redis_args: &[&str],
+        build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
+    ) -> Result<ProxyCluster, String> {
+        ProxyCluster::start_full(dir, ids, false, false, redis_args, build).await
     }
 
     /// [`ProxyCluster::start`], each redis-server also on a Unix socket
@@ -59,7 +69,7 @@ impl ProxyCluster {
         ids: &[&str],
         build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
     ) -> Result<ProxyCluster, String> {
-        ProxyCluster::start_full(dir, ids, false, true, build).await
+        ProxyCluster::start_full(dir, ids, false, true, &[], build).await
     }
 
     async fn start_full(
@@ -67,6 +77,7 @@ impl ProxyCluster {
         ids: &[&str],
         pinned: bool,
         sockets: bool,
+        extra_redis_args: &[&str],
         build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
     ) -> Result<ProxyCluster, String> {
         let cpus = if pinned {
@@ -85,6 +96,7 @@ impl ProxyCluster {
                 ["--appendonly", "no", "--enable-debug-command", "local"]
                     .map(String::from)
                     .to_vec();
+            redis_args.extend(extra_redis_args.iter().map(|a| a.to_string()));
             let mut node_args = Vec::new();
             if sockets {
                 let socket = dir.path().join(format!("{id}-redis.sock"));
