@@ -183,3 +183,69 @@ async fn losing_the_active_machine_before_the_standbys_redis_server_was_filled_l
         last.lock().unwrap()
     );
 }
+
+/// An active whose redis-server dies (`kill -9`) is failed over as if the
+/// active itself had crashed: its tap cannot reach the upstream again, it
+/// steps down and reports why, the standby (healthy upstream) takes over
+/// with every acknowledged write, and the old active is not a candidate
+/// while its upstream is down. Once its redis-server is back, empty, it is
+/// refilled and rejoins the sync set by itself. (Before: the active kept
+/// its role until the redis-server was back and found empty, and every
+/// write and read stopped for that long.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_whose_redis_server_dies_is_failed_over_and_rejoins_once_it_is_back() {
+    let _serial = serial().await;
+    let dir = TestDir::new("proxy-upstream-kill").unwrap();
+    let mut cluster = ProxyCluster::start(&dir, &["a", "b"], |b| b.sync_standbys(1))
+        .await
+        .unwrap();
+    let (active, standby) = cluster
+        .cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    write_keys(&cluster.resp_addr(&active.id), "before:", 200).await;
+    let killed_at = std::time::Instant::now();
+    let redis = cluster.redis.get_mut(&active.id).unwrap();
+    redis.process().kill().unwrap();
+    let promoted = cluster
+        .cluster
+        .wait_for_active_after(active.epoch, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(promoted.id, standby);
+    eprintln!(
+        "{standby} active {} ms after {}'s redis-server was killed",
+        killed_at.elapsed().as_millis(),
+        active.id
+    );
+    // The arbiter shows why: the old active reports its upstream.
+    let reported = wait_for(DEADLINE, "the old active to report its upstream", || {
+        let c = &cluster.cluster;
+        let id = active.id.clone();
+        async move {
+            let status = c.status().await.ok()?;
+            let old = status.replicas.iter().find(|r| r.node_id.as_str() == id)?;
+            let detail = old.detail.clone().unwrap_or_default();
+            (!old.healthy && detail.contains("upstream")).then_some(detail)
+        }
+    })
+    .await
+    .unwrap();
+    eprintln!("{} reports: {reported}", active.id);
+    let on_promoted = cluster.resp_addr(&standby);
+    write_keys(&on_promoted, "after:", 50).await;
+
+    let redis = cluster.redis.get_mut(&active.id).unwrap();
+    redis.restart_empty().await.unwrap();
+    cluster
+        .cluster
+        .wait_sync_confirmed(&active.id, DEADLINE)
+        .await
+        .unwrap();
+    let data = cluster
+        .wait_same_upstream_data(&standby, &active.id, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(data.len(), 250);
+}

@@ -171,14 +171,19 @@ impl ProxyCore {
     }
 
     /// Runs the tap for the term, reconnecting when its link breaks; an
-    /// upstream that lost the history makes this replica unusable (it
-    /// steps down and is refilled as a standby).
+    /// upstream that lost the history, or that the tap cannot reach again
+    /// right after its link broke (killed, crashed, restarting), makes this
+    /// replica unusable: it steps down at its next heartbeat, and a standby
+    /// with a healthy upstream takes over as after a crash of this replica.
+    /// It is refilled as a standby once its upstream is back.
     async fn run_tap(
         self: Arc<Self>,
         node: Arc<Node>,
         guard: ActiveGuard,
         stop: CancellationToken,
     ) {
+        // The link broke and has not been followed again since.
+        let mut broke = false;
         loop {
             let start = tap::Start {
                 history: self.logged.lock().clone(),
@@ -196,6 +201,7 @@ impl ProxyCore {
             let result = tokio::select! {
                 r = &mut run => r,
                 _ = up_rx => {
+                    broke = false;
                     self.set_ready(Some(guard.epoch()));
                     run.await
                 }
@@ -206,7 +212,18 @@ impl ProxyCore {
                     self.set_problem(Some(e.to_string()));
                     return;
                 }
+                Err(e) if broke => {
+                    // Not reachable again at once: not a dropped
+                    // connection (`CLIENT KILL`) but an upstream that is
+                    // gone.
+                    self.set_problem(Some(format!(
+                        "the upstream stopped answering: its replication link broke and it \
+                         cannot be reached again ({e})"
+                    )));
+                    return;
+                }
                 Err(e) => {
+                    broke = true;
                     tracing::warn!(error = %e, "tap: the link to the upstream broke; reconnecting");
                     tokio::select! {
                         _ = stop.cancelled() => return,
@@ -246,13 +263,17 @@ impl ProxyCore {
 
     /// Until `stop`: on a standby, an upstream that stopped following the
     /// feed (it was restarted, or someone ran REPLICAOF on it) is made to
-    /// follow it again, and so is refilled by the feed.
+    /// follow it again, and so is refilled by the feed; one that cannot be
+    /// reached is reported (the replica is then unhealthy: out of the sync
+    /// set, not a candidate). Checked every `WATCH_EVERY`, and at once when
+    /// the upstream's link to the feed ends.
     pub async fn watch_upstream(self: Arc<Self>, node: Arc<Node>, stop: CancellationToken) {
         let port = self.feed.port.to_string();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(WATCH_EVERY) => {}
+                _ = self.feed.link_ended.notified() => {}
             }
             if !matches!(node.role().state, crate::role::RoleState::Standby { .. }) {
                 continue;

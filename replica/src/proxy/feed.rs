@@ -50,6 +50,9 @@ pub struct Feed {
     /// Cleared when its link is dropped and when the role changes (a
     /// demoted active's upstream may hold effects never committed).
     in_step: std::sync::atomic::AtomicBool,
+    /// Told when the upstream's link ends by itself (the upstream went
+    /// away, or stopped following): the upstream is checked at once.
+    pub link_ended: tokio::sync::Notify,
 }
 
 /// Why a feed link ended.
@@ -76,6 +79,7 @@ impl Feed {
             acked: tokio::sync::watch::channel(0).0,
             scope: Mutex::new(CancellationToken::new()),
             in_step: std::sync::atomic::AtomicBool::new(false),
+            link_ended: tokio::sync::Notify::new(),
         });
         Ok((feed, listener))
     }
@@ -154,10 +158,14 @@ impl Feed {
                     tls,
                     dir,
                 };
+                let feed = link.feed.clone();
                 tokio::select! {
                     _ = scope.cancelled() => {}
-                    r = link.serve(stream) => if let Err(e) = r {
-                        tracing::info!(peer = %peer, reason = %e, "feed: the upstream's link ended");
+                    r = link.serve(stream) => {
+                        if let Err(e) = r {
+                            tracing::info!(peer = %peer, reason = %e, "feed: the upstream's link ended");
+                        }
+                        feed.link_ended.notify_one();
                     }
                 }
             });
