@@ -33,11 +33,11 @@ fn seed() -> u64 {
 async fn short_run(options: ClusterOptions, name: &str) -> RunReport {
     let dir = TestDir::new(name).unwrap();
     let seed = seed();
-    let topology = options.topology;
+    let (topology, proxy) = (options.topology, options.proxy);
     let mut run = Run::start(dir.path(), options, seed, CLIENTS)
         .await
         .unwrap();
-    let kinds = FaultKind::for_topology(topology);
+    let kinds = FaultKind::for_cluster(topology, proxy);
     let schedule = Schedule {
         seed,
         kinds: kinds.clone(),

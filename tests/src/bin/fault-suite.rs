@@ -109,7 +109,7 @@ async fn main() {
     let schedule = Schedule {
         seed,
         kinds: if args.faults.is_empty() {
-            FaultKind::for_topology(args.topology)
+            FaultKind::for_cluster(args.topology, args.proxy)
         } else {
             args.faults.clone()
         },

@@ -43,6 +43,12 @@ pub enum FaultKind {
     KillEtcdFollower,
     /// `kill -9` of every process at once, all restarted together.
     RestartAll,
+    /// Proxy mode: `kill -9` of the active's redis-server, restarted
+    /// empty (its data lost) after the hold.
+    KillActiveUpstream,
+    /// Proxy mode: `kill -9` of a sync standby's redis-server, restarted
+    /// empty after the hold.
+    KillStandbyUpstream,
     /// The sync standby's disk filled up (a dedicated test, not drawn: the
     /// data directories must be small tmpfs mounts).
     FillSyncStandbyDisk,
@@ -59,6 +65,8 @@ impl FaultKind {
             FaultKind::KillEtcdLeader => "kill -9 etcd leader",
             FaultKind::KillEtcdFollower => "kill -9 etcd follower",
             FaultKind::RestartAll => "kill -9 everything, restart",
+            FaultKind::KillActiveUpstream => "kill -9 active's redis",
+            FaultKind::KillStandbyUpstream => "kill -9 standby's redis",
             FaultKind::FillSyncStandbyDisk => "sync standby's disk full",
         }
     }
@@ -74,6 +82,8 @@ impl FaultKind {
             FaultKind::KillEtcdLeader,
             FaultKind::KillEtcdFollower,
             FaultKind::RestartAll,
+            FaultKind::KillActiveUpstream,
+            FaultKind::KillStandbyUpstream,
         ];
         let name = |k: &FaultKind| {
             serde_json::to_value(k)
@@ -89,8 +99,8 @@ impl FaultKind {
         })
     }
 
-    /// The faults that apply to `topology`.
-    pub fn for_topology(topology: Topology) -> Vec<FaultKind> {
+    /// The faults that apply to `topology`, and to proxy mode.
+    pub fn for_cluster(topology: Topology, proxy: bool) -> Vec<FaultKind> {
         let mut kinds = vec![
             FaultKind::KillActive,
             FaultKind::PauseActive,
@@ -101,6 +111,12 @@ impl FaultKind {
         ];
         if topology == Topology::Etcd {
             kinds.extend([FaultKind::KillEtcdLeader, FaultKind::KillEtcdFollower]);
+        }
+        if proxy {
+            kinds.extend([
+                FaultKind::KillActiveUpstream,
+                FaultKind::KillStandbyUpstream,
+            ]);
         }
         kinds
     }
@@ -281,6 +297,28 @@ async fn inject(
             member.process.kill().map_err(|e| e.to_string())?;
             tokio::time::sleep(hold).await;
             member.process.restart().map_err(|e| e.to_string())?;
+        }
+        FaultKind::KillActiveUpstream | FaultKind::KillStandbyUpstream => {
+            let node = if kind == FaultKind::KillActiveUpstream {
+                active.clone()
+            } else {
+                status
+                    .confirmed_sync
+                    .iter()
+                    .find(|n| n.as_str() != active)
+                    .map(|n| n.as_str().to_string())
+                    .ok_or("no confirmed sync standby before the fault")?
+            };
+            let member = cluster.replica_mut(&node).ok_or("unknown replica")?;
+            let (_, redis) = member
+                .resp
+                .as_mut()
+                .ok_or("an upstream is killed only in proxy mode")?;
+            target = format!("{node}'s redis-server");
+            start_ns = history.now_ns();
+            redis.process().kill().map_err(|e| e.to_string())?;
+            tokio::time::sleep(hold).await;
+            redis.restart_empty().await?;
         }
         FaultKind::FillSyncStandbyDisk => {
             return Err("a disk is filled by its own test, not drawn".into());
