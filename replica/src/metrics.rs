@@ -62,6 +62,23 @@ pub struct Metrics {
     pub build_info: Family<Labels, Gauge>,
     /// Client credentials refused, by listener (`http`, `resp`).
     pub credentials_rejected: Family<Labels, Counter>,
+    /// Proxy mode, by upstream address: 1 while its `INFO` answers.
+    pub upstream_up: Family<Labels, Gauge>,
+    /// Proxy mode: the upstream's `used_memory`.
+    pub upstream_used_memory_bytes: Family<Labels, Gauge>,
+    /// Proxy mode: the upstream's `maxmemory` (0: no limit).
+    pub upstream_maxmemory_bytes: Family<Labels, Gauge>,
+    /// Proxy mode: the upstream's `connected_clients`.
+    pub upstream_connected_clients: Family<Labels, Gauge>,
+    /// Proxy mode: the upstream's `maxclients`.
+    pub upstream_maxclients: Family<Labels, Gauge>,
+    /// Proxy mode: 1 while the upstream loads an RDB.
+    pub upstream_loading: Family<Labels, Gauge>,
+    /// Proxy mode: the upstream's `repl_backlog_size`.
+    pub upstream_repl_backlog_bytes: Family<Labels, Gauge>,
+    /// Proxy mode, on the active: stream bytes the upstream has and the
+    /// tap has not logged yet.
+    pub tap_lag_bytes: Family<Labels, Gauge>,
     rejects: proto_common::auth::RejectLog,
 }
 
@@ -111,6 +128,14 @@ impl Metrics {
             lease_margin_low: Counter::default(),
             build_info: Family::default(),
             credentials_rejected: Family::default(),
+            upstream_up: Family::default(),
+            upstream_used_memory_bytes: Family::default(),
+            upstream_maxmemory_bytes: Family::default(),
+            upstream_connected_clients: Family::default(),
+            upstream_maxclients: Family::default(),
+            upstream_loading: Family::default(),
+            upstream_repl_backlog_bytes: Family::default(),
+            tap_lag_bytes: Family::default(),
             rejects: Default::default(),
             registry: Registry::default(),
         };
@@ -218,6 +243,50 @@ impl Metrics {
             "Writes acknowledged with less than a quarter of the lease left",
             m.lease_margin_low.clone(),
         );
+        for (name, help, family) in [
+            (
+                "upstream_up",
+                "Proxy mode: 1 while the upstream answers INFO",
+                &m.upstream_up,
+            ),
+            (
+                "upstream_used_memory_bytes",
+                "Proxy mode: the upstream's used_memory",
+                &m.upstream_used_memory_bytes,
+            ),
+            (
+                "upstream_maxmemory_bytes",
+                "Proxy mode: the upstream's maxmemory (0: no limit)",
+                &m.upstream_maxmemory_bytes,
+            ),
+            (
+                "upstream_connected_clients",
+                "Proxy mode: the upstream's connected_clients",
+                &m.upstream_connected_clients,
+            ),
+            (
+                "upstream_maxclients",
+                "Proxy mode: the upstream's maxclients",
+                &m.upstream_maxclients,
+            ),
+            (
+                "upstream_loading",
+                "Proxy mode: 1 while the upstream loads an RDB",
+                &m.upstream_loading,
+            ),
+            (
+                "upstream_repl_backlog_bytes",
+                "Proxy mode: the upstream's repl_backlog_size",
+                &m.upstream_repl_backlog_bytes,
+            ),
+            (
+                "tap_lag_bytes",
+                "Proxy mode, active: stream bytes of the upstream not yet logged",
+                &m.tap_lag_bytes,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
         registry.register(
             "build_info",
             "Always 1; the replica's version is the label",

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use understudy_tests::client::resp_raw::RawResp;
+use understudy_tests::harness::replica_status::metrics_text;
 use understudy_tests::harness::{serial, wait_for, ProxyCluster, TestDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -233,6 +234,17 @@ async fn an_active_whose_redis_server_dies_is_failed_over_and_rejoins_once_it_is
     .await
     .unwrap();
     eprintln!("{} reports: {reported}", active.id);
+    // And its metrics: the upstream is down.
+    let url = cluster.cluster.replica(&active.id).url();
+    wait_for(DEADLINE, "understudy_upstream_up 0", || {
+        let url = url.clone();
+        async move {
+            let text = metrics_text(&url).await.ok()?;
+            upstream_up(&text).filter(|up| !up).map(|_| ())
+        }
+    })
+    .await
+    .unwrap();
     let on_promoted = cluster.resp_addr(&standby);
     write_keys(&on_promoted, "after:", 50).await;
 
@@ -248,4 +260,21 @@ async fn an_active_whose_redis_server_dies_is_failed_over_and_rejoins_once_it_is
         .await
         .unwrap();
     assert_eq!(data.len(), 250);
+    wait_for(DEADLINE, "understudy_upstream_up 1", || {
+        let url = url.clone();
+        async move {
+            let text = metrics_text(&url).await.ok()?;
+            upstream_up(&text).filter(|up| *up).map(|_| ())
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// `understudy_upstream_up{upstream="…"}` in metrics `text`.
+fn upstream_up(text: &str) -> Option<bool> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("understudy_upstream_up{"))?;
+    Some(line.ends_with(" 1"))
 }

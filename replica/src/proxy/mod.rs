@@ -23,6 +23,8 @@
 //!   a reply; one client's session.
 //! - [`core`], [`control`], [`start`]: what a proxy-mode replica shares;
 //!   what a role change does to the upstream; the checks at start.
+//! - [`report`]: the upstream's numbers (memory, clients, loading, the
+//!   tap's lag) as metrics.
 //! - [`server`]: the RESP listener.
 //! - [`error`]: the errors at proxy mode's boundaries.
 //!
@@ -43,6 +45,7 @@ pub mod link;
 pub mod probe;
 pub mod rdb;
 pub mod relay;
+pub mod report;
 pub mod request;
 pub mod server;
 pub mod start;
