@@ -9,10 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 
 use super::core::ProxyCore;
 use super::upstream::{info_field, text, Conn};
+use crate::metrics::Labels;
 use crate::node::Node;
 
 /// How often the upstream's `INFO` is read.
@@ -68,9 +71,8 @@ impl ProxyCore {
                 .set(report.is_some() as i64);
             match report {
                 Some(r) => {
-                    let set = |g: &prometheus_client::metrics::family::Family<_, _>, v: u64| {
-                        let g: &prometheus_client::metrics::gauge::Gauge = &g.get_or_create(&label);
-                        g.set(v as i64);
+                    let set = |family: &Family<Labels, Gauge>, v: u64| {
+                        family.get_or_create(&label).set(v as i64);
                     };
                     set(&m.upstream_used_memory_bytes, r.used_memory);
                     set(&m.upstream_maxmemory_bytes, r.maxmemory);
