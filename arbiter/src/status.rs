@@ -113,6 +113,9 @@ pub struct ReplicaStatus {
     /// Why it could not be promoted right now (None: it could, or it is the active).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_eligible: Option<String>,
+    /// Proxy mode: its upstream, as it last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<proto_common::heartbeat::UpstreamHealth>,
 }
 
 /// What a failover would do now.
@@ -186,6 +189,7 @@ impl ClusterStatus {
                     detail: None,
                     following: None,
                     not_eligible: None,
+                    upstream: None,
                 }
             })
             .collect();

@@ -92,6 +92,27 @@ pub struct Heartbeat {
     /// mode, where the upstream's data would have to go too).
     #[serde(default)]
     pub can_reinit: bool,
+    /// Proxy mode: its upstream as last read (`INFO`, every second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamHealth>,
+}
+
+/// A proxy-mode replica's upstream, as it last read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamHealth {
+    /// Whether its last `INFO` was answered (the numbers below are from
+    /// the last one that was).
+    pub up: bool,
+    pub used_memory: u64,
+    /// 0: no limit.
+    pub maxmemory: u64,
+    pub connected_clients: u64,
+    pub maxclients: u64,
+    /// Loading an RDB (serving nothing meanwhile).
+    pub loading: bool,
+    /// On the active: stream bytes the upstream has and the tap has not
+    /// logged yet.
+    pub tap_lag_bytes: u64,
 }
 
 /// The active's report while it hands over to a switchover target.

@@ -54,6 +54,7 @@ fn heartbeat(cluster: &str, node: &str) -> String {
         handoff: None,
         reinitialized: 0,
         can_reinit: true,
+        upstream: None,
     })
     .unwrap()
 }

@@ -51,6 +51,7 @@ fn heartbeat(cluster: &str, node: &str) -> String {
         handoff: None,
         reinitialized: 0,
         can_reinit: true,
+        upstream: None,
     };
     serde_json::to_string(&hb).unwrap()
 }

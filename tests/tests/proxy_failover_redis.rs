@@ -209,17 +209,6 @@ async fn an_active_whose_redis_server_dies_is_failed_over_and_rejoins_once_it_is
     let killed_at = std::time::Instant::now();
     let redis = cluster.redis.get_mut(&active.id).unwrap();
     redis.process().kill().unwrap();
-    let promoted = cluster
-        .cluster
-        .wait_for_active_after(active.epoch, DEADLINE)
-        .await
-        .unwrap();
-    assert_eq!(promoted.id, standby);
-    eprintln!(
-        "{standby} active {} ms after {}'s redis-server was killed",
-        killed_at.elapsed().as_millis(),
-        active.id
-    );
     // The arbiter shows why: the old active reports its upstream.
     let reported = wait_for(DEADLINE, "the old active to report its upstream", || {
         let c = &cluster.cluster;
@@ -233,7 +222,34 @@ async fn an_active_whose_redis_server_dies_is_failed_over_and_rejoins_once_it_is
     })
     .await
     .unwrap();
-    eprintln!("{} reports: {reported}", active.id);
+    eprintln!(
+        "{} reports, {} ms after the kill: {reported}",
+        active.id,
+        killed_at.elapsed().as_millis()
+    );
+    let promoted = cluster
+        .cluster
+        .wait_for_active_after(active.epoch, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(promoted.id, standby);
+    eprintln!(
+        "{standby} active {} ms after {}'s redis-server was killed",
+        killed_at.elapsed().as_millis(),
+        active.id
+    );
+    // With the numbers it last read, marked down.
+    wait_for(DEADLINE, "the status to show the upstream down", || {
+        let c = &cluster.cluster;
+        let id = active.id.clone();
+        async move {
+            let status = c.status().await.ok()?;
+            let old = status.replicas.iter().find(|r| r.node_id.as_str() == id)?;
+            old.upstream.as_ref().filter(|u| !u.up).map(|_| ())
+        }
+    })
+    .await
+    .unwrap();
     // And its metrics: the upstream is down.
     let url = cluster.cluster.replica(&active.id).url();
     wait_for(DEADLINE, "understudy_upstream_up 0", || {

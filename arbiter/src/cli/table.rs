@@ -105,7 +105,48 @@ fn replica_table(status: &ClusterStatus) -> String {
             out.push_str(&format!("  {} is not a candidate: {why}\n", r.node_id));
         }
     }
+    for r in &status.replicas {
+        if let Some(u) = &r.upstream {
+            out.push_str(&format!(
+                "  {}'s upstream: {}\n",
+                r.node_id,
+                upstream_line(u)
+            ));
+        }
+    }
     out
+}
+
+/// A proxy-mode replica's upstream in one line: down, or up with its
+/// memory and clients against their limits (and the tap's lag).
+fn upstream_line(u: &proto_common::heartbeat::UpstreamHealth) -> String {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
+    let mut line = if u.up {
+        "up,".to_string()
+    } else {
+        "DOWN (last read:".to_string()
+    };
+    line += &format!(
+        " memory {} of {}, {} of {} clients",
+        mib(u.used_memory),
+        if u.maxmemory == 0 {
+            "no maxmemory".to_string()
+        } else {
+            mib(u.maxmemory)
+        },
+        u.connected_clients,
+        u.maxclients
+    );
+    if u.loading {
+        line += ", loading an RDB";
+    }
+    if u.tap_lag_bytes > 0 {
+        line += &format!(", tap {} B behind", u.tap_lag_bytes);
+    }
+    if !u.up {
+        line += ")";
+    }
+    line
 }
 
 /// The last decisions, oldest first (the stored history on a follower).
@@ -266,6 +307,7 @@ mod tests {
             detail: None,
             following: None,
             not_eligible: None,
+            upstream: None,
         }
     }
 
@@ -391,6 +433,40 @@ recent decisions (last 1, oldest first):
             "{text}"
         );
         assert!(text.contains("epoch 3: failover to a"), "{text}");
+    }
+
+    #[test]
+    fn proxy_mode_shows_each_replicas_upstream() {
+        use proto_common::heartbeat::UpstreamHealth;
+        let mut s = fixed_status();
+        s.replicas[0].upstream = Some(UpstreamHealth {
+            up: true,
+            used_memory: 3 << 20,
+            maxmemory: 8 << 20,
+            connected_clients: 12,
+            maxclients: 10_000,
+            loading: false,
+            tap_lag_bytes: 512,
+        });
+        s.replicas[1].upstream = Some(UpstreamHealth {
+            up: false,
+            used_memory: 1 << 20,
+            maxmemory: 0,
+            connected_clients: 3,
+            maxclients: 10_000,
+            loading: true,
+            tap_lag_bytes: 0,
+        });
+        let text = render_status(&s);
+        assert!(
+            text.contains(
+                "  a's upstream: up, memory 3.0 MiB of 8.0 MiB, 12 of 10000 clients, tap 512 B \
+                 behind\n  b's upstream: DOWN (last read: memory 1.0 MiB of no maxmemory, 3 of \
+                 10000 clients, loading an RDB)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("c's upstream"), "{text}");
     }
 
     #[test]

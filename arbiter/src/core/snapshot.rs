@@ -99,6 +99,7 @@ impl Core {
                     detail: report.and_then(|r| r.detail.clone()),
                     following: report.and_then(|r| r.following.clone()),
                     not_eligible,
+                    upstream: report.and_then(|r| r.upstream.clone()),
                     node_id: node,
                 }
             })

@@ -81,6 +81,7 @@ impl FakeNode {
             handoff: None,
             reinitialized: 0,
             can_reinit: true,
+            upstream: None,
         }
     }
 

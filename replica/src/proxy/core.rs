@@ -35,6 +35,8 @@ pub struct ProxyCore {
     pub(super) tap: Mutex<Option<CancellationToken>>,
     /// Where the logged stream ends: the tap continues from here.
     pub(super) logged: Mutex<Option<(ReplId, u64)>>,
+    /// The upstream as last read (`report.rs`), for the heartbeat.
+    pub(super) health: Mutex<Option<proto_common::heartbeat::UpstreamHealth>>,
     /// Why the upstream cannot be used now, if it cannot.
     problem: Mutex<Option<String>>,
     /// The epoch whose tap follows the upstream: sessions of that term may
@@ -67,6 +69,7 @@ impl ProxyCore {
             sessions: Mutex::new(CancellationToken::new()),
             tap: Mutex::new(None),
             logged: Mutex::new(None),
+            health: Mutex::new(None),
             problem: Mutex::new(None),
             ready: tokio::sync::watch::channel(None).0,
             feed_listener: Mutex::new(None),
@@ -148,6 +151,12 @@ impl ProxyCore {
         let mut s = self.sessions.lock();
         s.cancel();
         *s = CancellationToken::new();
+    }
+
+    /// The upstream as last read, for the heartbeat; `None` before the
+    /// first read.
+    pub fn upstream_health(&self) -> Option<proto_common::heartbeat::UpstreamHealth> {
+        self.health.lock().clone()
     }
 
     /// Why the upstream cannot be used now, if it cannot.

@@ -2,9 +2,10 @@
 //! whether it answers, its memory against `maxmemory`, its clients against
 //! `maxclients`, whether it is loading an RDB, its replication backlog, and
 //! on the active how far the tap's log is behind the upstream's stream.
-//! Read from `INFO` every [`REPORT_EVERY`] and exported as gauges labelled
-//! with the upstream's address (`replica/src/metrics.rs`); the alert rules
-//! in `deploy/prometheus/alerts.yml` watch them.
+//! Read from `INFO` every [`REPORT_EVERY`], exported as gauges labelled
+//! with the upstream's address (`replica/src/metrics.rs`; the alert rules
+//! in `deploy/prometheus/alerts.yml` watch them) and sent in each heartbeat
+//! (`arbiter status` and the dashboard show them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +70,18 @@ impl ProxyCore {
             m.upstream_up
                 .get_or_create(&label)
                 .set(report.is_some() as i64);
+            {
+                let mut health = self.health.lock();
+                let h = health.get_or_insert_with(Default::default);
+                h.up = report.is_some();
+                if let Some(r) = &report {
+                    h.used_memory = r.used_memory;
+                    h.maxmemory = r.maxmemory;
+                    h.connected_clients = r.connected_clients;
+                    h.maxclients = r.maxclients;
+                    h.loading = r.loading;
+                }
+            }
             match report {
                 Some(r) => {
                     let set = |family: &Family<Labels, Gauge>, v: u64| {
@@ -89,6 +102,9 @@ impl ProxyCore {
                         _ => 0,
                     };
                     set(&m.tap_lag_bytes, lag);
+                    if let Some(h) = self.health.lock().as_mut() {
+                        h.tap_lag_bytes = lag;
+                    }
                 }
                 None => conn = None,
             }

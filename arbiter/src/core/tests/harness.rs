@@ -266,6 +266,7 @@ impl Sim {
                 }),
             reinitialized: 0,
             can_reinit: true,
+            upstream: None,
         }
     }
 
