@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proto_common::heartbeat::Role;
 use understudy_tests::client::resp_raw::RawResp;
-use understudy_tests::harness::replica_status::replica_status;
 use understudy_tests::harness::{serial, wait_for, ProxyCluster, TestDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);

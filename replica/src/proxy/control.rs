@@ -31,7 +31,7 @@ const CATCH_UP: Duration = Duration::from_secs(10);
 /// How often the upstream's offset is polled meanwhile.
 const POLL: Duration = Duration::from_millis(2);
 /// Pause before the tap reconnects after its link broke.
-const TAP_RETRY: Duration = Duration::from_millis(50);
+const TAP_RETRY: Duration = Duration::from_millis(10);
 /// Pause before making the upstream follow the feed again after a failure.
 const FOLLOW_RETRY: Duration = Duration::from_millis(500);
 /// How often a standby checks that its upstream still follows the feed.
