@@ -35,8 +35,9 @@ struct Args {
     proxy: bool,
     /// Only these faults (comma-separated: kill_active, pause_active,
     /// partition_active, kill_sync_standby, kill_arbiter, kill_etcd_leader,
-    /// kill_etcd_follower, restart_all); every one that applies to the
-    /// topology when not given.
+    /// kill_etcd_follower, restart_all, and in proxy mode
+    /// kill_active_upstream, kill_standby_upstream); every one that applies
+    /// to the topology and the mode when not given.
     #[arg(long, value_delimiter = ',', value_parser = FaultKind::parse)]
     faults: Vec<FaultKind>,
     /// Clock-rate skew: r1's clocks run at this rate (libfaketime), e.g.
