@@ -28,7 +28,7 @@
 # the first write acknowledged after it (60 s at most).
 #
 # Printed per run: the write gap (the longest time without an acknowledged
-# write across the kill), the writes acknowledged, and the acknowledged writes
+# write from 1 s before the kill on), the writes acknowledged, and the acknowledged writes
 # missing from the master at the end (read back with MGET). Everything lives
 # in $UNDERSTUDY_SENTINEL_DIR (default /tmp/understudy-sentinel), one
 # directory per run with every process's log; every process started is
@@ -50,10 +50,14 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# Debian's python3, for which python3-redis is packaged (a python3 of
+# another origin earlier in PATH would not see it).
+py=/usr/bin/python3
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
-python3 -c 'import redis' 2>/dev/null || need+=(python3-redis)
+[ -x "$py" ] || need+=(python3)
+"$py" -c 'import redis' 2>/dev/null || need+=(python3-redis)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   apt-get install -y "${need[@]}" >/dev/null
@@ -72,7 +76,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 wait_ping() { # port
   for _ in $(seq 100); do
@@ -87,6 +91,8 @@ start() { # variable for the pid, log, command...
   "$@" >"$log" 2>&1 &
   pids+=($!)
   printf -v "$var" %s $!
+  # Killing it is the point: no "Killed" notice from the shell.
+  disown $!
 }
 
 writer=$(mktemp "$base/writer.XXXX.py")
@@ -137,18 +143,21 @@ open(killfile, "w").write("kill\n")
 while open(killfile).read().strip() == "kill":
     time.sleep(0.005)
 killed = float(open(killfile).read())
+# Replies already on their way when the kill came may still arrive just
+# after it: writes count as resumed from 0.2 s after the kill.
 while time.time() - begin < LONGEST:
     with lock:
-        after = [t for t, _ in acks if t > killed]
+        after = [t for t, _ in acks if t > killed + 0.2]
     if after and time.time() - min(after) >= AFTER:
         break
     time.sleep(0.05)
 stop.set()
 for t in threads: t.join()
-times = sorted(t for t, _ in acks)
-before = [t for t in times if t <= killed]
-after = [t for t in times if t > killed]
-gap = (after[0] - before[-1]) * 1000 if before and after else None
+# The write gap: the longest time between two acknowledgements from 1 s
+# before the kill on.
+times = sorted(t for t, _ in acks if t >= killed - 1.0)
+gaps = [b - a for a, b in zip(times, times[1:])]
+gap = max(gaps) * 1000 if gaps else None
 # Read back every acknowledged key from the master now.
 if mode == "sentinel":
     hosts = [("127.0.0.1", int(p)) for p in targets]
@@ -198,6 +207,12 @@ run_sentinel() { # dir, down-after-ms (empty: default)
   start pid "$d/replica.log" redis-server --port "$r" --bind 127.0.0.1 --dir "$d/r" \
     --appendonly yes --appendfsync always --save "" --replicaof 127.0.0.1 "$m"
   wait_ping "$m"; wait_ping "$r"
+  # The replica holds the master's data before the run (its first full
+  # sync waits repl-diskless-sync-delay, 5 s).
+  for _ in $(seq 200); do
+    redis-cli -p "$r" info replication | grep -q '^master_link_status:up' && break
+    sleep 0.1
+  done
   for i in 1 2 3; do
     s=$(free_port); ports+=("$s")
     {
@@ -221,7 +236,7 @@ run_sentinel() { # dir, down-after-ms (empty: default)
   local kf=$d/kill
   kill_when_asked "$kf" kill -9 "$mpid" &
   pids+=($!)
-  python3 "$writer" sentinel "$(IFS=,; echo "${ports[*]}")" "$kf"
+  "$py" "$writer" sentinel "$(IFS=,; echo "${ports[*]}")" "$kf"
 }
 
 run_understudy() { # dir, what (upstream|replica)
@@ -253,7 +268,7 @@ run_understudy() { # dir, what (upstream|replica)
   local active=
   for _ in $(seq 300); do
     active=$(curl -s "http://127.0.0.1:$ap/v1/status" |
-      python3 -c 'import json,sys; s=json.load(sys.stdin)
+      "$py" -c 'import json,sys; s=json.load(sys.stdin)
 a=s.get("active"); ok=any(r.get("sync_confirmed") for r in s["replicas"])
 print(a if a and ok else "")' 2>/dev/null || true)
     [ -n "$active" ] && [ "$(redis-cli -p "$pa" ping 2>/dev/null)" = PONG ] &&
@@ -279,7 +294,7 @@ print(a if a and ok else "")' 2>/dev/null || true)
     ) &
   fi
   pids+=($!)
-  python3 "$writer" direct "$pa,$pb" "$kf"
+  "$py" "$writer" direct "$pa,$pb" "$kf"
 }
 
 printf '%-22s %4s %12s %10s %10s  %s\n' setup run "gap ms" acked lost errors
@@ -297,7 +312,7 @@ for setup in "${chosen[@]}"; do
       *) echo "sentinel-compare: unknown setup $setup" >&2; exit 2 ;;
     esac
     out=$(cat "$d/result.json")
-    python3 - "$setup" "$run" "$out" <<'PY'
+    "$py" - "$setup" "$run" "$out" <<'PY'
 import json, sys
 setup, run, r = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 errors = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items()))
