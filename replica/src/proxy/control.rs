@@ -288,7 +288,9 @@ impl ProxyCore {
                     Err(_) => continue,
                 },
                 Err(e) => {
-                    self.set_problem(Some(e.to_string()));
+                    // Worded as the follow loop words it: one problem, not
+                    // two alternating in the log.
+                    self.set_problem(Some(format!("cannot make the upstream follow: {e}")));
                     continue;
                 }
             };

@@ -167,11 +167,18 @@ impl ProxyCore {
             .or_else(|| crate::state_machine::StateMachine::problem(&*self.machine))
     }
 
+    /// Records why the upstream cannot be used (`None`: it can); logged
+    /// when it changes, not at every retry.
     pub fn set_problem(&self, problem: Option<String>) {
-        if let Some(why) = &problem {
-            tracing::warn!(reason = %why, "the upstream cannot be used");
+        let mut current = self.problem.lock();
+        if *current == problem {
+            return;
         }
-        *self.problem.lock() = problem;
+        match &problem {
+            Some(why) => tracing::warn!(reason = %why, "the upstream cannot be used"),
+            None => tracing::info!("the upstream can be used again"),
+        }
+        *current = problem;
     }
 
     /// Whether every `key value` pair of a `CONFIG SET` is the upstream's
