@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use understudy_tests::harness::{
-    bin_dir, free_port, metrics_text, serial, Cluster, ProcessSpec, TestDir,
+    bin_dir, free_port, metrics_text, serial, wait_for, Cluster, ProcessSpec, ProxyCluster, TestDir,
 };
 use understudy_tests::loadgen::background::failover_load_config;
 use understudy_tests::loadgen::BackgroundLoad;
@@ -219,10 +219,31 @@ async fn every_metric_the_alerts_and_the_grafana_dashboard_use_is_exported() {
     let replica = metrics_text(&cluster.replica(&active.id).url())
         .await
         .unwrap();
-    for (who, text) in [("arbiter", &arbiter), ("active replica", &replica)] {
+    // Proxy mode's own: a proxy-mode active, once it has read its
+    // upstream (every second) and its tap has a lag to report.
+    let proxy_dir = TestDir::new("alert-metrics-proxy").unwrap();
+    let proxy = ProxyCluster::start(&proxy_dir, &["a", "b"], |b| b.sync_standbys(1))
+        .await
+        .unwrap();
+    let proxy_active = proxy.cluster.wait_for_active(DEADLINE).await.unwrap();
+    let proxy_url = proxy.cluster.replica(&proxy_active.id).url();
+    let proxied = wait_for(DEADLINE, "a proxy-mode active's upstream metrics", || {
+        let url = proxy_url.clone();
+        async move {
+            let text = metrics_text(&url).await.ok()?;
+            text.contains("understudy_tap_lag_bytes{").then_some(text)
+        }
+    })
+    .await
+    .unwrap();
+    for (who, text) in [
+        ("arbiter", &arbiter),
+        ("active replica", &replica),
+        ("proxy-mode active replica", &proxied),
+    ] {
         promtool_check_metrics(text).unwrap_or_else(|e| panic!("{who}'s /metrics: {e}"));
     }
-    let exported = format!("{arbiter}{replica}");
+    let exported = format!("{arbiter}{replica}{proxied}");
     // The alert rules, and every query of the Grafana dashboard.
     let rules = std::fs::read_to_string(deploy("prometheus/alerts.yml")).unwrap();
     let grafana: serde_json::Value =

@@ -32,6 +32,19 @@ async fn cluster(name: &str) -> (TestDir, ProxyCluster, String, String) {
     (dir, cluster, active.id, standby)
 }
 
+/// A connection subscribed to `__redis__:invalidate` (where `CLIENT
+/// TRACKING … REDIRECT` sends invalidations in RESP2), and its client id.
+async fn invalidation_channel(addr: &str) -> (RawResp, String) {
+    let mut redirect = RawResp::connect(addr).await.unwrap();
+    let id = redirect.call(&["CLIENT", "ID"]).await.unwrap().show();
+    redirect
+        .send(&["SUBSCRIBE", "__redis__:invalidate"])
+        .await
+        .unwrap();
+    prompt(&mut redirect, "SUBSCRIBE").await;
+    (redirect, id)
+}
+
 /// The next frame on `c`, which must come within [`PROMPT`].
 async fn prompt(c: &mut RawResp, what: &str) -> Value {
     match c.frame_within(PROMPT).await {
@@ -524,13 +537,7 @@ async fn client_caching_yes_applies_to_the_clients_next_read() {
     let (_dir, cluster, active, standby) = cluster("proxy-caching").await;
     for id in [&active, &standby] {
         let addr = cluster.resp_addr(id);
-        let mut redirect = RawResp::connect(&addr).await.unwrap();
-        let redir_id = redirect.call(&["CLIENT", "ID"]).await.unwrap().show();
-        redirect
-            .send(&["SUBSCRIBE", "__redis__:invalidate"])
-            .await
-            .unwrap();
-        prompt(&mut redirect, "SUBSCRIBE").await;
+        let (mut redirect, redir_id) = invalidation_channel(&addr).await;
         let mut reader = RawResp::connect(&addr).await.unwrap();
         let tracking = reader
             .call(&["CLIENT", "TRACKING", "on", "OPTIN", "REDIRECT", &redir_id])
@@ -593,13 +600,7 @@ async fn pushes_keep_their_order_and_subscriptions_survive_a_protocol_switch() {
             "OK"
         );
 
-        let mut redirect = RawResp::connect(&addr).await.unwrap();
-        let redir_id = redirect.call(&["CLIENT", "ID"]).await.unwrap().show();
-        redirect
-            .send(&["SUBSCRIBE", "__redis__:invalidate"])
-            .await
-            .unwrap();
-        prompt(&mut redirect, "SUBSCRIBE").await;
+        let (mut redirect, redir_id) = invalidation_channel(&addr).await;
         let mut r = RawResp::connect(&addr).await.unwrap();
         let on = ["CLIENT", "TRACKING", "on", "REDIRECT", &redir_id, "NOLOOP"];
         assert_eq!(r.call(&on).await.unwrap().show(), "OK", "{id}");
