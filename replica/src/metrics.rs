@@ -62,6 +62,9 @@ pub struct Metrics {
     pub build_info: Family<Labels, Gauge>,
     /// Client credentials refused, by listener (`http`, `resp`).
     pub credentials_rejected: Family<Labels, Counter>,
+    /// Bytes in the data directory (the log, snapshots, RDBs), read at
+    /// each scrape: what compaction must bound.
+    pub data_dir_bytes: Gauge,
     /// Proxy mode, by upstream address: 1 while its `INFO` answers.
     pub upstream_up: Family<Labels, Gauge>,
     /// Proxy mode: the upstream's `used_memory`.
@@ -128,6 +131,7 @@ impl Metrics {
             lease_margin_low: Counter::default(),
             build_info: Family::default(),
             credentials_rejected: Family::default(),
+            data_dir_bytes: Gauge::default(),
             upstream_up: Family::default(),
             upstream_used_memory_bytes: Family::default(),
             upstream_maxmemory_bytes: Family::default(),
@@ -242,6 +246,11 @@ impl Metrics {
             "lease_margin_low",
             "Writes acknowledged with less than a quarter of the lease left",
             m.lease_margin_low.clone(),
+        );
+        registry.register(
+            "data_dir_bytes",
+            "Bytes in the data directory (the log, snapshots, RDBs), read at each scrape",
+            m.data_dir_bytes.clone(),
         );
         for (name, help, family) in [
             (

@@ -285,6 +285,12 @@ async fn every_metric_the_alerts_and_the_grafana_dashboard_use_is_exported() {
     ] {
         assert!(arbiter.contains(&want), "no {want} in:\n{arbiter}");
     }
+    // The data directory holds the log with that write.
+    let data = understudy_tests::harness::replica_status::metric_value(
+        &replica,
+        "understudy_data_dir_bytes",
+    );
+    assert!(data.is_some_and(|b| b > 0.0), "data_dir_bytes {data:?}");
     for want in [
         "understudy_build_info{version=".to_string(),
         format!("understudy_standby_lag_seconds{{standby=\"{standby}\"}}"),
