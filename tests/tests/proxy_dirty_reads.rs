@@ -206,12 +206,7 @@ async fn a_write_waiting_for_its_commit_is_seen_by_nobody_and_lost_with_the_acti
 async fn an_exec_held_past_the_lease_is_answered_unknown_when_the_lease_ends() {
     let _serial = serial().await;
     let dir = TestDir::new("proxy-exec-lease").unwrap();
-    let mut cluster = ProxyCluster::start(&dir, &["a", "b"], |b| b.sync_standbys(1))
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .cluster
-        .wait_active_with_sync_standby(DEADLINE)
+    let (mut cluster, active, standby) = ProxyCluster::start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     let mut c = RawResp::connect(&cluster.resp_addr(&active.id))

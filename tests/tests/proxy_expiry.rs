@@ -33,12 +33,7 @@ fn now_ms() -> i64 {
 async fn deadlines_are_equal_everywhere_and_expiry_reaches_every_upstream() {
     let _serial = serial().await;
     let dir = TestDir::new("proxy-expiry").unwrap();
-    let cluster = ProxyCluster::start(&dir, &["a", "b"], |b| b.sync_standbys(1))
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .cluster
-        .wait_active_with_sync_standby(DEADLINE)
+    let (cluster, active, standby) = ProxyCluster::start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     let (active, standby) = (active.id, standby);

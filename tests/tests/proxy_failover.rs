@@ -181,12 +181,7 @@ fn texts(v: &Value) -> Vec<String> {
 async fn killing_the_active_loses_no_acknowledged_write_job_or_push_and_the_old_active_rejoins() {
     let _serial = serial().await;
     let dir = TestDir::new("proxy-failover").unwrap();
-    let mut cluster = ProxyCluster::start(&dir, &["a", "b"], |b| b.sync_standbys(1))
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .cluster
-        .wait_active_with_sync_standby(DEADLINE)
+    let (mut cluster, active, standby) = ProxyCluster::start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     // The standby's redis-server holds the stream (see

@@ -33,12 +33,7 @@ async fn write_keys(addr: &str, prefix: &str, n: usize) {
 async fn an_old_active_with_nothing_uncommitted_rejoins_by_partial_resynchronization() {
     let _serial = serial().await;
     let dir = TestDir::new("proxy-psync2").unwrap();
-    let mut cluster = ProxyCluster::start(&dir, &["a", "b"], |b| b.sync_standbys(1))
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .cluster
-        .wait_active_with_sync_standby(DEADLINE)
+    let (mut cluster, active, standby) = ProxyCluster::start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     write_keys(&cluster.resp_addr(&active.id), "before:", 200).await;
@@ -197,12 +192,7 @@ async fn losing_the_active_machine_before_the_standbys_redis_server_was_filled_l
 async fn an_active_whose_redis_server_dies_is_failed_over_and_rejoins_once_it_is_back() {
     let _serial = serial().await;
     let dir = TestDir::new("proxy-upstream-kill").unwrap();
-    let mut cluster = ProxyCluster::start(&dir, &["a", "b"], |b| b.sync_standbys(1))
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .cluster
-        .wait_active_with_sync_standby(DEADLINE)
+    let (mut cluster, active, standby) = ProxyCluster::start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     write_keys(&cluster.resp_addr(&active.id), "before:", 200).await;

@@ -105,12 +105,7 @@ async fn watch(
 async fn with_no_active_retrying_clients_cause_no_forwarding_loop_and_no_file_storm() {
     let _serial = serial().await;
     let dir = TestDir::new("proxy-no-active").unwrap();
-    let mut cluster = ProxyCluster::start(&dir, &["a", "b"], |b| b.sync_standbys(1))
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .cluster
-        .wait_active_with_sync_standby(DEADLINE)
+    let (mut cluster, active, standby) = ProxyCluster::start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     let ids = [active.id.clone(), standby.clone()];

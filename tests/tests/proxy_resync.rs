@@ -39,12 +39,7 @@ async fn write_keys(addr: &str, prefix: &str, n: usize) {
 async fn a_standby_whose_redis_server_restarted_empty_is_refilled_by_itself() {
     let _serial = serial().await;
     let dir = TestDir::new("proxy-resync").unwrap();
-    let mut cluster = ProxyCluster::start(&dir, &["a", "b"], |b| b.sync_standbys(1))
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .cluster
-        .wait_active_with_sync_standby(DEADLINE)
+    let (mut cluster, active, standby) = ProxyCluster::start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     let on_active = cluster.resp_addr(&active.id);

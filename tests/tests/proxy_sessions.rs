@@ -21,12 +21,7 @@ const PROMPT: Duration = Duration::from_secs(5);
 
 async fn cluster(name: &str) -> (TestDir, ProxyCluster, String, String) {
     let dir = TestDir::new(name).unwrap();
-    let cluster = ProxyCluster::start(&dir, &["a", "b"], |b| b.sync_standbys(1))
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .cluster
-        .wait_active_with_sync_standby(DEADLINE)
+    let (cluster, active, standby) = ProxyCluster::start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     (dir, cluster, active.id, standby)

@@ -16,12 +16,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 async fn cluster(name: &str) -> (TestDir, ProxyCluster, String, String) {
     let dir = TestDir::new(name).unwrap();
-    let cluster = ProxyCluster::start(&dir, &["a", "b"], |b| b.sync_standbys(1))
-        .await
-        .unwrap();
-    let (active, standby) = cluster
-        .cluster
-        .wait_active_with_sync_standby(DEADLINE)
+    let (cluster, active, standby) = ProxyCluster::start_with_sync_standby(&dir, DEADLINE)
         .await
         .unwrap();
     (dir, cluster, active.id, standby)

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::cluster::Cluster;
+use super::cluster::{ActiveNode, Cluster};
 use super::cluster_builder::ClusterBuilder;
 use super::dirs::TestDir;
 use super::ports::free_port;
@@ -50,6 +50,21 @@ impl ProxyCluster {
         build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
     ) -> Result<ProxyCluster, String> {
         ProxyCluster::start_full(dir, ids, pinned, false, &[], build).await
+    }
+
+    /// The usual pair: replicas `a` and `b` with `sync_standbys = 1`, once
+    /// one is active with the other a confirmed sync standby (the active,
+    /// and the standby's id).
+    pub async fn start_with_sync_standby(
+        dir: &TestDir,
+        within: Duration,
+    ) -> Result<(ProxyCluster, ActiveNode, String), String> {
+        let cluster = ProxyCluster::start(dir, &["a", "b"], |b| b.sync_standbys(1)).await?;
+        let (active, standby) = cluster
+            .cluster
+            .wait_active_with_sync_standby(within)
+            .await?;
+        Ok((cluster, active, standby))
     }
 
     /// [`ProxyCluster::start`], each redis-server also given `redis_args`.
