@@ -202,6 +202,20 @@ pub async fn run(
     faults
 }
 
+/// A confirmed sync standby other than `active`, the target of a standby
+/// fault.
+fn confirmed_standby(
+    status: &arbiter::status::ClusterStatus,
+    active: &str,
+) -> Result<String, String> {
+    status
+        .confirmed_sync
+        .iter()
+        .find(|n| n.as_str() != active)
+        .map(|n| n.as_str().to_string())
+        .ok_or_else(|| "no confirmed sync standby before the fault".to_string())
+}
+
 /// Injects one fault, holds it, heals it and waits for recovery.
 async fn inject(
     cluster: &mut FaultCluster,
@@ -254,12 +268,7 @@ async fn inject(
             }
         }
         FaultKind::KillSyncStandby => {
-            let standby = status
-                .confirmed_sync
-                .iter()
-                .find(|n| n.as_str() != active)
-                .map(|n| n.as_str().to_string())
-                .ok_or("no confirmed sync standby before the fault")?;
+            let standby = confirmed_standby(&status, &active)?;
             let member = cluster.replica_mut(&standby).ok_or("unknown standby")?;
             target = standby;
             start_ns = history.now_ns();
@@ -302,12 +311,7 @@ async fn inject(
             let node = if kind == FaultKind::KillActiveUpstream {
                 active.clone()
             } else {
-                status
-                    .confirmed_sync
-                    .iter()
-                    .find(|n| n.as_str() != active)
-                    .map(|n| n.as_str().to_string())
-                    .ok_or("no confirmed sync standby before the fault")?
+                confirmed_standby(&status, &active)?
             };
             let member = cluster.replica_mut(&node).ok_or("unknown replica")?;
             let (_, redis) = member
