@@ -16,10 +16,24 @@ use super::entry::{ReplId, StreamEntry};
 
 /// One replication id's stretch of the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Lineage {
-    replid: ReplId,
+pub struct Lineage {
+    pub replid: ReplId,
     /// The offset it begins at.
-    start: u64,
+    pub start: u64,
+    /// The log entry that began it.
+    pub index: LogIndex,
+}
+
+/// What a checkpoint keeps of the history up to its log entry (the
+/// entries before it may be deleted): the replication ids begun so far
+/// and where the stream stands after that entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seed {
+    /// The last log entry the checkpoint covers.
+    pub index: LogIndex,
+    /// The stream offset after it.
+    pub end: u64,
+    pub lineages: Vec<Lineage>,
 }
 
 /// Where a chunk lives in the log.
@@ -52,6 +66,64 @@ pub struct History {
 }
 
 impl History {
+    /// The history of a log whose entries up to `base` were deleted under
+    /// the checkpoint `seed` (at `base` or after it: the entries between
+    /// are still in the log and noted again).
+    pub fn seeded(seed: &Seed, base: LogIndex) -> History {
+        History {
+            lineages: seed
+                .lineages
+                .iter()
+                .filter(|l| l.index <= base)
+                .cloned()
+                .collect(),
+            chunks: Vec::new(),
+            committed: if base == seed.index { seed.end } else { 0 },
+        }
+    }
+
+    /// The checkpoint of an RDB at `(replid, offset)`: the entries wholly
+    /// before the bytes after `offset`, if that position is on the
+    /// committed history (else the RDB holds effects the cluster never
+    /// committed, or is not of this stream).
+    pub fn seed_for(&self, replid: &ReplId, offset: u64) -> Option<Seed> {
+        let Continuation::From { index, .. } = self.continuation(Some(replid), offset) else {
+            return None;
+        };
+        let covered = index.prev();
+        Some(Seed {
+            index: covered,
+            end: self.offset_after(covered),
+            lineages: self
+                .lineages
+                .iter()
+                .filter(|l| l.index <= covered)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    /// The stream offset right after log entry `index` (a committed one).
+    fn offset_after(&self, index: LogIndex) -> u64 {
+        let chunk = self.chunks.iter().find(|c| c.index > index).map(|c| c.from);
+        let begun = self
+            .lineages
+            .iter()
+            .find(|l| l.index > index)
+            .map(|l| l.start);
+        match (chunk, begun) {
+            (Some(c), Some(b)) => c.min(b),
+            (Some(o), None) | (None, Some(o)) => o,
+            (None, None) => self.committed,
+        }
+    }
+
+    /// Forgets where the entries up to `index` are (they were deleted).
+    pub fn forget_upto(&mut self, index: LogIndex) {
+        let keep = self.chunks.partition_point(|c| c.index <= index);
+        self.chunks.drain(..keep);
+    }
+
     /// Records a committed entry at `index`.
     pub fn note(&mut self, index: LogIndex, entry: &StreamEntry) {
         match entry {
@@ -59,6 +131,7 @@ impl History {
             StreamEntry::Begin { replid, offset, .. } => self.lineages.push(Lineage {
                 replid: replid.clone(),
                 start: *offset,
+                index,
             }),
             StreamEntry::Rdb { .. } => return,
         }
@@ -231,5 +304,64 @@ mod tests {
             History::default().continuation(Some(&id('a')), 0),
             Continuation::FullResync(_)
         ));
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_what_the_deleted_entries_said() {
+        let h = history();
+        // An RDB at 115 (inside the chunk at index 4): entries 2-3 are
+        // wholly before it; the stream after entry 3 is at 110.
+        let seed = h.seed_for(&id('a'), 115).unwrap();
+        assert_eq!((seed.index, seed.end), (LogIndex(3), 110));
+        assert_eq!(seed.lineages.len(), 1);
+        // At the promotion's offset, under either id: the promotion's
+        // `Begin` (index 5) is kept in the log.
+        let seed = h.seed_for(&id('b'), 130).unwrap();
+        assert_eq!((seed.index, seed.end), (LogIndex(5), 130));
+        assert_eq!(seed.lineages.len(), 2);
+        // Not on the history, or not committed: no checkpoint.
+        assert_eq!(h.seed_for(&id('c'), 120), None);
+        assert_eq!(h.seed_for(&id('b'), 151), None);
+
+        // Rebuilt from the seed and the entries after it: the same answers.
+        let mut r = History::seeded(&seed, LogIndex(5));
+        assert_eq!(r.current(), Some((&id('b'), 130)));
+        r.note(LogIndex(6), &chunk(130, 20));
+        assert_eq!(r.current(), Some((&id('b'), 150)));
+        assert_eq!(
+            r.continuation(Some(&id('a')), 130),
+            Continuation::From {
+                index: LogIndex(6),
+                current: id('b')
+            }
+        );
+        assert!(matches!(
+            r.continuation(Some(&id('a')), 115),
+            Continuation::FullResync(why) if why.contains("before the oldest")
+        ));
+        // A log cut before the seed (whole segments go): the entries after
+        // the cut are noted again, the seed's later lineages are not doubled.
+        let mut r = History::seeded(&seed, LogIndex(3));
+        for (i, e) in [
+            chunk(110, 20),
+            begin('b', 130, BeginKind::Promotion),
+            chunk(130, 20),
+        ]
+        .iter()
+        .enumerate()
+        {
+            r.note(LogIndex(i as u64 + 4), e);
+        }
+        assert_eq!(r.lineages, h.lineages);
+        let mut forgot = history();
+        forgot.forget_upto(LogIndex(3));
+        assert!(matches!(
+            forgot.continuation(Some(&id('a')), 100),
+            Continuation::FullResync(_)
+        ));
+        assert_eq!(
+            forgot.seed_for(&id('a'), 115).map(|s| s.index),
+            Some(LogIndex(3))
+        );
     }
 }
