@@ -46,6 +46,10 @@ pub struct Options {
     /// bytes [default: 268435456].
     #[arg(long, env = "UNDERSTUDY_SNAPSHOT_EVERY_BYTES")]
     pub snapshot_every_bytes: Option<u64>,
+    /// Also take one this often if anything was written since the last,
+    /// seconds [default: 3600].
+    #[arg(long, env = "UNDERSTUDY_SNAPSHOT_EVERY_SECS")]
+    pub snapshot_every_secs: Option<u64>,
     /// Longest key accepted, bytes [default: 1024].
     #[arg(long, env = "UNDERSTUDY_MAX_KEY_BYTES")]
     pub max_key_bytes: Option<usize>,
@@ -238,6 +242,7 @@ pub struct Settings {
     pub fsync: bool,
     pub segment_bytes: u64,
     pub snapshot_every_bytes: u64,
+    pub snapshot_every: std::time::Duration,
     pub limits: Limits,
     pub cluster: String,
     /// The cluster token; `None` only when every listener is on loopback.
@@ -283,7 +288,7 @@ impl Options {
     /// `self` wins over `lower` field by field.
     pub fn over(self, lower: Options) -> Options {
         overlay!(self, lower; node_id, data_dir, listen, advertise_url, fsync, segment_bytes,
-            snapshot_every_bytes, max_key_bytes, max_value_bytes, max_body_bytes, max_txn_ops,
+            snapshot_every_bytes, snapshot_every_secs, max_key_bytes, max_value_bytes, max_body_bytes, max_txn_ops,
             max_list_limit, max_requests, max_pending_writes, cluster, token_file, token, repl_listen, advertise_repl,
             max_frame_bytes, forward, min_version_wait_ms, arbiter, priority, idle_poll_us,
             upstream, upstream_password_file, upstream_socket, resp_listen, resp_cpus, advertise_resp, advertise_upstream,
@@ -353,6 +358,8 @@ impl Options {
             64 << 10,
             1 << 40,
         )?;
+        let snapshot_every_secs = self.snapshot_every_secs.unwrap_or(3600);
+        check_range("snapshot_every_secs", snapshot_every_secs, 1, 7 * 86_400)?;
         let limits = Limits {
             max_key_bytes: self.max_key_bytes.unwrap_or(1024),
             max_value_bytes: self.max_value_bytes.unwrap_or(1 << 20),
@@ -518,6 +525,7 @@ impl Options {
             fsync,
             segment_bytes,
             snapshot_every_bytes,
+            snapshot_every: std::time::Duration::from_secs(snapshot_every_secs),
             limits,
             cluster,
             token,

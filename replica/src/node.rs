@@ -9,6 +9,9 @@
 //! node-state.json      active_epoch, seen_epoch, commit hint (node_state.rs)
 //! log/                 segment files (log/)
 //! snapshots/           the latest snapshot (snapshot.rs)
+//! checkpoint/, rdb/    proxy mode: the newest checkpoint, which lets old
+//!                      log segments go (proxy/checkpoint.rs); RDBs kept to
+//!                      fill this replica's upstream (proxy/rdb.rs)
 //! quarantine/          entries cut from a divergent tail, never deleted
 //! REINIT, discarded/   an operator's reinit order being carried out, and
 //!                      the data it moved aside (reinit.rs)
@@ -100,17 +103,34 @@ impl Node {
         if settings.proxy.is_some() && !snaps.is_empty() {
             return Err(StartError::SnapshotsInProxyMode { dir });
         }
-        let (state, history) = match snaps.last() {
+        let (state, mut history) = match snaps.last() {
             Some((_, path)) => snapshot::read(path).map_err(|source| StartError::Snapshot {
                 path: path.clone(),
                 source,
             })?,
             None => (KvState::default(), Vec::new()),
         };
-        // Proxy mode keeps no snapshots; after a full resync its log starts
-        // where the copied upstream's marker was.
+        // Proxy mode: the newest checkpoint (an RDB and the history before
+        // it) covers the log's deleted entries.
+        let mut seed = None;
         let snap_pos = match settings.proxy {
-            Some(_) => node_state.log_base,
+            Some(_) => {
+                let cp_dir = dir.join("checkpoint");
+                let newest = crate::proxy::checkpoint::newest(&cp_dir).map_err(|source| {
+                    StartError::Snapshot {
+                        path: cp_dir.clone(),
+                        source,
+                    }
+                })?;
+                match newest {
+                    Some(cp) => {
+                        history = cp.epochs;
+                        seed = Some(cp.seed);
+                        cp.position
+                    }
+                    None => Position::ZERO,
+                }
+            }
             None => state.applied(),
         };
 
@@ -140,8 +160,9 @@ impl Node {
                     (sm, None, pending, committed)
                 }
                 Some(p) => {
+                    let hint = hint.max(reader.base().index);
                     let (core, pending, committed) =
-                        open_upstream(p, &reader, &dir, hint, answerer)?;
+                        open_upstream(p, &reader, &dir, hint, answerer, seed)?;
                     (core.machine.clone(), Some(core), pending, committed)
                 }
             };
@@ -296,6 +317,7 @@ fn open_upstream(
     dir: &Path,
     hint: proto_common::LogIndex,
     answerer: Answerer,
+    seed: Option<crate::proxy::history::Seed>,
 ) -> Result<
     (
         Arc<crate::proxy::ProxyCore>,
@@ -311,6 +333,7 @@ fn open_upstream(
             hint,
             dir,
             answerer,
+            seed,
         ))
         .map_err(StartError::Upstream)?;
     let pending = pending_after(reader, hint)?;

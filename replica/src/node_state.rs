@@ -35,12 +35,6 @@ pub struct NodeState {
     /// Entries this replica moved to `quarantine/` over its life.
     #[serde(default)]
     pub quarantined_entries: u64,
-    /// Proxy mode: where the log starts after a full resync (the upstream
-    /// came from another replica's, holding everything up to this
-    /// position); zero otherwise. The embedded store keeps this in its
-    /// snapshot instead.
-    #[serde(default)]
-    pub log_base: proto_common::Position,
     /// The last reinit order carried out (`reinit.rs`); 0 for none.
     #[serde(default)]
     pub reinitialized: u64,
@@ -97,7 +91,6 @@ mod tests {
             seen_epoch: Epoch(4),
             commit_hint: LogIndex(77),
             quarantined_entries: 2,
-            log_base: proto_common::Position::new(2, 9),
             reinitialized: 5,
         };
         s.store(dir.path()).unwrap();

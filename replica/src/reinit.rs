@@ -83,7 +83,7 @@ pub fn carry_out(data_dir: &Path) -> Result<(), StartError> {
     };
     let keep = data_dir.join("discarded").join(format!("reinit-{n}"));
     std::fs::create_dir_all(&keep).map_err(|e| err(&format!("making {}", keep.display()), e))?;
-    for name in ["log", "snapshots"] {
+    for name in ["log", "snapshots", "checkpoint", "rdb"] {
         let from = data_dir.join(name);
         if from.exists() {
             std::fs::rename(&from, keep.join(name))
@@ -95,7 +95,6 @@ pub fn carry_out(data_dir: &Path) -> Result<(), StartError> {
     let mut state = NodeState::load(data_dir).map_err(StartError::LoadNodeState)?;
     state.reinitialized = n;
     state.commit_hint = proto_common::LogIndex::ZERO;
-    state.log_base = proto_common::Position::ZERO;
     state
         .store(data_dir)
         .map_err(|e| err("saving node-state.json", e))?;

@@ -190,28 +190,56 @@ fn spawn_heartbeats(repl: Arc<Replication>, stop: CancellationToken) -> Result<(
     Ok(())
 }
 
-/// Once a second: persist the commit hint, and snapshot when enough log
-/// has been written since the last snapshot.
+/// Once a second: persist the commit hint, and snapshot (in proxy mode,
+/// checkpoint) when enough log has been written since the last one, or
+/// when anything has and the schedule says so.
 async fn housekeeping(node: Arc<Node>, repl: Arc<Replication>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let at_last = &node.snapshots.log_bytes_at_last;
     at_last.store(node.metrics.log_bytes.get(), Ordering::Relaxed);
+    let mut last_time = tokio::time::Instant::now();
+    // After a failure, not again before this (an RDB is a fork of the
+    // upstream).
+    let mut retry_at = last_time;
     loop {
         tick.tick().await;
         save_commit_hint(node.clone()).await;
-        if node.proxy.is_some() {
-            // The log is the only durable copy of an upstream run without
-            // persistence: nothing is compacted.
+        let written = node.metrics.log_bytes.get();
+        let since = written - at_last.load(Ordering::Relaxed);
+        let due = since >= node.settings.snapshot_every_bytes
+            || (since > 0 && last_time.elapsed() >= node.settings.snapshot_every);
+        if !due || tokio::time::Instant::now() < retry_at {
             continue;
         }
-        let written = node.metrics.log_bytes.get();
-        if written - at_last.load(Ordering::Relaxed) >= node.settings.snapshot_every_bytes {
-            match take_snapshot(&node, repl.followers.min_needed()).await {
-                Ok(pos) => {
-                    at_last.store(written, Ordering::Relaxed);
-                    tracing::info!(position = %pos, "snapshot written; covered log segments deleted");
+        let keep_from = repl.followers.min_needed();
+        node.snapshots.in_progress.store(true, Ordering::Relaxed);
+        let outcome = match node.proxy {
+            Some(_) => match crate::proxy::compact::take(&node, keep_from).await {
+                Ok(Some(c)) => {
+                    tracing::info!(position = %c.position, rdb_bytes = c.rdb_bytes,
+                        segments_deleted = c.segments, "checkpoint taken; covered log segments deleted");
+                    Ok(())
                 }
-                Err(e) => tracing::error!(error = %e, "snapshot failed; will retry"),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
+            None => match take_snapshot(&node, keep_from).await {
+                Ok(pos) => {
+                    tracing::info!(position = %pos, "snapshot written; covered log segments deleted");
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        node.snapshots.in_progress.store(false, Ordering::Relaxed);
+        match outcome {
+            Ok(()) => {
+                at_last.store(written, Ordering::Relaxed);
+                last_time = tokio::time::Instant::now();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "snapshot failed; will retry in 10 s");
+                retry_at = tokio::time::Instant::now() + Duration::from_secs(10);
             }
         }
     }

@@ -297,6 +297,22 @@ impl Link {
         )
     }
 
+    /// The newest RDB kept here that the stream can continue from: the
+    /// last one fetched or logged, or the checkpoint's (whose log entries
+    /// may be gone, so an older RDB may no longer do).
+    fn newest_local(&self) -> Result<Option<rdb::Snapshot>, FeedError> {
+        let checkpoints = self.dir.with_file_name("checkpoint");
+        let mut kept: Vec<rdb::Snapshot> = rdb::newest(&self.dir)?.into_iter().collect();
+        kept.extend(super::checkpoint::newest(&checkpoints)?.map(|c| c.rdb));
+        kept.sort_by_key(|s| std::cmp::Reverse(s.offset));
+        Ok(kept.into_iter().find(|s| {
+            !matches!(
+                self.machine.continuation(Some(&s.replid), s.offset),
+                Continuation::FullResync(_)
+            )
+        }))
+    }
+
     /// Sends `+FULLRESYNC` and an RDB: fetched from the active's upstream,
     /// else the newest local snapshot. Returns where streaming starts.
     async fn full_resync(
@@ -325,7 +341,7 @@ impl Link {
         };
         let snapshot = match snapshot {
             Some(s) => s,
-            None => match rdb::newest(&self.dir)? {
+            None => match self.newest_local()? {
                 Some(s) => s,
                 None => return Ok(None),
             },

@@ -19,6 +19,8 @@
 //!   protocol; the active's tap.
 //! - [`feed`], [`rdb`]: the master's side, served to a standby's own
 //!   upstream; RDB snapshots.
+//! - [`checkpoint`], [`compact`]: an RDB at a committed position with the
+//!   history before it, which lets the log's older segments go; taking one.
 //! - [`gate`], [`probe`], [`relay`]: the reply gate; the offset that covers
 //!   a reply; one client's session.
 //! - [`core`], [`control`], [`start`]: what a proxy-mode replica shares;
@@ -28,10 +30,11 @@
 //! - [`server`]: the RESP listener.
 //! - [`error`]: the errors at proxy mode's boundaries.
 //!
-//! Deliberately left out: compacting the log (its RDB snapshots are
-//! kept but no segment is deleted yet), and pub/sub messages surviving a
-//! failover (as in Redis, they are not durable).
+//! Deliberately left out: pub/sub messages surviving a failover (as in
+//! Redis, they are not durable).
 
+pub mod checkpoint;
+pub mod compact;
 pub mod config;
 pub mod control;
 pub mod core;

@@ -168,6 +168,20 @@ pub async fn fetch(
     tls: Option<&Tls>,
     dir: &Path,
 ) -> Result<Snapshot, RdbError> {
+    let mut writer = Writer::create(dir).await?;
+    let (replid, offset) = fetch_into(addr, password, tls, &mut writer.file).await?;
+    writer.finish(replid, offset).await
+}
+
+/// Fetches an RDB of the server at `addr` (a master, or a replica with a
+/// link to its master) into `sink`; returns the stream position it holds
+/// the data at. The sink is not flushed.
+pub async fn fetch_into<W: tokio::io::AsyncWrite + Unpin>(
+    addr: &str,
+    password: Option<&str>,
+    tls: Option<&Tls>,
+    sink: &mut W,
+) -> Result<(ReplId, u64), RdbError> {
     let mut link = Link::connect(addr, tls).await?;
     link.handshake(password, 0, true).await?;
     let (replid, offset) = match link.psync(None, 0).await? {
@@ -183,9 +197,8 @@ pub async fn fetch(
         addr: addr.to_string(),
         answer: format!("+FULLRESYNC {replid} {offset}"),
     })?;
-    let mut writer = Writer::create(dir).await?;
-    link.read_rdb(&mut writer.file).await?;
-    writer.finish(replid, offset).await
+    link.read_rdb(sink).await?;
+    Ok((replid, offset))
 }
 
 #[cfg(test)]

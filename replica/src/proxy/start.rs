@@ -38,6 +38,7 @@ pub async fn open(
     committed: proto_common::LogIndex,
     data_dir: &Path,
     answerer: Answerer,
+    seed: Option<super::history::Seed>,
 ) -> Result<Arc<ProxyCore>, ProxyStartError> {
     // A replica that was part of a cluster has entries in its log, even
     // if its commit hint is older than the history's beginning.
@@ -47,6 +48,7 @@ pub async fn open(
         committed,
         answerer,
         data_dir.join("rdb"),
+        seed,
     )?);
     let addr = settings.upstream.clone();
     let mut conn = Conn::connect(&addr, settings.upstream_password.as_deref(), None)

@@ -10,7 +10,7 @@ use proto_common::{LogIndex, Position};
 use tokio::sync::watch;
 
 use super::entry::{ReplId, StreamEntry};
-use super::history::{Continuation, History};
+use super::history::{Continuation, History, Seed};
 use crate::command::{Command, DecodeError};
 use crate::log::cursor::{Cursor, Next};
 use crate::log::LogReader;
@@ -29,6 +29,9 @@ pub struct StreamMachine {
     problem: Mutex<Option<String>>,
     /// Where a logged RDB is kept as a snapshot (`rdb.rs`).
     rdb_dir: std::path::PathBuf,
+    /// The history the newest checkpoint kept (`checkpoint.rs`): what the
+    /// log's deleted entries had said.
+    seed: Mutex<Option<Seed>>,
 }
 
 /// Why the log's stream history cannot be read.
@@ -46,19 +49,24 @@ pub enum HistoryError {
          alike (all with --upstream, or none)"
     )]
     NotProxyMode(Position),
-    #[error("log entry {0} was compacted away, but proxy mode keeps every entry")]
+    #[error(
+        "the log's entries up to {0} were deleted, but no checkpoint covers them (the \
+         checkpoint/ directory of the data directory lost its newest file)"
+    )]
     Compacted(LogIndex),
 }
 
 impl StreamMachine {
-    /// Rebuilds the history from the log's entries up to `committed`.
+    /// Rebuilds the history from the newest checkpoint's `seed` and the
+    /// log's entries after it up to `committed`.
     pub fn open(
         reader: LogReader,
         committed: LogIndex,
         answerer: Answerer,
         rdb_dir: std::path::PathBuf,
+        seed: Option<Seed>,
     ) -> Result<StreamMachine, HistoryError> {
-        let (history, applied) = rebuild(&reader, committed)?;
+        let (history, applied) = rebuild(&reader, committed, seed.as_ref())?;
         let offset = history.committed();
         Ok(StreamMachine {
             history: Mutex::new(history),
@@ -68,7 +76,25 @@ impl StreamMachine {
             answerer,
             problem: Mutex::new(None),
             rdb_dir,
+            seed: Mutex::new(seed),
         })
+    }
+
+    /// What a checkpoint of an RDB at `(replid, offset)` keeps of the
+    /// history, if that position is on the committed history.
+    pub fn seed_for(&self, replid: &ReplId, offset: u64) -> Option<Seed> {
+        self.history.lock().seed_for(replid, offset)
+    }
+
+    /// A checkpoint at `seed` is durable: the log's entries up to it may be
+    /// deleted from now on.
+    pub fn set_seed(&self, seed: Seed) {
+        *self.seed.lock() = Some(seed);
+    }
+
+    /// The log's entries up to `base` are deleted.
+    pub fn forget_upto(&self, base: LogIndex) {
+        self.history.lock().forget_upto(base);
     }
 
     /// Follows the committed stream offset.
@@ -179,7 +205,8 @@ impl StateMachine for StreamMachine {
     }
 
     fn reset(&self, applied: Position) {
-        match rebuild(&self.reader, applied.index) {
+        let seed = self.seed.lock().clone();
+        match rebuild(&self.reader, applied.index, seed.as_ref()) {
             Ok((history, at)) => {
                 let offset = history.committed();
                 *self.history.lock() = history;
@@ -195,11 +222,20 @@ impl StateMachine for StreamMachine {
     }
 }
 
-/// The history of the log's stream entries up to `upto`, and the position
-/// of the last entry read.
-fn rebuild(reader: &LogReader, upto: LogIndex) -> Result<(History, Position), HistoryError> {
-    let mut history = History::default();
+/// The history of the log's stream entries up to `upto` (after the
+/// checkpoint `seed`, if the log was compacted), and the position of the
+/// last entry read.
+fn rebuild(
+    reader: &LogReader,
+    upto: LogIndex,
+    seed: Option<&Seed>,
+) -> Result<(History, Position), HistoryError> {
     let mut at = reader.base();
+    let mut history = match seed {
+        _ if at.index == LogIndex::ZERO => History::default(),
+        Some(seed) if seed.index >= at.index => History::seeded(seed, at.index),
+        _ => return Err(HistoryError::Compacted(at.index)),
+    };
     let mut cursor = Cursor::new(reader.clone(), reader.base().index.next());
     while cursor.index() <= upto {
         match cursor.read_next()? {

@@ -112,18 +112,6 @@ pub enum ReplError {
     #[error("the snapshot encoded to {sent} bytes, not the {announced} announced")]
     SnapshotEncoded { sent: u64, announced: u64 },
 
-    /// Proxy mode: a standby needs entries the active's log no longer
-    /// holds; it must copy the active's upstream.
-    #[error(
-        "standby {standby} needs entries from {from} but this active's log starts after \
-         {base}: it must fill its upstream from ours (full resync)"
-    )]
-    NeedsResync {
-        standby: NodeId,
-        from: LogIndex,
-        base: Position,
-    },
-
     /// The local state was set aside; the next handshake asks for all.
     #[error("local state discarded for a full resync; reconnecting")]
     DiscardedForResync,
@@ -256,7 +244,6 @@ impl ReplError {
             ReplError::WouldCutCommitted { .. } => "would_cut_committed",
             ReplError::SnapshotPastCut { .. } => "snapshot_past_cut",
             ReplError::SnapshotEncoded { .. } => "snapshot_encoded",
-            ReplError::NeedsResync { .. } => "needs_resync",
             ReplError::DiscardedForResync => "discarded_for_resync",
             ReplError::Timeout { .. } => "timeout",
             ReplError::Closed(_) => "closed",
@@ -279,7 +266,6 @@ impl ReplError {
                 Some(RefuseCode::StaleEpoch)
             }
             ReplError::Protocol(_) => Some(RefuseCode::Protocol),
-            ReplError::NeedsResync { .. } => Some(RefuseCode::NeedsResync),
             _ => None,
         }
     }
@@ -301,7 +287,6 @@ impl ReplError {
             | ReplError::WrongActive { .. }
             | ReplError::StaleEpoch { .. }
             | ReplError::Deposed { .. }
-            | ReplError::NeedsResync { .. }
             | ReplError::DiscardedForResync
             | ReplError::Timeout { .. }
             | ReplError::Closed(_)

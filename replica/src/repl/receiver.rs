@@ -388,6 +388,139 @@ fn unexpected(expected: &'static str, got: &Frame) -> ReplError {
     .into()
 }
 
+/// The next chunk of a snapshot, counted into `got`; `None` at its end,
+/// which must come after exactly `size` bytes.
+async fn snapshot_chunk(
+    repl: &Replication,
+    reader: &mut FramedRead<ReplRead, ReplCodec>,
+    got: &mut u64,
+    size: u64,
+) -> Result<Option<bytes::Bytes>, ReplError> {
+    match reader.next().await {
+        Some(Ok(Envelope {
+            epoch,
+            frame: Frame::SnapshotChunk { data },
+        })) => {
+            check_epoch(repl, epoch)?;
+            *got += data.len() as u64;
+            if *got > size {
+                return Err(Violation::SnapshotSize {
+                    got: *got,
+                    announced: size,
+                }
+                .into());
+            }
+            Ok(Some(data))
+        }
+        Some(Ok(Envelope {
+            frame: Frame::SnapshotEnd,
+            ..
+        })) if *got == size => Ok(None),
+        Some(Ok(Envelope {
+            frame: Frame::SnapshotEnd,
+            ..
+        })) => Err(Violation::SnapshotSize {
+            got: *got,
+            announced: size,
+        }
+        .into()),
+        Some(Ok(other)) => Err(unexpected(
+            "a snapshot chunk or the snapshot's end",
+            &other.frame,
+        )),
+        Some(Err(e)) => Err(ReplError::unreadable("frame in a snapshot", e)),
+        None => Err(ReplError::Closed("closed in the middle of a snapshot")),
+    }
+}
+
+/// Proxy mode: the active's checkpoint (`proxy/checkpoint.rs`) replaces
+/// this replica's log up to `position`; its upstream is refilled from it
+/// (or from the active's upstream) by the feed.
+async fn install_checkpoint(
+    repl: &Replication,
+    reader: &mut FramedRead<ReplRead, ReplCodec>,
+    position: Position,
+    size: u64,
+) -> Result<(), ReplError> {
+    use crate::proxy::checkpoint;
+    use tokio::io::AsyncWriteExt;
+    let node = &repl.node;
+    let core = node.proxy.as_ref().expect("proxy mode");
+    let dir = node.data_dir().join("checkpoint");
+    let io = |doing: &'static str| move |e| StorageError::io(doing, e);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(io("creating checkpoint/"))?;
+    let tmp = dir.join("incoming.tmp");
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(io("creating the incoming checkpoint"))?;
+    tracing::info!(position = %position, bytes = size, "receiving a checkpoint from the active");
+    let started = std::time::Instant::now();
+    let mut got = 0u64;
+    while let Some(data) = snapshot_chunk(repl, reader, &mut got, size).await? {
+        file.write_all(&data)
+            .await
+            .map_err(io("writing the incoming checkpoint"))?;
+    }
+    file.flush()
+        .await
+        .map_err(io("writing the incoming checkpoint"))?;
+    drop(file);
+    let (d, t) = (dir.clone(), tmp.clone());
+    let cp = tokio::task::spawn_blocking(move || -> std::io::Result<checkpoint::Checkpoint> {
+        let cp = checkpoint::read(&t)?;
+        if cp.position != position {
+            return Ok(cp);
+        }
+        std::fs::File::open(&t)?.sync_all()?;
+        let path = d.join(checkpoint::file_name(position));
+        std::fs::rename(&t, &path)?;
+        crate::log::writer::sync_dir(&d)?;
+        checkpoint::remove_older(&d, position)?;
+        checkpoint::read(&path)
+    })
+    .await
+    .map_err(|source| StorageError::TaskFailed {
+        task: "checkpoint",
+        source,
+    })?
+    .map_err(io("installing the checkpoint"))?;
+    if cp.position != position {
+        return Err(Violation::SnapshotPosition {
+            announced: position,
+            holds: cp.position,
+        }
+        .into());
+    }
+    core.machine.set_seed(cp.seed.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.log
+        .send(LogRequest::Reset {
+            base: position,
+            history: cp.epochs.clone(),
+            done: tx,
+        })
+        .map_err(|_| StorageError::LogStopped)?;
+    rx.await
+        .map_err(|_| StorageError::LogStopped)?
+        .map_err(|e| StorageError::io("resetting the log", e))?;
+    node.commit.reset(position);
+    node.update_node_state(|s| s.commit_hint = s.commit_hint.max(position.index))?;
+    node.metrics
+        .snapshot_transfers
+        .get_or_create(&vec![("direction".into(), "received".into())])
+        .inc();
+    tracing::info!(
+        position = %position,
+        replid = %cp.rdb.replid,
+        offset = cp.rdb.offset,
+        seconds = started.elapsed().as_secs_f64(),
+        "checkpoint installed; the log continues after it"
+    );
+    Ok(())
+}
+
 async fn install_snapshot(
     repl: &Replication,
     reader: &mut FramedRead<ReplRead, ReplCodec>,
@@ -395,6 +528,9 @@ async fn install_snapshot(
     size: u64,
 ) -> Result<(), ReplError> {
     let node = &repl.node;
+    if node.proxy.is_some() {
+        return install_checkpoint(repl, reader, position, size).await;
+    }
     let dir = node.data_dir().join("snapshots");
     tokio::fs::create_dir_all(&dir)
         .await
@@ -405,43 +541,8 @@ async fn install_snapshot(
     tracing::info!(position = %position, bytes = size, "receiving a snapshot from the active");
     let started = std::time::Instant::now();
     let mut got = 0u64;
-    loop {
-        match reader.next().await {
-            Some(Ok(Envelope {
-                epoch,
-                frame: Frame::SnapshotChunk { data },
-            })) => {
-                check_epoch(repl, epoch)?;
-                got += data.len() as u64;
-                if got > size {
-                    return Err(Violation::SnapshotSize {
-                        got,
-                        announced: size,
-                    }
-                    .into());
-                }
-                incoming.push(data).await?;
-            }
-            Some(Ok(Envelope {
-                frame: Frame::SnapshotEnd,
-                ..
-            })) => break,
-            Some(Ok(other)) => {
-                return Err(unexpected(
-                    "a snapshot chunk or the snapshot's end",
-                    &other.frame,
-                ))
-            }
-            Some(Err(e)) => return Err(ReplError::unreadable("frame in a snapshot", e)),
-            None => return Err(ReplError::Closed("closed in the middle of a snapshot")),
-        }
-    }
-    if got != size {
-        return Err(Violation::SnapshotSize {
-            got,
-            announced: size,
-        }
-        .into());
+    while let Some(data) = snapshot_chunk(repl, reader, &mut got, size).await? {
+        incoming.push(data).await?;
     }
     let received = started.elapsed().as_secs_f64();
     let (state, history) = incoming

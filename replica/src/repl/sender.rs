@@ -205,15 +205,6 @@ async fn session(
     };
     let plan = divergence::plan(&ours, &theirs);
     let id = hello.node_id.clone();
-    if plan.snapshot && settings.proxy.is_some() {
-        // Proxy mode sends no snapshots: the standby copies our upstream.
-        let why = ReplError::NeedsResync {
-            standby: id,
-            from: plan.from,
-            base: node.reader.base(),
-        };
-        return Err(refuse(&mut writer, epoch, why).await);
-    }
     tracing::info!(
         position = %hello.position,
         truncate = ?plan.truncate.map(|p| p.to_string()),
@@ -398,6 +389,9 @@ async fn send_snapshot(
     outbox: &Outbox,
     id: &NodeId,
 ) -> Result<(), ReplError> {
+    if repl.node.proxy.is_some() {
+        return send_checkpoint(repl, outbox, id).await;
+    }
     // Keep the log after the snapshot from compaction: the snapshot holds at
     // least what is applied now.
     repl.followers
@@ -437,6 +431,68 @@ async fn send_snapshot(
         mb_per_s = size as f64 / secs / 1e6,
         "snapshot sent"
     );
+    repl.node
+        .metrics
+        .snapshot_transfers
+        .get_or_create(&vec![("direction".into(), "sent".into())])
+        .inc();
+    Ok(())
+}
+
+/// Proxy mode: streams the newest checkpoint (`proxy/checkpoint.rs`) as
+/// the file it is; the stream continues right after the entry it covers.
+async fn send_checkpoint(
+    repl: &Arc<Replication>,
+    outbox: &Outbox,
+    id: &NodeId,
+) -> Result<(), ReplError> {
+    use tokio::io::AsyncReadExt;
+    let dir = repl.node.data_dir().join("checkpoint");
+    let cp = tokio::task::spawn_blocking(move || crate::proxy::checkpoint::newest(&dir))
+        .await
+        .map_err(|source| StorageError::TaskFailed {
+            task: "checkpoint",
+            source,
+        })?
+        .map_err(|e| StorageError::io("reading the newest checkpoint", e))?
+        .ok_or(StorageError::Compacted {
+            doing: "sending a checkpoint (none is kept)",
+            index: repl.node.reader.base().index,
+        })?;
+    let position = cp.position;
+    // Keep the log after it from compaction.
+    repl.followers.needs_from(id, position.index.next());
+    // Open before anything else: a newer checkpoint may delete this file,
+    // which stays readable through the open handle.
+    let mut file = tokio::fs::File::open(&cp.rdb.path)
+        .await
+        .map_err(|e| StorageError::io("opening the checkpoint", e))?;
+    tracing::info!(standby = %id, position = %position, bytes = cp.file_len, "sending checkpoint");
+    let size = cp.file_len;
+    outbox.push(&mut outbox.lock(), Frame::SnapshotBegin { position, size })?;
+    let mut left = size;
+    while left > 0 {
+        let mut buf = vec![0u8; (left as usize).min(CHUNK)];
+        file.read_exact(&mut buf)
+            .await
+            .map_err(|e| StorageError::io("reading the checkpoint", e))?;
+        left -= buf.len() as u64;
+        outbox.push(
+            &mut outbox.lock(),
+            Frame::SnapshotChunk {
+                data: bytes::Bytes::from(buf),
+            },
+        )?;
+        outbox.drain_to(CHUNK).await?;
+    }
+    {
+        let mut st = outbox.lock();
+        outbox.push(&mut st, Frame::SnapshotEnd)?;
+        st.prev = position;
+        st.next = position.index.next();
+    }
+    outbox.drain_to(0).await?;
+    tracing::info!(standby = %id, position = %position, "checkpoint sent");
     repl.node
         .metrics
         .snapshot_transfers
