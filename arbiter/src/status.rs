@@ -116,6 +116,9 @@ pub struct ReplicaStatus {
     /// Proxy mode: its upstream, as it last reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<proto_common::heartbeat::UpstreamHealth>,
+    /// Its data directory, as it last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<proto_common::heartbeat::DiskUse>,
 }
 
 /// What a failover would do now.
@@ -190,6 +193,7 @@ impl ClusterStatus {
                     following: None,
                     not_eligible: None,
                     upstream: None,
+                    disk: None,
                 }
             })
             .collect();

@@ -95,6 +95,20 @@ pub struct Heartbeat {
     /// Proxy mode: its upstream as last read (`INFO`, every second).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamHealth>,
+    /// Its data directory as it last measured it (once a second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskUse>,
+}
+
+/// A replica's data directory: what compaction bounds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUse {
+    /// Bytes of the files under it (log, snapshots or checkpoints, RDBs).
+    pub data_dir_bytes: u64,
+    /// Seconds since its newest snapshot (in proxy mode: checkpoint) was
+    /// written; `None` while it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_age_secs: Option<u64>,
 }
 
 /// A proxy-mode replica's upstream, as it last read it.

@@ -195,6 +195,7 @@ impl HeartbeatLoop {
             reinitialized: state.reinitialized,
             can_reinit: settings.proxy.is_none(),
             upstream: node.proxy.as_ref().and_then(|p| p.upstream_health()),
+            disk: node.snapshots.disk.lock().clone(),
         }
     }
 

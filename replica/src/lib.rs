@@ -29,6 +29,7 @@ pub mod api;
 pub mod command;
 pub mod commit;
 pub mod config;
+pub mod disk_use;
 pub mod failpoint;
 pub mod handover;
 pub mod heartbeat;

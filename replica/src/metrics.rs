@@ -62,9 +62,12 @@ pub struct Metrics {
     pub build_info: Family<Labels, Gauge>,
     /// Client credentials refused, by listener (`http`, `resp`).
     pub credentials_rejected: Family<Labels, Counter>,
-    /// Bytes in the data directory (the log, snapshots, RDBs), read at
-    /// each scrape: what compaction must bound.
+    /// Bytes in the data directory (the log, snapshots, checkpoints,
+    /// RDBs), measured every second: what compaction must bound.
     pub data_dir_bytes: Gauge,
+    /// Seconds since the newest snapshot (proxy mode: checkpoint) was
+    /// written; -1 while there is none.
+    pub snapshot_age_seconds: Gauge,
     /// Proxy mode, by upstream address: 1 while its `INFO` answers.
     pub upstream_up: Family<Labels, Gauge>,
     /// Proxy mode: the upstream's `used_memory`.
@@ -132,6 +135,7 @@ impl Metrics {
             build_info: Family::default(),
             credentials_rejected: Family::default(),
             data_dir_bytes: Gauge::default(),
+            snapshot_age_seconds: Gauge::default(),
             upstream_up: Family::default(),
             upstream_used_memory_bytes: Family::default(),
             upstream_maxmemory_bytes: Family::default(),
@@ -249,8 +253,13 @@ impl Metrics {
         );
         registry.register(
             "data_dir_bytes",
-            "Bytes in the data directory (the log, snapshots, RDBs), read at each scrape",
+            "Bytes in the data directory (the log, snapshots, checkpoints, RDBs), measured every second",
             m.data_dir_bytes.clone(),
+        );
+        registry.register(
+            "snapshot_age_seconds",
+            "Seconds since the newest snapshot (proxy mode: checkpoint) was written; -1: none yet",
+            m.snapshot_age_seconds.clone(),
         );
         for (name, help, family) in [
             (

@@ -55,6 +55,8 @@ pub struct SnapshotActivity {
     pub in_progress: std::sync::atomic::AtomicBool,
     /// `metrics.log_bytes` when the last snapshot was taken (or at start).
     pub log_bytes_at_last: std::sync::atomic::AtomicU64,
+    /// The data directory as last measured (`disk_use.rs`).
+    pub disk: Mutex<Option<proto_common::heartbeat::DiskUse>>,
 }
 
 /// A running replica's storage and state machine.

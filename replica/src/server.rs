@@ -204,6 +204,7 @@ async fn housekeeping(node: Arc<Node>, repl: Arc<Replication>) {
     loop {
         tick.tick().await;
         save_commit_hint(node.clone()).await;
+        measure_disk(&node).await;
         let written = node.metrics.log_bytes.get();
         let since = written - at_last.load(Ordering::Relaxed);
         let due = since >= node.settings.snapshot_every_bytes
@@ -243,6 +244,20 @@ async fn housekeeping(node: Arc<Node>, repl: Arc<Replication>) {
             }
         }
     }
+}
+
+/// Measures the data directory (`disk_use.rs`) for the metrics and the
+/// heartbeat.
+async fn measure_disk(node: &Arc<Node>) {
+    let dir = node.data_dir().to_path_buf();
+    let Ok(disk) = tokio::task::spawn_blocking(move || crate::disk_use::measure(&dir)).await else {
+        return;
+    };
+    let m = &node.metrics;
+    m.data_dir_bytes.set(disk.data_dir_bytes as i64);
+    m.snapshot_age_seconds
+        .set(disk.snapshot_age_secs.map_or(-1, |s| s as i64));
+    *node.snapshots.disk.lock() = Some(disk);
 }
 
 async fn save_commit_hint(node: Arc<Node>) {

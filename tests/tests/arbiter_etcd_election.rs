@@ -55,6 +55,7 @@ fn heartbeat(cluster: &str, node: &str) -> String {
         reinitialized: 0,
         can_reinit: true,
         upstream: None,
+        disk: None,
     })
     .unwrap()
 }

@@ -52,6 +52,7 @@ fn heartbeat(cluster: &str, node: &str) -> String {
         reinitialized: 0,
         can_reinit: true,
         upstream: None,
+        disk: None,
     };
     serde_json::to_string(&hb).unwrap()
 }

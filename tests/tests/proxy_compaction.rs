@@ -118,7 +118,30 @@ async fn the_log_is_compacted_and_a_standby_with_nothing_starts_from_the_checkpo
             metric(&url, "understudy_snapshots_written_total").await >= 1.0,
             "{id} counts its checkpoints"
         );
+        assert!(
+            metric(&url, "understudy_snapshot_age_seconds").await >= 0.0,
+            "{id} exports its newest checkpoint's age"
+        );
     }
+    // The arbiter shows each replica's disk use and checkpoint age.
+    wait_for(
+        DEADLINE,
+        "both replicas' disk use in the status",
+        || async {
+            let status = cluster.cluster.status().await.ok()?;
+            status
+                .replicas
+                .iter()
+                .all(|r| {
+                    r.disk
+                        .as_ref()
+                        .is_some_and(|d| d.snapshot_age_secs.is_some() && d.data_dir_bytes > 0)
+                })
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
 
     // A restart reads the checkpoint and the log after it.
     cluster.cluster.restart(&standby).await.unwrap();

@@ -114,7 +114,25 @@ fn replica_table(status: &ClusterStatus) -> String {
             ));
         }
     }
+    for r in &status.replicas {
+        if let Some(d) = &r.disk {
+            out.push_str(&format!("  {}'s disk: {}\n", r.node_id, disk_line(d)));
+        }
+    }
     out
+}
+
+/// A replica's data directory in one line: its size and how old its
+/// newest snapshot is.
+fn disk_line(d: &proto_common::heartbeat::DiskUse) -> String {
+    let size = format!(
+        "{:.1} MiB in its data directory",
+        d.data_dir_bytes as f64 / (1024.0 * 1024.0)
+    );
+    match d.snapshot_age_secs {
+        Some(s) => format!("{size}, newest snapshot {s} s old"),
+        None => format!("{size}, no snapshot yet"),
+    }
 }
 
 /// A proxy-mode replica's upstream in one line: down, or up with its
@@ -308,6 +326,7 @@ mod tests {
             following: None,
             not_eligible: None,
             upstream: None,
+            disk: None,
         }
     }
 
@@ -467,6 +486,28 @@ recent decisions (last 1, oldest first):
             "{text}"
         );
         assert!(!text.contains("c's upstream"), "{text}");
+    }
+
+    #[test]
+    fn each_replicas_disk_use_is_shown() {
+        use proto_common::heartbeat::DiskUse;
+        let mut s = fixed_status();
+        s.replicas[0].disk = Some(DiskUse {
+            data_dir_bytes: 300 << 20,
+            snapshot_age_secs: Some(42),
+        });
+        s.replicas[1].disk = Some(DiskUse {
+            data_dir_bytes: 1 << 19,
+            snapshot_age_secs: None,
+        });
+        let text = render_status(&s);
+        assert!(
+            text.contains(
+                "  a's disk: 300.0 MiB in its data directory, newest snapshot 42 s old\n  b's \
+                 disk: 0.5 MiB in its data directory, no snapshot yet\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -100,6 +100,7 @@ impl Core {
                     following: report.and_then(|r| r.following.clone()),
                     not_eligible,
                     upstream: report.and_then(|r| r.upstream.clone()),
+                    disk: report.and_then(|r| r.disk.clone()),
                     node_id: node,
                 }
             })

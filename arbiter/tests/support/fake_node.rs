@@ -82,6 +82,7 @@ impl FakeNode {
             reinitialized: 0,
             can_reinit: true,
             upstream: None,
+            disk: None,
         }
     }
 

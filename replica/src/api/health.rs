@@ -122,27 +122,7 @@ pub async fn role(State(api): State<Shared>) -> Response {
 
 pub async fn metrics(State(api): State<Shared>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let dir = api.node.data_dir().to_path_buf();
-    if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_bytes(&dir)).await {
-        api.node.metrics.data_dir_bytes.set(bytes as i64);
-    }
     let (content_type, body) =
         proto_common::exposition::negotiate(accept, api.node.metrics.render());
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
-}
-
-/// Bytes of the regular files under `dir` (the log's segments, snapshots
-/// and RDBs), read at each scrape; what cannot be read counts 0.
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
 }

@@ -267,6 +267,7 @@ impl Sim {
             reinitialized: 0,
             can_reinit: true,
             upstream: None,
+            disk: None,
         }
     }
 
