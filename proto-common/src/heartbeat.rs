@@ -98,6 +98,11 @@ pub struct Heartbeat {
     /// Its data directory as it last measured it (once a second).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskUse>,
+    /// On a healthy standby: why it cannot be made active now (proxy mode:
+    /// its upstream is being refilled with an RDB, so it could not serve
+    /// the committed data yet). It stays in the sync set: its log is whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cannot_lead: Option<String>,
 }
 
 /// A replica's data directory: what compaction bounds.

@@ -196,6 +196,10 @@ impl HeartbeatLoop {
             can_reinit: settings.proxy.is_none(),
             upstream: node.proxy.as_ref().and_then(|p| p.upstream_health()),
             disk: node.snapshots.disk.lock().clone(),
+            cannot_lead: match &node.proxy {
+                Some(p) if !active => p.feed.refilling(),
+                _ => None,
+            },
         }
     }
 

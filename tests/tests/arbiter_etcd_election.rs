@@ -56,6 +56,7 @@ fn heartbeat(cluster: &str, node: &str) -> String {
         can_reinit: true,
         upstream: None,
         disk: None,
+        cannot_lead: None,
     })
     .unwrap()
 }

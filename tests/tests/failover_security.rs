@@ -53,6 +53,7 @@ fn heartbeat(cluster: &str, node: &str) -> String {
         can_reinit: true,
         upstream: None,
         disk: None,
+        cannot_lead: None,
     };
     serde_json::to_string(&hb).unwrap()
 }

@@ -98,6 +98,21 @@ async fn a_standby_whose_redis_server_restarted_empty_is_refilled_by_itself() {
     // Writes were never interrupted: the active did not change.
     let now = cluster.cluster.wait_for_active(DEADLINE).await.unwrap();
     assert_eq!(now.id, active.id);
+    // While refilled it could not lead; refilled, it is a candidate again.
+    wait_for(
+        DEADLINE,
+        "the refilled standby a candidate again",
+        || async {
+            let status = cluster.cluster.status().await.ok()?;
+            let r = status
+                .replicas
+                .iter()
+                .find(|r| r.node_id.as_str() == standby)?;
+            (r.sync_confirmed && r.not_eligible.is_none()).then_some(())
+        },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,9 @@ pub enum Why {
     Silent { ms: u64 },
     /// Reports itself unhealthy.
     Unhealthy { detail: Option<String> },
+    /// Healthy, but reports it cannot lead now (proxy mode: its upstream
+    /// is being refilled).
+    CannotLead { detail: String },
     /// Not in the current sync set (`k ≥ 1`).
     NotInSyncSet,
     /// In the sync set, but the active has not confirmed it holds every
@@ -70,6 +73,7 @@ impl Why {
             Why::NeverHeard => "never_heard",
             Why::Silent { .. } => "silent",
             Why::Unhealthy { .. } => "unhealthy",
+            Why::CannotLead { .. } => "cannot_lead",
             Why::NotInSyncSet => "not_in_sync_set",
             Why::NotConfirmed { .. } => "not_confirmed",
             Why::TooFarBehind { .. } => "too_far_behind",
@@ -87,6 +91,7 @@ impl Why {
                 Some(d) => format!("{node} reports unhealthy ({d})"),
                 None => format!("{node} reports unhealthy"),
             },
+            Why::CannotLead { detail } => format!("{node} cannot lead yet ({detail})"),
             Why::NotInSyncSet => format!("{node} is not in the sync set"),
             Why::NotConfirmed {
                 sync_version,
@@ -208,6 +213,11 @@ impl View<'_> {
         if !obs.report.healthy {
             return Err(Why::Unhealthy {
                 detail: obs.report.detail.clone(),
+            });
+        }
+        if let Some(detail) = &obs.report.cannot_lead {
+            return Err(Why::CannotLead {
+                detail: detail.clone(),
             });
         }
         Ok(obs.report.position)

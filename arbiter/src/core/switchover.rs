@@ -167,6 +167,7 @@ impl Core {
                 Why::NeverHeard
                 | Why::Silent { .. }
                 | Why::Unhealthy { .. }
+                | Why::CannotLead { .. }
                 | Why::Reinitializing { .. } => ArbiterError::TargetUnavailable {
                     detail: why.describe(target),
                     node,

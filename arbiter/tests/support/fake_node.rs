@@ -83,6 +83,7 @@ impl FakeNode {
             can_reinit: true,
             upstream: None,
             disk: None,
+            cannot_lead: None,
         }
     }
 

@@ -53,6 +53,10 @@ pub struct Feed {
     /// Told when the upstream's link ends by itself (the upstream went
     /// away, or stopped following): the upstream is checked at once.
     pub link_ended: tokio::sync::Notify,
+    /// Why the upstream is being refilled (a full resync of a stream that
+    /// has begun), until it has loaded the RDB or continues: this replica
+    /// cannot lead meanwhile (it could not serve the committed data).
+    refilling: Mutex<Option<String>>,
 }
 
 /// Why a feed link ended.
@@ -80,6 +84,7 @@ impl Feed {
             scope: Mutex::new(CancellationToken::new()),
             in_step: std::sync::atomic::AtomicBool::new(false),
             link_ended: tokio::sync::Notify::new(),
+            refilling: Mutex::new(None),
         });
         Ok((feed, listener))
     }
@@ -123,6 +128,12 @@ impl Feed {
     fn set_in_step(&self) {
         self.in_step
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        *self.refilling.lock() = None;
+    }
+
+    /// Why this replica's upstream is being refilled, if it is.
+    pub fn refilling(&self) -> Option<String> {
+        self.refilling.lock().clone()
     }
 
     /// Serves the upstream's replication links until `stop`.
@@ -242,6 +253,10 @@ impl Link {
                     ),
                 };
                 tracing::info!(reason = %why, "feed: the upstream needs a full resync");
+                if self.machine.current().is_some() {
+                    *self.feed.refilling.lock() =
+                        Some(format!("its upstream is being refilled: {why}"));
+                }
                 match self.full_resync(&mut write).await? {
                     Some((_, sent, snapshot_id)) if self.id_after(&snapshot_id, sent) => {
                         // The stream goes on under a later id (a promotion at

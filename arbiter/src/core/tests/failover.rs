@@ -384,3 +384,35 @@ fn a_replica_ahead_of_the_store_is_not_granted_and_the_next_epoch_goes_above_it(
     assert_eq!(sim.active().as_deref(), Some("b"));
     assert_eq!(sim.stored().epoch, Epoch(8));
 }
+
+/// Found by the fault suite's proxy form: a standby whose redis-server was
+/// being refilled (it had been a partitioned active) was promoted, could
+/// not serve within 10 s, stepped down, was healthy again at once and was
+/// promoted again: a 23 s write gap. One that says it cannot lead stays in
+/// the sync set (its log is whole) but is not a candidate until it can.
+#[test]
+fn a_standby_that_cannot_lead_yet_is_not_promoted_until_it_can() {
+    let mut sim = Sim::formed(ClusterParams::default(), &[("a", 1), ("b", 1), ("c", 1)]);
+    sim.run_for(2000);
+    let params = sim.stored().params.clone();
+    assert_eq!(params.sync_standbys, 1);
+    assert_eq!(sim.stored().confirmed_sync, vec![id("b")]);
+    let refilling = "its upstream is being refilled: it ran effects the cluster never logged";
+    sim.replica("b").cannot_lead = Some(refilling.into());
+    sim.run_for(500);
+    assert_eq!(
+        sim.stored().sync_set,
+        vec![id("b")],
+        "it stays in the sync set"
+    );
+    sim.kill("a");
+    sim.run_for(3000);
+    assert_eq!(sim.active().as_deref(), Some("a"), "nobody promoted");
+    sim.assert_decision(&[
+        "no eligible standby",
+        "b cannot lead yet (its upstream is being refilled",
+    ]);
+    sim.replica("b").cannot_lead = None;
+    sim.run_for(200);
+    assert_eq!(sim.active().as_deref(), Some("b"));
+}

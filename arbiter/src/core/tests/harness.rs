@@ -35,6 +35,8 @@ pub struct Replica {
     pub position: Position,
     pub priority: u32,
     pub healthy: bool,
+    /// Why it cannot lead now, though healthy (proxy mode: refilling).
+    pub cannot_lead: Option<String>,
     pub next_hb: Millis,
     pub seq: u64,
     /// Whether the active reports a replication connection to it.
@@ -120,6 +122,7 @@ impl Sim {
                 position,
                 priority,
                 healthy: true,
+                cannot_lead: None,
                 next_hb: self.now,
                 seq: 0,
                 connected: true,
@@ -268,6 +271,7 @@ impl Sim {
             can_reinit: true,
             upstream: None,
             disk: None,
+            cannot_lead: r.cannot_lead.clone(),
         }
     }
 
