@@ -45,6 +45,11 @@ struct Args {
     /// lease rule must hold.
     #[arg(long)]
     clock_rate: Option<f64>,
+    /// Each replica's --segment-bytes and --snapshot-every-bytes: small
+    /// values compact the log (and send standbys snapshots) many times
+    /// during the run.
+    #[arg(long, num_args = 2, value_names = ["SEGMENT", "SNAPSHOT_EVERY"])]
+    compact_bytes: Option<Vec<u64>>,
     /// Concurrent closed-loop clients.
     #[arg(long, default_value_t = 12)]
     clients: usize,
@@ -98,6 +103,8 @@ async fn main() {
         sync_standbys: args.sync_standbys,
         proxy: args.proxy,
         clock_rate: args.clock_rate,
+        segment_bytes: args.compact_bytes.as_ref().map(|b| b[0]),
+        snapshot_every_bytes: args.compact_bytes.as_ref().map(|b| b[1]),
         ..ClusterOptions::default()
     };
     let mut run = match Run::start(&dir, options, seed, args.clients).await {

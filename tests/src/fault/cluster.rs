@@ -72,6 +72,9 @@ pub struct ClusterOptions {
     pub disk_mib: Option<u64>,
     /// The replicas' `--segment-bytes`, when set.
     pub segment_bytes: Option<u64>,
+    /// The replicas' `--snapshot-every-bytes`, when set (small: the log is
+    /// compacted, and standbys are sent snapshots, while faults happen).
+    pub snapshot_every_bytes: Option<u64>,
     /// Proxy mode: each replica fronts a redis-server (`--upstream`) and
     /// serves Redis clients (`--resp-listen`).
     pub proxy: bool,
@@ -88,6 +91,7 @@ impl Default for ClusterOptions {
             sync_standbys: 1,
             disk_mib: None,
             segment_bytes: None,
+            snapshot_every_bytes: None,
             proxy: false,
             clock_rate: None,
         }
@@ -217,6 +221,9 @@ impl FaultCluster {
                 .user(uid, uid);
             if let Some(bytes) = options.segment_bytes {
                 spec = spec.args(["--segment-bytes", &bytes.to_string()]);
+            }
+            if let Some(bytes) = options.snapshot_every_bytes {
+                spec = spec.args(["--snapshot-every-bytes", &bytes.to_string()]);
             }
             if let (Some(rate), 0) = (options.clock_rate, i) {
                 spec = spec
