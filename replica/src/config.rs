@@ -153,6 +153,12 @@ pub struct Options {
     /// refused with `READONLY`).
     #[arg(long, env = "UNDERSTUDY_STANDBY_READS")]
     pub standby_reads: Option<String>,
+    /// An upstream that leaves a PING unanswered this long (stopped, or a
+    /// command running that long without yielding) is this replica's
+    /// failure: an active steps down, a standby leaves the sync set
+    /// [default: 1000, the default lease].
+    #[arg(long, env = "UNDERSTUDY_UPSTREAM_TIMEOUT_MS")]
+    pub upstream_timeout_ms: Option<u64>,
     /// File holding a password Redis clients may AUTH with (besides the
     /// cluster token).
     #[arg(long, env = "UNDERSTUDY_CLIENT_PASSWORD_FILE")]
@@ -292,7 +298,7 @@ impl Options {
             max_list_limit, max_requests, max_pending_writes, cluster, token_file, token, repl_listen, advertise_repl,
             max_frame_bytes, forward, min_version_wait_ms, arbiter, priority, idle_poll_us,
             upstream, upstream_password_file, upstream_socket, resp_listen, resp_cpus, advertise_resp, advertise_upstream,
-            standby_reads, client_password_file, adopt_upstream_data, tls_cert, tls_key,
+            standby_reads, upstream_timeout_ms, client_password_file, adopt_upstream_data, tls_cert, tls_key,
             tls_ca, tls_client_auth, insecure_plaintext, client_token_file, read_token_file)
     }
 
@@ -490,6 +496,7 @@ impl Options {
                 standby_reads: self.standby_reads,
                 client_password_file: self.client_password_file,
                 adopt_upstream_data: self.adopt_upstream_data,
+                upstream_timeout_ms: self.upstream_timeout_ms,
             },
             token.is_some(),
         )

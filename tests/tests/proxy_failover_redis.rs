@@ -278,6 +278,79 @@ async fn an_active_whose_redis_server_dies_is_failed_over_and_rejoins_once_it_is
 }
 
 /// `understudy_upstream_up{upstream="…"}` in metrics `text`.
+/// A redis-server that stops answering (here `SIGSTOP`: the process is
+/// there, its port still accepts connections, nothing is answered) is
+/// the active's failure once it leaves a PING unanswered for
+/// `--upstream-timeout-ms`: the active steps down and says why, the
+/// standby takes over with everything acknowledged; once the redis-server
+/// runs again (`SIGCONT`) it is made to follow and its replica rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_whose_redis_server_stops_answering_is_failed_over_and_rejoins() {
+    let _serial = serial().await;
+    let dir = TestDir::new("proxy-upstream-stop").unwrap();
+    let cluster = ProxyCluster::start(&dir, &["a", "b"], |b| {
+        b.sync_standbys(1)
+            .replica_args(["--upstream-timeout-ms", "500"])
+    })
+    .await
+    .unwrap();
+    let (active, standby) = cluster
+        .cluster
+        .wait_active_with_sync_standby(DEADLINE)
+        .await
+        .unwrap();
+    write_keys(&cluster.resp_addr(&active.id), "before:", 200).await;
+    // The standby's redis-server holds them: it can lead at once.
+    cluster
+        .wait_upstream_caught_up(&standby, &active.id, DEADLINE)
+        .await
+        .unwrap();
+    let mut cluster = cluster;
+    let pid = cluster.redis.get_mut(&active.id).unwrap().process().pid() as i32;
+    let stopped_at = std::time::Instant::now();
+    // SAFETY: a signal to a child process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let reported = wait_for(DEADLINE, "the old active to report its upstream", || {
+        let c = &cluster.cluster;
+        let id = active.id.clone();
+        async move {
+            let status = c.status().await.ok()?;
+            let old = status.replicas.iter().find(|r| r.node_id.as_str() == id)?;
+            let detail = old.detail.clone().unwrap_or_default();
+            (!old.healthy && detail.contains("has not answered a PING")).then_some(detail)
+        }
+    })
+    .await;
+    let promoted = cluster
+        .cluster
+        .wait_for_active_after(active.epoch, DEADLINE)
+        .await;
+    let took = stopped_at.elapsed();
+    // SAFETY: as above; also when an assertion below fails.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let reported = reported.unwrap();
+    eprintln!("{} reports: {reported}", active.id);
+    let promoted = promoted.unwrap();
+    assert_eq!(promoted.id, standby);
+    eprintln!(
+        "{standby} active {} ms after {}'s redis-server was stopped",
+        took.as_millis(),
+        active.id
+    );
+    let on_promoted = cluster.resp_addr(&standby);
+    write_keys(&on_promoted, "after:", 50).await;
+    cluster
+        .cluster
+        .wait_sync_confirmed(&active.id, DEADLINE)
+        .await
+        .unwrap();
+    let data = cluster
+        .wait_same_upstream_data(&standby, &active.id, DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(data.len(), 250);
+}
+
 fn upstream_up(text: &str) -> Option<bool> {
     let line = text
         .lines()

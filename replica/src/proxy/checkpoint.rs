@@ -1,5 +1,5 @@
 //! Checkpoints: what lets proxy mode delete old log segments (DESIGN.md,
-//! "Full resync and snapshots"). A checkpoint is an RDB of an upstream at
+//! "Checkpoints and compaction"). A checkpoint is an RDB of an upstream at
 //! a committed stream position `(replid, offset)`, together with the log
 //! entry it covers up to and what the log's history had said by then (the
 //! replication ids begun, the log's epoch runs), so that the entries

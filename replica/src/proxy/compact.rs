@@ -1,5 +1,5 @@
-//! Compacting the log in proxy mode (DESIGN.md, "Full resync and
-//! snapshots"): the replica takes an RDB of its own upstream (a Redis
+//! Compacting the log in proxy mode (DESIGN.md, "Checkpoints and
+//! compaction"): the replica takes an RDB of its own upstream (a Redis
 //! replica that wants only the RDB: on the active its upstream is the
 //! master, on a standby a replica fed committed entries only), waits until
 //! the stream is committed up to the RDB's offset, and keeps it as a

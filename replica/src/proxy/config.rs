@@ -19,6 +19,7 @@ pub struct ProxyOptions {
     pub standby_reads: Option<String>,
     pub client_password_file: Option<PathBuf>,
     pub adopt_upstream_data: Option<bool>,
+    pub upstream_timeout_ms: Option<u64>,
 }
 
 /// Where a standby's reads go.
@@ -53,6 +54,9 @@ pub struct ProxySettings {
     pub client_password: Option<String>,
     /// Adopt the data already in the upstream (a new cluster only).
     pub adopt_upstream_data: bool,
+    /// An upstream that leaves a `PING` unanswered this long is stopped or
+    /// hung: the replica's failure (`liveness.rs`).
+    pub upstream_timeout: std::time::Duration,
 }
 
 /// Resolves proxy mode: `None` without `--upstream`; an error names the
@@ -67,6 +71,7 @@ pub fn resolve(o: ProxyOptions, has_token: bool) -> Result<Option<ProxySettings>
             ("upstream_socket", o.upstream_socket.is_some()),
             ("standby_reads", o.standby_reads.is_some()),
             ("adopt_upstream_data", o.adopt_upstream_data.is_some()),
+            ("upstream_timeout_ms", o.upstream_timeout_ms.is_some()),
         ] {
             if given {
                 return Err(format!(
@@ -140,7 +145,15 @@ pub fn resolve(o: ProxyOptions, has_token: bool) -> Result<Option<ProxySettings>
             ))
         }
     };
+    let upstream_timeout_ms = o.upstream_timeout_ms.unwrap_or(1000);
+    if !(100..=600_000).contains(&upstream_timeout_ms) {
+        return Err(format!(
+            "upstream_timeout_ms={upstream_timeout_ms} is out of range: between 100 and 600000 \
+             (default 1000, the default lease)"
+        ));
+    }
     Ok(Some(ProxySettings {
+        upstream_timeout: std::time::Duration::from_millis(upstream_timeout_ms),
         advertise_resp: o.advertise_resp.unwrap_or_else(|| resp_listen.to_string()),
         advertise_upstream: o.advertise_upstream.unwrap_or_else(|| upstream.clone()),
         upstream,

@@ -39,6 +39,8 @@ pub struct ProxyCore {
     pub(super) health: Mutex<Option<proto_common::heartbeat::UpstreamHealth>>,
     /// Why the upstream cannot be used now, if it cannot.
     problem: Mutex<Option<String>>,
+    /// Set while the upstream leaves PINGs unanswered (`liveness.rs`).
+    hung: Mutex<Option<String>>,
     /// The epoch whose tap follows the upstream: sessions of that term may
     /// use it.
     ready: tokio::sync::watch::Sender<Option<proto_common::Epoch>>,
@@ -71,6 +73,7 @@ impl ProxyCore {
             logged: Mutex::new(None),
             health: Mutex::new(None),
             problem: Mutex::new(None),
+            hung: Mutex::new(None),
             ready: tokio::sync::watch::channel(None).0,
             feed_listener: Mutex::new(None),
             probe: std::sync::OnceLock::new(),
@@ -161,10 +164,25 @@ impl ProxyCore {
 
     /// Why the upstream cannot be used now, if it cannot.
     pub fn problem(&self) -> Option<String> {
-        self.problem
+        self.hung
             .lock()
             .clone()
+            .or_else(|| self.problem.lock().clone())
             .or_else(|| crate::state_machine::StateMachine::problem(&*self.machine))
+    }
+
+    /// Records whether the upstream leaves PINGs unanswered; logged when
+    /// it changes.
+    pub(super) fn set_hung(&self, hung: Option<String>) {
+        let mut current = self.hung.lock();
+        if current.is_some() == hung.is_some() {
+            return;
+        }
+        match &hung {
+            Some(why) => tracing::warn!(reason = %why, "the upstream cannot be used"),
+            None => tracing::info!("the upstream answers again"),
+        }
+        *current = hung;
     }
 
     /// Records why the upstream cannot be used (`None`: it can); logged

@@ -25,6 +25,8 @@
 //!   a reply; one client's session.
 //! - [`core`], [`control`], [`start`]: what a proxy-mode replica shares;
 //!   what a role change does to the upstream; the checks at start.
+//! - [`liveness`]: an upstream that leaves a `PING` unanswered too long
+//!   is this replica's failure.
 //! - [`report`]: the upstream's numbers (memory, clients, loading, the
 //!   tap's lag) as metrics.
 //! - [`server`]: the RESP listener.
@@ -45,6 +47,7 @@ pub mod frame;
 pub mod gate;
 pub mod history;
 pub mod link;
+pub mod liveness;
 pub mod probe;
 pub mod rdb;
 pub mod relay;
