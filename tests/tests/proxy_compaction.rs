@@ -1,4 +1,4 @@
-//! Compaction in proxy mode (DESIGN.md, "Full resync and snapshots"): each
+//! Compaction in proxy mode (DESIGN.md, "Checkpoints and compaction"): each
 //! replica keeps an RDB of its own redis-server at a committed stream
 //! position as a checkpoint and deletes the log segments before it, so its
 //! data directory is bounded by the data, not by the history. A replica
