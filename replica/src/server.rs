@@ -135,7 +135,7 @@ pub async fn run(
         }
         tokio::spawn(core.clone().watch_upstream(node.clone(), stop.clone()));
         tokio::spawn(core.clone().report_upstream(node.clone(), stop.clone()));
-        tokio::spawn(core.clone().watch_liveness(stop.clone()));
+        tokio::spawn(core.clone().watch_liveness(node.clone(), stop.clone()));
         crate::proxy::server::spawn_on_own_thread(core, node.clone(), l, stop.clone())
             .map_err(StartError::Proxy)?;
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use fantoccini::Locator;
 use understudy_tests::harness::browser::Browser;
-use understudy_tests::harness::{arbiter_binary, serial, wait_for, Cluster, TestDir};
+use understudy_tests::harness::{arbiter_binary, serial, wait_for, Cluster, ProxyCluster, TestDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -105,5 +105,87 @@ async fn the_dashboard_in_chromium_shows_a_failover_with_its_write_gap() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&format!("active {standby}")), "{text}");
+    browser.close().await;
+}
+
+/// Proxy mode, as an operator sees it: each replica's redis-server and
+/// disk use on the page; the active's redis-server killed, the page shows
+/// that replica unhealthy with the reason and its redis-server down, then
+/// the standby active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_chromium_shows_a_dead_redis_server_with_the_reason() {
+    let _serial = serial().await;
+    let dir = TestDir::new("dashboard-browser-proxy").unwrap();
+    let (mut cluster, active, standby) = ProxyCluster::start_with_sync_standby(&dir, DEADLINE)
+        .await
+        .unwrap();
+    let arbiter_url = cluster.cluster.arbiter.url();
+    let browser = Browser::start(dir.path()).await.unwrap();
+    browser
+        .client
+        .goto(&format!("{arbiter_url}/"))
+        .await
+        .unwrap();
+    let last = RefCell::new(String::new());
+    let healthy = wait_for(DEADLINE, "the page to show both redis-servers up", || {
+        let (browser, last) = (&browser, &last);
+        async move {
+            let replicas = browser.text_of("replicas").await?;
+            *last.borrow_mut() = replicas.clone();
+            let rows: Vec<&str> = replicas
+                .lines()
+                .filter(|l| l.contains("redis up"))
+                .collect();
+            (rows.len() == 2
+                && rows
+                    .iter()
+                    .all(|l| l.contains("disk ") && l.contains(" MiB")))
+            .then_some(())
+        }
+    })
+    .await;
+    healthy.unwrap_or_else(|e| panic!("{e}; the page showed:\n{}", last.borrow()));
+
+    let killed_at = std::time::Instant::now();
+    cluster
+        .redis
+        .get_mut(&active.id)
+        .unwrap()
+        .process()
+        .kill()
+        .unwrap();
+    let seen = wait_for(DEADLINE, "the page to show the dead redis-server", || {
+        let (browser, last, old) = (&browser, &last, &active.id);
+        async move {
+            let replicas = browser.text_of("replicas").await?;
+            *last.borrow_mut() = replicas.clone();
+            replicas
+                .lines()
+                .any(|l| {
+                    l.starts_with(old.as_str())
+                        && l.contains("unhealthy")
+                        && l.contains("upstream")
+                        && l.contains("redis DOWN")
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    let after = killed_at.elapsed();
+    let png = artifact("dashboard-proxy-upstream-down.png");
+    browser.screenshot(&png).await.unwrap();
+    seen.unwrap_or_else(|e| panic!("{e}; the page showed:\n{}", last.borrow()));
+    eprintln!(
+        "the page shows {}'s redis-server down {} ms after the kill; screenshot {}",
+        active.id,
+        after.as_millis(),
+        png.display()
+    );
+    let promoted = wait_for(DEADLINE, "the page to show the standby active", || {
+        let (browser, standby) = (&browser, &standby);
+        async move { (browser.text_of("active").await? == *standby).then_some(()) }
+    })
+    .await;
+    promoted.unwrap();
     browser.close().await;
 }

@@ -104,12 +104,16 @@ async fn losing_the_active_machine_before_the_standbys_redis_server_was_filled_l
     let _serial = serial().await;
     let dir = TestDir::new("proxy-machine-lost").unwrap();
     // a first: b's redis-server is the one paused. (Both report before
-    // the arbiter forms the cluster; a's priority is the higher.)
+    // the arbiter forms the cluster; a's priority is the higher.) The
+    // pause is only the means of keeping b's redis-server empty: with the
+    // longest upstream timeout it does not count as b's failure, so b
+    // stays a sync standby (its log is whole).
     let mut cluster = ProxyCluster::start(&dir, &["a", "b"], |b| {
         b.sync_standbys(1)
             .priority("b", 50)
             .initial_wait_ms(1000)
             .no_wait()
+            .replica_args(["--upstream-timeout-ms", "600000"])
     })
     .await
     .unwrap();
@@ -306,10 +310,9 @@ async fn an_active_whose_redis_server_stops_answering_is_failed_over_and_rejoins
         .await
         .unwrap();
     let mut cluster = cluster;
-    let pid = cluster.redis.get_mut(&active.id).unwrap().process().pid() as i32;
     let stopped_at = std::time::Instant::now();
-    // SAFETY: a signal to a child process this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let redis = cluster.redis.get_mut(&active.id).unwrap();
+    redis.process().sigstop().unwrap();
     let reported = wait_for(DEADLINE, "the old active to report its upstream", || {
         let c = &cluster.cluster;
         let id = active.id.clone();
@@ -326,8 +329,9 @@ async fn an_active_whose_redis_server_stops_answering_is_failed_over_and_rejoins
         .wait_for_active_after(active.epoch, DEADLINE)
         .await;
     let took = stopped_at.elapsed();
-    // SAFETY: as above; also when an assertion below fails.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    // Running again before anything below can fail.
+    let redis = cluster.redis.get_mut(&active.id).unwrap();
+    redis.process().sigcont().unwrap();
     let reported = reported.unwrap();
     eprintln!("{} reports: {reported}", active.id);
     let promoted = promoted.unwrap();

@@ -19,14 +19,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::ProxyCore;
 use super::upstream::Conn;
+use crate::node::Node;
 
 /// How often the upstream is asked.
 pub const PING_EVERY: Duration = Duration::from_millis(100);
 
 impl ProxyCore {
-    /// Pings the upstream until `stop`.
-    pub async fn watch_liveness(self: Arc<Self>, stop: CancellationToken) {
+    /// Pings the upstream until `stop`; says whether it is up
+    /// (`understudy_upstream_up`, the heartbeat's `upstream.up`).
+    pub async fn watch_liveness(self: Arc<Self>, node: Arc<Node>, stop: CancellationToken) {
         let bound = self.settings.upstream_timeout;
+        let label = vec![("upstream".to_string(), self.settings.upstream.clone())];
+        let up = node.metrics.upstream_up.get_or_create(&label).clone();
         let mut conn: Option<Conn> = None;
         loop {
             let sent = Instant::now();
@@ -34,6 +38,9 @@ impl ProxyCore {
                 _ = stop.cancelled() => return,
                 r = timeout(bound, self.ping(&mut conn)) => r,
             };
+            let answered_now = matches!(answered, Ok(true));
+            up.set(answered_now as i64);
+            self.health.lock().get_or_insert_with(Default::default).up = answered_now;
             match answered {
                 Ok(true) => self.set_hung(None),
                 // Refused or closed: not hung. A dead upstream is the tap's

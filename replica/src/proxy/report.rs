@@ -67,13 +67,12 @@ impl ProxyCore {
                 .await
                 .ok()
                 .flatten();
-            m.upstream_up
-                .get_or_create(&label)
-                .set(report.is_some() as i64);
             {
+                // Whether it is up is the liveness check's to say
+                // (`liveness.rs`): an `INFO` refused with `-BUSY` is no
+                // number, but the upstream is there.
                 let mut health = self.health.lock();
                 let h = health.get_or_insert_with(Default::default);
-                h.up = report.is_some();
                 if let Some(r) = &report {
                     h.used_memory = r.used_memory;
                     h.maxmemory = r.maxmemory;
