@@ -57,6 +57,9 @@ pub struct SnapshotActivity {
     pub log_bytes_at_last: std::sync::atomic::AtomicU64,
     /// The data directory as last measured (`disk_use.rs`).
     pub disk: Mutex<Option<proto_common::heartbeat::DiskUse>>,
+    /// Held while a checkpoint is taken or one from the active is
+    /// installed (proxy mode): each replaces what the log starts from.
+    pub checkpoint: tokio::sync::Mutex<()>,
 }
 
 /// A running replica's storage and state machine.

@@ -64,6 +64,7 @@ pub async fn take(
     node: &Arc<Node>,
     keep_from: Option<LogIndex>,
 ) -> Result<Option<Compacted>, CompactError> {
+    let _only = node.snapshots.checkpoint.lock().await;
     let dir = node.data_dir().join("checkpoint");
     let io = |doing: &'static str| move |e| StorageError::io(doing, e);
     tokio::fs::create_dir_all(&dir)

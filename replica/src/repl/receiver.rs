@@ -446,6 +446,7 @@ async fn install_checkpoint(
     use tokio::io::AsyncWriteExt;
     let node = &repl.node;
     let core = node.proxy.as_ref().expect("proxy mode");
+    let _only = node.snapshots.checkpoint.lock().await;
     let dir = node.data_dir().join("checkpoint");
     let io = |doing: &'static str| move |e| StorageError::io(doing, e);
     tokio::fs::create_dir_all(&dir)
