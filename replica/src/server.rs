@@ -223,6 +223,11 @@ async fn housekeeping(node: Arc<Node>, repl: Arc<Replication>) {
                     Ok(())
                 }
                 Ok(None) => Ok(()),
+                // Refilled meanwhile: tried again at the next tick.
+                Err(crate::proxy::compact::CompactError::NotInStep) => {
+                    node.snapshots.in_progress.store(false, Ordering::Relaxed);
+                    continue;
+                }
                 Err(e) => Err(e.to_string()),
             },
             None => match take_snapshot(&node, keep_from).await {

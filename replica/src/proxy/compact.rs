@@ -44,6 +44,10 @@ pub enum CompactError {
          upstream is being refilled, or holds effects never committed)"
     )]
     NotOnHistory { replid: String, offset: u64 },
+    /// A standby whose upstream does not hold a prefix of the committed
+    /// history yet (being refilled): not now, and nothing wrong.
+    #[error("the upstream is not in step with the log yet")]
+    NotInStep,
 }
 
 /// What a checkpoint did.
@@ -64,6 +68,10 @@ pub async fn take(
     node: &Arc<Node>,
     keep_from: Option<LogIndex>,
 ) -> Result<Option<Compacted>, CompactError> {
+    let core = node.proxy.as_ref().expect("proxy mode");
+    if node.role().state.term().is_none() && !core.feed.in_step() {
+        return Err(CompactError::NotInStep);
+    }
     let _only = node.snapshots.checkpoint.lock().await;
     let dir = node.data_dir().join("checkpoint");
     let io = |doing: &'static str| move |e| StorageError::io(doing, e);
