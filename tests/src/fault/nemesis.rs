@@ -49,6 +49,9 @@ pub enum FaultKind {
     /// Proxy mode: `kill -9` of a sync standby's redis-server, restarted
     /// empty after the hold.
     KillStandbyUpstream,
+    /// Proxy mode: SIGSTOP of the active's redis-server (there, but not
+    /// answering), SIGCONT after the hold.
+    PauseActiveUpstream,
     /// The sync standby's disk filled up (a dedicated test, not drawn: the
     /// data directories must be small tmpfs mounts).
     FillSyncStandbyDisk,
@@ -67,6 +70,7 @@ impl FaultKind {
             FaultKind::RestartAll => "kill -9 everything, restart",
             FaultKind::KillActiveUpstream => "kill -9 active's redis",
             FaultKind::KillStandbyUpstream => "kill -9 standby's redis",
+            FaultKind::PauseActiveUpstream => "SIGSTOP active's redis",
             FaultKind::FillSyncStandbyDisk => "sync standby's disk full",
         }
     }
@@ -84,6 +88,7 @@ impl FaultKind {
             FaultKind::RestartAll,
             FaultKind::KillActiveUpstream,
             FaultKind::KillStandbyUpstream,
+            FaultKind::PauseActiveUpstream,
         ];
         let name = |k: &FaultKind| {
             serde_json::to_value(k)
@@ -116,6 +121,7 @@ impl FaultKind {
             kinds.extend([
                 FaultKind::KillActiveUpstream,
                 FaultKind::KillStandbyUpstream,
+                FaultKind::PauseActiveUpstream,
             ]);
         }
         kinds
@@ -323,6 +329,18 @@ async fn inject(
             redis.process().kill().map_err(|e| e.to_string())?;
             tokio::time::sleep(hold).await;
             redis.restart_empty().await?;
+        }
+        FaultKind::PauseActiveUpstream => {
+            let member = cluster.replica_mut(&active).ok_or("unknown replica")?;
+            let (_, redis) = member
+                .resp
+                .as_mut()
+                .ok_or("an upstream is paused only in proxy mode")?;
+            target = format!("{active}'s redis-server");
+            start_ns = history.now_ns();
+            redis.process().sigstop().map_err(|e| e.to_string())?;
+            tokio::time::sleep(hold).await;
+            redis.process().sigcont().map_err(|e| e.to_string())?;
         }
         FaultKind::FillSyncStandbyDisk => {
             return Err("a disk is filled by its own test, not drawn".into());
