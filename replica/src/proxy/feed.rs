@@ -33,6 +33,10 @@ use super::stream::StreamMachine;
 use crate::command::Command;
 use crate::log::cursor::{Cursor, Next};
 
+/// How long an RDB's position may take to be committed before another
+/// RDB is used.
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The feed's shared state.
 pub struct Feed {
     /// The loopback port the upstream replicates from.
@@ -328,6 +332,45 @@ impl Link {
         }))
     }
 
+    /// Where streaming starts after `snapshot`, once the history holds its
+    /// position (waiting, at most [`COMMIT_WAIT`], for it to be
+    /// committed); `None` if it is not on the history.
+    async fn start_of(
+        &self,
+        snapshot: &rdb::Snapshot,
+    ) -> Option<(proto_common::LogIndex, u64, ReplId)> {
+        let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
+        loop {
+            match self
+                .machine
+                .continuation(Some(&snapshot.replid), snapshot.offset)
+            {
+                // The upstream takes the snapshot's id: streaming must
+                // reconnect it at the next change of id, as after `+CONTINUE`.
+                Continuation::From { index, .. } => {
+                    return Some((index, snapshot.offset, snapshot.replid.clone()))
+                }
+                Continuation::NotYetCommitted => {
+                    let mut c = self.machine.committed_offset();
+                    let committed = tokio::time::timeout_at(deadline, async {
+                        c.wait_for(|o| *o >= snapshot.offset).await.is_ok()
+                    })
+                    .await;
+                    if committed != Ok(true) {
+                        tracing::warn!(replid = %snapshot.replid, offset = snapshot.offset,
+                            "feed: the RDB's position was not committed in time");
+                        return None;
+                    }
+                }
+                Continuation::FullResync(why) => {
+                    tracing::warn!(reason = %why, replid = %snapshot.replid, offset = snapshot.offset,
+                        "feed: the RDB is not on this replica's history");
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Sends `+FULLRESYNC` and an RDB: fetched from the active's upstream,
     /// else the newest local snapshot. Returns where streaming starts.
     async fn full_resync(
@@ -335,7 +378,7 @@ impl Link {
         write: &mut tokio::net::tcp::OwnedWriteHalf,
     ) -> Result<Option<(proto_common::LogIndex, u64, ReplId)>, FeedError> {
         let active = self.feed.active_upstream.lock().clone();
-        let snapshot = match active {
+        let fetched = match active {
             Some(addr) => {
                 match rdb::fetch(
                     &addr,
@@ -354,34 +397,35 @@ impl Link {
             }
             None => None,
         };
-        let snapshot = match snapshot {
-            Some(s) => s,
-            None => match self.newest_local()? {
-                Some(s) => s,
-                None => return Ok(None),
-            },
-        };
-        // The stream after the snapshot must be (or become) our history.
-        let start = loop {
-            match self
-                .machine
-                .continuation(Some(&snapshot.replid), snapshot.offset)
-            {
-                // The upstream takes the snapshot's id: streaming must
-                // reconnect it at the next change of id, as after `+CONTINUE`.
-                Continuation::From { index, .. } => {
-                    break (index, snapshot.offset, snapshot.replid.clone())
+        // A fetched RDB replaces the ones kept here only once it is known
+        // to be on the history; one that is not is thrown away, and the
+        // newest kept one serves instead.
+        let mut chosen = None;
+        if let Some(s) = fetched {
+            match self.start_of(&s).await {
+                Some(start) => {
+                    let (dir, keep) = (self.dir.clone(), s.path.clone());
+                    let kept =
+                        tokio::task::spawn_blocking(move || rdb::keep_only(&dir, &keep)).await;
+                    if let Ok(Err(e)) = kept {
+                        tracing::warn!(error = %e, "feed: cannot delete older RDBs");
+                    }
+                    chosen = Some((s, start));
                 }
-                Continuation::NotYetCommitted => {
-                    let mut c = self.machine.committed_offset();
-                    let _ = c.wait_for(|o| *o >= snapshot.offset).await;
-                }
-                Continuation::FullResync(why) => {
-                    tracing::warn!(reason = %why, replid = %snapshot.replid, offset = snapshot.offset,
-                        "feed: the RDB is not on this replica's history yet");
-                    return Ok(None);
+                None => {
+                    let _ = tokio::fs::remove_file(&s.path).await;
                 }
             }
+        }
+        if chosen.is_none() {
+            if let Some(s) = self.newest_local()? {
+                if let Some(start) = self.start_of(&s).await {
+                    chosen = Some((s, start));
+                }
+            }
+        }
+        let Some((snapshot, start)) = chosen else {
+            return Ok(None);
         };
         write
             .write_all(

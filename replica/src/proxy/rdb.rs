@@ -33,7 +33,12 @@ pub enum RdbError {
     NotFull { addr: String, answer: String },
     #[error("writing the RDB snapshot {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("{addr} did not start a full resync within {} s", HANDSHAKE_WITHIN.as_secs())]
+    Silent { addr: String },
 }
+
+/// How long a server may take to answer `PSYNC ? -1` with `+FULLRESYNC`.
+const HANDSHAKE_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn name(replid: &ReplId, offset: u64) -> String {
     format!("stream-{offset:020}-{replid}.rdb")
@@ -98,8 +103,10 @@ impl Writer {
         })
     }
 
-    /// Makes the RDB durable under its position's name and deletes older
-    /// snapshots.
+    /// Makes the RDB durable under its position's name. Others stay until
+    /// [`keep_only`]: a fetched RDB may turn out not to be on the history
+    /// (its server ran effects never committed), and the older one may be
+    /// the only one left to fill an upstream from.
     pub async fn finish(mut self, replid: ReplId, offset: u64) -> Result<Snapshot, RdbError> {
         let path = self.dir.join(name(&replid, offset));
         let io_err = |source| RdbError::Io {
@@ -111,21 +118,10 @@ impl Writer {
         let len = self.file.metadata().await.map_err(io_err)?.len();
         tokio::fs::rename(&self.tmp, &path).await.map_err(io_err)?;
         let dir = self.dir.clone();
-        let keep = path.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            std::fs::File::open(&dir)?.sync_all()?;
-            for entry in std::fs::read_dir(&dir)? {
-                let p = entry?.path();
-                let is_rdb = p.extension().is_some_and(|e| e == "rdb");
-                if p != keep && (is_rdb || p.extension().is_some_and(|e| e == "tmp")) {
-                    let _ = std::fs::remove_file(&p);
-                }
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| io_err(io::Error::other(e)))?
-        .map_err(io_err)?;
+        tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+            .await
+            .map_err(|e| io_err(io::Error::other(e)))?
+            .map_err(io_err)?;
         Ok(Snapshot {
             replid,
             offset,
@@ -133,6 +129,19 @@ impl Writer {
             len,
         })
     }
+}
+
+/// Deletes every RDB in `dir` but `keep` (and leftover temporary files).
+/// Blocking.
+pub fn keep_only(dir: &Path, keep: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let p = entry?.path();
+        let ours = p.extension().is_some_and(|e| e == "rdb" || e == "tmp");
+        if p != keep && ours {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
 }
 
 /// Keeps `bytes` as the snapshot at `(replid, offset)` unless one at that
@@ -182,9 +191,20 @@ pub async fn fetch_into<W: tokio::io::AsyncWrite + Unpin>(
     tls: Option<&Tls>,
     sink: &mut W,
 ) -> Result<(ReplId, u64), RdbError> {
-    let mut link = Link::connect(addr, tls).await?;
-    link.handshake(password, 0, true).await?;
-    let (replid, offset) = match link.psync(None, 0).await? {
+    // A master answers the handshake at once (the RDB may come later); one
+    // that does not is stopped or hung: look elsewhere soon.
+    let started = tokio::time::timeout(HANDSHAKE_WITHIN, async {
+        let mut link = Link::connect(addr, tls).await?;
+        link.handshake(password, 0, true).await?;
+        let psync = link.psync(None, 0).await?;
+        Ok::<_, LinkError>((link, psync))
+    })
+    .await
+    .map_err(|_| RdbError::Silent {
+        addr: addr.to_string(),
+    })?;
+    let (mut link, psync) = started?;
+    let (replid, offset) = match psync {
         Psync::FullResync { replid, offset } => (replid, offset),
         other => {
             return Err(RdbError::NotFull {
@@ -218,12 +238,14 @@ mod tests {
             assert_eq!(snap.len, body.len() as u64);
         }
         let snap = newest(dir.path()).unwrap().unwrap();
-        assert_eq!((snap.replid, snap.offset), (b, 500));
+        assert_eq!((snap.replid.clone(), snap.offset), (b, 500));
         assert_eq!(std::fs::read(&snap.path).unwrap(), b"newer");
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "the older one is deleted"
+            2,
+            "the older one stays until the newer is known good"
         );
+        keep_only(dir.path(), &snap.path).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
