@@ -19,7 +19,10 @@
 //!    and only then does the active acknowledge writes without it.
 //! 3. **Add** standbys the active reports connected and caught up
 //!    (`lag_entries == 0` or `lag_ms ≤ heartbeat_ms`) until there are `k`,
-//!    promotable ones (`priority > 0`) first.
+//!    promotable ones (`priority > 0`) first, then ones that can lead now
+//!    (no `cannot_lead` in their heartbeat). A member that cannot lead now
+//!    (proxy mode: its upstream is being refilled) is replaced by such a
+//!    standby when one is ready: kept, it would leave no candidate.
 //!
 //! Every change bumps `sync_version`, and the confirmed set shrinks to its
 //! intersection with the new set: a member that left and came back must be
@@ -92,9 +95,20 @@ pub fn upkeep(
         removed.push((extra, format!("sync_standbys is {k}")));
     }
 
+    let cannot_lead = |n: &NodeId| {
+        detector
+            .observation(n)
+            .and_then(|o| o.report.cannot_lead.clone())
+    };
+    // Members that could not be promoted now (their upstream is being
+    // refilled): replaced by a caught-up standby that could, if any.
+    let stuck: Vec<(NodeId, String)> = kept
+        .iter()
+        .filter_map(|n| cannot_lead(n).map(|why| (n.clone(), why)))
+        .collect();
     let mut added = Vec::new();
     let mut lagging = Vec::new();
-    if adds_allowed && kept.len() < k {
+    if adds_allowed && (kept.len() < k || !stuck.is_empty()) {
         let mut ready: Vec<&StandbyProgress> = Vec::new();
         for p in &report.standbys {
             let node = &p.node_id;
@@ -121,12 +135,30 @@ pub fn upkeep(
         ready.sort_by_key(|p| {
             (
                 priority(&p.node_id) == 0,
+                cannot_lead(&p.node_id).is_some(),
                 std::cmp::Reverse(p.acked),
                 p.node_id.clone(),
             )
         });
-        for p in ready.into_iter().take(k - kept.len()) {
+        let mut ready = ready.into_iter();
+        for p in ready.by_ref().take(k.saturating_sub(kept.len())) {
             let why = format!("caught up (lag {} entries, {} ms)", p.lag_entries, p.lag_ms);
+            added.push((p.node_id.clone(), why));
+        }
+        for (member, why) in stuck {
+            let Some(p) = ready.next() else { break };
+            if cannot_lead(&p.node_id).is_some() || priority(&p.node_id) == 0 {
+                break;
+            }
+            kept.retain(|n| *n != member);
+            removed.push((
+                member.clone(),
+                format!("it cannot lead ({why}) and {} can", p.node_id),
+            ));
+            let why = format!(
+                "caught up (lag {} entries, {} ms), replacing {member}",
+                p.lag_entries, p.lag_ms
+            );
             added.push((p.node_id.clone(), why));
         }
     }

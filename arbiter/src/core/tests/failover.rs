@@ -389,13 +389,12 @@ fn a_replica_ahead_of_the_store_is_not_granted_and_the_next_epoch_goes_above_it(
 /// being refilled (it had been a partitioned active) was promoted, could
 /// not serve within 10 s, stepped down, was healthy again at once and was
 /// promoted again: a 23 s write gap. One that says it cannot lead stays in
-/// the sync set (its log is whole) but is not a candidate until it can.
+/// the sync set when no other standby could take its place (its log is
+/// whole), but is not a candidate until it can lead.
 #[test]
 fn a_standby_that_cannot_lead_yet_is_not_promoted_until_it_can() {
-    let mut sim = Sim::formed(ClusterParams::default(), &[("a", 1), ("b", 1), ("c", 1)]);
+    let mut sim = two_node();
     sim.run_for(2000);
-    let params = sim.stored().params.clone();
-    assert_eq!(params.sync_standbys, 1);
     assert_eq!(sim.stored().confirmed_sync, vec![id("b")]);
     let refilling = "its upstream is being refilled: it ran effects the cluster never logged";
     sim.replica("b").cannot_lead = Some(refilling.into());
@@ -403,16 +402,35 @@ fn a_standby_that_cannot_lead_yet_is_not_promoted_until_it_can() {
     assert_eq!(
         sim.stored().sync_set,
         vec![id("b")],
-        "it stays in the sync set"
+        "no one else: it stays in the sync set"
     );
     sim.kill("a");
     sim.run_for(3000);
     assert_eq!(sim.active().as_deref(), Some("a"), "nobody promoted");
     sim.assert_decision(&[
-        "no eligible standby",
+        "no eligible",
         "b cannot lead yet (its upstream is being refilled",
     ]);
     sim.replica("b").cannot_lead = None;
     sim.run_for(200);
     assert_eq!(sim.active().as_deref(), Some("b"));
+}
+
+/// Found by the same suite: the only sync member was being refilled when
+/// the active's redis-server died, and no one could be promoted for 8-10 s
+/// although a third replica, caught up, could have led. A member that
+/// cannot lead is replaced by a caught-up standby that can.
+#[test]
+fn a_sync_member_that_cannot_lead_is_replaced_by_one_that_can() {
+    let mut sim = Sim::formed(ClusterParams::default(), &[("a", 1), ("b", 1), ("c", 1)]);
+    sim.run_for(2000);
+    assert_eq!(sim.stored().confirmed_sync, vec![id("b")]);
+    sim.replica("b").cannot_lead = Some("its upstream is being refilled".into());
+    sim.run_for(500);
+    assert_eq!(sim.stored().sync_set, vec![id("c")]);
+    assert_eq!(sim.stored().confirmed_sync, vec![id("c")]);
+    sim.assert_decision(&["removed b: it cannot lead (its upstream is being refilled) and c can"]);
+    sim.kill("a");
+    sim.run_for(3000);
+    assert_eq!(sim.active().as_deref(), Some("c"));
 }
