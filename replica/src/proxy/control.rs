@@ -72,6 +72,9 @@ impl ProxyCore {
             &["CONFIG", "SET", "masterauth", self.feed.secret()],
         )
         .await?;
+        // Also after a restart of the upstream, which forgot it: RDBs of
+        // it (checkpoints, refills of other upstreams) start at once.
+        super::start::prepare_for_resyncs(&mut conn, &self.settings.upstream).await;
         let info = self.call(&mut conn, &["INFO", "replication"]).await?;
         let info = text(&info).unwrap_or_default();
         let already = info_field(&info, "role").as_deref() == Some("slave")

@@ -33,11 +33,11 @@ pub enum RdbError {
     NotFull { addr: String, answer: String },
     #[error("writing the RDB snapshot {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{addr} did not start a full resync within {} s", HANDSHAKE_WITHIN.as_secs())]
+    #[error("{addr} did not answer the replication handshake within {} s", HANDSHAKE_WITHIN.as_secs())]
     Silent { addr: String },
 }
 
-/// How long a server may take to answer `PSYNC ? -1` with `+FULLRESYNC`.
+/// How long a server may take to answer the replication handshake.
 const HANDSHAKE_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn name(replid: &ReplId, offset: u64) -> String {
@@ -191,20 +191,20 @@ pub async fn fetch_into<W: tokio::io::AsyncWrite + Unpin>(
     tls: Option<&Tls>,
     sink: &mut W,
 ) -> Result<(ReplId, u64), RdbError> {
-    // A master answers the handshake at once (the RDB may come later); one
-    // that does not is stopped or hung: look elsewhere soon.
+    // A server answers the handshake at once; one that does not is stopped
+    // or hung: look elsewhere soon. (`+FULLRESYNC` itself may come only
+    // when the RDB starts: `repl-diskless-sync-delay` later.)
     let started = tokio::time::timeout(HANDSHAKE_WITHIN, async {
         let mut link = Link::connect(addr, tls).await?;
         link.handshake(password, 0, true).await?;
-        let psync = link.psync(None, 0).await?;
-        Ok::<_, LinkError>((link, psync))
+        Ok::<_, LinkError>(link)
     })
     .await
     .map_err(|_| RdbError::Silent {
         addr: addr.to_string(),
     })?;
-    let (mut link, psync) = started?;
-    let (replid, offset) = match psync {
+    let mut link = started?;
+    let (replid, offset) = match link.psync(None, 0).await? {
         Psync::FullResync { replid, offset } => (replid, offset),
         other => {
             return Err(RdbError::NotFull {

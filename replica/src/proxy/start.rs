@@ -231,7 +231,7 @@ async fn check_role(conn: &mut Conn, addr: &str, secret: &str) -> Result<(), Pro
 /// A standby's full resync fetches an RDB from the active's upstream: it
 /// starts at once instead of waiting `repl-diskless-sync-delay` (5 s by
 /// default) for more replicas to join.
-async fn prepare_for_resyncs(conn: &mut Conn, addr: &str) {
+pub(super) async fn prepare_for_resyncs(conn: &mut Conn, addr: &str) {
     let reply = conn
         .call(["CONFIG", "SET", "repl-diskless-sync-delay", "0"])
         .await;
