@@ -156,7 +156,8 @@ pub struct Options {
     /// An upstream that leaves a PING unanswered this long (stopped, or a
     /// command running that long without yielding) is this replica's
     /// failure: an active steps down, a standby leaves the sync set
-    /// [default: 1000, the default lease].
+    /// [default: 5000: past Redis's busy-reply threshold a script's server
+    /// answers -BUSY, so only a stopped or stuck one stays silent longer].
     #[arg(long, env = "UNDERSTUDY_UPSTREAM_TIMEOUT_MS")]
     pub upstream_timeout_ms: Option<u64>,
     /// File holding a password Redis clients may AUTH with (besides the

@@ -145,11 +145,11 @@ pub fn resolve(o: ProxyOptions, has_token: bool) -> Result<Option<ProxySettings>
             ))
         }
     };
-    let upstream_timeout_ms = o.upstream_timeout_ms.unwrap_or(1000);
+    let upstream_timeout_ms = o.upstream_timeout_ms.unwrap_or(5000);
     if !(100..=600_000).contains(&upstream_timeout_ms) {
         return Err(format!(
             "upstream_timeout_ms={upstream_timeout_ms} is out of range: between 100 and 600000 \
-             (default 1000, the default lease)"
+             (default 5000, Redis's busy-reply threshold)"
         ));
     }
     Ok(Some(ProxySettings {
