@@ -204,18 +204,9 @@ async fn an_active_whose_redis_server_dies_is_failed_over_and_rejoins_once_it_is
     let redis = cluster.redis.get_mut(&active.id).unwrap();
     redis.process().kill().unwrap();
     // The arbiter shows why: the old active reports its upstream.
-    let reported = wait_for(DEADLINE, "the old active to report its upstream", || {
-        let c = &cluster.cluster;
-        let id = active.id.clone();
-        async move {
-            let status = c.status().await.ok()?;
-            let old = status.replicas.iter().find(|r| r.node_id.as_str() == id)?;
-            let detail = old.detail.clone().unwrap_or_default();
-            (!old.healthy && detail.contains("upstream")).then_some(detail)
-        }
-    })
-    .await
-    .unwrap();
+    let reported = reported_unhealthy(&cluster, &active.id, "upstream")
+        .await
+        .unwrap();
     eprintln!(
         "{} reports, {} ms after the kill: {reported}",
         active.id,
@@ -313,17 +304,7 @@ async fn an_active_whose_redis_server_stops_answering_is_failed_over_and_rejoins
     let stopped_at = std::time::Instant::now();
     let redis = cluster.redis.get_mut(&active.id).unwrap();
     redis.process().sigstop().unwrap();
-    let reported = wait_for(DEADLINE, "the old active to report its upstream", || {
-        let c = &cluster.cluster;
-        let id = active.id.clone();
-        async move {
-            let status = c.status().await.ok()?;
-            let old = status.replicas.iter().find(|r| r.node_id.as_str() == id)?;
-            let detail = old.detail.clone().unwrap_or_default();
-            (!old.healthy && detail.contains("has not answered a PING")).then_some(detail)
-        }
-    })
-    .await;
+    let reported = reported_unhealthy(&cluster, &active.id, "has not answered a PING").await;
     let promoted = cluster
         .cluster
         .wait_for_active_after(active.epoch, DEADLINE)
@@ -353,6 +334,22 @@ async fn an_active_whose_redis_server_stops_answering_is_failed_over_and_rejoins
         .await
         .unwrap();
     assert_eq!(data.len(), 250);
+}
+
+/// Waits until the arbiter shows replica `id` unhealthy with a reason
+/// that says `why`; returns the reason.
+async fn reported_unhealthy(
+    cluster: &ProxyCluster,
+    id: &str,
+    why: &str,
+) -> Result<String, understudy_tests::harness::WaitTimeout> {
+    wait_for(DEADLINE, &format!("{id} to report \"{why}\""), || async {
+        let status = cluster.cluster.status().await.ok()?;
+        let r = status.replicas.iter().find(|r| r.node_id.as_str() == id)?;
+        let detail = r.detail.clone().unwrap_or_default();
+        (!r.healthy && detail.contains(why)).then_some(detail)
+    })
+    .await
 }
 
 fn upstream_up(text: &str) -> Option<bool> {
