@@ -41,16 +41,28 @@ fn parse_file_name(name: &str) -> Option<Position> {
 
 /// Snapshot files in `dir`, newest (highest position) last.
 pub fn list(dir: &Path) -> io::Result<Vec<(Position, PathBuf)>> {
+    list_named(dir, parse_file_name)
+}
+
+/// Files in `dir` whose name `parse` reads as a position, oldest first;
+/// leftover temporary files (`*.tmp`) are removed. A missing `dir` holds
+/// none.
+pub fn list_named(
+    dir: &Path,
+    parse: impl Fn(&str) -> Option<Position>,
+) -> io::Result<Vec<(Position, PathBuf)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
     let mut out = Vec::new();
-    if !dir.exists() {
-        return Ok(out);
-    }
-    for entry in std::fs::read_dir(dir)? {
+    for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".tmp") {
             std::fs::remove_file(entry.path())?;
-        } else if let Some(pos) = parse_file_name(&name) {
+        } else if let Some(pos) = parse(&name) {
             out.push((pos, entry.path()));
         }
     }

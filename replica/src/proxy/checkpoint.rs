@@ -190,23 +190,7 @@ fn decode_trailer(mut t: &[u8]) -> Option<Trailer> {
 /// Checkpoint files in `dir`, oldest first; leftover temporary files are
 /// removed.
 pub fn list(dir: &Path) -> io::Result<Vec<(Position, PathBuf)>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".tmp") {
-            std::fs::remove_file(entry.path())?;
-        } else if let Some(pos) = parse_file_name(&name) {
-            out.push((pos, entry.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
+    crate::snapshot::list_named(dir, parse_file_name)
 }
 
 /// The newest checkpoint in `dir`, if any.
