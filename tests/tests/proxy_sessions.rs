@@ -8,6 +8,10 @@
 //! - Pipelined requests, however many in one write, are answered in order,
 //!   each seeing the ones before; a transaction pipelined behind other
 //!   commands runs.
+//! - A command whose reply reveals no data (`PING`, `CLIENT INFO`,
+//!   `SLOWLOG RESET`) has no `ROLE` sent behind it: Redis sees the
+//!   client's commands alone, as its own tests of `CLIENT INFO` and
+//!   `SLOWLOG` expect.
 
 use std::time::Duration;
 
@@ -627,4 +631,79 @@ async fn pushes_keep_their_order_and_subscriptions_survive_a_protocol_switch() {
         let message = prompt(&mut sub, "the message").await.show();
         assert!(message.contains("\"hi\""), "{id}: {message}");
     }
+}
+
+fn bulk_text(v: &Value) -> String {
+    match v {
+        Value::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+        other => panic!("expected a bulk string, got {}", other.show()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_that_reveal_no_data_have_no_role_behind_them() {
+    let _serial = serial().await;
+    let (_dir, cluster, active, _standby) = cluster("proxy-quiet").await;
+    let mut c = cluster.raw(&active).await.unwrap();
+    // Redis's unit/introspection: the query buffer holds `CLIENT INFO`
+    // alone (26 bytes), no `ROLE` queued behind it.
+    let me = bulk_text(&c.call(&["CLIENT", "INFO"]).await.unwrap());
+    assert!(me.contains(" qbuf=26 "), "CLIENT INFO: {me}");
+    let addr = me
+        .split(' ')
+        .find_map(|f| f.strip_prefix("addr="))
+        .expect("CLIENT INFO has addr=")
+        .to_string();
+
+    // What Redis's slowlog holds of this session's connection: the
+    // client's commands, and a `ROLE` only behind the write (the gate's
+    // offset; DESIGN.md, "Proxy mode").
+    let ok = Value::Simple("OK".into());
+    let set_threshold = |v: &'static str| ["CONFIG", "SET", "slowlog-log-slower-than", v];
+    assert_eq!(c.call(&set_threshold("0")).await.unwrap(), ok);
+    assert_eq!(c.call(&["SLOWLOG", "RESET"]).await.unwrap(), ok);
+    assert_eq!(
+        c.call(&["PING"]).await.unwrap(),
+        Value::Simple("PONG".into())
+    );
+    assert_eq!(c.call(&["SET", "quiet", "v"]).await.unwrap(), ok);
+    assert_eq!(
+        c.call(&["ECHO", "x"]).await.unwrap(),
+        Value::Bulk(b"x".to_vec())
+    );
+    let len = c.call(&["SLOWLOG", "LEN"]).await.unwrap();
+    assert!(
+        matches!(len, Value::Int(n) if n >= 5),
+        "SLOWLOG LEN: {}",
+        len.show()
+    );
+    assert_eq!(c.call(&set_threshold("-1")).await.unwrap(), ok);
+    let Value::Array(entries) = c.call(&["SLOWLOG", "GET", "-1"]).await.unwrap() else {
+        panic!("SLOWLOG GET is not an array");
+    };
+    let mut mine: Vec<String> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Value::Array(f) if f.len() == 6 && bulk_text(&f[4]) == addr => match &f[3] {
+                Value::Array(args) => {
+                    Some(args.iter().map(bulk_text).collect::<Vec<_>>().join(" "))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    mine.reverse();
+    assert_eq!(
+        mine,
+        [
+            "SLOWLOG RESET",
+            "PING",
+            "SET quiet v",
+            "ROLE",
+            "ECHO x",
+            "SLOWLOG LEN",
+        ],
+        "this session's commands in the upstream's slowlog, oldest first"
+    );
 }

@@ -9,7 +9,9 @@
 //! or, when no `ROLE` can follow (inside `MULTI`, subscribed, `CLIENT
 //! REPLY OFF`, a reply that Redis holds), the offset probe's, asked once
 //! the replies are in (`probe.rs`). Replies that reveal nothing (`+QUEUED`,
-//! `MULTI`, `WATCH`, `-BUSY`) need no offset.
+//! `MULTI`, `WATCH`, `-BUSY`) need no offset; nor do commands that show no
+//! data (`PING`, `CLIENT INFO`, `SLOWLOG RESET`), which need only the term
+//! and have no `ROLE` behind them.
 //!
 //! Kept here: credentials (`AUTH`, `HELLO … AUTH`: the cluster token, the
 //! client tokens, the client password; the read-only token runs only what
@@ -135,6 +137,36 @@ enum Kind {
     /// without an offset. These are also what Redis runs while a script is
     /// busy, when no offset can be read.
     Inert,
+    /// The command reveals no data (`PING`, `CLIENT LIST`, `SLOWLOG LEN`):
+    /// no `ROLE` behind it, released in turn under the active's term. Redis
+    /// sees only the client's command: `CLIENT INFO` shows no `ROLE` waiting
+    /// in the query buffer, `SLOWLOG` no `ROLE` behind a `SLOWLOG RESET`.
+    Quiet,
+}
+
+impl Kind {
+    /// Whether the reply needs the stream committed up to its offset.
+    fn needs_offset(self) -> bool {
+        matches!(self, Kind::Write | Kind::Read)
+    }
+}
+
+/// Commands whose replies reveal no data and no effect of another client:
+/// [`Kind::Quiet`]. Not `SLOWLOG GET`, which shows other clients' commands
+/// with their arguments, before their effects are committed.
+fn reveals_no_data(req: &Request, name: &str) -> bool {
+    match name {
+        "ping" | "echo" | "time" | "select" => true,
+        "client" => [
+            "id", "info", "list", "getname", "setname", "setinfo", "help",
+        ]
+        .iter()
+        .any(|sub| req.arg_is(1, sub)),
+        "slowlog" => ["len", "reset", "help"]
+            .iter()
+            .any(|sub| req.arg_is(1, sub)),
+        _ => false,
+    }
 }
 
 /// Session-level state both sides agree on.
@@ -559,7 +591,7 @@ impl Client {
             _ => {}
         }
         if !silent {
-            modes.unprobed |= kind != Kind::Inert;
+            modes.unprobed |= kind.needs_offset();
             slots.send(Slot::Reply { kind, blocking }).await?;
         }
         Ok(true)
@@ -731,6 +763,9 @@ impl Client {
         };
         if inert {
             return Kind::Inert;
+        }
+        if reveals_no_data(req, name) {
+            return Kind::Quiet;
         }
         match self.core.table.lookup(&req.argv) {
             Lookup::Found(info) if info.flags.readonly => Kind::Read,
@@ -1092,16 +1127,22 @@ impl Release<'_> {
         // (`-BUSY`, `-EXECABORT`), reveal nothing and go at once, as from
         // a redis-server:
         // waiting for the script to end could wait for the `SCRIPT KILL`
-        // this client would send next.
-        let gated = self
+        // this client would send next. Quiet ones need only the term.
+        let needs_offset = self
             .held
             .iter()
-            .any(|h| matches!(h, Held::Upstream(b, kind) if *kind != Kind::Inert && !not_run(b)));
+            .any(|h| matches!(h, Held::Upstream(b, kind) if kind.needs_offset() && !not_run(b)));
+        let gated = needs_offset
+            || self
+                .held
+                .iter()
+                .any(|h| matches!(h, Held::Upstream(_, Kind::Quiet)));
         let released = match self.guard {
             Some(guard) if gated => {
                 client.flush().await.map_err(|_| Closed)?;
                 let offset = match covering {
                     Some(o) => Ok(o),
+                    None if !needs_offset => Ok(0),
                     None => self.probe.offset().await,
                 };
                 match offset {
