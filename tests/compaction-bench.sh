@@ -58,35 +58,15 @@ py=/usr/bin/python3
 
 d=${UNDERSTUDY_BENCH_DIR:-/tmp/understudy-compaction}/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$d"
-pids=()
 bench=
+. "$here/tests/procs.sh"
 cleanup() {
   [ -n "$bench" ] && kill -9 "$bench" 2>/dev/null
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  kill_started
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-wait_ping() { # port
-  for _ in $(seq 100); do
-    [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0
-    sleep 0.1
-  done
-  echo "127.0.0.1:$1 did not answer PING" >&2
-  return 1
-}
-start() { # variable for the pid, log, command...
-  local var=$1 log=$2; shift 2
-  "$@" >>"$log" 2>&1 &
-  pids+=($!)
-  printf -v "$var" %s $!
-  disown $!
-}
 status() {
   curl -s "http://127.0.0.1:$ap/v1/status"
 }

@@ -67,33 +67,9 @@ bin=$here/target/release
 
 base=${UNDERSTUDY_SENTINEL_DIR:-/tmp/understudy-sentinel}
 mkdir -p "$base"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+. "$here/tests/procs.sh"
+trap kill_started EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_ping() { # port
-  for _ in $(seq 100); do
-    [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0
-    sleep 0.1
-  done
-  echo "127.0.0.1:$1 did not answer PING" >&2
-  return 1
-}
-start() { # variable for the pid, log, command...
-  local var=$1 log=$2; shift 2
-  "$@" >"$log" 2>&1 &
-  pids+=($!)
-  printf -v "$var" %s $!
-  # Killing it is the point: no "Killed" notice from the shell.
-  disown $!
-}
 
 writer=$(mktemp "$base/writer.XXXX.py")
 cat >"$writer" <<'PY'
