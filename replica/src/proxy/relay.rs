@@ -46,6 +46,7 @@ use super::frame::{self, Scan};
 use super::gate::ReplyGate;
 use super::request::{Request, RequestDecoder, RequestError};
 use super::table::Lookup;
+use crate::idle_poll::{Busy, IdlePoll};
 use crate::node::Node;
 use crate::role::ActiveGuard;
 
@@ -384,6 +385,7 @@ impl Client {
             guard,
             self.core.max_bulk(),
             done.clone(),
+            self.node.clone(),
         ));
         let mut modes = Modes {
             protocol: 2,
@@ -966,6 +968,7 @@ async fn replies<U, W>(
     guard: Option<ActiveGuard>,
     max_bulk: u64,
     done: CancellationToken,
+    node: Arc<Node>,
 ) where
     U: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -980,6 +983,8 @@ async fn replies<U, W>(
         gate: &mut gate,
         probe: &probe,
         guard: guard.as_ref(),
+        idle_poll: &node.idle_poll,
+        in_flight: None,
     };
     let result: Result<(), Closed> = async {
         loop {
@@ -1017,6 +1022,7 @@ async fn replies<U, W>(
                         // Redis may hold it: what is held goes first.
                         out.release(&mut client, None).await?;
                     }
+                    out.note_sent(kind, blocking);
                     let f = frames
                         .reply(&mut upstream, &mut client, &mut out.held)
                         .await?;
@@ -1107,9 +1113,22 @@ struct Release<'a> {
     /// The active's term; `None`: replies need no gate (a standby's local
     /// reads).
     guard: Option<&'a ActiveGuard>,
+    idle_poll: &'a IdlePoll,
+    /// Marks a gated command in flight, from when it was sent until its
+    /// reply is released (`idle_poll_us`: keeps a CPU awake for the
+    /// wake-ups on its way, as for a write on the embedded store).
+    in_flight: Option<Busy<'a>>,
 }
 
-impl Release<'_> {
+impl<'a> Release<'a> {
+    /// A command whose reply will be gated went to the upstream (a blocking
+    /// one may wait for long, and is not a write on its way).
+    fn note_sent(&mut self, kind: Kind, blocking: bool) {
+        if self.guard.is_some() && kind.needs_offset() && !blocking && self.in_flight.is_none() {
+            self.in_flight = Some(self.idle_poll.busy());
+        }
+    }
+
     /// Writes what is held, once the stream is committed up to an offset
     /// that covers every upstream reply among it (`covering`: the session's
     /// own `ROLE`'s, read behind them; else the probe's) and the term may
@@ -1169,6 +1188,7 @@ impl Release<'_> {
             };
             client.write_all(&bytes).await.map_err(|_| Closed)?;
         }
+        self.in_flight = None;
         if failed {
             client.flush().await.map_err(|_| Closed)?;
             return Err(Closed);
