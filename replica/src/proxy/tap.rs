@@ -132,6 +132,12 @@ pub async fn run(
     tracing::info!(offset = logged, "tap: following the upstream's stream");
     let mut pending = BytesMut::new();
     let mut acked = 0u64;
+    // Acknowledgements follow the commit only while the upstream asked for
+    // one (`REPLCONF GETACK`: a client waits in `WAIT`) that the commit has
+    // not yet covered, and otherwise once every ACK_EVERY, as Redis's own
+    // replicas do: one per commit would cost Redis a command to run for
+    // every commit, right when the replies it covers are released.
+    let mut asked: Option<u64> = None;
     let mut tick = tokio::time::interval(ACK_EVERY);
     loop {
         // Back-pressure: stop reading while too much waits for its commit.
@@ -149,9 +155,14 @@ pub async fn run(
                     return Err(TapError::TermEnded);
                 }
                 let c = *committed.borrow_and_update();
-                if c > acked {
-                    link.ack(c).await?;
-                    acked = c;
+                if let Some(until) = asked {
+                    if c > acked {
+                        link.ack(c).await?;
+                        acked = c;
+                    }
+                    if c >= until {
+                        asked = None;
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -172,6 +183,7 @@ pub async fn run(
                     let c = *committed.borrow();
                     link.ack(c).await?;
                     acked = c;
+                    asked = (c < logged).then_some(logged);
                 }
             }
         }
