@@ -44,22 +44,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-benchmark >/dev/null || need+=(redis-tools)
-command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  apt-get install -y "${need[@]}" >/dev/null
-fi
-(cd "$here" && cargo build --release -p replica -p arbiter --bins 2>&1 | tail -1) >&2
-bin=$here/target/release
 py=/usr/bin/python3
+. "$here/tests/procs.sh"
+prepare redis-server redis-tools curl python3
 
 d=${UNDERSTUDY_BENCH_DIR:-/tmp/understudy-compaction}/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$d"
 bench=
-. "$here/tests/procs.sh"
 cleanup() {
   [ -n "$bench" ] && kill -9 "$bench" 2>/dev/null
   kill_started

@@ -1,8 +1,21 @@
 # Process helpers shared by the scripts that start redis-servers, replicas
-# and arbiters by hand (tests/compaction-bench.sh, tests/sentinel-compare.sh).
-# Source it after setting $py (a python3). Every process started with
-# `start` is in $pids; `kill_started` (call it from the script's EXIT trap)
-# kills them all.
+# and arbiters by hand (tests/compaction-bench.sh, tests/sentinel-compare.sh,
+# tests/single-client.sh). Source it after setting $here (the repository)
+# and $py (a python3). Every process started with `start` is in $pids;
+# `kill_started` (call it from the script's EXIT trap) kills them all.
+
+# Installs the Debian packages named that are not installed yet, then
+# builds the release binaries of the replica and the arbiter; sets $bin.
+prepare() { # package...
+  local need=() p
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]}" >&2
+    apt-get install -y "${need[@]}" >/dev/null
+  fi
+  (cd "$here" && cargo build --release -p replica -p arbiter --bins 2>&1 | tail -1) >&2
+  bin=$here/target/release
+}
 
 pids=()
 

@@ -53,21 +53,11 @@ done
 # Debian's python3, for which python3-redis is packaged (a python3 of
 # another origin earlier in PATH would not see it).
 py=/usr/bin/python3
-need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
-[ -x "$py" ] || need+=(python3)
-"$py" -c 'import redis' 2>/dev/null || need+=(python3-redis)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  apt-get install -y "${need[@]}" >/dev/null
-fi
-(cd "$here" && cargo build --release -p replica -p arbiter --bins 2>&1 | tail -1) >&2
-bin=$here/target/release
+. "$here/tests/procs.sh"
+prepare redis-server redis-sentinel python3 python3-redis
 
 base=${UNDERSTUDY_SENTINEL_DIR:-/tmp/understudy-sentinel}
 mkdir -p "$base"
-. "$here/tests/procs.sh"
 trap kill_started EXIT
 trap 'exit 130' INT TERM
 

@@ -41,21 +41,12 @@ while [ $# -gt 0 ]; do
 done
 [ ${#variants[@]} -gt 0 ] || variants=(default)
 
-need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-benchmark >/dev/null || need+=(redis-tools)
-command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  apt-get install -y "${need[@]}" >/dev/null
-fi
-(cd "$here" && cargo build --release -p replica -p arbiter --bins 2>&1 | tail -1) >&2
-bin=$here/target/release
 py=/usr/bin/python3
+. "$here/tests/procs.sh"
+prepare redis-server redis-tools curl python3
 
 d=${UNDERSTUDY_BENCH_DIR:-/tmp/understudy-single-client}/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$d"
-. "$here/tests/procs.sh"
 trap kill_started EXIT
 trap 'exit 130' INT TERM
 
