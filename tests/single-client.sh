@@ -21,8 +21,8 @@
 #
 # Everything lives in $UNDERSTUDY_BENCH_DIR (default
 # /tmp/understudy-single-client), one directory per run with every process's
-# log; every process started is stopped at the end, also on failure or
-# Ctrl-C. Installs redis-server and redis-tools when missing and builds the
+# log (the data directories are removed at the end); every process started
+# is stopped at the end, also on failure or Ctrl-C. Installs redis-server and redis-tools when missing and builds the
 # release binaries.
 set -euo pipefail
 
@@ -47,7 +47,8 @@ prepare redis-server redis-tools curl python3
 
 d=${UNDERSTUDY_BENCH_DIR:-/tmp/understudy-single-client}/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$d"
-trap kill_started EXIT
+# The logs stay; the data (preallocated log segments, AOF) goes.
+trap 'kill_started; rm -rf "$d"/alone "$d"/*/a "$d"/*/b "$d"/*/redis-a "$d"/*/redis-b' EXIT
 trap 'exit 130' INT TERM
 
 declare -A port
