@@ -11,19 +11,10 @@
 use std::time::Duration;
 
 use understudy_tests::client::resp_raw::{RawResp, Value};
-use understudy_tests::harness::proxy_cluster::{info, info_field, repl_offset};
+use understudy_tests::harness::proxy_cluster::{command_calls, info, info_field, repl_offset};
 use understudy_tests::harness::{serial, wait_until, ProxyCluster, TestDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// `calls` of `cmdstat_<name>` in `INFO commandstats`.
-fn calls(stats: &str, name: &str) -> u64 {
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_waiting_for_its_commit_is_seen_by_nobody_and_lost_with_the_active() {
@@ -68,7 +59,7 @@ async fn a_write_waiting_for_its_commit_is_seen_by_nobody_and_lost_with_the_acti
         .process()
         .sigstop()
         .unwrap();
-    let roles_before = calls(&info(&upstream, "commandstats").await.unwrap(), "role");
+    let roles_before = command_calls(&info(&upstream, "commandstats").await.unwrap(), "role");
     let writer = {
         let addr = cluster.resp_addr(&active.id);
         tokio::spawn(async move {
@@ -94,7 +85,7 @@ async fn a_write_waiting_for_its_commit_is_seen_by_nobody_and_lost_with_the_acti
     .await
     .unwrap();
     // ...and runs another client's GET, which would answer "new".
-    let gets_before = calls(&info(&upstream, "commandstats").await.unwrap(), "get");
+    let gets_before = command_calls(&info(&upstream, "commandstats").await.unwrap(), "get");
     let reader = {
         let addr = cluster.resp_addr(&active.id);
         tokio::spawn(async move {
@@ -108,7 +99,8 @@ async fn a_write_waiting_for_its_commit_is_seen_by_nobody_and_lost_with_the_acti
             let Ok(stats) = info(&upstream, "commandstats").await else {
                 return false;
             };
-            calls(&stats, "get") > gets_before && calls(&stats, "role") >= roles_before + 2
+            command_calls(&stats, "get") > gets_before
+                && command_calls(&stats, "role") >= roles_before + 2
         }
     })
     .await

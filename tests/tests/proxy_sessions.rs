@@ -633,11 +633,9 @@ async fn pushes_keep_their_order_and_subscriptions_survive_a_protocol_switch() {
     }
 }
 
-fn bulk_text(v: &Value) -> String {
-    match v {
-        Value::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
-        other => panic!("expected a bulk string, got {}", other.show()),
-    }
+fn text(v: &Value) -> String {
+    v.text()
+        .unwrap_or_else(|| panic!("expected a string, got {}", v.show()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -647,7 +645,7 @@ async fn commands_that_reveal_no_data_have_no_role_behind_them() {
     let mut c = cluster.raw(&active).await.unwrap();
     // Redis's unit/introspection: the query buffer holds `CLIENT INFO`
     // alone (26 bytes), no `ROLE` queued behind it.
-    let me = bulk_text(&c.call(&["CLIENT", "INFO"]).await.unwrap());
+    let me = text(&c.call(&["CLIENT", "INFO"]).await.unwrap());
     assert!(me.contains(" qbuf=26 "), "CLIENT INFO: {me}");
     let addr = me
         .split(' ')
@@ -684,10 +682,8 @@ async fn commands_that_reveal_no_data_have_no_role_behind_them() {
     let mut mine: Vec<String> = entries
         .iter()
         .filter_map(|e| match e {
-            Value::Array(f) if f.len() == 6 && bulk_text(&f[4]) == addr => match &f[3] {
-                Value::Array(args) => {
-                    Some(args.iter().map(bulk_text).collect::<Vec<_>>().join(" "))
-                }
+            Value::Array(f) if f.len() == 6 && text(&f[4]) == addr => match &f[3] {
+                Value::Array(args) => Some(args.iter().map(text).collect::<Vec<_>>().join(" ")),
                 _ => None,
             },
             _ => None,

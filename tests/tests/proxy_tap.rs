@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use understudy_tests::client::resp_raw::Value;
-use understudy_tests::harness::proxy_cluster::info_field;
+use understudy_tests::harness::proxy_cluster::command_calls;
 use understudy_tests::harness::{serial, ProxyCluster, TestDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -15,13 +15,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// How many `REPLCONF` commands the active's redis-server has run.
 async fn replconf_calls(cluster: &ProxyCluster, id: &str) -> u64 {
     let stats = cluster.upstream_info(id, "commandstats").await.unwrap();
-    info_field(&stats, "cmdstat_replconf")
-        .and_then(|v| {
-            v.split(',')
-                .find_map(|f| f.strip_prefix("calls="))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
+    command_calls(&stats, "replconf")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

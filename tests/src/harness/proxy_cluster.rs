@@ -374,6 +374,16 @@ pub fn info_field(info: &str, field: &str) -> Option<String> {
     })
 }
 
+/// `calls` of `cmdstat_<name>` in an `INFO commandstats` text (0 if the
+/// command never ran).
+pub fn command_calls(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The databases `INFO keyspace` lists (those holding keys).
 fn databases(keyspace: &str) -> Vec<u32> {
     keyspace
