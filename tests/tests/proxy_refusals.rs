@@ -7,7 +7,8 @@
 //! password setting, unless to the value it has) get `-ERR` naming the
 //! command and why; everything else runs as in Redis (`CONFIG GET`,
 //! `CONFIG SET` of other settings, `WAIT`, `FLUSHALL`, `DEBUG OBJECT`,
-//! `DEBUG SLEEP`, `DEBUG SET-ACTIVE-EXPIRE`). A refused command
+//! `DEBUG SLEEP`, `DEBUG SET-ACTIVE-EXPIRE`; `min-replicas-to-write`,
+//! which counts the tap as the one replica it is). A refused command
 //! inside `MULTI` aborts the transaction, as a command Redis refuses while
 //! queueing does.
 
@@ -185,5 +186,43 @@ async fn a_transaction_with_a_refused_command_is_aborted() {
             Value::Int(0),
             "via the {via}: the aborted transaction ran"
         );
+    }
+}
+
+/// `min-replicas-to-write` is the upstream's own rule, and runs: the tap is
+/// the active's redis-server's one replica, so asking for two refuses
+/// writes with Redis's `NOREPLICAS` (a transaction is aborted at `EXEC`, as
+/// Redis's own suite expects) and asking for one takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_replicas_to_write_counts_the_tap() {
+    let _serial = serial().await;
+    let (_dir, cluster, active, standby) = cluster("proxy-min-replicas").await;
+    for (via, id) in [("active", &active), ("standby", &standby)] {
+        let k = format!("{via}:k");
+        let mut c = cluster.raw(id).await.unwrap();
+        let mut other = cluster.raw(id).await.unwrap();
+        assert_eq!(call(&mut c, &["SET", &k, "1"]).await.show(), "OK");
+        assert_eq!(call(&mut c, &["MULTI"]).await.show(), "OK");
+        assert_eq!(call(&mut c, &["INCR", &k]).await.show(), "QUEUED");
+        let set = call(&mut other, &["CONFIG", "SET", "min-replicas-to-write", "2"]).await;
+        assert_eq!(set.show(), "OK", "via the {via}");
+        let exec = call(&mut c, &["EXEC"]).await;
+        assert!(
+            matches!(&exec, Value::Error(e) if e.starts_with("EXECABORT") && e.contains("NOREPLICAS")),
+            "via the {via}: {}",
+            exec.show()
+        );
+        let write = call(&mut c, &["SET", &k, "2"]).await;
+        assert!(
+            matches!(&write, Value::Error(e) if e.starts_with("NOREPLICAS")),
+            "via the {via}: {}",
+            write.show()
+        );
+        assert_eq!(call(&mut c, &["GET", &k]).await.show(), "\"1\"");
+        let one = call(&mut other, &["CONFIG", "SET", "min-replicas-to-write", "1"]).await;
+        assert_eq!(one.show(), "OK", "via the {via}");
+        assert_eq!(call(&mut c, &["INCR", &k]).await, Value::Int(2), "via the {via}");
+        let none = call(&mut other, &["CONFIG", "SET", "min-replicas-to-write", "0"]).await;
+        assert_eq!(none.show(), "OK", "via the {via}");
     }
 }

@@ -1382,9 +1382,12 @@ fn config_set_refused(req: &Request) -> bool {
 }
 
 /// A replication or persistence setting, or the upstream's password. Not
-/// refused: how often the upstream pings its replicas and whether it sends
-/// a full resync's RDB from disk or straight from memory (the tap follows
-/// either).
+/// refused: how often the upstream pings its replicas, whether it sends a
+/// full resync's RDB from disk or straight from memory (the tap follows
+/// either), and how many good replicas it wants before it takes a write
+/// (`min-replicas-to-write`, `min-replicas-max-lag`: the tap is its one
+/// replica and acknowledges once a second, as a Redis replica does; too
+/// few and Redis answers `NOREPLICAS`, which changes nothing).
 fn refused_setting(key: &[u8]) -> bool {
     let k = String::from_utf8_lossy(key).to_ascii_lowercase();
     if matches!(
@@ -1405,8 +1408,6 @@ fn refused_setting(key: &[u8]) -> bool {
                 | "dir"
                 | "dbfilename"
                 | "requirepass"
-                | "min-replicas-to-write"
-                | "min-slaves-to-write"
         )
 }
 
@@ -1493,6 +1494,9 @@ mod tests {
             "notify-keyspace-events",
             "repl-ping-replica-period",
             "repl-diskless-sync",
+            "min-replicas-to-write",
+            "min-slaves-to-write",
+            "min-replicas-max-lag",
         ] {
             assert!(!config_set_refused(&set(k)), "{k}");
         }
