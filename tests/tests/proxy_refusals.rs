@@ -221,7 +221,11 @@ async fn min_replicas_to_write_counts_the_tap() {
         assert_eq!(call(&mut c, &["GET", &k]).await.show(), "\"1\"");
         let one = call(&mut other, &["CONFIG", "SET", "min-replicas-to-write", "1"]).await;
         assert_eq!(one.show(), "OK", "via the {via}");
-        assert_eq!(call(&mut c, &["INCR", &k]).await, Value::Int(2), "via the {via}");
+        assert_eq!(
+            call(&mut c, &["INCR", &k]).await,
+            Value::Int(2),
+            "via the {via}"
+        );
         let none = call(&mut other, &["CONFIG", "SET", "min-replicas-to-write", "0"]).await;
         assert_eq!(none.show(), "OK", "via the {via}");
     }

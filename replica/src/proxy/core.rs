@@ -49,6 +49,9 @@ pub struct ProxyCore {
     /// The offset probe, started by the first session that needs it (on
     /// the RESP thread).
     probe: std::sync::OnceLock<Arc<super::probe::Probe>>,
+    /// The shared lane of the current term, opened by its first session
+    /// (`lane.rs`).
+    lane: tokio::sync::Mutex<Option<(proto_common::Epoch, Arc<super::lane::Lane>)>>,
 }
 
 impl ProxyCore {
@@ -77,6 +80,7 @@ impl ProxyCore {
             ready: tokio::sync::watch::channel(None).0,
             feed_listener: Mutex::new(None),
             probe: std::sync::OnceLock::new(),
+            lane: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -90,6 +94,24 @@ impl ProxyCore {
                 )
             })
             .clone()
+    }
+
+    /// The shared lane of `epoch`'s term, opened if there is none that
+    /// works; `None` if the upstream cannot be reached (the session opens
+    /// its own connection, and says why if that fails too). A lane of an
+    /// earlier term is closed: its sessions have ended.
+    pub async fn lane(&self, epoch: proto_common::Epoch) -> Option<Arc<super::lane::Lane>> {
+        let mut lane = self.lane.lock().await;
+        match lane.as_ref() {
+            Some((e, l)) if *e == epoch && l.is_open() => return Some(l.clone()),
+            Some((_, l)) => l.close(),
+            None => {}
+        }
+        *lane = None;
+        let stream = self.session_upstream().await.ok()?;
+        let opened = super::lane::Lane::start(stream, self.max_bulk);
+        *lane = Some((epoch, opened.clone()));
+        Some(opened)
     }
 
     pub(super) fn set_feed_listener(&self, l: tokio::net::TcpListener) {

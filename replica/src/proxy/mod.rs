@@ -46,6 +46,7 @@ pub mod feed;
 pub mod frame;
 pub mod gate;
 pub mod history;
+pub mod lane;
 pub mod link;
 pub mod liveness;
 pub mod probe;

@@ -44,8 +44,10 @@ use super::config::StandbyReads;
 use super::core::ProxyCore;
 use super::frame::{self, Scan};
 use super::gate::ReplyGate;
+use super::lane::{LaneRead, LaneWrite};
 use super::request::{Request, RequestDecoder, RequestError};
 use super::table::Lookup;
+use super::upstream::{SessionRead, SessionWrite};
 use crate::idle_poll::{Busy, IdlePoll};
 use crate::node::Node;
 use crate::role::ActiveGuard;
@@ -114,6 +116,10 @@ enum Slot {
     Discard,
     /// Close once everything before is written (after `QUIT`).
     Close,
+    /// The session leaves the shared lane: every reply before this came
+    /// from it (say so: Redis has run those commands), the rest come from
+    /// this connection of its own.
+    Switch(SessionRead, oneshot::Sender<()>),
 }
 
 impl Slot {
@@ -357,21 +363,34 @@ impl Client {
             let _ = write.flush().await;
             return;
         }
-        let upstream = match self.core.session_upstream().await {
-            Ok(u) => u,
-            Err(e) => {
-                let mut write = write;
-                let _ = write
-                    .write_all(&error(&format!(
-                        "TRYAGAIN this replica's upstream cannot be reached: {e}"
-                    )))
-                    .await;
-                let _ = write.flush().await;
-                return;
-            }
+        // On the active a session starts on the shared lane, and takes a
+        // connection of its own before its first command that needs one.
+        let lane = match &guard {
+            Some(g) => self.core.lane(g.epoch()).await,
+            None => None,
         };
-        let (up_read, up_write) = upstream.into_split();
-        let mut up_write = BufWriter::new(up_write);
+        let (mut up_write, up_read) = match lane {
+            Some(lane) => {
+                let (w, r) = lane.join();
+                (Up::Shared(w), UpRead::Shared(r))
+            }
+            None => match self.core.session_upstream().await {
+                Ok(u) => {
+                    let (r, w) = u.into_split();
+                    (Up::Own(BufWriter::new(w)), UpRead::Own(r))
+                }
+                Err(e) => {
+                    let mut write = write;
+                    let _ = write
+                        .write_all(&error(&format!(
+                            "TRYAGAIN this replica's upstream cannot be reached: {e}"
+                        )))
+                        .await;
+                    let _ = write.flush().await;
+                    return;
+                }
+            },
+        };
         let (slots, slot_rx) = mpsc::channel(MAX_SLOTS);
         let gate = ReplyGate::new(self.core.committed_offset());
         let gated = guard.is_some();
@@ -403,9 +422,7 @@ impl Client {
                 // The batch is read: a ROLE behind it gives the offset that
                 // covers its replies; send it, then wait for more.
                 if gated && modes.unprobed && modes.role_may_follow() {
-                    if send(&mut up_write, b"*1\r\n$4\r\nROLE\r\n").await.is_err()
-                        || slots.send(Slot::Role).await.is_err()
-                    {
+                    if up_write.role().await.is_err() || slots.send(Slot::Role).await.is_err() {
                         break;
                     }
                     modes.unprobed = false;
@@ -444,16 +461,16 @@ impl Client {
         // The client is gone (or the session ends): the upstream sees its
         // connection close as Redis would have seen the client's, so a
         // blocked command is unblocked and nothing is kept for it.
-        let _ = up_write.shutdown().await;
+        up_write.shutdown().await;
         let _ = replies.await;
     }
 
     /// Handles one request on the active. `Ok(false)`: the session ends.
-    async fn step<W: AsyncWrite + Unpin>(
+    async fn step(
         &mut self,
         req: &Request,
         modes: &mut Modes,
-        up: &mut BufWriter<W>,
+        up: &mut Up,
         slots: &mpsc::Sender<Slot>,
     ) -> Result<bool, Closed> {
         let name = req.name();
@@ -491,6 +508,9 @@ impl Client {
             slots.send(local(error(&why))).await?;
             return Ok(true);
         }
+        if matches!(up, Up::Shared(_)) && !self.may_share(req, &name) {
+            self.leave_lane(up, slots).await?;
+        }
         // In RESP2 subscribed mode frames pass as they come; leaving it is
         // confirmed by a PING barrier before anything else is sent.
         if modes.subscribed {
@@ -516,7 +536,7 @@ impl Client {
             "hello" => return self.hello(req, modes, up, slots).await,
             "reset" => {
                 send(up, &req.raw).await?;
-                up.flush().await.map_err(|_| Closed)?;
+                up.flush().await?;
                 let (tx, rx) = oneshot::channel();
                 slots.send(Slot::Watch(tx)).await?;
                 let _ = rx.await;
@@ -599,13 +619,79 @@ impl Client {
         Ok(true)
     }
 
+    /// Whether the command may run on the shared lane: it neither changes
+    /// nor reads the connection's state (its database, transaction,
+    /// protocol, name, subscriptions, user), Redis does not hold its reply
+    /// (blocking commands, `WAIT`), it is no admin command, and no script
+    /// or function: while one runs too long Redis answers other clients
+    /// `-BUSY` at once, which those behind it on the lane would not get
+    /// (nor could a `SCRIPT KILL` reach it). Anything Redis may refuse as
+    /// given goes to a connection of its own too.
+    fn may_share(&self, req: &Request, name: &str) -> bool {
+        let connection = matches!(
+            name,
+            "select"
+                | "multi"
+                | "exec"
+                | "discard"
+                | "watch"
+                | "unwatch"
+                | "client"
+                | "hello"
+                | "reset"
+                | "auth"
+                | "acl"
+                | "wait"
+                | "waitaof"
+                | "script"
+                | "function"
+                | "eval"
+                | "evalsha"
+                | "eval_ro"
+                | "evalsha_ro"
+                | "fcall"
+                | "fcall_ro"
+                | "readonly"
+                | "readwrite"
+                | "asking"
+        ) || is_subscribe(name)
+            || is_unsubscribe(name);
+        !connection
+            && matches!(
+                self.core.table.lookup(&req.argv),
+                Lookup::Found(info) if !info.flags.blocking && !info.flags.admin
+            )
+    }
+
+    /// Takes the session off the shared lane onto a connection of its own,
+    /// once Redis has run everything it sent on the lane (so the next
+    /// command runs after them, as on one connection).
+    async fn leave_lane(&self, up: &mut Up, slots: &mpsc::Sender<Slot>) -> Result<(), Closed> {
+        up.flush().await?;
+        let own = match self.core.session_upstream().await {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("TRYAGAIN this replica's upstream cannot be reached: {e}");
+                slots.send(Slot::Local(error(&why))).await?;
+                slots.send(Slot::Close).await?;
+                return Err(Closed);
+            }
+        };
+        let (read, write) = own.into_split();
+        let (ran, all_ran) = oneshot::channel();
+        slots.send(Slot::Switch(read, ran)).await?;
+        all_ran.await.map_err(|_| Closed)?;
+        *up = Up::Own(BufWriter::new(write));
+        Ok(())
+    }
+
     /// `HELLO [ver [AUTH user pass] [SETNAME name]]`: credentials here, the
     /// rest to the upstream (which switches the connection's protocol).
-    async fn hello<W: AsyncWrite + Unpin>(
+    async fn hello(
         &mut self,
         req: &Request,
         modes: &mut Modes,
-        up: &mut BufWriter<W>,
+        up: &mut Up,
         slots: &mpsc::Sender<Slot>,
     ) -> Result<bool, Closed> {
         let mut upstream_args: Vec<Bytes> = vec![Bytes::from_static(b"HELLO")];
@@ -645,7 +731,7 @@ impl Client {
             return Ok(true);
         }
         send(up, &Request::new(upstream_args).raw).await?;
-        up.flush().await.map_err(|_| Closed)?;
+        up.flush().await?;
         let (tx, rx) = oneshot::channel();
         slots.send(Slot::Watch(tx)).await?;
         let reply = rx.await.map_err(|_| Closed)?;
@@ -668,11 +754,7 @@ impl Client {
     }
 
     /// Logs the session's upstream connection in again (after `RESET`).
-    async fn reauthenticate<W: AsyncWrite + Unpin>(
-        &self,
-        up: &mut BufWriter<W>,
-        slots: &mpsc::Sender<Slot>,
-    ) -> Result<(), Closed> {
+    async fn reauthenticate(&self, up: &mut Up, slots: &mpsc::Sender<Slot>) -> Result<(), Closed> {
         if let Some(pw) = &self.core.settings.upstream_password {
             send(up, &Request::new(["AUTH", pw.as_str()]).raw).await?;
             slots.send(Slot::Discard).await?;
@@ -948,6 +1030,76 @@ impl Modes {
     }
 }
 
+/// Where a session's requests go.
+enum Up {
+    /// A connection of its own.
+    Own(BufWriter<SessionWrite>),
+    /// The shared lane (`lane.rs`), until a command needs its own.
+    Shared(LaneWrite),
+}
+
+impl Up {
+    async fn send(&mut self, raw: &[u8]) -> Result<(), Closed> {
+        match self {
+            Up::Own(w) => w.write_all(raw).await.map_err(|_| Closed),
+            Up::Shared(l) => l.send(raw).await.map_err(|_| Closed),
+        }
+    }
+
+    /// A `ROLE` behind what was sent (on the lane, one behind the round).
+    async fn role(&mut self) -> Result<(), Closed> {
+        match self {
+            Up::Own(w) => w
+                .write_all(b"*1\r\n$4\r\nROLE\r\n")
+                .await
+                .map_err(|_| Closed),
+            Up::Shared(l) => {
+                l.role();
+                Ok(())
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Closed> {
+        match self {
+            Up::Own(w) => w.flush().await.map_err(|_| Closed),
+            Up::Shared(l) => l.flush().await.map_err(|_| Closed),
+        }
+    }
+
+    /// The client is gone: its own connection is closed, as Redis would
+    /// have seen the client's close (a blocked command is unblocked).
+    async fn shutdown(&mut self) {
+        match self {
+            Up::Own(w) => {
+                let _ = w.shutdown().await;
+            }
+            Up::Shared(l) => {
+                let _ = l.flush().await;
+            }
+        }
+    }
+}
+
+/// Where a session's replies come from.
+enum UpRead {
+    Own(SessionRead),
+    Shared(LaneRead),
+}
+
+impl AsyncRead for UpRead {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpRead::Own(r) => std::pin::Pin::new(r).poll_read(cx, buf),
+            UpRead::Shared(r) => std::pin::Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
 /// A reply written to the client only once it may be (in order).
 enum Held {
     /// Bytes with no effect to wait for: a reply made here, or a push
@@ -959,9 +1111,9 @@ enum Held {
 
 /// The replies' side of an active session.
 #[allow(clippy::too_many_arguments)] // the session's halves and its gate, handed over once
-async fn replies<U, W>(
+async fn replies<W>(
     mut slots: mpsc::Receiver<Slot>,
-    mut upstream: U,
+    mut upstream: UpRead,
     mut client: BufWriter<W>,
     mut gate: ReplyGate,
     probe: Arc<super::probe::Probe>,
@@ -970,7 +1122,6 @@ async fn replies<U, W>(
     done: CancellationToken,
     node: Arc<Node>,
 ) where
-    U: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut frames = Frames {
@@ -1091,6 +1242,15 @@ async fn replies<U, W>(
                     out.release(&mut client, None).await?;
                     client.flush().await.map_err(|_| Closed)?;
                     return Err(Closed);
+                }
+                Slot::Switch(own, ran) => {
+                    // Every frame the lane handed this session was a reply
+                    // to a slot before this one.
+                    if frames.stash.is_some() || !frames.buf.is_empty() {
+                        return Err(Closed);
+                    }
+                    upstream = UpRead::Own(own);
+                    let _ = ran.send(());
                 }
             }
         }
@@ -1286,22 +1446,19 @@ impl<T> From<mpsc::error::SendError<T>> for Closed {
     }
 }
 
-async fn send<W: AsyncWrite + Unpin>(up: &mut BufWriter<W>, raw: &[u8]) -> Result<(), Closed> {
-    up.write_all(raw).await.map_err(|_| Closed)
+async fn send(up: &mut Up, raw: &[u8]) -> Result<(), Closed> {
+    up.send(raw).await
 }
 
 /// Sends a `PING` barrier and says whether the connection is in RESP2's
 /// subscribed mode (Redis answers `["pong", nonce]` there).
-async fn barrier<W: AsyncWrite + Unpin>(
-    up: &mut BufWriter<W>,
-    slots: &mpsc::Sender<Slot>,
-) -> Result<bool, Closed> {
+async fn barrier(up: &mut Up, slots: &mpsc::Sender<Slot>) -> Result<bool, Closed> {
     let nonce = Bytes::from(format!(
         "understudy-barrier-{}",
         hex::encode(proto_common::auth::new_nonce())
     ));
     send(up, &Request::new([&b"PING"[..], &nonce]).raw).await?;
-    up.flush().await.map_err(|_| Closed)?;
+    up.flush().await?;
     let (tx, rx) = oneshot::channel();
     slots.send(Slot::Barrier(nonce, tx)).await?;
     rx.await.map_err(|_| Closed)
@@ -1403,11 +1560,7 @@ fn refused_setting(key: &[u8]) -> bool {
         || k.starts_with("appendf")
         || matches!(
             k.as_str(),
-            "save"
-                | "appendonly"
-                | "dir"
-                | "dbfilename"
-                | "requirepass"
+            "save" | "appendonly" | "dir" | "dbfilename" | "requirepass"
         )
 }
 

@@ -233,6 +233,7 @@ pub enum SessionStream {
 }
 
 /// The halves of a [`SessionStream`], each owned by one task.
+#[derive(Debug)]
 pub enum SessionRead {
     Tcp(tokio::net::tcp::OwnedReadHalf),
     Unix(tokio::net::unix::OwnedReadHalf),
