@@ -21,8 +21,9 @@
 //!   upstream; RDB snapshots.
 //! - [`checkpoint`], [`compact`]: an RDB at a committed position with the
 //!   history before it, which lets the log's older segments go; taking one.
-//! - [`gate`], [`probe`], [`relay`]: the reply gate; the offset that covers
-//!   a reply; one client's session.
+//! - [`gate`], [`probe`], [`relay`], [`lane`]: the reply gate; the offset
+//!   that covers a reply; one client's session; the connection sessions
+//!   share until they need their own.
 //! - [`core`], [`control`], [`start`]: what a proxy-mode replica shares;
 //!   what a role change does to the upstream; the checks at start.
 //! - [`liveness`]: an upstream that leaves a `PING` unanswered too long

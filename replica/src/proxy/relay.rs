@@ -1,7 +1,9 @@
 //! One Redis client's session (DESIGN.md, "Proxy mode"). On the active,
-//! the session has an upstream connection of its own, so everything Redis
-//! keeps per connection (`SELECT`, `MULTI`/`WATCH`, blocking commands,
-//! `SUBSCRIBE`, `CLIENT` settings, RESP3 after `HELLO 3`) is Redis's own.
+//! the session starts on the shared lane (`lane.rs`) and takes an upstream
+//! connection of its own before its first command that needs one, so
+//! everything Redis keeps per connection (`SELECT`, `MULTI`/`WATCH`,
+//! blocking commands, `SUBSCRIBE`, `CLIENT` settings, RESP3 after `HELLO
+//! 3`) is Redis's own.
 //! The client's requests go to it as they came; its replies come back as
 //! the bytes Redis wrote, held by the reply gate until the stream is
 //! committed up to an offset that covers them: the answer to a `ROLE` the
