@@ -207,4 +207,33 @@ async fn a_lost_lane_ends_its_sessions_and_the_next_opens_another() {
     })
     .await
     .unwrap();
+    // A lane killed while no session uses it is noticed at once: the next
+    // client's first command is answered.
+    let killed = call(
+        &mut direct,
+        &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
+    )
+    .await;
+    assert!(killed.int().unwrap_or(0) >= 1, "{}", killed.show());
+    // (The lane's last command was a GET; no other connection sends one.)
+    wait_for(DEADLINE, "the lane's connection gone", || {
+        let upstream = upstream.clone();
+        async move {
+            let mut d = RawResp::connect(&upstream).await.ok()?;
+            let list = d
+                .call(&["CLIENT", "LIST", "TYPE", "normal"])
+                .await
+                .ok()?
+                .text()?;
+            (!list.contains("cmd=get")).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    let mut next = RawResp::connect(&addr).await.unwrap();
+    assert_eq!(
+        call(&mut next, &["GET", "k"]).await.text().as_deref(),
+        Some("1"),
+        "the first command after the lane was killed"
+    );
 }

@@ -260,9 +260,17 @@ async fn reader(
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     'rounds: loop {
+        // Idle, the connection is still read: a close (`CLIENT KILL`, the
+        // upstream's `timeout`, a restart) is noticed now, not by the next
+        // session's first command.
         let round = tokio::select! {
             _ = closed.cancelled() => break,
             r = rounds.recv() => match r { Some(r) => r, None => break },
+            n = up.read_buf(&mut buf), if buf.is_empty() => match n {
+                Ok(0) | Err(_) => break,
+                // Nothing comes before its round: a reply nobody asked for.
+                Ok(_) => break,
+            },
         };
         for (replies, _, to) in &round.batches {
             for _ in 0..*replies {
