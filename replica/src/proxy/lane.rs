@@ -42,6 +42,9 @@ const ROUND_BYTES: usize = 256 * 1024;
 /// coming before a long pipeline is all read.
 const BATCH_REQUESTS: usize = 256;
 const ROLE: &[u8] = b"*1\r\n$4\r\nROLE\r\n";
+/// How long replies read while idle may wait for their round (the writer
+/// hands the round over before it writes, so at most a moment).
+const ROUND_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One connection shared by sessions.
 pub struct Lane {
@@ -264,12 +267,18 @@ async fn reader(
         // upstream's `timeout`, a restart) is noticed now, not by the next
         // session's first command.
         let round = tokio::select! {
+            biased;
             _ = closed.cancelled() => break,
             r = rounds.recv() => match r { Some(r) => r, None => break },
             n = up.read_buf(&mut buf), if buf.is_empty() => match n {
                 Ok(0) | Err(_) => break,
-                // Nothing comes before its round: a reply nobody asked for.
-                Ok(_) => break,
+                // The replies of a round the writer sent after `rounds` was
+                // looked at: it is on its way. (None comes, and the lane
+                // closes, only after a reply nobody asked for.)
+                Ok(_) => match tokio::time::timeout(ROUND_WAIT, rounds.recv()).await {
+                    Ok(Some(r)) => r,
+                    _ => break,
+                },
             },
         };
         for (replies, _, to) in &round.batches {
