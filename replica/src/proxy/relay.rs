@@ -245,8 +245,7 @@ impl Client {
             match client.accept_forwarded(&marker) {
                 Ok(()) => decoder.authenticated = client.grant.is_some(),
                 Err(why) => {
-                    let _ = write.write_all(&error(why)).await;
-                    let _ = write.flush().await;
+                    refuse(&mut write, why).await;
                     return;
                 }
             }
@@ -276,8 +275,7 @@ impl Client {
                 } else {
                     format!("TRYAGAIN {e}")
                 };
-                let _ = write.write_all(&error(&why)).await;
-                let _ = write.flush().await;
+                refuse(&mut write, &why).await;
             }
         }
     }
@@ -318,13 +316,12 @@ impl Client {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         if !self.core.feed.in_step() {
-            let _ = write
-                .write_all(&error(
-                    "TRYAGAIN this standby's upstream is not yet following the committed \
+            refuse(
+                &mut write,
+                "TRYAGAIN this standby's upstream is not yet following the committed \
                      history (it is being resynced); retry in a moment, or use the active",
-                ))
-                .await;
-            let _ = write.flush().await;
+            )
+            .await;
             return;
         }
         self.relay(None, read, write, buf, decoder, pending, stop)
@@ -356,13 +353,12 @@ impl Client {
         };
         if !ready {
             let mut write = write;
-            let _ = write
-                .write_all(&error(
-                    "TRYAGAIN this replica became the active and its upstream is not ready yet; \
+            refuse(
+                &mut write,
+                "TRYAGAIN this replica became the active and its upstream is not ready yet; \
                      retry in a moment",
-                ))
-                .await;
-            let _ = write.flush().await;
+            )
+            .await;
             return;
         }
         // On the active a session starts on the shared lane, and takes a
@@ -383,12 +379,11 @@ impl Client {
                 }
                 Err(e) => {
                     let mut write = write;
-                    let _ = write
-                        .write_all(&error(&format!(
-                            "TRYAGAIN this replica's upstream cannot be reached: {e}"
-                        )))
-                        .await;
-                    let _ = write.flush().await;
+                    refuse(
+                        &mut write,
+                        &format!("TRYAGAIN this replica's upstream cannot be reached: {e}"),
+                    )
+                    .await;
                     return;
                 }
             },
@@ -950,12 +945,11 @@ impl Client {
                 .role()
                 .not_writable()
                 .unwrap_or_else(|| "this replica is not the active".into());
-            let _ = write
-                .write_all(&error(&format!(
-                    "TRYAGAIN {why}; no active is known right now — retry shortly"
-                )))
-                .await;
-            let _ = write.flush().await;
+            refuse(
+                &mut write,
+                &format!("TRYAGAIN {why}; no active is known right now — retry shortly"),
+            )
+            .await;
             return;
         };
         let tls = self.node.settings.tls.clone();
@@ -968,12 +962,11 @@ impl Client {
         {
             Ok(s) => s,
             Err(e) => {
-                let _ = write
-                    .write_all(&error(&format!(
-                        "TRYAGAIN the active at {addr} cannot be reached ({e}); retry"
-                    )))
-                    .await;
-                let _ = write.flush().await;
+                refuse(
+                    &mut write,
+                    &format!("TRYAGAIN the active at {addr} cannot be reached ({e}); retry"),
+                )
+                .await;
                 return;
             }
         };
@@ -1589,7 +1582,18 @@ fn protocol_reply(e: &RequestError) -> Bytes {
 }
 
 async fn protocol_error<W: AsyncWrite + Unpin>(write: &mut BufWriter<W>, e: RequestError) {
-    let _ = write.write_all(&protocol_reply(&e)).await;
+    answer_once(write, &protocol_reply(&e)).await;
+}
+
+/// Answers a session that ends at once with why (`-ERR`, `TRYAGAIN`).
+async fn refuse<W: AsyncWrite + Unpin>(write: &mut BufWriter<W>, text: &str) {
+    answer_once(write, &error(text)).await;
+}
+
+/// Writes `reply` and flushes; the session ends after it, so a client that
+/// has gone changes nothing.
+async fn answer_once<W: AsyncWrite + Unpin>(write: &mut BufWriter<W>, reply: &[u8]) {
+    let _ = write.write_all(reply).await;
     let _ = write.flush().await;
 }
 
