@@ -198,26 +198,51 @@ pub async fn run(
 }
 
 /// Takes the whole commands at the front of `pending`, in chunks of about
-/// `MAX_CHUNK` (a single larger command is one chunk; the replication
-/// frame's limit, `max_frame_bytes`, bounds it); says whether one was
-/// `REPLCONF GETACK` (the upstream wants an acknowledgement).
+/// `MAX_CHUNK` (a single larger command, or transaction, is one chunk; the
+/// replication frame's limit, `max_frame_bytes`, bounds it); says whether
+/// one was `REPLCONF GETACK` (the upstream wants an acknowledgement).
+///
+/// A chunk never ends inside a transaction (`MULTI` … `EXEC`: how Redis
+/// sends a script's or a transaction's effects): what is logged, and so
+/// what a standby's upstream is fed, ends where a Redis replica's applied
+/// offset can stand. A replica counts a transaction's bytes as applied
+/// only at its `EXEC`; a log that ended after a `MULTI` whose `EXEC` never
+/// came (the active died between the two reads) left the promoted
+/// standby's upstream short of the log's end for good, and it could not
+/// lead. The part of a transaction read so far waits in `pending`.
 fn cut(pending: &mut BytesMut) -> Result<(Vec<Bytes>, bool), frame::FrameError> {
     let mut chunks = Vec::new();
     let mut getack = false;
     let mut whole = 0;
+    // The end of the last command outside a transaction: where a chunk may end.
+    let mut settled = 0;
+    let mut in_multi = false;
     while let Scan::Complete(n) = frame::scan(&pending[whole..], u64::MAX)? {
-        getack |= is_getack(&pending[whole..whole + n]);
+        let cmd = &pending[whole..whole + n];
+        getack |= is_getack(cmd);
+        if cmd.eq_ignore_ascii_case(MULTI) {
+            in_multi = true;
+        } else if cmd.eq_ignore_ascii_case(EXEC) {
+            in_multi = false;
+        }
         whole += n;
-        if whole >= MAX_CHUNK {
-            chunks.push(pending.split_to(whole).freeze());
-            whole = 0;
+        if !in_multi {
+            settled = whole;
+            if settled >= MAX_CHUNK {
+                chunks.push(pending.split_to(settled).freeze());
+                whole = 0;
+                settled = 0;
+            }
         }
     }
-    if whole > 0 {
-        chunks.push(pending.split_to(whole).freeze());
+    if settled > 0 {
+        chunks.push(pending.split_to(settled).freeze());
     }
     Ok((chunks, getack))
 }
+
+const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 
 /// `*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n…`
 fn is_getack(cmd: &[u8]) -> bool {
@@ -265,6 +290,49 @@ mod tests {
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].len(), set.len() + getack.len());
         assert_eq!(&pending[..], &set[..5], "the partial command waits");
+    }
+
+    #[test]
+    fn a_chunk_never_ends_inside_a_transaction() {
+        let set = cmd(&["SET", "k", "v"]);
+        let multi = cmd(&["MULTI"]);
+        let incr = cmd(&["INCR", "n"]);
+        let exec = cmd(&["exec"]);
+        let mut pending = BytesMut::new();
+        pending.extend_from_slice(&set);
+        pending.extend_from_slice(&multi);
+        pending.extend_from_slice(&incr);
+        let (chunks, _) = cut(&mut pending).unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0], set, "only what is before the MULTI");
+        assert_eq!(
+            pending.len(),
+            multi.len() + incr.len(),
+            "the open transaction waits"
+        );
+        let (chunks, _) = cut(&mut pending).unwrap();
+        assert!(chunks.is_empty(), "still no EXEC");
+        pending.extend_from_slice(&exec);
+        pending.extend_from_slice(&set);
+        let (chunks, _) = cut(&mut pending).unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(
+            chunks[0].len(),
+            multi.len() + incr.len() + exec.len() + set.len()
+        );
+        assert!(pending.is_empty());
+        // A transaction larger than a chunk stays whole.
+        let big = cmd(&["SET", "k", &"x".repeat(MAX_CHUNK / 2)]);
+        pending.extend_from_slice(&multi);
+        for _ in 0..3 {
+            pending.extend_from_slice(&big);
+        }
+        let (chunks, _) = cut(&mut pending).unwrap();
+        assert!(chunks.is_empty());
+        pending.extend_from_slice(&exec);
+        let (chunks, _) = cut(&mut pending).unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].len(), multi.len() + 3 * big.len() + exec.len());
     }
 
     #[test]
