@@ -13,9 +13,10 @@
 //! running in parallel threads never get the same port).
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, Hasher};
 use std::net::TcpListener;
 use std::sync::Mutex;
+
+use rand::RngExt;
 
 /// Where ports are chosen when the ephemeral range cannot be read (Linux's
 /// default range is 32768–60999).
@@ -84,7 +85,7 @@ fn non_ephemeral() -> Vec<(u16, u16)> {
 /// A random port in one of `spans`.
 fn candidate(spans: &[(u16, u16)]) -> u16 {
     let total: u32 = spans.iter().map(|(l, h)| u32::from(h - l) + 1).sum();
-    let mut pick = (random() % u64::from(total)) as u32;
+    let mut pick = rand::rng().random_range(0..total);
     for (l, h) in spans {
         let width = u32::from(h - l) + 1;
         if pick < width {
@@ -93,18 +94,6 @@ fn candidate(spans: &[(u16, u16)]) -> u16 {
         pick -= width;
     }
     spans[0].0
-}
-
-/// A random number (the standard library's per-process random hasher keys).
-fn random() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 /// `http://127.0.0.1:{port}`.
