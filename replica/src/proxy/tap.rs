@@ -131,6 +131,7 @@ pub async fn run(
     let _ = ready.send(());
     tracing::info!(offset = logged, "tap: following the upstream's stream");
     let mut pending = BytesMut::new();
+    let mut cutter = Cutter::default();
     let mut acked = 0u64;
     // Acknowledgements follow the commit only while the upstream asked for
     // one (`REPLCONF GETACK`: a client waits in `WAIT`) that the commit has
@@ -172,7 +173,7 @@ pub async fn run(
             }
             read = link.read_stream() => {
                 pending.extend_from_slice(&read?);
-                let (chunks, getack) = cut(&mut pending)?;
+                let (chunks, getack) = cutter.cut(&mut pending)?;
                 for bytes in chunks {
                     let len = bytes.len() as u64;
                     append(&node, &guard, StreamEntry::Chunk { from: logged, bytes }).await?;
@@ -197,48 +198,63 @@ pub async fn run(
     }
 }
 
-/// Takes the whole commands at the front of `pending`, in chunks of about
-/// `MAX_CHUNK` (a single larger command, or transaction, is one chunk; the
-/// replication frame's limit, `max_frame_bytes`, bounds it); says whether
-/// one was `REPLCONF GETACK` (the upstream wants an acknowledgement).
-///
-/// A chunk never ends inside a transaction (`MULTI` … `EXEC`: how Redis
-/// sends a script's or a transaction's effects): what is logged, and so
-/// what a standby's upstream is fed, ends where a Redis replica's applied
-/// offset can stand. A replica counts a transaction's bytes as applied
-/// only at its `EXEC`; a log that ended after a `MULTI` whose `EXEC` never
-/// came (the active died between the two reads) left the promoted
-/// standby's upstream short of the log's end for good, and it could not
-/// lead. The part of a transaction read so far waits in `pending`.
-fn cut(pending: &mut BytesMut) -> Result<(Vec<Bytes>, bool), frame::FrameError> {
-    let mut chunks = Vec::new();
-    let mut getack = false;
-    let mut whole = 0;
-    // The end of the last command outside a transaction: where a chunk may end.
-    let mut settled = 0;
-    let mut in_multi = false;
-    while let Scan::Complete(n) = frame::scan(&pending[whole..], u64::MAX)? {
-        let cmd = &pending[whole..whole + n];
-        getack |= is_getack(cmd);
-        if cmd.eq_ignore_ascii_case(MULTI) {
-            in_multi = true;
-        } else if cmd.eq_ignore_ascii_case(EXEC) {
-            in_multi = false;
-        }
-        whole += n;
-        if !in_multi {
-            settled = whole;
-            if settled >= MAX_CHUNK {
-                chunks.push(pending.split_to(settled).freeze());
-                whole = 0;
-                settled = 0;
+/// Where the tap stands in what it has read and not yet logged: scanning
+/// resumes where it stopped, so a long transaction read over many reads is
+/// scanned once, not again at each read.
+#[derive(Debug, Default)]
+struct Cutter {
+    /// Bytes at the front of `pending` already scanned (whole commands).
+    scanned: usize,
+    /// The end of the last scanned command outside a transaction.
+    settled: usize,
+    /// A `MULTI` was scanned and its `EXEC` not yet.
+    in_multi: bool,
+}
+
+impl Cutter {
+    /// Takes the whole commands at the front of `pending`, in chunks of
+    /// about `MAX_CHUNK` (a single larger command, or transaction, is one
+    /// chunk; the replication frame's limit, `max_frame_bytes`, bounds it);
+    /// says whether one was `REPLCONF GETACK` (the upstream wants an
+    /// acknowledgement).
+    ///
+    /// A chunk never ends inside a transaction (`MULTI` … `EXEC`: how Redis
+    /// sends a script's or a transaction's effects): what is logged, and so
+    /// what a standby's upstream is fed, ends where a Redis replica's
+    /// applied offset can stand. A replica counts a transaction's bytes as
+    /// applied only at its `EXEC`; a log that ended after a `MULTI` whose
+    /// `EXEC` never came (the active died between the two reads) left the
+    /// promoted standby's upstream short of the log's end for good, and it
+    /// could not lead. The part of a transaction read so far waits in
+    /// `pending`.
+    fn cut(&mut self, pending: &mut BytesMut) -> Result<(Vec<Bytes>, bool), frame::FrameError> {
+        let mut chunks = Vec::new();
+        let mut getack = false;
+        while let Scan::Complete(n) = frame::scan(&pending[self.scanned..], u64::MAX)? {
+            let cmd = &pending[self.scanned..self.scanned + n];
+            getack |= is_getack(cmd);
+            if cmd.eq_ignore_ascii_case(MULTI) {
+                self.in_multi = true;
+            } else if cmd.eq_ignore_ascii_case(EXEC) {
+                self.in_multi = false;
+            }
+            self.scanned += n;
+            if !self.in_multi {
+                self.settled = self.scanned;
+                if self.settled >= MAX_CHUNK {
+                    chunks.push(pending.split_to(self.settled).freeze());
+                    self.scanned = 0;
+                    self.settled = 0;
+                }
             }
         }
+        if self.settled > 0 {
+            chunks.push(pending.split_to(self.settled).freeze());
+            self.scanned -= self.settled;
+            self.settled = 0;
+        }
+        Ok((chunks, getack))
     }
-    if settled > 0 {
-        chunks.push(pending.split_to(settled).freeze());
-    }
-    Ok((chunks, getack))
 }
 
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
@@ -282,10 +298,11 @@ mod tests {
         assert!(is_getack(&getack));
         assert!(!is_getack(&set));
         let mut pending = BytesMut::new();
+        let mut cutter = Cutter::default();
         pending.extend_from_slice(&set);
         pending.extend_from_slice(&getack);
         pending.extend_from_slice(&set[..5]);
-        let (chunks, ack) = cut(&mut pending).unwrap();
+        let (chunks, ack) = cutter.cut(&mut pending).unwrap();
         assert!(ack);
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].len(), set.len() + getack.len());
@@ -299,10 +316,11 @@ mod tests {
         let incr = cmd(&["INCR", "n"]);
         let exec = cmd(&["exec"]);
         let mut pending = BytesMut::new();
+        let mut cutter = Cutter::default();
         pending.extend_from_slice(&set);
         pending.extend_from_slice(&multi);
         pending.extend_from_slice(&incr);
-        let (chunks, _) = cut(&mut pending).unwrap();
+        let (chunks, _) = cutter.cut(&mut pending).unwrap();
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0], set, "only what is before the MULTI");
         assert_eq!(
@@ -310,11 +328,11 @@ mod tests {
             multi.len() + incr.len(),
             "the open transaction waits"
         );
-        let (chunks, _) = cut(&mut pending).unwrap();
+        let (chunks, _) = cutter.cut(&mut pending).unwrap();
         assert!(chunks.is_empty(), "still no EXEC");
         pending.extend_from_slice(&exec);
         pending.extend_from_slice(&set);
-        let (chunks, _) = cut(&mut pending).unwrap();
+        let (chunks, _) = cutter.cut(&mut pending).unwrap();
         assert_eq!(chunks.len(), 1);
         assert_eq!(
             chunks[0].len(),
@@ -327,10 +345,10 @@ mod tests {
         for _ in 0..3 {
             pending.extend_from_slice(&big);
         }
-        let (chunks, _) = cut(&mut pending).unwrap();
+        let (chunks, _) = cutter.cut(&mut pending).unwrap();
         assert!(chunks.is_empty());
         pending.extend_from_slice(&exec);
-        let (chunks, _) = cut(&mut pending).unwrap();
+        let (chunks, _) = cutter.cut(&mut pending).unwrap();
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].len(), multi.len() + 3 * big.len() + exec.len());
     }
@@ -340,13 +358,14 @@ mod tests {
         let small = cmd(&["SET", "k", "v"]);
         let big = cmd(&["SET", "k", &"x".repeat(MAX_CHUNK * 2)]);
         let mut pending = BytesMut::new();
+        let mut cutter = Cutter::default();
         pending.extend_from_slice(&small);
         pending.extend_from_slice(&big[..100]);
-        let (chunks, _) = cut(&mut pending).unwrap();
+        let (chunks, _) = cutter.cut(&mut pending).unwrap();
         assert_eq!(chunks.len(), 1);
         pending.extend_from_slice(&big[100..]);
         pending.extend_from_slice(&small);
-        let (chunks, _) = cut(&mut pending).unwrap();
+        let (chunks, _) = cutter.cut(&mut pending).unwrap();
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[0].len(), big.len());
         assert_eq!(chunks[1].len(), small.len());
