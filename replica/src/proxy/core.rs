@@ -31,6 +31,9 @@ pub struct ProxyCore {
     active_resp: Mutex<Option<String>>,
     /// Cancelled whenever the role changes: sessions of the old role end.
     sessions: Mutex<CancellationToken>,
+    /// Cancelled at `CLIENT KILL TYPE replica`: clients that follow the
+    /// stream (`follow.rs`) are cut off.
+    followers: Mutex<CancellationToken>,
     /// Stops the tap of the current term.
     pub(super) tap: Mutex<Option<CancellationToken>>,
     /// Where the logged stream ends: the tap continues from here.
@@ -72,6 +75,7 @@ impl ProxyCore {
             feed,
             active_resp: Mutex::new(None),
             sessions: Mutex::new(CancellationToken::new()),
+            followers: Mutex::new(CancellationToken::new()),
             tap: Mutex::new(None),
             logged: Mutex::new(None),
             health: Mutex::new(None),
@@ -168,6 +172,19 @@ impl ProxyCore {
     /// A token the sessions of the current role stop on.
     pub fn session_scope(&self) -> CancellationToken {
         self.sessions.lock().child_token()
+    }
+
+    /// A token a client that follows the stream stops on.
+    pub fn follower_scope(&self) -> CancellationToken {
+        self.followers.lock().child_token()
+    }
+
+    /// Cuts off every client that follows the stream now (`CLIENT KILL TYPE
+    /// replica`); later ones are served.
+    pub fn drop_followers(&self) {
+        let mut followers = self.followers.lock();
+        followers.cancel();
+        *followers = CancellationToken::new();
     }
 
     /// Ends every session of the current role (the role changed: a client

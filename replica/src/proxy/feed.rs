@@ -20,15 +20,16 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::entry::{ReplId, StreamEntry};
+use super::follow::Ask;
 use super::history::Continuation;
-use super::rdb;
-use super::request::{Request, RequestDecoder};
+use super::rdb::{self, RdbError};
+use super::request::RequestDecoder;
 use super::stream::StreamMachine;
 use crate::command::Command;
 use crate::log::cursor::{Cursor, Next};
@@ -65,7 +66,7 @@ pub struct Feed {
 
 /// Why a feed link ended.
 #[derive(Debug, thiserror::Error)]
-enum FeedError {
+pub(super) enum FeedError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -100,6 +101,11 @@ impl Feed {
 
     pub fn set_active_upstream(&self, addr: Option<String>) {
         *self.active_upstream.lock() = addr;
+    }
+
+    /// The active's upstream as last learned (`None` on the active).
+    pub fn active_upstream(&self) -> Option<String> {
+        self.active_upstream.lock().clone()
     }
 
     /// Follows the upstream's acknowledged offset.
@@ -163,16 +169,15 @@ impl Feed {
             let machine = machine.clone();
             let settings = settings.clone();
             let tls = tls.clone();
-            let dir = data_dir.join("rdb");
             let scope = self.scope.lock().child_token();
+            let link = Link::new(
+                feed,
+                machine,
+                settings.upstream_password.clone(),
+                tls,
+                &data_dir,
+            );
             tokio::spawn(async move {
-                let link = Link {
-                    feed,
-                    machine,
-                    password: settings.upstream_password.clone(),
-                    tls,
-                    dir,
-                };
                 let feed = link.feed.clone();
                 tokio::select! {
                     _ = scope.cancelled() => {}
@@ -188,8 +193,64 @@ impl Feed {
     }
 }
 
-/// One link with the upstream.
-struct Link {
+/// An RDB for a full resync, open, with where streaming starts after it.
+pub(super) struct Chosen {
+    file: tokio::fs::File,
+    len: u64,
+    replid: ReplId,
+    offset: u64,
+    /// The entry, offset and id streaming continues from.
+    pub start: (proto_common::LogIndex, u64, ReplId),
+}
+
+/// Whom an RDB is for, which decides where it may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// This replica's own upstream: a fetched RDB is kept (it replaces the
+    /// older ones), and the newest kept one serves when none can be
+    /// fetched.
+    Kept,
+    /// A client that asked to follow: a fetched RDB goes to an unnamed
+    /// file that is gone with it; `or_kept`: the newest kept one may serve
+    /// instead (a follower that takes the stream after it, not a client
+    /// that wants the data as it is now).
+    Client { or_kept: bool },
+}
+
+/// Sends an RDB as a master does after `SYNC` (`$<len>` and the bytes),
+/// behind `+FULLRESYNC <id> <offset>` after `PSYNC` (`fullresync`).
+pub(super) async fn send_rdb<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    chosen: &mut Chosen,
+    fullresync: bool,
+) -> Result<(), FeedError> {
+    let mut head = String::new();
+    if fullresync {
+        head = format!("+FULLRESYNC {} {}\r\n", chosen.replid, chosen.offset);
+    }
+    head.push_str(&format!("${}\r\n", chosen.len));
+    write.write_all(head.as_bytes()).await?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = chosen.len;
+    while left > 0 {
+        let n = chosen.file.read(&mut buf).await?;
+        if n == 0 {
+            return Err(FeedError::Protocol(format!(
+                "the RDB at {} ended {left} bytes early",
+                chosen.offset
+            )));
+        }
+        let n = (n as u64).min(left) as usize;
+        write.write_all(&buf[..n]).await?;
+        left -= n as u64;
+    }
+    tracing::info!(replid = %chosen.replid, offset = chosen.offset, bytes = chosen.len,
+        "feed: full resync sent");
+    Ok(())
+}
+
+/// One link with a follower: this replica's upstream, or a client.
+pub(super) struct Link {
     feed: Arc<Feed>,
     machine: Arc<StreamMachine>,
     /// The upstreams' shared password (to fetch an RDB from the active's).
@@ -199,6 +260,28 @@ struct Link {
 }
 
 impl Link {
+    pub(super) fn new(
+        feed: Arc<Feed>,
+        machine: Arc<StreamMachine>,
+        password: Option<String>,
+        tls: Option<Arc<proto_common::tls::Tls>>,
+        data_dir: &std::path::Path,
+    ) -> Link {
+        Link {
+            feed,
+            machine,
+            password,
+            tls,
+            dir: data_dir.join("rdb"),
+        }
+    }
+
+    /// Whether a follower at `(replid, offset)` continues the committed
+    /// history, and from where.
+    pub(super) fn continuation(&self, replid: &ReplId, offset: u64) -> Continuation {
+        self.machine.continuation(Some(replid), offset)
+    }
+
     async fn serve(self, stream: TcpStream) -> Result<(), FeedError> {
         let (read, mut write) = stream.into_split();
         let mut requests = FramedRead::new(read, RequestDecoder::new(1 << 20, true));
@@ -223,8 +306,10 @@ impl Link {
                 }
                 _ if !authenticated => b"-NOAUTH Authentication required.\r\n",
                 "replconf" => b"+OK\r\n",
-                "psync" => break psync_args(&req),
-                "sync" => break (None, 0),
+                "psync" | "sync" => match Ask::of(&req) {
+                    Ask::Psync { replid, offset } => break (replid, offset),
+                    Ask::Sync => break (None, 0),
+                },
                 _ => b"-ERR this port serves only the replication of this replica's upstream\r\n",
             };
             write.write_all(answer).await?;
@@ -261,25 +346,26 @@ impl Link {
                     *self.feed.refilling.lock() =
                         Some(format!("its upstream is being refilled: {why}"));
                 }
-                match self.full_resync(&mut write).await? {
-                    Some((_, sent, snapshot_id)) if self.id_after(&snapshot_id, sent) => {
-                        // The stream goes on under a later id (a promotion at
-                        // or after the snapshot): the upstream learns it by
-                        // reconnecting (`PSYNC` of the snapshot's id, then
-                        // `+CONTINUE` with the current one), as Redis's own
-                        // replicas do after a failover.
-                        tracing::info!(replid = %snapshot_id, offset = sent,
-                                "feed: the snapshot's id is not the stream's current one; the upstream reconnects");
-                        return Ok(());
-                    }
-                    Some(start) => start,
-                    None => {
-                        write
-                            .write_all(b"-NOMASTERLINK no RDB of the stream can be had yet\r\n")
-                            .await?;
-                        return Ok(());
-                    }
+                let from = self.feed.active_upstream.lock().clone();
+                let Some(mut chosen) = self.choose(from.as_deref(), Source::Kept).await? else {
+                    write
+                        .write_all(b"-NOMASTERLINK no RDB of the stream can be had yet\r\n")
+                        .await?;
+                    return Ok(());
+                };
+                send_rdb(&mut write, &mut chosen, true).await?;
+                let (index, sent, snapshot_id) = chosen.start;
+                if self.id_after(&snapshot_id, sent) {
+                    // The stream goes on under a later id (a promotion at
+                    // or after the snapshot): the upstream learns it by
+                    // reconnecting (`PSYNC` of the snapshot's id, then
+                    // `+CONTINUE` with the current one), as Redis's own
+                    // replicas do after a failover.
+                    tracing::info!(replid = %snapshot_id, offset = sent,
+                        "feed: the snapshot's id is not the stream's current one; the upstream reconnects");
+                    return Ok(());
                 }
+                (index, sent, snapshot_id)
             }
         };
         // Acknowledgements come back on the same socket; the first after a
@@ -301,7 +387,7 @@ impl Link {
             }
         });
         let result = self
-            .stream(&mut write, &mut index, &mut sent, &current)
+            .stream(&mut write, &mut index, &mut sent, Some(&current))
             .await;
         acks.abort();
         result
@@ -332,38 +418,34 @@ impl Link {
         }))
     }
 
-    /// Where streaming starts after `snapshot`, once the history holds its
-    /// position (waiting, at most [`COMMIT_WAIT`], for it to be
-    /// committed); `None` if it is not on the history.
+    /// Where streaming starts after an RDB at `(replid, offset)`, once the
+    /// history holds that position (waiting, at most [`COMMIT_WAIT`], for
+    /// it to be committed); `None` if it is not on the history.
     async fn start_of(
         &self,
-        snapshot: &rdb::Snapshot,
+        replid: &ReplId,
+        offset: u64,
     ) -> Option<(proto_common::LogIndex, u64, ReplId)> {
         let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
         loop {
-            match self
-                .machine
-                .continuation(Some(&snapshot.replid), snapshot.offset)
-            {
+            match self.machine.continuation(Some(replid), offset) {
                 // The upstream takes the snapshot's id: streaming must
                 // reconnect it at the next change of id, as after `+CONTINUE`.
-                Continuation::From { index, .. } => {
-                    return Some((index, snapshot.offset, snapshot.replid.clone()))
-                }
+                Continuation::From { index, .. } => return Some((index, offset, replid.clone())),
                 Continuation::NotYetCommitted => {
                     let mut c = self.machine.committed_offset();
                     let committed = tokio::time::timeout_at(deadline, async {
-                        c.wait_for(|o| *o >= snapshot.offset).await.is_ok()
+                        c.wait_for(|o| *o >= offset).await.is_ok()
                     })
                     .await;
                     if committed != Ok(true) {
-                        tracing::warn!(replid = %snapshot.replid, offset = snapshot.offset,
+                        tracing::warn!(%replid, offset,
                             "feed: the RDB's position was not committed in time");
                         return None;
                     }
                 }
                 Continuation::FullResync(why) => {
-                    tracing::warn!(reason = %why, replid = %snapshot.replid, offset = snapshot.offset,
+                    tracing::warn!(reason = %why, %replid, offset,
                         "feed: the RDB is not on this replica's history");
                     return None;
                 }
@@ -371,98 +453,91 @@ impl Link {
         }
     }
 
-    /// Sends `+FULLRESYNC` and an RDB: fetched from the active's upstream,
-    /// else the newest local snapshot. Returns where streaming starts.
-    async fn full_resync(
+    /// An RDB for a full resync: fetched from `from` (an upstream of the
+    /// active's history) once its position is committed, else (as
+    /// `source` allows) the newest one kept here.
+    pub(super) async fn choose(
         &self,
-        write: &mut tokio::net::tcp::OwnedWriteHalf,
-    ) -> Result<Option<(proto_common::LogIndex, u64, ReplId)>, FeedError> {
-        let active = self.feed.active_upstream.lock().clone();
-        let fetched = match active {
-            Some(addr) => {
-                match rdb::fetch(
-                    &addr,
-                    self.password.as_deref(),
-                    self.tls.as_deref(),
-                    &self.dir,
-                )
-                .await
-                {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        tracing::warn!(from = %addr, error = %e, "feed: fetching an RDB failed");
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
-        // A fetched RDB replaces the ones kept here only once it is known
-        // to be on the history; one that is not is thrown away, and the
-        // newest kept one serves instead.
-        let mut chosen = None;
-        if let Some(s) = fetched {
-            match self.start_of(&s).await {
-                Some(start) => {
-                    let (dir, keep) = (self.dir.clone(), s.path.clone());
-                    let kept =
-                        tokio::task::spawn_blocking(move || rdb::keep_only(&dir, &keep)).await;
-                    if let Ok(Err(e)) = kept {
-                        tracing::warn!(error = %e, "feed: cannot delete older RDBs");
-                    }
-                    chosen = Some((s, start));
-                }
-                None => {
-                    let _ = tokio::fs::remove_file(&s.path).await;
+        from: Option<&str>,
+        source: Source,
+    ) -> Result<Option<Chosen>, FeedError> {
+        if let Some(addr) = from {
+            match self.fetch(addr, source).await {
+                Ok(Some(chosen)) => return Ok(Some(chosen)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(from = %addr, error = %e, "feed: fetching an RDB failed")
                 }
             }
         }
-        if chosen.is_none() {
-            if let Some(s) = self.newest_local()? {
-                if let Some(start) = self.start_of(&s).await {
-                    chosen = Some((s, start));
-                }
-            }
+        if matches!(source, Source::Client { or_kept: false }) {
+            return Ok(None);
         }
-        let Some((snapshot, start)) = chosen else {
+        let Some(s) = self.newest_local()? else {
             return Ok(None);
         };
-        write
-            .write_all(
-                format!(
-                    "+FULLRESYNC {} {}\r\n${}\r\n",
-                    snapshot.replid, snapshot.offset, snapshot.len
-                )
-                .as_bytes(),
-            )
-            .await?;
-        let mut file = tokio::fs::File::open(&snapshot.path).await?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut left = snapshot.len;
-        while left > 0 {
-            let n = file.read(&mut buf).await?;
-            if n == 0 {
-                return Err(FeedError::Protocol(format!(
-                    "the snapshot {} ended early",
-                    snapshot.path.display()
-                )));
-            }
-            let n = (n as u64).min(left) as usize;
-            write.write_all(&buf[..n]).await?;
-            left -= n as u64;
-        }
-        tracing::info!(replid = %snapshot.replid, offset = snapshot.offset, bytes = snapshot.len,
-            "feed: full resync of the upstream sent");
-        Ok(Some(start))
+        let Some(start) = self.start_of(&s.replid, s.offset).await else {
+            return Ok(None);
+        };
+        Ok(Some(Chosen {
+            file: tokio::fs::File::open(&s.path).await?,
+            len: s.len,
+            replid: s.replid,
+            offset: s.offset,
+            start,
+        }))
     }
 
-    /// Streams committed entries from `index`, the upstream being at `sent`.
-    async fn stream(
+    /// Fetches an RDB from `addr`; `None` when its position is not on the
+    /// history (never, or not committed in time). A fetched RDB replaces
+    /// the ones kept here only once it is known to be on the history.
+    async fn fetch(&self, addr: &str, source: Source) -> Result<Option<Chosen>, RdbError> {
+        let (password, tls) = (self.password.as_deref(), self.tls.as_deref());
+        if let Source::Client { .. } = source {
+            let (replid, offset, file, len) =
+                rdb::fetch_unnamed(addr, password, tls, &self.dir).await?;
+            return Ok(self.start_of(&replid, offset).await.map(|start| Chosen {
+                file,
+                len,
+                replid,
+                offset,
+                start,
+            }));
+        }
+        let s = rdb::fetch(addr, password, tls, &self.dir).await?;
+        let Some(start) = self.start_of(&s.replid, s.offset).await else {
+            let _ = tokio::fs::remove_file(&s.path).await;
+            return Ok(None);
+        };
+        let (dir, keep) = (self.dir.clone(), s.path.clone());
+        let kept = tokio::task::spawn_blocking(move || rdb::keep_only(&dir, &keep)).await;
+        if let Ok(Err(e)) = kept {
+            tracing::warn!(error = %e, "feed: cannot delete older RDBs");
+        }
+        let file = tokio::fs::File::open(&s.path)
+            .await
+            .map_err(|source| RdbError::Io {
+                path: s.path.clone(),
+                source,
+            })?;
+        Ok(Some(Chosen {
+            file,
+            len: s.len,
+            replid: s.replid,
+            offset: s.offset,
+            start,
+        }))
+    }
+
+    /// Streams committed entries from `index`, the follower being at
+    /// `sent`, until the stream's id is no longer `current` (`None`: a
+    /// follower that keeps no id, `SYNC`'s).
+    pub(super) async fn stream<W: AsyncWrite + Unpin>(
         &self,
-        write: &mut tokio::net::tcp::OwnedWriteHalf,
+        write: &mut W,
         index: &mut proto_common::LogIndex,
         sent: &mut u64,
-        current: &ReplId,
+        current: Option<&ReplId>,
     ) -> Result<(), FeedError> {
         let mut committed = self.machine.committed_offset();
         let mut cursor = Cursor::new(self.machine.reader().clone(), *index);
@@ -496,7 +571,7 @@ impl Link {
                         write.write_all(&bytes[skip..]).await?;
                         *sent = end;
                     }
-                    StreamEntry::Begin { replid, .. } if replid != *current => {
+                    StreamEntry::Begin { replid, .. } if current.is_some_and(|c| replid != *c) => {
                         // The upstream must learn the new id: reconnect.
                         tracing::info!(replid = %replid, offset = *sent,
                             "feed: the stream's id changed; the upstream reconnects");
@@ -506,27 +581,10 @@ impl Link {
                 }
                 *index = position.index.next();
             }
+            write.flush().await?;
             if committed.changed().await.is_err() {
                 return Ok(());
             }
         }
-    }
-}
-
-/// `PSYNC id offset+1` as (`Some(id)` unless `?`, the upstream's offset).
-fn psync_args(req: &Request) -> (Option<ReplId>, u64) {
-    let id = req
-        .argv
-        .get(1)
-        .and_then(|a| std::str::from_utf8(a).ok())
-        .and_then(ReplId::parse);
-    let next = req
-        .argv
-        .get(2)
-        .and_then(|a| std::str::from_utf8(a).ok()?.parse::<i64>().ok())
-        .unwrap_or(-1);
-    match id {
-        Some(id) if next >= 1 => (Some(id), next as u64 - 1),
-        _ => (None, 0),
     }
 }

@@ -19,6 +19,8 @@
 //!   protocol; the active's tap.
 //! - [`feed`], [`rdb`]: the master's side, served to a standby's own
 //!   upstream; RDB snapshots.
+//! - [`follow`]: `SYNC`/`PSYNC` from a client, served the committed
+//!   stream as the feed serves it.
 //! - [`checkpoint`], [`compact`]: an RDB at a committed position with the
 //!   history before it, which lets the log's older segments go; taking one.
 //! - [`gate`], [`probe`], [`relay`], [`lane`]: the reply gate; the offset
@@ -44,6 +46,7 @@ pub mod core;
 pub mod entry;
 pub mod error;
 pub mod feed;
+pub mod follow;
 pub mod frame;
 pub mod gate;
 pub mod history;

@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use proto_common::tls::Tls;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::entry::ReplId;
 use super::link::{Link, LinkError, Psync};
@@ -180,6 +180,36 @@ pub async fn fetch(
     let mut writer = Writer::create(dir).await?;
     let (replid, offset) = fetch_into(addr, password, tls, &mut writer.file).await?;
     writer.finish(replid, offset).await
+}
+
+/// Fetches an RDB of the master at `addr` into an unnamed file in `dir`
+/// (`O_TMPFILE`: it is gone once closed, after a crash too), ready to be
+/// read from its start; returns its position, the file and its length.
+pub async fn fetch_unnamed(
+    addr: &str,
+    password: Option<&str>,
+    tls: Option<&Tls>,
+    dir: &Path,
+) -> Result<(ReplId, u64, tokio::fs::File, u64), RdbError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_err = |source| RdbError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    tokio::fs::create_dir_all(dir).await.map_err(io_err)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+        .map_err(io_err)?;
+    let mut file = tokio::fs::File::from_std(file);
+    let (replid, offset) = fetch_into(addr, password, tls, &mut file).await?;
+    file.flush().await.map_err(io_err)?;
+    let len = file.metadata().await.map_err(io_err)?.len();
+    file.seek(io::SeekFrom::Start(0)).await.map_err(io_err)?;
+    Ok((replid, offset, file, len))
 }
 
 /// Fetches an RDB of the server at `addr` (a master, or a replica with a

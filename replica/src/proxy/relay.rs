@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::StandbyReads;
 use super::core::ProxyCore;
+use super::follow::{self, Ask};
 use super::frame::{self, Scan};
 use super::gate::ReplyGate;
 use super::lane::{LaneRead, LaneWrite};
@@ -118,6 +119,9 @@ enum Slot {
     Discard,
     /// Close once everything before is written (after `QUIT`).
     Close,
+    /// Hand the connection back once everything before is written: it
+    /// follows the stream (`SYNC`, `PSYNC`).
+    Follow,
     /// The session leaves the shared lane: every reply before this came
     /// from it (say so: Redis has run those commands), the rest come from
     /// this connection of its own.
@@ -197,6 +201,11 @@ struct Modes {
     /// clients run any command): on a switch to RESP2 it may be in RESP2's
     /// subscribed mode.
     resp3_subscribed: bool,
+    /// `REPLCONF rdb-only 1`: a `SYNC` wants the RDB alone.
+    rdb_only: bool,
+    /// The client asked to follow the stream (`SYNC`, `PSYNC`): the
+    /// session ends and its connection is served as a follower.
+    follow: Option<Ask>,
 }
 
 /// What a client may do, and who it is.
@@ -403,17 +412,7 @@ impl Client {
             done.clone(),
             self.node.clone(),
         ));
-        let mut modes = Modes {
-            protocol: 2,
-            in_multi: false,
-            multi_refused: false,
-            subscribed: false,
-            reply_off: false,
-            skip_next: false,
-            unprobed: false,
-            caching_next: false,
-            resp3_subscribed: false,
-        };
+        let mut modes = Modes::reset();
         'session: loop {
             if pending.is_empty() {
                 // The batch is read: a ROLE behind it gives the offset that
@@ -459,7 +458,11 @@ impl Client {
         // connection close as Redis would have seen the client's, so a
         // blocked command is unblocked and nothing is kept for it.
         up_write.shutdown().await;
-        let _ = replies.await;
+        let back = replies.await.ok().flatten();
+        if let (Some(ask), Some(write)) = (modes.follow.take(), back) {
+            let (core, node) = (self.core.clone(), self.node.clone());
+            follow::serve(&core, &node, ask, modes.rdb_only, read, write, stop).await;
+        }
     }
 
     /// Handles one request on the active. `Ok(false)`: the session ends.
@@ -504,6 +507,21 @@ impl Client {
             }
             slots.send(local(error(&why))).await?;
             return Ok(true);
+        }
+        match name.as_str() {
+            "sync" | "psync" => return self.follow(req, &name, modes, slots).await,
+            "replconf" => {
+                if let Some(reply) = replconf(req, modes) {
+                    slots.send(local(reply)).await?;
+                }
+                return Ok(true);
+            }
+            "client" if req.arg_is(1, "kill") && kills_replicas(req) => {
+                // The upstream's replicas (the tap reconnects), and the
+                // clients that follow the stream here.
+                self.core.drop_followers();
+            }
+            _ => {}
         }
         if matches!(up, Up::Shared(_)) && !self.may_share(req, &name) {
             self.leave_lane(up, slots).await?;
@@ -614,6 +632,37 @@ impl Client {
             slots.send(Slot::Reply { kind, blocking }).await?;
         }
         Ok(true)
+    }
+
+    /// `SYNC` or `PSYNC`: once every reply before it is written, the
+    /// session ends and the connection follows the committed stream
+    /// (`follow.rs`). Not inside a transaction or in RESP2's subscribed
+    /// mode, as in Redis.
+    async fn follow(
+        &mut self,
+        req: &Request,
+        name: &str,
+        modes: &mut Modes,
+        slots: &mpsc::Sender<Slot>,
+    ) -> Result<bool, Closed> {
+        let refused = if modes.in_multi {
+            modes.multi_refused = true;
+            Some("ERR Command not allowed inside a transaction".to_string())
+        } else if modes.subscribed {
+            Some(format!(
+                "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / \
+                 QUIT / RESET are allowed in this context"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            slots.send(Slot::Local(error(&why))).await?;
+            return Ok(true);
+        }
+        modes.follow = Some(Ask::of(req));
+        slots.send(Slot::Follow).await?;
+        Ok(false)
     }
 
     /// Whether the command may run on the shared lane: it neither changes
@@ -772,9 +821,7 @@ impl Client {
                            control (it keeps every replica's upstream in step); run it on the \
                            redis-server directly if you must";
         match name {
-            "replicaof" | "slaveof" | "failover" | "sync" | "psync" => {
-                return why(&name.to_uppercase(), replication)
-            }
+            "replicaof" | "slaveof" | "failover" => return why(&name.to_uppercase(), replication),
             "shutdown" => {
                 return why(
                     "SHUTDOWN",
@@ -1014,6 +1061,8 @@ impl Modes {
             unprobed: false,
             caching_next: false,
             resp3_subscribed: false,
+            rdb_only: false,
+            follow: None,
         }
     }
 
@@ -1116,7 +1165,8 @@ async fn replies<W>(
     max_bulk: u64,
     done: CancellationToken,
     node: Arc<Node>,
-) where
+) -> Option<BufWriter<W>>
+where
     W: AsyncWrite + Unpin,
 {
     let mut frames = Frames {
@@ -1132,7 +1182,8 @@ async fn replies<W>(
         idle_poll: &node.idle_poll,
         in_flight: None,
     };
-    let result: Result<(), Closed> = async {
+    // `Ok(true)`: the connection is handed back (`Slot::Follow`).
+    let result: Result<bool, Closed> = async {
         loop {
             // Nothing more to take at once: what is held is released (one
             // probe for all of it), and the client gets it.
@@ -1140,13 +1191,13 @@ async fn replies<W>(
                 Ok(s) => s,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     out.release(&mut client, None).await?;
-                    return Ok(());
+                    return Ok(false);
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {
                     out.release(&mut client, None).await?;
                     client.flush().await.map_err(|_| Closed)?;
                     tokio::select! {
-                        s = slots.recv() => match s { Some(s) => s, None => return Ok(()) },
+                        s = slots.recv() => match s { Some(s) => s, None => return Ok(false) },
                         // Push frames (RESP3) arrive between replies; a reply
                         // may arrive before its slot: it waits for it.
                         f = frames.next(&mut upstream, &mut client), if frames.stash.is_none() => {
@@ -1207,7 +1258,7 @@ async fn replies<W>(
                                     client.write_all(&b).await.map_err(|_| Closed)?;
                                     client.flush().await.map_err(|_| Closed)?;
                                 }
-                                Some(Slot::Close) | None => return Ok(()),
+                                Some(Slot::Close) | None => return Ok(false),
                                 Some(_) => return Err(Closed),
                             },
                             f = frames.next(&mut upstream, &mut client) => {
@@ -1238,6 +1289,11 @@ async fn replies<W>(
                     client.flush().await.map_err(|_| Closed)?;
                     return Err(Closed);
                 }
+                Slot::Follow => {
+                    out.release(&mut client, None).await?;
+                    client.flush().await.map_err(|_| Closed)?;
+                    return Ok(true);
+                }
                 Slot::Switch(own, ran) => {
                     // Every frame the lane handed this session was a reply
                     // to a slot before this one.
@@ -1251,6 +1307,9 @@ async fn replies<W>(
         }
     }
     .await;
+    if result == Ok(true) {
+        return Some(client);
+    }
     if result.is_err() {
         // The upstream closed after replies already read: they still go.
         let _ = out.release(&mut client, None).await;
@@ -1258,6 +1317,7 @@ async fn replies<W>(
     let _ = client.flush().await;
     let _ = client.shutdown().await;
     done.cancel();
+    None
 }
 
 /// Replies waiting to be written, and what releases them.
@@ -1432,7 +1492,7 @@ fn not_run(reply: &[u8]) -> bool {
 }
 
 /// The session's other side is gone.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct Closed;
 
 impl<T> From<mpsc::error::SendError<T>> for Closed {
@@ -1475,6 +1535,49 @@ fn barrier_reply(frame: &[u8], nonce: &[u8]) -> Option<bool> {
     let mut array = b"*2\r\n$4\r\npong\r\n".to_vec();
     array.extend_from_slice(&n);
     (frame == array.as_slice()).then_some(true)
+}
+
+/// `REPLCONF` from a client, answered here (nothing of it reaches the
+/// upstream, whose replicas are understudy's): `rdb-only` is noted for a
+/// `SYNC` to come; `ACK` and `GETACK` get no reply, as from Redis.
+fn replconf(req: &Request, modes: &mut Modes) -> Option<Bytes> {
+    if req.arg_is(1, "ack") || req.arg_is(1, "getack") {
+        return None;
+    }
+    if req.argv.len() % 2 == 0 {
+        return Some(error("ERR syntax error"));
+    }
+    for pair in req.argv[1..].chunks(2) {
+        let option = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+        match option.as_str() {
+            "rdb-only" => modes.rdb_only = pair[1].as_ref() == b"1",
+            "rdb-filter-only" if !pair[1].is_empty() => {
+                return Some(error(
+                    "ERR REPLCONF rdb-filter-only is not supported through understudy: the RDB \
+                     is served whole (fetch the whole RDB, or ask the redis-server directly)",
+                ))
+            }
+            "listening-port" | "ip-address" | "capa" | "rdb-filter-only" => {}
+            _ => {
+                return Some(error(&format!(
+                    "ERR Unrecognized REPLCONF option: {option}"
+                )))
+            }
+        }
+    }
+    Some(Bytes::from_static(b"+OK\r\n"))
+}
+
+/// Whether `CLIENT KILL` (new style) kills replicas: `TYPE replica` or
+/// `TYPE slave` among its filters.
+fn kills_replicas(req: &Request) -> bool {
+    req.argv.get(2..).is_some_and(|args| {
+        args.chunks(2).any(|f| {
+            f.len() == 2
+                && f[0].eq_ignore_ascii_case(b"type")
+                && (f[1].eq_ignore_ascii_case(b"replica") || f[1].eq_ignore_ascii_case(b"slave"))
+        })
+    })
 }
 
 fn is_subscribe(name: &str) -> bool {
