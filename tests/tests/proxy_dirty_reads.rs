@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use understudy_tests::client::resp_raw::{RawResp, Value};
-use understudy_tests::harness::proxy_cluster::{command_calls, info, info_field, repl_offset};
+use understudy_tests::harness::proxy_cluster::{
+    command_calls, info, info_field, repl_offset, wait_value,
+};
 use understudy_tests::harness::{serial, wait_until, ProxyCluster, TestDir};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -68,22 +70,7 @@ async fn a_write_waiting_for_its_commit_is_seen_by_nobody_and_lost_with_the_acti
         })
     };
     // The redis-server has run it...
-    let direct = upstream.clone();
-    wait_until(
-        DEADLINE,
-        "the SET to reach the active's redis-server",
-        || {
-            let direct = direct.clone();
-            async move {
-                let Ok(mut d) = RawResp::connect(&direct).await else {
-                    return false;
-                };
-                d.call(&["GET", "k"]).await.ok() == Some(Value::Bulk(b"new".to_vec()))
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_value(&upstream, "k", "new", DEADLINE).await.unwrap();
     // ...and runs another client's GET, which would answer "new".
     let gets_before = command_calls(&info(&upstream, "commandstats").await.unwrap(), "get");
     let reader = {

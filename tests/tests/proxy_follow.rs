@@ -16,6 +16,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 use understudy_tests::client::resp_raw::{RawResp, Value};
+use understudy_tests::harness::proxy_cluster::wait_value;
 use understudy_tests::harness::redis::RedisServer;
 use understudy_tests::harness::{serial, wait_until, ProxyCluster, TestDir};
 
@@ -182,18 +183,11 @@ async fn clients_follow_the_committed_stream_with_redis_cli() {
         call(&mut c, &["SET", "for-outside", "replicated"]).await,
         "OK"
     );
-    wait_until(DEADLINE, "the outside redis-server to follow", || {
-        let addr = outside.addr();
-        async move {
-            let Ok(mut o) = RawResp::connect(&addr).await else {
-                return false;
-            };
-            o.call(&["GET", "for-outside"]).await.ok() == Some(Value::Bulk(b"replicated".to_vec()))
-                && o.call(&["GET", "before"]).await.ok() == Some(Value::Bulk(b"backed-up".to_vec()))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}; its log: {}", outside.log()));
+    for (key, value) in [("for-outside", "replicated"), ("before", "backed-up")] {
+        wait_value(&outside.addr(), key, value, DEADLINE)
+            .await
+            .unwrap_or_else(|e| panic!("{e}; its log: {}", outside.log()));
+    }
     drop(outside);
 
     // No uncommitted effect reaches a follower.
@@ -214,22 +208,9 @@ async fn clients_follow_the_committed_stream_with_redis_cli() {
         })
     };
     let direct = cluster.redis[&active.id].addr();
-    wait_until(
-        DEADLINE,
-        "the SET to run on the active's redis-server",
-        || {
-            let direct = direct.clone();
-            async move {
-                let Ok(mut d) = RawResp::connect(&direct).await else {
-                    return false;
-                };
-                d.call(&["GET", "dirty"]).await.ok()
-                    == Some(Value::Bulk(b"never-committed".to_vec()))
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_value(&direct, "dirty", "never-committed", DEADLINE)
+        .await
+        .unwrap();
     // Committed is what the follower has; the active dies with the rest.
     cluster.cluster.kill(&active.id).unwrap();
     let mut second = second;

@@ -14,9 +14,9 @@ use super::dirs::TestDir;
 use super::ports::free_port;
 use super::redis::RedisServer;
 use super::replica::ReplicaProcess;
-use super::wait::wait_for;
+use super::wait::{wait_for, wait_until};
 use crate::client::resp::{show, Frame, RespClient};
-use crate::client::resp_raw::RawResp;
+use crate::client::resp_raw::{RawResp, Value};
 
 /// Replicas fronting their own redis-servers.
 pub struct ProxyCluster {
@@ -354,6 +354,28 @@ async fn describe(c: &mut RespClient, key: &[u8]) -> Result<Option<String>, Stri
         _ => String::new(),
     };
     Ok(Some(format!("{t}:{text}{deadline}")))
+}
+
+/// Waits until `GET key` on the server at `addr`, read directly, answers
+/// `value`.
+pub async fn wait_value(
+    addr: &str,
+    key: &str,
+    value: &str,
+    within: Duration,
+) -> Result<(), String> {
+    wait_until(
+        within,
+        &format!("{key} to be {value:?} on {addr}"),
+        || async move {
+            let Ok(mut c) = RawResp::connect(addr).await else {
+                return false;
+            };
+            c.call(&["GET", key]).await.ok() == Some(Value::Bulk(value.as_bytes().to_vec()))
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// `INFO <section>` of the server at `addr`.
