@@ -49,7 +49,7 @@ use super::frame::{self, Scan};
 use super::gate::ReplyGate;
 use super::lane::{LaneRead, LaneWrite};
 use super::request::{Request, RequestDecoder, RequestError};
-use super::table::Lookup;
+use super::table::{CommandInfo, Lookup};
 use super::upstream::{SessionRead, SessionWrite};
 use crate::idle_poll::{Busy, IdlePoll};
 use crate::node::Node;
@@ -501,7 +501,13 @@ impl Client {
             && req.arg_is(1, "set")
             && config_set_refused(req)
             && self.core.config_unchanged(&req.argv[2..]).await;
-        if let Some(why) = self.refusal(req, &name, unchanged) {
+        // Redis's flags for the command, looked up once.
+        let core = self.core.clone();
+        let command = match core.table.lookup(&req.argv) {
+            Lookup::Found(info) => Some(info),
+            Lookup::Invalid(_) => None,
+        };
+        if let Some(why) = self.refusal(req, &name, unchanged, command) {
             if modes.in_multi {
                 modes.multi_refused = true;
             }
@@ -523,7 +529,7 @@ impl Client {
             }
             _ => {}
         }
-        if matches!(up, Up::Shared(_)) && !self.may_share(req, &name) {
+        if matches!(up, Up::Shared(_)) && !may_share(&name, command) {
             self.leave_lane(up, slots).await?;
         }
         // In RESP2 subscribed mode frames pass as they come; leaving it is
@@ -609,8 +615,8 @@ impl Client {
             modes.multi_refused = false;
             return Ok(true);
         }
-        let kind = self.kind(req, &name, modes);
-        let blocking = self.blocking(req);
+        let kind = kind(req, &name, modes, command);
+        let blocking = command.is_some_and(|info| info.flags.blocking);
         send(up, &req.raw).await?;
         modes.caching_next = name == "client" && req.arg_is(1, "caching");
         // What comes back.
@@ -663,50 +669,6 @@ impl Client {
         modes.follow = Some(Ask::of(req));
         slots.send(Slot::Follow).await?;
         Ok(false)
-    }
-
-    /// Whether the command may run on the shared lane: it neither changes
-    /// nor reads the connection's state (its database, transaction,
-    /// protocol, name, subscriptions, user), Redis does not hold its reply
-    /// (blocking commands, `WAIT`), it is no admin command, and no script
-    /// or function: while one runs too long Redis answers other clients
-    /// `-BUSY` at once, which those behind it on the lane would not get
-    /// (nor could a `SCRIPT KILL` reach it). Anything Redis may refuse as
-    /// given goes to a connection of its own too.
-    fn may_share(&self, req: &Request, name: &str) -> bool {
-        let connection = matches!(
-            name,
-            "select"
-                | "multi"
-                | "exec"
-                | "discard"
-                | "watch"
-                | "unwatch"
-                | "client"
-                | "hello"
-                | "reset"
-                | "auth"
-                | "acl"
-                | "wait"
-                | "waitaof"
-                | "script"
-                | "function"
-                | "eval"
-                | "evalsha"
-                | "eval_ro"
-                | "evalsha_ro"
-                | "fcall"
-                | "fcall_ro"
-                | "readonly"
-                | "readwrite"
-                | "asking"
-        ) || is_subscribe(name)
-            || is_unsubscribe(name);
-        !connection
-            && matches!(
-                self.core.table.lookup(&req.argv),
-                Lookup::Found(info) if !info.flags.blocking && !info.flags.admin
-            )
     }
 
     /// Takes the session off the shared lane onto a connection of its own,
@@ -811,7 +773,13 @@ impl Client {
     /// Why this command is not run, if it is not (DESIGN.md, "Proxy mode":
     /// only what would break the arrangement, and what the client's
     /// credential does not allow).
-    fn refusal(&self, req: &Request, name: &str, unchanged_config: bool) -> Option<String> {
+    fn refusal(
+        &self,
+        req: &Request,
+        name: &str,
+        unchanged_config: bool,
+        command: Option<&CommandInfo>,
+    ) -> Option<String> {
         let why = |what: &str, reason: &str| {
             Some(format!(
                 "ERR {what} is not allowed through understudy: {reason}"
@@ -860,7 +828,7 @@ impl Client {
             }
             _ => {}
         }
-        if self.grant == Some(Grant::ReadOnly) && !self.read_only_may_run(req) {
+        if self.grant == Some(Grant::ReadOnly) && !Self::read_only_may_run(command) {
             return Some(
                 "NOPERM this connection authenticated with the read-only client token, which \
                  runs only commands Redis flags read-only; AUTH with the read-write client \
@@ -871,55 +839,19 @@ impl Client {
         None
     }
 
-    /// What the command's reply may reveal. Inside `MULTI` a command is
-    /// only queued (`+QUEUED`, or an error that it was not). Otherwise a
-    /// write is anything Redis does not flag `readonly` (`EXEC` ran what was
-    /// queued; Redis 7.0 flags `EVAL`, `FCALL` and `PUBLISH` neither `write`
-    /// nor `may_replicate`), for the error a client gets when its reply
-    /// cannot be released.
-    fn kind(&self, req: &Request, name: &str, modes: &Modes) -> Kind {
-        let inert = match name {
-            "multi" | "discard" | "watch" | "unwatch" | "auth" => true,
-            "script" | "function" => req.arg_is(1, "kill") || req.arg_is(1, "stats"),
-            // Settings, not data: and no `ROLE` behind a lone `CONFIG SET`,
-            // since Redis trims the tracking table (`tracking-table-max-keys`)
-            // before the connection's next command and, for a `NOLOOP`
-            // client, drops the invalidations that come of it.
-            "config" => true,
-            "exec" => false,
-            _ => modes.in_multi,
-        };
-        if inert {
-            return Kind::Inert;
-        }
-        if reveals_no_data(req, name) {
-            return Kind::Quiet;
-        }
-        match self.core.table.lookup(&req.argv) {
-            Lookup::Found(info) if info.flags.readonly => Kind::Read,
-            Lookup::Found(_) => Kind::Write,
-            Lookup::Invalid(_) => Kind::Read,
-        }
-    }
-
-    /// Whether Redis may hold the command's reply (flagged `blocking`).
-    fn blocking(&self, req: &Request) -> bool {
-        matches!(self.core.table.lookup(&req.argv), Lookup::Found(info) if info.flags.blocking)
-    }
-
     /// Whether the read-only token may run the command: Redis flags it
     /// `readonly` (and not `write`, `may_replicate` or `admin`), or it is
     /// one of the connection's own ([`HARMLESS`]; `EXEC` runs what was
     /// queued, each checked when it was). A command the table does not know
     /// is answered by the upstream.
-    fn read_only_may_run(&self, req: &Request) -> bool {
-        match self.core.table.lookup(&req.argv) {
-            Lookup::Found(info) => {
+    fn read_only_may_run(command: Option<&CommandInfo>) -> bool {
+        match command {
+            Some(info) => {
                 let f = &info.flags;
                 !(f.write || f.may_replicate || f.admin)
                     && (f.readonly || HARMLESS.contains(&info.name.as_str()))
             }
-            Lookup::Invalid(_) => true,
+            None => true,
         }
     }
 
@@ -1535,6 +1467,77 @@ fn barrier_reply(frame: &[u8], nonce: &[u8]) -> Option<bool> {
     let mut array = b"*2\r\n$4\r\npong\r\n".to_vec();
     array.extend_from_slice(&n);
     (frame == array.as_slice()).then_some(true)
+}
+
+/// Whether the command may run on the shared lane: it neither changes
+/// nor reads the connection's state (its database, transaction,
+/// protocol, name, subscriptions, user), Redis does not hold its reply
+/// (blocking commands, `WAIT`), it is no admin command, and no script
+/// or function: while one runs too long Redis answers other clients
+/// `-BUSY` at once, which those behind it on the lane would not get
+/// (nor could a `SCRIPT KILL` reach it). Anything Redis may refuse as
+/// given goes to a connection of its own too.
+fn may_share(name: &str, command: Option<&CommandInfo>) -> bool {
+    let connection = matches!(
+        name,
+        "select"
+            | "multi"
+            | "exec"
+            | "discard"
+            | "watch"
+            | "unwatch"
+            | "client"
+            | "hello"
+            | "reset"
+            | "auth"
+            | "acl"
+            | "wait"
+            | "waitaof"
+            | "script"
+            | "function"
+            | "eval"
+            | "evalsha"
+            | "eval_ro"
+            | "evalsha_ro"
+            | "fcall"
+            | "fcall_ro"
+            | "readonly"
+            | "readwrite"
+            | "asking"
+    ) || is_subscribe(name)
+        || is_unsubscribe(name);
+    !connection && command.is_some_and(|info| !info.flags.blocking && !info.flags.admin)
+}
+
+/// What the command's reply may reveal. Inside `MULTI` a command is
+/// only queued (`+QUEUED`, or an error that it was not). Otherwise a
+/// write is anything Redis does not flag `readonly` (`EXEC` ran what was
+/// queued; Redis 7.0 flags `EVAL`, `FCALL` and `PUBLISH` neither `write`
+/// nor `may_replicate`), for the error a client gets when its reply
+/// cannot be released.
+fn kind(req: &Request, name: &str, modes: &Modes, command: Option<&CommandInfo>) -> Kind {
+    let inert = match name {
+        "multi" | "discard" | "watch" | "unwatch" | "auth" => true,
+        "script" | "function" => req.arg_is(1, "kill") || req.arg_is(1, "stats"),
+        // Settings, not data: and no `ROLE` behind a lone `CONFIG SET`,
+        // since Redis trims the tracking table (`tracking-table-max-keys`)
+        // before the connection's next command and, for a `NOLOOP`
+        // client, drops the invalidations that come of it.
+        "config" => true,
+        "exec" => false,
+        _ => modes.in_multi,
+    };
+    if inert {
+        return Kind::Inert;
+    }
+    if reveals_no_data(req, name) {
+        return Kind::Quiet;
+    }
+    match command {
+        Some(info) if info.flags.readonly => Kind::Read,
+        Some(_) => Kind::Write,
+        None => Kind::Read,
+    }
 }
 
 /// `REPLCONF` from a client, answered here (nothing of it reaches the

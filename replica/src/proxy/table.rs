@@ -85,14 +85,29 @@ impl CommandTable {
     /// Finds the command (and subcommand) `argv` names and checks its
     /// arity, answering as Redis would when it cannot run.
     pub fn lookup(&self, argv: &[Bytes]) -> Lookup<'_> {
-        let name = String::from_utf8_lossy(&argv[0]).to_lowercase();
-        let Some(info) = self.commands.get(&name) else {
+        // Command names are short ASCII: lowercased on the stack (this runs
+        // for every request), else as Redis would see them.
+        let mut buf = [0u8; 32];
+        let lowered;
+        let name: &str = match std::str::from_utf8(&argv[0]) {
+            Ok(n) if n.len() <= buf.len() && n.is_ascii() => {
+                let b = &mut buf[..n.len()];
+                b.copy_from_slice(n.as_bytes());
+                b.make_ascii_lowercase();
+                std::str::from_utf8(b).expect("ASCII")
+            }
+            _ => {
+                lowered = String::from_utf8_lossy(&argv[0]).to_lowercase();
+                &lowered
+            }
+        };
+        let Some(info) = self.commands.get(name) else {
             return Lookup::Invalid(unknown_command(argv));
         };
         let info = if info.subcommands.is_empty() {
             info
         } else if argv.len() < 2 {
-            return Lookup::Invalid(wrong_arity(&name));
+            return Lookup::Invalid(wrong_arity(name));
         } else {
             let sub = String::from_utf8_lossy(&argv[1]).to_lowercase();
             match info.subcommands.get(&format!("{name}|{sub}")) {
