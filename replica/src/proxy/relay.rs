@@ -186,8 +186,9 @@ fn reveals_no_data(req: &Request, name: &str) -> bool {
 struct Modes {
     protocol: u8,
     in_multi: bool,
-    /// A command was refused here while queueing: `EXEC` aborts.
-    multi_refused: bool,
+    /// A command of the transaction was refused here: `EXEC` aborts with
+    /// this error.
+    multi_refused: Option<String>,
     subscribed: bool,
     /// `CLIENT REPLY OFF` (true) or `SKIP` pending for the next command.
     reply_off: bool,
@@ -509,7 +510,17 @@ impl Client {
         };
         if let Some(why) = self.refusal(req, &name, unchanged, command) {
             if modes.in_multi {
-                modes.multi_refused = true;
+                // Queued, and refused with the whole transaction at `EXEC`,
+                // as Redis aborts one whose command it cannot run then
+                // (`-EXECABORT … because of: -OOM …`): a client that stops
+                // at the first error does not stay inside `MULTI`.
+                modes.multi_refused.get_or_insert_with(|| {
+                    format!("EXECABORT Transaction discarded because of: {why}")
+                });
+                slots
+                    .send(local(Bytes::from_static(b"+QUEUED\r\n")))
+                    .await?;
+                return Ok(true);
             }
             slots.send(local(error(&why))).await?;
             return Ok(true);
@@ -601,19 +612,16 @@ impl Client {
             }
             return Ok(true);
         }
-        if modes.in_multi && modes.multi_refused && name == "exec" {
-            // Refused here while queueing: Redis would abort the whole
-            // transaction, so it is discarded, not run without it.
-            send(up, &Request::new(["DISCARD"]).raw).await?;
-            slots.send(Slot::Discard).await?;
-            slots
-                .send(Slot::Local(error(
-                    "EXECABORT Transaction discarded because of previous errors.",
-                )))
-                .await?;
-            modes.in_multi = false;
-            modes.multi_refused = false;
-            return Ok(true);
+        if name == "exec" && modes.in_multi {
+            if let Some(why) = modes.multi_refused.take() {
+                // The whole transaction is discarded, not run without the
+                // refused command.
+                send(up, &Request::new(["DISCARD"]).raw).await?;
+                slots.send(Slot::Discard).await?;
+                slots.send(Slot::Local(error(&why))).await?;
+                modes.in_multi = false;
+                return Ok(true);
+            }
         }
         let kind = kind(req, &name, modes, command);
         let blocking = command.is_some_and(|info| info.flags.blocking);
@@ -629,7 +637,7 @@ impl Client {
             "multi" => modes.in_multi = true,
             "exec" | "discard" => {
                 modes.in_multi = false;
-                modes.multi_refused = false;
+                modes.multi_refused = None;
             }
             _ => {}
         }
@@ -652,7 +660,10 @@ impl Client {
         slots: &mpsc::Sender<Slot>,
     ) -> Result<bool, Closed> {
         let refused = if modes.in_multi {
-            modes.multi_refused = true;
+            // Redis flags both `no-multi`: refused while queueing.
+            modes.multi_refused.get_or_insert_with(|| {
+                "EXECABORT Transaction discarded because of previous errors.".into()
+            });
             Some("ERR Command not allowed inside a transaction".to_string())
         } else if modes.subscribed {
             Some(format!(
@@ -986,7 +997,7 @@ impl Modes {
         Modes {
             protocol: 2,
             in_multi: false,
-            multi_refused: false,
+            multi_refused: None,
             subscribed: false,
             reply_off: false,
             skip_next: false,
