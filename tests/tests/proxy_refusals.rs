@@ -182,9 +182,24 @@ async fn a_transaction_with_a_refused_command_is_aborted() {
             "via the {via}: EXEC after a refused command answered {}",
             exec.show()
         );
-        // The connection has left the transaction.
-        assert_eq!(call(&mut c, &["MULTI"]).await.show(), "OK");
-        assert_eq!(call(&mut c, &["DISCARD"]).await.show(), "OK");
+        // The connection has left the transaction. What Redis itself
+        // refuses inside one (`no-multi`) is refused while queueing, as
+        // Redis does, whether understudy refuses it too or not.
+        for no_multi in ["SHUTDOWN", "SYNC"] {
+            assert_eq!(call(&mut c, &["MULTI"]).await.show(), "OK");
+            let refused = call(&mut c, &[no_multi]).await;
+            assert!(
+                matches!(&refused, Value::Error(e) if e.contains("not allowed inside a transaction")),
+                "via the {via}: {no_multi} inside MULTI answered {}",
+                refused.show()
+            );
+            let exec = call(&mut c, &["EXEC"]).await;
+            assert!(
+                matches!(&exec, Value::Error(e) if e.starts_with("EXECABORT")),
+                "{}",
+                exec.show()
+            );
+        }
         assert_eq!(
             call(&mut c, &["EXISTS", &k]).await,
             Value::Int(0),

@@ -508,6 +508,11 @@ impl Client {
             Lookup::Found(info) => Some(info),
             Lookup::Invalid(_) => None,
         };
+        let no_multi = command.is_some_and(|info| info.flags.no_multi);
+        if modes.in_multi && no_multi {
+            // Redis refuses it while queueing, whatever understudy would.
+            return self.not_in_multi(modes, slots).await;
+        }
         if let Some(why) = self.refusal(req, &name, unchanged, command) {
             if modes.in_multi {
                 // Queued, and refused with the whole transaction at `EXEC`,
@@ -648,10 +653,28 @@ impl Client {
         Ok(true)
     }
 
+    /// A command Redis flags `no-multi`, sent inside `MULTI`: refused while
+    /// queueing, and the transaction aborts, as in Redis.
+    async fn not_in_multi(
+        &mut self,
+        modes: &mut Modes,
+        slots: &mpsc::Sender<Slot>,
+    ) -> Result<bool, Closed> {
+        modes.multi_refused.get_or_insert_with(|| {
+            "EXECABORT Transaction discarded because of previous errors.".into()
+        });
+        slots
+            .send(Slot::Local(error(
+                "ERR Command not allowed inside a transaction",
+            )))
+            .await?;
+        Ok(true)
+    }
+
     /// `SYNC` or `PSYNC`: once every reply before it is written, the
     /// session ends and the connection follows the committed stream
-    /// (`follow.rs`). Not inside a transaction or in RESP2's subscribed
-    /// mode, as in Redis.
+    /// (`follow.rs`). Not in RESP2's subscribed mode, as in Redis (nor
+    /// inside a transaction: both are flagged `no-multi`).
     async fn follow(
         &mut self,
         req: &Request,
@@ -659,21 +682,11 @@ impl Client {
         modes: &mut Modes,
         slots: &mpsc::Sender<Slot>,
     ) -> Result<bool, Closed> {
-        let refused = if modes.in_multi {
-            // Redis flags both `no-multi`: refused while queueing.
-            modes.multi_refused.get_or_insert_with(|| {
-                "EXECABORT Transaction discarded because of previous errors.".into()
-            });
-            Some("ERR Command not allowed inside a transaction".to_string())
-        } else if modes.subscribed {
-            Some(format!(
+        if modes.subscribed {
+            let why = format!(
                 "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / \
                  QUIT / RESET are allowed in this context"
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = refused {
+            );
             slots.send(Slot::Local(error(&why))).await?;
             return Ok(true);
         }
