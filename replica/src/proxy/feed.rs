@@ -196,9 +196,9 @@ impl Feed {
 /// An RDB for a full resync, open, with where streaming starts after it.
 pub(super) struct Chosen {
     file: tokio::fs::File,
-    len: u64,
-    replid: ReplId,
-    offset: u64,
+    pub len: u64,
+    pub replid: ReplId,
+    pub offset: u64,
     /// The entry, offset and id streaming continues from.
     pub start: (proto_common::LogIndex, u64, ReplId),
 }
@@ -244,8 +244,6 @@ pub(super) async fn send_rdb<W: AsyncWrite + Unpin>(
         write.write_all(&buf[..n]).await?;
         left -= n as u64;
     }
-    tracing::info!(replid = %chosen.replid, offset = chosen.offset, bytes = chosen.len,
-        "feed: full resync sent");
     Ok(())
 }
 
@@ -354,6 +352,8 @@ impl Link {
                     return Ok(());
                 };
                 send_rdb(&mut write, &mut chosen, true).await?;
+                tracing::info!(replid = %chosen.replid, offset = chosen.offset, bytes = chosen.len,
+                    "feed: full resync of the upstream sent");
                 let (index, sent, snapshot_id) = chosen.start;
                 if self.id_after(&snapshot_id, sent) {
                     // The stream goes on under a later id (a promotion at

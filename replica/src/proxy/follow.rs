@@ -136,6 +136,8 @@ async fn follow<W: AsyncWrite + Unpin>(
     };
     let psync = matches!(ask, Ask::Psync { .. });
     send_rdb(write, &mut chosen, psync).await?;
+    tracing::info!(replid = %chosen.replid, offset = chosen.offset, bytes = chosen.len,
+        rdb_only, "an RDB sent to a client that asked for it");
     write.flush().await?;
     if rdb_only {
         return Ok(());
