@@ -24,20 +24,14 @@ async fn a_write_waiting_for_its_commit_is_seen_by_nobody_and_lost_with_the_acti
     let dir = TestDir::new("proxy-dirty-reads").unwrap();
     // A long lease: the frozen standby stays in the sync set (and may be
     // promoted) for the few hundred milliseconds the test keeps it frozen.
-    let mut cluster = ProxyCluster::start(&dir, &["a", "b"], |b| {
-        b.sync_standbys(1)
-            .heartbeat_ms(100)
+    let (mut cluster, active, standby) = ProxyCluster::start_pair(&dir, DEADLINE, |b| {
+        b.heartbeat_ms(100)
             .lease_ms(4000)
             .node_args("a", ["--standby-reads", "local"])
             .node_args("b", ["--standby-reads", "local"])
     })
     .await
     .unwrap();
-    let (active, standby) = cluster
-        .cluster
-        .wait_active_with_sync_standby(DEADLINE)
-        .await
-        .unwrap();
     let mut c = cluster.raw(&active.id).await.unwrap();
     assert_eq!(c.call(&["SET", "k", "old"]).await.unwrap().show(), "OK");
     let upstream = cluster.redis[&active.id].addr();

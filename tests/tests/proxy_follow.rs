@@ -113,16 +113,10 @@ async fn clients_follow_the_committed_stream_with_redis_cli() {
     let dir = TestDir::new("proxy-follow").unwrap();
     // A long lease: the frozen standby stays in the sync set while the test
     // keeps it frozen (see `proxy_dirty_reads.rs`).
-    let mut cluster = ProxyCluster::start(&dir, &["a", "b"], |b| {
-        b.sync_standbys(1).heartbeat_ms(100).lease_ms(4000)
-    })
-    .await
-    .unwrap();
-    let (active, standby) = cluster
-        .cluster
-        .wait_active_with_sync_standby(DEADLINE)
-        .await
-        .unwrap();
+    let (mut cluster, active, standby) =
+        ProxyCluster::start_pair(&dir, DEADLINE, |b| b.heartbeat_ms(100).lease_ms(4000))
+            .await
+            .unwrap();
     let active_port = port(&cluster.resp_addr(&active.id));
     let mut c = cluster.raw(&active.id).await.unwrap();
     assert_eq!(call(&mut c, &["SET", "before", "backed-up"]).await, "OK");

@@ -59,7 +59,17 @@ impl ProxyCluster {
         dir: &TestDir,
         within: Duration,
     ) -> Result<(ProxyCluster, ActiveNode, String), String> {
-        let cluster = ProxyCluster::start(dir, &["a", "b"], |b| b.sync_standbys(1)).await?;
+        ProxyCluster::start_pair(dir, within, |b| b).await
+    }
+
+    /// [`ProxyCluster::start_with_sync_standby`], the cluster further
+    /// shaped by `build` (a lease, heartbeats, replica flags).
+    pub async fn start_pair(
+        dir: &TestDir,
+        within: Duration,
+        build: impl FnOnce(ClusterBuilder) -> ClusterBuilder,
+    ) -> Result<(ProxyCluster, ActiveNode, String), String> {
+        let cluster = ProxyCluster::start(dir, &["a", "b"], |b| build(b.sync_standbys(1))).await?;
         let (active, standby) = cluster
             .cluster
             .wait_active_with_sync_standby(within)
