@@ -282,16 +282,20 @@ async fn reader(
             },
         };
         for (replies, _, to) in &round.batches {
-            for _ in 0..*replies {
-                let Some(f) = next_frame(&mut up, &mut buf, max_bulk, &closed).await else {
+            let mut left = *replies;
+            while left > 0 {
+                let Some((bytes, n)) =
+                    next_frames(&mut up, &mut buf, left, max_bulk, &closed).await
+                else {
                     break 'rounds;
                 };
+                left -= n;
                 // A session that has gone drops its replies.
-                let _ = to.send(f);
+                let _ = to.send(bytes);
             }
         }
         if round.role {
-            let Some(f) = next_frame(&mut up, &mut buf, max_bulk, &closed).await else {
+            let Some((f, _)) = next_frames(&mut up, &mut buf, 1, max_bulk, &closed).await else {
                 break 'rounds;
             };
             for (_, role, to) in &round.batches {
@@ -305,18 +309,30 @@ async fn reader(
     closed.cancel();
 }
 
-/// The next whole frame; `None` once the connection or the lane fails.
-async fn next_frame(
+/// Up to `want` whole frames, as many as are read (at least one), and how
+/// many: a session is handed its replies read together in one piece.
+/// `None` once the connection or the lane fails.
+async fn next_frames(
     up: &mut SessionRead,
     buf: &mut BytesMut,
+    want: usize,
     max_bulk: u64,
     closed: &CancellationToken,
-) -> Option<Bytes> {
+) -> Option<(Bytes, usize)> {
     loop {
-        match frame::scan(buf, max_bulk) {
-            Ok(Scan::Complete(n)) => return Some(buf.split_to(n).freeze()),
-            Ok(Scan::Incomplete) => {}
-            Err(_) => return None,
+        let (mut end, mut n) = (0, 0);
+        while n < want {
+            match frame::scan(&buf[end..], max_bulk) {
+                Ok(Scan::Complete(len)) => {
+                    end += len;
+                    n += 1;
+                }
+                Ok(Scan::Incomplete) => break,
+                Err(_) => return None,
+            }
+        }
+        if n > 0 {
+            return Some((buf.split_to(end).freeze(), n));
         }
         let read = tokio::select! {
             _ = closed.cancelled() => return None,
