@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use understudy_tests::client::resp_raw::{RawResp, Value};
+use understudy_tests::client::resp_raw::{encode, RawResp, Value};
 use understudy_tests::harness::proxy_cluster::{
     command_calls, info, info_field, repl_offset, wait_value,
 };
@@ -209,6 +209,63 @@ async fn an_exec_held_past_the_lease_is_answered_unknown_when_the_lease_ends() {
         .expect("an answer, not a broken connection")
         .show();
     assert!(reply.starts_with("-UNKNOWN"), "{reply} after {waited:?}");
+}
+
+/// Pipelined commands whose effects cannot be committed before the lease
+/// runs out are each answered, in order: every write that Redis ran is told
+/// its outcome is unknown, every read to retry (the replies' side takes a
+/// pipeline's replies together; one error must stand for each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pipelined_command_held_past_the_lease_gets_its_own_answer() {
+    let _serial = serial().await;
+    let dir = TestDir::new("proxy-pipeline-lease").unwrap();
+    let (mut cluster, active, standby) = ProxyCluster::start_with_sync_standby(&dir, DEADLINE)
+        .await
+        .unwrap();
+    let mut c = RawResp::connect(&cluster.resp_addr(&active.id))
+        .await
+        .unwrap();
+    assert_eq!(c.call(&["SET", "k", "old"]).await.unwrap().show(), "OK");
+    cluster
+        .cluster
+        .replica_mut(&standby)
+        .process()
+        .sigstop()
+        .unwrap();
+    cluster.cluster.arbiter.process().sigstop().unwrap();
+    let mut pipeline = encode(&["SET", "a", "1"]);
+    pipeline.extend(encode(&["SET", "b", "2"]));
+    pipeline.extend(encode(&["INCR", "n"]));
+    pipeline.extend(encode(&["GET", "k"]));
+    pipeline.extend(encode(&["GET", "a"]));
+    c.send_raw(&pipeline).await.unwrap();
+    let mut replies = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        for _ in 0..5 {
+            replies.push(c.reply().await.map(|v| v.show()));
+        }
+    })
+    .await;
+    cluster
+        .cluster
+        .replica_mut(&standby)
+        .process()
+        .sigcont()
+        .unwrap();
+    cluster.cluster.arbiter.process().sigcont().unwrap();
+    read.expect("the pipeline is answered when the lease ends");
+    let starts: Vec<String> = replies
+        .into_iter()
+        .map(|r| {
+            let r = r.expect("an answer, not a broken connection");
+            r.split(' ').next().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        ["-UNKNOWN", "-UNKNOWN", "-UNKNOWN", "-TRYAGAIN", "-TRYAGAIN"],
+        "one answer per command, in order"
+    );
 }
 
 /// Found by the fault suite's proxy form (a `SIGSTOP` of the active for

@@ -290,7 +290,7 @@ impl Link {
                 return Ok(());
             };
             let req = req.map_err(|e| FeedError::Protocol(e.to_string()))?;
-            let answer: &[u8] = match req.name().as_str() {
+            let answer: &[u8] = match &*req.name() {
                 "ping" => b"+PONG\r\n",
                 "auth" => {
                     let given = req.argv.last().cloned().unwrap_or_default();
@@ -374,7 +374,7 @@ impl Link {
         let feed = self.feed.clone();
         let acks = tokio::spawn(async move {
             while let Some(Ok(req)) = requests.next().await {
-                if req.name() == "replconf" && req.arg_is(1, "ack") {
+                if &*req.name() == "replconf" && req.arg_is(1, "ack") {
                     if let Some(o) = req
                         .argv
                         .get(2)

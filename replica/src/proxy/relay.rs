@@ -57,6 +57,9 @@ use crate::role::ActiveGuard;
 
 /// Slots in flight per session before the requests' side waits.
 const MAX_SLOTS: usize = 4096;
+/// Most replies one slot stands for: the replies' side starts on a long
+/// pipeline's replies while the rest is still being read.
+const RUN: usize = 128;
 /// Commands Redis does not flag `readonly` that change neither data nor the
 /// server: what a read-only client may run besides reads.
 const HARMLESS: [&str; 30] = [
@@ -101,9 +104,14 @@ pub const FORWARDED: &str = "UNDERSTUDY";
 enum Slot {
     /// Answer this, in turn.
     Local(Bytes),
-    /// The upstream's next reply; `blocking`: Redis may hold it (a
-    /// blocking command), so what is held before it is released first.
-    Reply { kind: Kind, blocking: bool },
+    /// The upstream's next `count` replies, of one kind; `blocking` (one
+    /// reply): Redis may hold it (a blocking command), so what is held
+    /// before it is released first.
+    Reply {
+        kind: Kind,
+        blocking: bool,
+        count: usize,
+    },
     /// The reply to the `ROLE` the session sent behind a batch: its offset
     /// covers every reply before it (DESIGN.md, "Proxy mode").
     Role,
@@ -128,12 +136,46 @@ enum Slot {
     Switch(SessionRead, oneshot::Sender<()>),
 }
 
-impl Slot {
-    fn reply(kind: Kind) -> Slot {
-        Slot::Reply {
-            kind,
-            blocking: false,
+/// The requests' side's end of the slots. Replies of one kind that follow
+/// one another go as one slot: a pipelined batch of `GET`s costs the
+/// channel one send, not one each.
+struct Slots {
+    tx: mpsc::Sender<Slot>,
+    /// Replies not yet sent as a slot: their kind and how many.
+    run: Option<(Kind, usize)>,
+}
+
+impl Slots {
+    /// Sends `slot` behind the replies already counted.
+    async fn send(&mut self, slot: Slot) -> Result<(), Closed> {
+        self.flush().await?;
+        self.tx.send(slot).await.map_err(Closed::from)
+    }
+
+    /// One more reply of `kind` is due, which Redis does not hold.
+    async fn reply(&mut self, kind: Kind) -> Result<(), Closed> {
+        match &mut self.run {
+            Some((k, n)) if *k == kind && *n < RUN => *n += 1,
+            _ => {
+                self.flush().await?;
+                self.run = Some((kind, 1));
+            }
         }
+        Ok(())
+    }
+
+    /// Sends the replies counted so far: before the requests' side waits
+    /// for anything.
+    async fn flush(&mut self) -> Result<(), Closed> {
+        if let Some((kind, count)) = self.run.take() {
+            let slot = Slot::Reply {
+                kind,
+                blocking: false,
+                count,
+            };
+            self.tx.send(slot).await?;
+        }
+        Ok(())
     }
 }
 
@@ -398,7 +440,8 @@ impl Client {
                 }
             },
         };
-        let (slots, slot_rx) = mpsc::channel(MAX_SLOTS);
+        let (tx, slot_rx) = mpsc::channel(MAX_SLOTS);
+        let mut slots = Slots { tx, run: None };
         let gate = ReplyGate::new(self.core.committed_offset());
         let gated = guard.is_some();
         let done = stop.child_token();
@@ -424,7 +467,7 @@ impl Client {
                     }
                     modes.unprobed = false;
                 }
-                if up_write.flush().await.is_err() {
+                if slots.flush().await.is_err() || up_write.flush().await.is_err() {
                     break;
                 }
                 let got = tokio::select! {
@@ -446,7 +489,7 @@ impl Client {
                 }
             }
             for req in std::mem::take(&mut pending) {
-                let step = self.step(&req, &mut modes, &mut up_write, &slots).await;
+                let step = self.step(&req, &mut modes, &mut up_write, &mut slots).await;
                 decoder.authenticated = self.grant.is_some();
                 match step {
                     Ok(true) => {}
@@ -454,6 +497,9 @@ impl Client {
                 }
             }
         }
+        // Replies already counted still go to a client that only stopped
+        // writing.
+        let _ = slots.flush().await;
         drop(slots);
         // The client is gone (or the session ends): the upstream sees its
         // connection close as Redis would have seen the client's, so a
@@ -472,9 +518,10 @@ impl Client {
         req: &Request,
         modes: &mut Modes,
         up: &mut Up,
-        slots: &mpsc::Sender<Slot>,
+        slots: &mut Slots,
     ) -> Result<bool, Closed> {
-        let name = req.name();
+        let lowered = req.name();
+        let name: &str = &lowered;
         let local = |b: Bytes| Slot::Local(b);
         // Credentials and refusals: answered here, in turn.
         if name == "quit" {
@@ -504,7 +551,7 @@ impl Client {
             && self.core.config_unchanged(&req.argv[2..]).await;
         // Redis's flags for the command, looked up once.
         let core = self.core.clone();
-        let command = match core.table.lookup(&req.argv) {
+        let command = match core.table.lookup(name, &req.argv) {
             Lookup::Found(info) => Some(info),
             Lookup::Invalid(_) => None,
         };
@@ -513,7 +560,7 @@ impl Client {
             // Redis refuses it while queueing, whatever understudy would.
             return self.not_in_multi(modes, slots).await;
         }
-        if let Some(why) = self.refusal(req, &name, unchanged, command) {
+        if let Some(why) = self.refusal(req, name, unchanged, command) {
             if modes.in_multi {
                 // Queued, and refused with the whole transaction at `EXEC`,
                 // as Redis aborts one whose command it cannot run then
@@ -530,8 +577,8 @@ impl Client {
             slots.send(local(error(&why))).await?;
             return Ok(true);
         }
-        match name.as_str() {
-            "sync" | "psync" => return self.follow(req, &name, modes, slots).await,
+        match name {
+            "sync" | "psync" => return self.follow(req, name, modes, slots).await,
             "replconf" => {
                 if let Some(reply) = replconf(req, modes) {
                     slots.send(local(reply)).await?;
@@ -545,7 +592,7 @@ impl Client {
             }
             _ => {}
         }
-        if matches!(up, Up::Shared(_)) && !may_share(&name, command) {
+        if matches!(up, Up::Shared(_)) && !may_share(name, command) {
             self.leave_lane(up, slots).await?;
         }
         // In RESP2 subscribed mode frames pass as they come; leaving it is
@@ -553,7 +600,7 @@ impl Client {
         if modes.subscribed {
             send(up, &req.raw).await?;
             if matches!(
-                name.as_str(),
+                name,
                 "unsubscribe" | "punsubscribe" | "sunsubscribe" | "reset"
             ) {
                 modes.subscribed = barrier(up, slots).await?;
@@ -569,7 +616,7 @@ impl Client {
             return Ok(true);
         }
         // Commands that change what comes back.
-        match name.as_str() {
+        match name {
             "hello" => return self.hello(req, modes, up, slots).await,
             "reset" => {
                 send(up, &req.raw).await?;
@@ -589,31 +636,31 @@ impl Client {
                     // Clears a pending `SKIP` too, and is answered.
                     modes.reply_off = false;
                     modes.skip_next = false;
-                    slots.send(Slot::reply(Kind::Inert)).await?;
+                    slots.reply(Kind::Inert).await?;
                 } else if req.arg_is(2, "off") {
                     modes.reply_off = true;
                 } else if req.arg_is(2, "skip") {
                     // Redis ignores it while replies are off.
                     modes.skip_next = !modes.reply_off;
                 } else {
-                    slots.send(Slot::reply(Kind::Inert)).await?;
+                    slots.reply(Kind::Inert).await?;
                 }
                 return Ok(true);
             }
             _ => {}
         }
-        if modes.protocol == 2 && is_subscribe(&name) {
+        if modes.protocol == 2 && is_subscribe(name) {
             send(up, &req.raw).await?;
             slots.send(Slot::Subscribed).await?;
             modes.subscribed = true;
             return Ok(true);
         }
-        if modes.protocol == 2 && is_unsubscribe(&name) && !modes.in_multi {
+        if modes.protocol == 2 && is_unsubscribe(name) && !modes.in_multi {
             // Outside subscribed mode Redis still answers once for each
             // channel named (once when none is).
             send(up, &req.raw).await?;
             for _ in 0..req.argv.len().saturating_sub(1).max(1) {
-                slots.send(Slot::reply(Kind::Inert)).await?;
+                slots.reply(Kind::Inert).await?;
             }
             return Ok(true);
         }
@@ -628,16 +675,16 @@ impl Client {
                 return Ok(true);
             }
         }
-        let kind = kind(req, &name, modes, command);
+        let kind = kind(req, name, modes, command);
         let blocking = command.is_some_and(|info| info.flags.blocking);
         send(up, &req.raw).await?;
         modes.caching_next = name == "client" && req.arg_is(1, "caching");
         // What comes back.
         let silent = modes.reply_off
             || std::mem::take(&mut modes.skip_next)
-            || (modes.protocol == 3 && (is_subscribe(&name) || is_unsubscribe(&name)));
-        modes.resp3_subscribed |= modes.protocol == 3 && is_subscribe(&name);
-        match name.as_str() {
+            || (modes.protocol == 3 && (is_subscribe(name) || is_unsubscribe(name)));
+        modes.resp3_subscribed |= modes.protocol == 3 && is_subscribe(name);
+        match name {
             // MULTI inside MULTI is refused and changes nothing.
             "multi" => modes.in_multi = true,
             "exec" | "discard" => {
@@ -648,18 +695,25 @@ impl Client {
         }
         if !silent {
             modes.unprobed |= kind.needs_offset();
-            slots.send(Slot::Reply { kind, blocking }).await?;
+            if blocking {
+                let count = 1;
+                slots
+                    .send(Slot::Reply {
+                        kind,
+                        blocking,
+                        count,
+                    })
+                    .await?;
+            } else {
+                slots.reply(kind).await?;
+            }
         }
         Ok(true)
     }
 
     /// A command Redis flags `no-multi`, sent inside `MULTI`: refused while
     /// queueing, and the transaction aborts, as in Redis.
-    async fn not_in_multi(
-        &mut self,
-        modes: &mut Modes,
-        slots: &mpsc::Sender<Slot>,
-    ) -> Result<bool, Closed> {
+    async fn not_in_multi(&mut self, modes: &mut Modes, slots: &mut Slots) -> Result<bool, Closed> {
         modes.multi_refused.get_or_insert_with(|| {
             "EXECABORT Transaction discarded because of previous errors.".into()
         });
@@ -680,7 +734,7 @@ impl Client {
         req: &Request,
         name: &str,
         modes: &mut Modes,
-        slots: &mpsc::Sender<Slot>,
+        slots: &mut Slots,
     ) -> Result<bool, Closed> {
         if modes.subscribed {
             let why = format!(
@@ -698,7 +752,7 @@ impl Client {
     /// Takes the session off the shared lane onto a connection of its own,
     /// once Redis has run everything it sent on the lane (so the next
     /// command runs after them, as on one connection).
-    async fn leave_lane(&self, up: &mut Up, slots: &mpsc::Sender<Slot>) -> Result<(), Closed> {
+    async fn leave_lane(&self, up: &mut Up, slots: &mut Slots) -> Result<(), Closed> {
         up.flush().await?;
         let own = match self.core.session_upstream().await {
             Ok(s) => s,
@@ -724,7 +778,7 @@ impl Client {
         req: &Request,
         modes: &mut Modes,
         up: &mut Up,
-        slots: &mpsc::Sender<Slot>,
+        slots: &mut Slots,
     ) -> Result<bool, Closed> {
         let mut upstream_args: Vec<Bytes> = vec![Bytes::from_static(b"HELLO")];
         if self.redis_auth() {
@@ -786,7 +840,7 @@ impl Client {
     }
 
     /// Logs the session's upstream connection in again (after `RESET`).
-    async fn reauthenticate(&self, up: &mut Up, slots: &mpsc::Sender<Slot>) -> Result<(), Closed> {
+    async fn reauthenticate(&self, up: &mut Up, slots: &mut Slots) -> Result<(), Closed> {
         if let Some(pw) = &self.core.settings.upstream_password {
             send(up, &Request::new(["AUTH", pw.as_str()]).raw).await?;
             slots.send(Slot::Discard).await?;
@@ -1105,8 +1159,9 @@ enum Held {
     /// Bytes with no effect to wait for: a reply made here, or a push
     /// frame kept in its place among the replies.
     Local(Bytes),
-    /// The upstream's reply, and what it may reveal.
-    Upstream(Bytes, Kind),
+    /// The upstream's replies (as many as the count, read together), and
+    /// what they may reveal.
+    Upstream(Bytes, Kind, usize),
 }
 
 /// The replies' side of an active session.
@@ -1170,16 +1225,24 @@ where
             };
             match slot {
                 Slot::Local(bytes) => out.held.push(Held::Local(bytes)),
-                Slot::Reply { kind, blocking } => {
+                Slot::Reply {
+                    kind,
+                    blocking,
+                    count,
+                } => {
                     if blocking && !frames.has_reply() {
                         // Redis may hold it: what is held goes first.
                         out.release(&mut client, None).await?;
                     }
                     out.note_sent(kind, blocking);
-                    let f = frames
-                        .reply(&mut upstream, &mut client, &mut out.held)
-                        .await?;
-                    out.held.push(Held::Upstream(f, kind));
+                    let mut left = count;
+                    while left > 0 {
+                        let (f, n) = frames
+                            .replies(&mut upstream, &mut client, &mut out.held, left)
+                            .await?;
+                        out.held.push(Held::Upstream(f, kind, n));
+                        left -= n;
+                    }
                 }
                 Slot::Role => {
                     let f = frames
@@ -1193,7 +1256,7 @@ where
                         .reply(&mut upstream, &mut client, &mut out.held)
                         .await?;
                     let _ = tx.send(f.clone());
-                    out.held.push(Held::Upstream(f, Kind::Inert));
+                    out.held.push(Held::Upstream(f, Kind::Inert, 1));
                 }
                 Slot::Discard => {
                     frames
@@ -1321,12 +1384,12 @@ impl<'a> Release<'a> {
         let needs_offset = self
             .held
             .iter()
-            .any(|h| matches!(h, Held::Upstream(b, kind) if kind.needs_offset() && !not_run(b)));
+            .any(|h| matches!(h, Held::Upstream(b, kind, _) if kind.needs_offset() && !not_run(b)));
         let gated = needs_offset
             || self
                 .held
                 .iter()
-                .any(|h| matches!(h, Held::Upstream(_, Kind::Quiet)));
+                .any(|h| matches!(h, Held::Upstream(_, Kind::Quiet, _)));
         let released = match self.guard {
             Some(guard) if gated => {
                 client.flush().await.map_err(|_| Closed)?;
@@ -1348,16 +1411,23 @@ impl<'a> Release<'a> {
         };
         let failed = released.is_err();
         for h in self.held.drain(..) {
-            let bytes = match (h, &released) {
-                (Held::Local(b), _)
-                | (Held::Upstream(b, _), Ok(()))
-                | (Held::Upstream(b, Kind::Inert), Err(_)) => b,
-                (Held::Upstream(_, Kind::Write), Err(why)) => error(&format!(
-                    "UNKNOWN outcome unknown: {why}; read it back before retrying"
-                )),
-                (Held::Upstream(_, _), Err(why)) => error(&format!("TRYAGAIN {why}")),
+            let (bytes, n) = match (h, &released) {
+                (Held::Local(b), _) => (b, 1),
+                (Held::Upstream(b, _, _), Ok(())) | (Held::Upstream(b, Kind::Inert, _), Err(_)) => {
+                    (b, 1)
+                }
+                (Held::Upstream(_, Kind::Write, n), Err(why)) => (
+                    error(&format!(
+                        "UNKNOWN outcome unknown: {why}; read it back before retrying"
+                    )),
+                    n,
+                ),
+                (Held::Upstream(_, _, n), Err(why)) => (error(&format!("TRYAGAIN {why}")), n),
             };
-            client.write_all(&bytes).await.map_err(|_| Closed)?;
+            // An error stands for each of the replies it replaces.
+            for _ in 0..n {
+                client.write_all(&bytes).await.map_err(|_| Closed)?;
+            }
         }
         self.in_flight = None;
         if failed {
@@ -1398,6 +1468,37 @@ impl Frames {
                 }
             }
         }
+    }
+
+    /// Up to `want` replies, as many as are read in a row, in one piece,
+    /// and how many. A push frame, or an error saying a command did not
+    /// run (released on its own), ends the piece; when one comes first, the
+    /// next reply alone (`reply`).
+    async fn replies<U: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+        &mut self,
+        up: &mut U,
+        client: &mut BufWriter<W>,
+        held: &mut Vec<Held>,
+        want: usize,
+    ) -> Result<(Bytes, usize), Closed> {
+        if self.stash.is_none() {
+            let (mut end, mut n) = (0, 0);
+            while n < want {
+                let Ok(Scan::Complete(len)) = frame::scan(&self.buf[end..], self.max_bulk) else {
+                    break;
+                };
+                let f = &self.buf[end..end + len];
+                if f[0] == b'>' || not_run(f) {
+                    break;
+                }
+                end += len;
+                n += 1;
+            }
+            if n > 0 {
+                return Ok((self.buf.split_to(end).freeze(), n));
+            }
+        }
+        Ok((self.reply(up, client, held).await?, 1))
     }
 
     /// Whether a whole reply (not a push frame) is already read.
@@ -1463,7 +1564,7 @@ async fn send(up: &mut Up, raw: &[u8]) -> Result<(), Closed> {
 
 /// Sends a `PING` barrier and says whether the connection is in RESP2's
 /// subscribed mode (Redis answers `["pong", nonce]` there).
-async fn barrier(up: &mut Up, slots: &mpsc::Sender<Slot>) -> Result<bool, Closed> {
+async fn barrier(up: &mut Up, slots: &mut Slots) -> Result<bool, Closed> {
     let nonce = Bytes::from(format!(
         "understudy-barrier-{}",
         hex::encode(proto_common::auth::new_nonce())

@@ -40,8 +40,8 @@ impl Request {
     }
 
     /// The command's name, lowercased.
-    pub fn name(&self) -> String {
-        String::from_utf8_lossy(&self.argv[0]).to_ascii_lowercase()
+    pub fn name(&self) -> Name {
+        Name::of(&self.argv[0])
     }
 
     /// Whether argument `i` is `word`, ignoring case.
@@ -49,6 +49,38 @@ impl Request {
         self.argv
             .get(i)
             .is_some_and(|a| a.eq_ignore_ascii_case(word.as_bytes()))
+    }
+}
+
+/// A command's name, lowercased as Redis matches it; on the stack when
+/// short and ASCII, as every Redis command's is (this is made for every
+/// request).
+pub enum Name {
+    Short([u8; 32], u8),
+    Long(String),
+}
+
+impl Name {
+    pub fn of(raw: &[u8]) -> Name {
+        if raw.len() <= 32 && raw.is_ascii() {
+            let mut b = [0u8; 32];
+            b[..raw.len()].copy_from_slice(raw);
+            b.make_ascii_lowercase();
+            Name::Short(b, raw.len() as u8)
+        } else {
+            Name::Long(String::from_utf8_lossy(raw).to_lowercase())
+        }
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Name::Short(b, n) => std::str::from_utf8(&b[..*n as usize]).expect("ASCII"),
+            Name::Long(s) => s,
+        }
     }
 }
 
@@ -349,6 +381,16 @@ mod tests {
     }
 
     #[test]
+    fn names_are_lowercased_on_the_stack_or_not_at_all_lengths() {
+        assert_eq!(&*Name::of(b"GeT"), "get");
+        assert!(matches!(Name::of(b"GeT"), Name::Short(..)));
+        let long = "X".repeat(40);
+        assert_eq!(&*Name::of(long.as_bytes()), "x".repeat(40));
+        assert_eq!(&*Name::of("ÉCHO".as_bytes()), "écho");
+        assert_eq!(&*Name::of(b""), "");
+    }
+
+    #[test]
     fn arrays_and_inline_commands_are_read_as_redis_reads_them() {
         assert_eq!(
             decode_all(
@@ -387,7 +429,7 @@ mod tests {
             assert_eq!(got.is_some(), i == input.len() - 1, "after byte {i}");
             if let Some(r) = got {
                 assert_eq!(&r.raw[..], &input[..]);
-                assert_eq!(r.name(), "set");
+                assert_eq!(&*r.name(), "set");
             }
         }
     }

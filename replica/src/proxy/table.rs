@@ -83,24 +83,9 @@ impl CommandTable {
     }
 
     /// Finds the command (and subcommand) `argv` names and checks its
-    /// arity, answering as Redis would when it cannot run.
-    pub fn lookup(&self, argv: &[Bytes]) -> Lookup<'_> {
-        // Command names are short ASCII: lowercased on the stack (this runs
-        // for every request), else as Redis would see them.
-        let mut buf = [0u8; 32];
-        let lowered;
-        let name: &str = match std::str::from_utf8(&argv[0]) {
-            Ok(n) if n.len() <= buf.len() && n.is_ascii() => {
-                let b = &mut buf[..n.len()];
-                b.copy_from_slice(n.as_bytes());
-                b.make_ascii_lowercase();
-                std::str::from_utf8(b).expect("ASCII")
-            }
-            _ => {
-                lowered = String::from_utf8_lossy(&argv[0]).to_lowercase();
-                &lowered
-            }
-        };
+    /// arity, answering as Redis would when it cannot run; `name` is its
+    /// first argument as a [`Name`].
+    pub fn lookup(&self, name: &str, argv: &[Bytes]) -> Lookup<'_> {
         let Some(info) = self.commands.get(name) else {
             return Lookup::Invalid(unknown_command(argv));
         };
@@ -226,6 +211,7 @@ fn parse_entry(frame: &BytesFrame) -> Result<CommandInfo, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::request::Name;
 
     fn bulk(b: String) -> BytesFrame {
         BytesFrame::BulkString(b.into())
@@ -266,6 +252,10 @@ mod tests {
         .unwrap()
     }
 
+    fn find<'a>(t: &'a CommandTable, argv: &[Bytes]) -> Lookup<'a> {
+        t.lookup(&Name::of(&argv[0]), argv)
+    }
+
     fn argv(parts: &[&str]) -> Vec<Bytes> {
         parts
             .iter()
@@ -276,24 +266,24 @@ mod tests {
     #[test]
     fn lookups_check_names_subcommands_and_arity_as_redis_does() {
         let t = table();
-        let Lookup::Found(set) = t.lookup(&argv(&["SeT", "k", "v"])) else {
+        let Lookup::Found(set) = find(&t, &argv(&["SeT", "k", "v"])) else {
             panic!()
         };
         assert!(set.flags.write);
         assert_eq!(
-            t.lookup(&argv(&["GET"])),
+            find(&t, &argv(&["GET"])),
             Lookup::Invalid("ERR wrong number of arguments for 'get' command".into())
         );
         assert_eq!(
-            t.lookup(&argv(&["nope", "a"])),
+            find(&t, &argv(&["nope", "a"])),
             Lookup::Invalid("ERR unknown command 'nope', with args beginning with: 'a'".into())
         );
-        let Lookup::Found(enc) = t.lookup(&argv(&["OBJECT", "encoding", "k"])) else {
+        let Lookup::Found(enc) = find(&t, &argv(&["OBJECT", "encoding", "k"])) else {
             panic!()
         };
         assert!(enc.flags.readonly);
         assert!(
-            matches!(t.lookup(&argv(&["object", "bogus", "k"])), Lookup::Invalid(e) if e.contains("unknown subcommand 'bogus'"))
+            matches!(find(&t, &argv(&["object", "bogus", "k"])), Lookup::Invalid(e) if e.contains("unknown subcommand 'bogus'"))
         );
     }
 
@@ -301,12 +291,12 @@ mod tests {
     fn fixed_keys_follow_first_last_and_step() {
         let t = table();
         let a = argv(&["MSET", "a", "1", "b", "2", "c", "3"]);
-        let Lookup::Found(mset) = t.lookup(&a) else {
+        let Lookup::Found(mset) = find(&t, &a) else {
             panic!()
         };
         assert_eq!(CommandTable::fixed_keys(mset, &a), argv(&["a", "b", "c"]));
         let a = argv(&["OBJECT", "ENCODING", "k"]);
-        let Lookup::Found(enc) = t.lookup(&a) else {
+        let Lookup::Found(enc) = find(&t, &a) else {
             panic!()
         };
         assert_eq!(CommandTable::fixed_keys(enc, &a), argv(&["k"]));
