@@ -179,31 +179,14 @@ async fn a_write_waiting_for_its_commit_is_seen_by_nobody_and_lost_with_the_acti
 async fn an_exec_held_past_the_lease_is_answered_unknown_when_the_lease_ends() {
     let _serial = serial().await;
     let dir = TestDir::new("proxy-exec-lease").unwrap();
-    let (mut cluster, active, standby) = ProxyCluster::start_with_sync_standby(&dir, DEADLINE)
-        .await
-        .unwrap();
-    let mut c = RawResp::connect(&cluster.resp_addr(&active.id))
-        .await
-        .unwrap();
+    let (mut cluster, standby, mut c) = pair_and_client(&dir).await;
     assert_eq!(c.call(&["MULTI"]).await.unwrap().show(), "OK");
     assert_eq!(c.call(&["SET", "k", "v"]).await.unwrap().show(), "QUEUED");
-    cluster
-        .cluster
-        .replica_mut(&standby)
-        .process()
-        .sigstop()
-        .unwrap();
-    cluster.cluster.arbiter.process().sigstop().unwrap();
+    freeze_commits(&mut cluster, &standby, true);
     let sent = std::time::Instant::now();
     let reply = tokio::time::timeout(Duration::from_secs(10), c.call(&["EXEC"])).await;
     let waited = sent.elapsed();
-    cluster
-        .cluster
-        .replica_mut(&standby)
-        .process()
-        .sigcont()
-        .unwrap();
-    cluster.cluster.arbiter.process().sigcont().unwrap();
+    freeze_commits(&mut cluster, &standby, false);
     let reply = reply
         .expect("the EXEC is answered when the lease ends, not when the cluster heals")
         .expect("an answer, not a broken connection")
@@ -219,20 +202,9 @@ async fn an_exec_held_past_the_lease_is_answered_unknown_when_the_lease_ends() {
 async fn each_pipelined_command_held_past_the_lease_gets_its_own_answer() {
     let _serial = serial().await;
     let dir = TestDir::new("proxy-pipeline-lease").unwrap();
-    let (mut cluster, active, standby) = ProxyCluster::start_with_sync_standby(&dir, DEADLINE)
-        .await
-        .unwrap();
-    let mut c = RawResp::connect(&cluster.resp_addr(&active.id))
-        .await
-        .unwrap();
+    let (mut cluster, standby, mut c) = pair_and_client(&dir).await;
     assert_eq!(c.call(&["SET", "k", "old"]).await.unwrap().show(), "OK");
-    cluster
-        .cluster
-        .replica_mut(&standby)
-        .process()
-        .sigstop()
-        .unwrap();
-    cluster.cluster.arbiter.process().sigstop().unwrap();
+    freeze_commits(&mut cluster, &standby, true);
     let mut pipeline = encode(&["SET", "a", "1"]);
     pipeline.extend(encode(&["SET", "b", "2"]));
     pipeline.extend(encode(&["INCR", "n"]));
@@ -246,13 +218,7 @@ async fn each_pipelined_command_held_past_the_lease_gets_its_own_answer() {
         }
     })
     .await;
-    cluster
-        .cluster
-        .replica_mut(&standby)
-        .process()
-        .sigcont()
-        .unwrap();
-    cluster.cluster.arbiter.process().sigcont().unwrap();
+    freeze_commits(&mut cluster, &standby, false);
     read.expect("the pipeline is answered when the lease ends");
     let starts: Vec<String> = replies
         .into_iter()
@@ -266,6 +232,30 @@ async fn each_pipelined_command_held_past_the_lease_gets_its_own_answer() {
         ["-UNKNOWN", "-UNKNOWN", "-UNKNOWN", "-TRYAGAIN", "-TRYAGAIN"],
         "one answer per command, in order"
     );
+}
+
+/// The usual active and sync standby, and a client of the active.
+async fn pair_and_client(dir: &TestDir) -> (ProxyCluster, String, RawResp) {
+    let (cluster, active, standby) = ProxyCluster::start_with_sync_standby(dir, DEADLINE)
+        .await
+        .unwrap();
+    let c = RawResp::connect(&cluster.resp_addr(&active.id))
+        .await
+        .unwrap();
+    (cluster, standby, c)
+}
+
+/// Freezes (`SIGSTOP`) or thaws the sync standby and the arbiter: while
+/// frozen nothing commits and the active's lease runs out unrenewed.
+fn freeze_commits(cluster: &mut ProxyCluster, standby: &str, freeze: bool) {
+    let replica = cluster.cluster.replica_mut(standby).process();
+    if freeze {
+        replica.sigstop().unwrap();
+        cluster.cluster.arbiter.process().sigstop().unwrap();
+    } else {
+        replica.sigcont().unwrap();
+        cluster.cluster.arbiter.process().sigcont().unwrap();
+    }
 }
 
 /// Found by the fault suite's proxy form (a `SIGSTOP` of the active for
