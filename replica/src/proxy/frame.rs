@@ -36,6 +36,31 @@ pub enum FrameError {
     MissingCrlf,
 }
 
+/// How many whole frames, up to `want`, begin `buf` one after another, and
+/// where the last of them ends: replies taken in one piece. A frame `stops`
+/// says yes to ends the run before it. An error only when it comes first
+/// (otherwise the frames before it are taken, and the next call meets it).
+pub fn run(
+    buf: &[u8],
+    want: usize,
+    max_body: u64,
+    stops: impl Fn(&[u8]) -> bool,
+) -> Result<(usize, usize), FrameError> {
+    let (mut n, mut end) = (0, 0);
+    while n < want {
+        match scan(&buf[end..], max_body) {
+            Ok(Scan::Complete(len)) if !stops(&buf[end..end + len]) => {
+                end += len;
+                n += 1;
+            }
+            Ok(_) => break,
+            Err(e) if n == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok((n, end))
+}
+
 /// Finds the end of the first frame in `buf`; bodies over `max_body` bytes
 /// are refused.
 pub fn scan(buf: &[u8], max_body: u64) -> Result<Scan, FrameError> {
@@ -130,6 +155,18 @@ mod tests {
     use super::*;
 
     const MAX: u64 = 512 << 20;
+
+    #[test]
+    fn a_run_takes_whole_frames_up_to_the_count_or_a_stop() {
+        let buf = b"+OK\r\n:1\r\n-BUSY x\r\n$3\r\nab";
+        let busy = |f: &[u8]| f.starts_with(b"-BUSY");
+        assert_eq!(run(buf, 5, MAX, |_| false), Ok((3, 18)));
+        assert_eq!(run(buf, 2, MAX, |_| false), Ok((2, 9)));
+        assert_eq!(run(buf, 5, MAX, busy), Ok((2, 9)));
+        assert_eq!(run(&buf[9..], 5, MAX, busy), Ok((0, 0)));
+        assert_eq!(run(b"+OK\r\n?x\r\n", 5, MAX, |_| false), Ok((1, 5)));
+        assert!(run(b"?x\r\n", 5, MAX, |_| false).is_err());
+    }
 
     fn whole(frame: &[u8]) {
         assert_eq!(

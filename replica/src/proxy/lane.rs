@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{self, Scan};
+use super::frame;
 use super::upstream::{SessionRead, SessionStream, SessionWrite};
 
 /// Batches waiting for the writer before a session waits.
@@ -320,19 +320,10 @@ async fn next_frames(
     closed: &CancellationToken,
 ) -> Option<(Bytes, usize)> {
     loop {
-        let (mut end, mut n) = (0, 0);
-        while n < want {
-            match frame::scan(&buf[end..], max_bulk) {
-                Ok(Scan::Complete(len)) => {
-                    end += len;
-                    n += 1;
-                }
-                Ok(Scan::Incomplete) => break,
-                Err(_) => return None,
-            }
-        }
-        if n > 0 {
-            return Some((buf.split_to(end).freeze(), n));
+        match frame::run(buf, want, max_bulk, |_| false) {
+            Ok((0, _)) => {}
+            Ok((n, end)) => return Some((buf.split_to(end).freeze(), n)),
+            Err(_) => return None,
         }
         let read = tokio::select! {
             _ = closed.cancelled() => return None,

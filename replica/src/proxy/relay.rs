@@ -1482,19 +1482,8 @@ impl Frames {
         want: usize,
     ) -> Result<(Bytes, usize), Closed> {
         if self.stash.is_none() {
-            let (mut end, mut n) = (0, 0);
-            while n < want {
-                let Ok(Scan::Complete(len)) = frame::scan(&self.buf[end..], self.max_bulk) else {
-                    break;
-                };
-                let f = &self.buf[end..end + len];
-                if f[0] == b'>' || not_run(f) {
-                    break;
-                }
-                end += len;
-                n += 1;
-            }
-            if n > 0 {
+            let stops = |f: &[u8]| f[0] == b'>' || not_run(f);
+            if let Ok((n @ 1.., end)) = frame::run(&self.buf, want, self.max_bulk, stops) {
                 return Ok((self.buf.split_to(end).freeze(), n));
             }
         }
