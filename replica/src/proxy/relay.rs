@@ -152,8 +152,19 @@ impl Slots {
         self.tx.send(slot).await.map_err(Closed::from)
     }
 
-    /// One more reply of `kind` is due, which Redis does not hold.
-    async fn reply(&mut self, kind: Kind) -> Result<(), Closed> {
+    /// One more reply of `kind` is due; `blocking`: Redis may hold it, so
+    /// it goes as a slot of its own.
+    async fn reply(&mut self, kind: Kind, blocking: bool) -> Result<(), Closed> {
+        if blocking {
+            let count = 1;
+            return self
+                .send(Slot::Reply {
+                    kind,
+                    blocking,
+                    count,
+                })
+                .await;
+        }
         match &mut self.run {
             Some((k, n)) if *k == kind && *n < RUN => *n += 1,
             _ => {
@@ -636,14 +647,14 @@ impl Client {
                     // Clears a pending `SKIP` too, and is answered.
                     modes.reply_off = false;
                     modes.skip_next = false;
-                    slots.reply(Kind::Inert).await?;
+                    slots.reply(Kind::Inert, false).await?;
                 } else if req.arg_is(2, "off") {
                     modes.reply_off = true;
                 } else if req.arg_is(2, "skip") {
                     // Redis ignores it while replies are off.
                     modes.skip_next = !modes.reply_off;
                 } else {
-                    slots.reply(Kind::Inert).await?;
+                    slots.reply(Kind::Inert, false).await?;
                 }
                 return Ok(true);
             }
@@ -660,7 +671,7 @@ impl Client {
             // channel named (once when none is).
             send(up, &req.raw).await?;
             for _ in 0..req.argv.len().saturating_sub(1).max(1) {
-                slots.reply(Kind::Inert).await?;
+                slots.reply(Kind::Inert, false).await?;
             }
             return Ok(true);
         }
@@ -695,18 +706,7 @@ impl Client {
         }
         if !silent {
             modes.unprobed |= kind.needs_offset();
-            if blocking {
-                let count = 1;
-                slots
-                    .send(Slot::Reply {
-                        kind,
-                        blocking,
-                        count,
-                    })
-                    .await?;
-            } else {
-                slots.reply(kind).await?;
-            }
+            slots.reply(kind, blocking).await?;
         }
         Ok(true)
     }
