@@ -517,8 +517,12 @@ pub fn format(report: &Report) -> String {
     }
     if !report.redis.is_empty() {
         out.push_str(&super::redis::format(&report.redis));
-        let mut commands: Vec<&str> = report.redis.iter().map(|r| r.command.as_str()).collect();
-        commands.dedup();
+        let mut commands: Vec<&str> = Vec::new();
+        for r in &report.redis {
+            if !commands.contains(&r.command.as_str()) {
+                commands.push(&r.command);
+            }
+        }
         for c in commands {
             out.push_str(&format!("  {c}\n"));
         }
