@@ -1,6 +1,7 @@
 //! Malformed input through understudy is handled as a redis-server alone
 //! handles it: a declared length over the limit (a bulk of 1 TiB, an array
-//! of three billion elements) or bytes that are not RESP are answered with
+//! of three billion elements), a length Redis does not read as one (`$04`,
+//! `*+1`, `$-0`) or bytes that are not RESP are answered with
 //! Redis's own protocol error, then that connection — and only that one —
 //! is closed. Through the standby too, as the first request of a session
 //! (read before the standby knows where the session goes) or later.
@@ -44,7 +45,7 @@ async fn a_declared_length_over_the_limit_is_a_protocol_error_and_closes_the_con
         .await
         .unwrap();
     let ping: &[u8] = b"*1\r\n$4\r\nPING\r\n";
-    let cases: [(&str, Vec<&[u8]>); 6] = [
+    let cases: [(&str, Vec<&[u8]>); 10] = [
         ("a 1 TiB bulk", vec![b"*1\r\n$1099511627776\r\n"]),
         ("3e9 arguments", vec![b"*3000000000\r\n"]),
         (
@@ -54,6 +55,25 @@ async fn a_declared_length_over_the_limit_is_a_protocol_error_and_closes_the_con
         ("3e9 arguments after PING", vec![ping, b"*3000000000\r\n"]),
         ("not RESP", vec![b"*1\r\n:5\r\n"]),
         ("not RESP after PING", vec![ping, b"*1\r\n:5\r\n"]),
+        // Lengths Rust's own integer parsing takes but Redis refuses: passed
+        // on, they made the upstream close the connection the active's
+        // sessions share, and every bystander on it lost its connection.
+        (
+            "a length with a leading zero",
+            vec![b"*1\r\n$04\r\nPING\r\n"],
+        ),
+        (
+            "a length with a leading zero after PING",
+            vec![ping, b"*1\r\n$04\r\nPING\r\n"],
+        ),
+        (
+            "a count with a plus sign after PING",
+            vec![ping, b"*+1\r\n$4\r\nPING\r\n"],
+        ),
+        (
+            "a length of minus zero after PING",
+            vec![ping, b"*1\r\n$-0\r\n\r\n"],
+        ),
     ];
     // A connection that stays open meanwhile, on each replica.
     let mut bystanders = Vec::new();

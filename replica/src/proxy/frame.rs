@@ -139,11 +139,43 @@ fn line(buf: &[u8], pos: usize) -> Result<Option<Line<'_>>, FrameError> {
 
 /// A header's length: a decimal, possibly negative.
 fn length(text_: &[u8]) -> Result<i64, FrameError> {
-    std::str::from_utf8(text_)
-        .ok()
-        .and_then(|t| t.parse::<i64>().ok())
+    decimal(text_)
         .filter(|n| *n >= -1)
         .ok_or_else(|| FrameError::BadLength(text(text_)))
+}
+
+/// A decimal as Redis reads one in the protocol (`string2ll`): an optional
+/// `-`, then `0` alone or digits without a leading zero, nothing else (no
+/// `+`, no spaces), at most 20 characters, within `i64`. A length Redis
+/// would refuse must be refused here too: a request passed on with one
+/// would make the upstream close a connection other clients share.
+pub fn decimal(text: &[u8]) -> Option<i64> {
+    if text.is_empty() || text.len() > 20 {
+        return None;
+    }
+    if text == b"0" {
+        return Some(0);
+    }
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    match digits.first() {
+        Some(b'1'..=b'9') => {}
+        _ => return None,
+    }
+    let mut v: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    if negative {
+        0i64.checked_sub_unsigned(v)
+    } else {
+        i64::try_from(v).ok()
+    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -155,6 +187,32 @@ mod tests {
     use super::*;
 
     const MAX: u64 = 512 << 20;
+
+    #[test]
+    fn decimals_are_read_as_redis_reads_them() {
+        for (text, want) in [
+            (&b"0"[..], Some(0)),
+            (b"7", Some(7)),
+            (b"-1", Some(-1)),
+            (b"1099511627776", Some(1 << 40)),
+            (b"9223372036854775807", Some(i64::MAX)),
+            (b"-9223372036854775808", Some(i64::MIN)),
+            (b"9223372036854775808", None),
+            (b"-9223372036854775809", None),
+            (b"99999999999999999999", None),
+            (b"04", None),
+            (b"-0", None),
+            (b"00", None),
+            (b"+4", None),
+            (b" 4", None),
+            (b"4 ", None),
+            (b"-", None),
+            (b"", None),
+            (b"4x", None),
+        ] {
+            assert_eq!(decimal(text), want, "{:?}", String::from_utf8_lossy(text));
+        }
+    }
 
     #[test]
     fn a_run_takes_whole_frames_up_to_the_count_or_a_stop() {

@@ -249,10 +249,7 @@ fn number(
     if rest.len() < cr + 2 {
         return Ok(None);
     }
-    let value = std::str::from_utf8(&rest[1..cr])
-        .ok()
-        .and_then(|t| t.parse::<i64>().ok());
-    Ok(Some((value, pos + cr + 2)))
+    Ok(Some((super::frame::decimal(&rest[1..cr]), pos + cr + 2)))
 }
 
 /// Splits an inline request into words as Redis's `sdssplitargs` does:
