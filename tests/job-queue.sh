@@ -42,6 +42,16 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y "${need[@]}" >/dev/null
 fi
 
+# The cluster's ports must be free: a cluster already running there would
+# answer the checks below as if it were this one, and be killed at the end.
+for port in 7700 7000 7001 7100 7101 6381 6382 6391 6392; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is already in use: is a local cluster already running? Stop it" \
+      "(Ctrl-C in its terminal) first." >&2
+    exit 1
+  fi
+done
+
 work=$(mktemp -d /tmp/understudy-job-queue.XXXXXX)
 cluster_pid=
 ready=false
