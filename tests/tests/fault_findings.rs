@@ -179,6 +179,14 @@ async fn a_set_forwarded_through_resp_to_a_frozen_active_is_answered_when_anothe
     let mut client = proxy.client(&standby).await.unwrap();
     let warm = client.call(&["SET", "warm", "up"]).await.unwrap();
     assert_eq!(show(&warm), "OK");
+    // Frozen while the standby's upstream is still being filled, the
+    // active would hold up the promotion itself (a standby whose upstream
+    // is refilled cannot lead until the fill's position is committed),
+    // not the forward this test is about.
+    proxy
+        .wait_upstream_caught_up(&standby, &active.id, DEADLINE)
+        .await
+        .unwrap();
 
     proxy
         .cluster
