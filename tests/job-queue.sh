@@ -42,16 +42,6 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y "${need[@]}" >/dev/null
 fi
 
-# The cluster's ports must be free: a cluster already running there would
-# answer the checks below as if it were this one, and be killed at the end.
-for port in 7700 7000 7001 7100 7101 6381 6382 6391 6392; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port is already in use: is a local cluster already running? Stop it" \
-      "(Ctrl-C in its terminal) first." >&2
-    exit 1
-  fi
-done
-
 work=$(mktemp -d /tmp/understudy-job-queue.XXXXXX)
 cluster_pid=
 ready=false
@@ -84,7 +74,10 @@ status() {
 }
 for _ in $(seq 1800); do # the first run builds the release binaries
   if ! kill -0 "$cluster_pid" 2>/dev/null; then break; fi
-  if [ -n "$(status)" ] && [ "$(redis-cli -p 6382 ping 2>/dev/null)" = PONG ]; then
+  # Only once the script says its cluster runs: another cluster already on
+  # these ports (the script then refuses to start, naming the port) would
+  # answer the checks below as if it were this one.
+  if grep -q "^understudy is running" "$work/cluster.log" && [ -n "$(status)" ] && [ "$(redis-cli -p 6382 ping 2>/dev/null)" = PONG ]; then
     ready=true
     break
   fi
