@@ -156,12 +156,11 @@ impl Slots {
     /// it goes as a slot of its own.
     async fn reply(&mut self, kind: Kind, blocking: bool) -> Result<(), Closed> {
         if blocking {
-            let count = 1;
             return self
                 .send(Slot::Reply {
                     kind,
-                    blocking,
-                    count,
+                    blocking: true,
+                    count: 1,
                 })
                 .await;
         }
